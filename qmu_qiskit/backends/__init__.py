@@ -1,0 +1,1 @@
+"""Backends: hardware calibration profiles, noise models and the devices circuits run on."""
