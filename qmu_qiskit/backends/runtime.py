@@ -1,0 +1,325 @@
+"""IBM Quantum through qiskit-ibm-runtime: the account, devices, sessions and batches.
+
+The same code path serves ``ibm_<device>`` (the service) and ``fake_<device>`` (the runtime's
+local testing mode on a fake backend, offline): ISA circuits transpiled for the device's target,
+runtime ``EstimatorV2``/``SamplerV2`` primitives opened in a ``Session`` (iterative training) or a
+``Batch`` (evaluation sweeps), every job tagged with the run id and recorded in the job ledger,
+and finished jobs retrieved by id (``service.job(id)``) after a crash instead of paid for again.
+
+Accounts are discovered in qiskit-ibm-runtime's documented order: the ``QISKIT_IBM_TOKEN``
+(+ ``QISKIT_IBM_INSTANCE``, ``QISKIT_IBM_CHANNEL``) environment variables, else the saved default
+account. A token is never accepted on the command line, and never written to run directories,
+ledgers or logs: only backend names, job ids and session ids are.
+
+qiskit-ibm-runtime 0.51 deprecates ``EstimatorV2``/``SamplerV2`` for the executor-based
+primitives, which fail in local mode on large fake devices (performance.md); the code here uses
+only the ``BaseEstimatorV2``/``BaseSamplerV2`` interface of whichever class it is given.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import numpy as np
+
+from ..exceptions import BackendError, CredentialsError
+from ..execution.runners import Handle, Prepared, Runner
+
+_service_lock = threading.Lock()
+_service = None
+
+CREDENTIALS_HINT = (
+    "set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) in the environment, or save an account once "
+    "with QiskitRuntimeService.save_account(...); tokens are never taken on the command line"
+)
+
+
+def runtime_service():
+    """The ``QiskitRuntimeService`` of this process (created once).
+
+    Raises:
+        CredentialsError: no account in the environment or saved, or the service refused it.
+    """
+    global _service
+    with _service_lock:
+        if _service is not None:
+            return _service
+        from qiskit_ibm_runtime import QiskitRuntimeService
+
+        token = os.environ.get("QISKIT_IBM_TOKEN")
+        kwargs = {}
+        if token:
+            kwargs["token"] = token
+            kwargs["channel"] = os.environ.get("QISKIT_IBM_CHANNEL", "ibm_quantum_platform")
+            if os.environ.get("QISKIT_IBM_INSTANCE"):
+                kwargs["instance"] = os.environ["QISKIT_IBM_INSTANCE"]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _service = QiskitRuntimeService(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - account errors come in several types
+            name = type(exc).__name__
+            text = str(exc).lower()
+            if not token and ("no account" in text or "accountnotfound" in name.lower() or "saved" in text):
+                raise CredentialsError(f"no IBM Quantum account found; {CREDENTIALS_HINT}") from None
+            if "401" in text or "unauthori" in text or "invalid" in text or "token" in text:
+                raise CredentialsError(
+                    f"IBM Quantum refused the account ({name}); check or renew the token, then "
+                    f"{CREDENTIALS_HINT}"
+                ) from None
+            raise BackendError(
+                f"cannot reach IBM Quantum ({name}); check the network, or use a fake_<device> "
+                "backend to run offline"
+            ) from None
+        return _service
+
+
+def ibm_backend(name: str):
+    """An IBM device by name, validated against what the account can use.
+
+    Raises:
+        CredentialsError: no usable account.
+        BackendError: the device is unknown or retired for this account (lists the usable ones).
+    """
+    service = runtime_service()
+    try:
+        available = sorted(b.name for b in service.backends())
+    except Exception as exc:  # noqa: BLE001
+        raise BackendError(f"cannot list IBM Quantum devices ({type(exc).__name__}); try again later") from None
+    if name not in available:
+        raise BackendError(
+            f"device {name!r} is not available to this account (unknown or retired); available: "
+            f"{', '.join(available) or 'none'} — or emulate it offline with aer_noisy:{name} "
+            f"or fake_{name.removeprefix('ibm_')}"
+        )
+    return service.backend(name)
+
+
+def check_ibm_backend(spec, qubits: int) -> None:
+    """Fail before any run directory exists if the account or the device is unusable."""
+    device = ibm_backend(spec.device)
+    if qubits > device.num_qubits:
+        raise BackendError(
+            f"the model needs {qubits} qubits but {spec.device} has {device.num_qubits}; use a "
+            "larger device or --qubits"
+        )
+
+
+def _primitive_classes():
+    # Deprecated in 0.51 in favour of the executor-based primitives, which do not run in local
+    # mode on large fake devices; both implement the BaseEstimatorV2/BaseSamplerV2 interface.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from qiskit_ibm_runtime import Batch, EstimatorV2, SamplerV2, Session
+    return EstimatorV2, SamplerV2, Session, Batch
+
+
+def _apply_options(prim, options: dict, *, estimator: bool, tags: list[str]) -> None:
+    """Pass error-mitigation and execution options through to the runtime primitive."""
+    opts = prim.options
+    try:
+        opts.environment.job_tags = tags
+    except Exception:  # noqa: BLE001 - local mode may not carry environment options
+        pass
+    if "dynamical_decoupling" in options:
+        opts.dynamical_decoupling.enable = bool(options["dynamical_decoupling"])
+    if "twirling" in options:
+        opts.twirling.enable_gates = bool(options["twirling"])
+        if estimator:
+            opts.twirling.enable_measure = bool(options["twirling"])
+    if estimator:
+        if "resilience_level" in options:
+            opts.resilience_level = int(options["resilience_level"])
+        if options.get("zne"):
+            opts.resilience.zne_mitigation = True
+
+
+class RuntimeRunner(Runner):
+    """Runtime primitives in a Session (default) or Batch, local mode for ``fake_*``.
+
+    Args:
+        spec: the backend spec (``fake`` or ``ibm``).
+        shots: shots per circuit evaluation.
+        options: runtime options — ``mode`` (``session``/``batch``), ``max_time`` (session
+            seconds), ``resilience_level``, ``dynamical_decoupling``, ``twirling``, ``zne``.
+        run_id: tag of every job.
+    """
+
+    needs_transpile = True
+
+    def __init__(self, *, spec, shots: int, options: dict | None = None, run_id: str | None = None):
+        super().__init__(spec=spec, device=spec.device_backend(), shots=shots)
+        self.options = dict(options or {})
+        self.mode_kind = self.options.get("mode", "session")
+        if self.mode_kind not in ("session", "batch"):
+            raise BackendError(f"runtime mode must be session or batch, got {self.mode_kind!r}")
+        self.local = spec.kind == "fake"
+        self.remote = not self.local
+        self.name = f"runtime:{'local' if self.local else 'ibm'}"
+        self.run_id = run_id
+        self._mode = None
+        self.sessions_opened = 0
+
+    def describe(self) -> dict:
+        out = super().describe()
+        out.update(
+            {
+                "mode": self.mode_kind,
+                "local_testing_mode": self.local,
+                "device": self.device.name,
+                "options": {k: v for k, v in self.options.items() if k != "mode"},
+            }
+        )
+        return out
+
+    # ------------------------------------------------------------------ sessions
+    def mode(self):
+        """The open Session/Batch, reopened when it has expired or closed."""
+        _, _, Session, Batch = _primitive_classes()
+        if self._mode is not None and not self._usable(self._mode):
+            self._mode = None
+        if self._mode is None:
+            cls = Session if self.mode_kind == "session" else Batch
+            kwargs = {}
+            if self.options.get("max_time"):
+                kwargs["max_time"] = self.options["max_time"]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._mode = cls(backend=self.device, **kwargs)
+            self.sessions_opened += 1
+        return self._mode
+
+    @staticmethod
+    def _usable(mode) -> bool:
+        if getattr(mode, "_active", True) is False:
+            return False
+        try:
+            details = mode.details() if mode.session_id else None
+        except Exception:  # noqa: BLE001 - unknown state: keep using it, submission will tell
+            return True
+        if details and str(details.get("state", "")).lower() in ("closed", "expired", "inactive"):
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._mode is not None:
+            try:
+                self._mode.close()
+            except Exception:  # noqa: BLE001 - closing an expired session is not an error
+                pass
+            self._mode = None
+
+    # ------------------------------------------------------------------ jobs
+    def prepare(self, circuit, isa, key: str) -> Prepared:
+        layout = isa.layout
+
+        def map_observable(op):
+            return op.apply_layout(layout) if layout is not None else op
+
+        return Prepared(source=circuit, circuit=isa, key=key, map_observable=map_observable)
+
+    def _submit(self, make_job):
+        try:
+            return make_job(self.mode())
+        except Exception as exc:  # a session that expired between calls: reopen once
+            text = str(exc).lower()
+            if "session" in text and any(k in text for k in ("closed", "expired", "inactive")):
+                self._mode = None
+                return make_job(self.mode())
+            raise
+
+    def _tags(self) -> list[str]:
+        return ["qmu-qiskit"] + ([self.run_id] if self.run_id else [])
+
+    def submit_estimate(self, prepared, observables, values, *, precision, seed) -> Handle:
+        EstimatorV2, _, _, _ = _primitive_classes()
+        obs = np.empty((len(observables), 1), dtype=object)
+        for i, op in enumerate(observables):
+            obs[i, 0] = op
+        shots = self.shots
+
+        def make(mode):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est = EstimatorV2(mode=mode)
+                est.options.default_shots = shots
+                if self.local:
+                    est.options.simulator.seed_simulator = int(seed)
+                _apply_options(est, self.options if not self.local else {}, estimator=True, tags=self._tags())
+                return est.run([(prepared.circuit, obs, values)])
+
+        job = self._submit(make)
+        return self._handle(job, lambda res: {
+            "evs": np.asarray(res[0].data.evs, dtype=float),
+            "stds": np.asarray(res[0].data.stds, dtype=float),
+        })
+
+    def submit_sample(self, prepared, values, *, shots, seed) -> Handle:
+        _, SamplerV2, _, _ = _primitive_classes()
+        circuit = prepared.circuit
+        if circuit.num_clbits == 0:
+            raise BackendError("sampling needs a measured circuit; add measurements (measure_all)")
+
+        def make(mode):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sam = SamplerV2(mode=mode)
+                sam.options.default_shots = int(shots)
+                if self.local:
+                    sam.options.simulator.seed_simulator = int(seed)
+                _apply_options(sam, self.options if not self.local else {}, estimator=False, tags=self._tags())
+                return sam.run([(circuit, values)])
+
+        job = self._submit(make)
+        return self._handle(job, lambda res: {"probs": _probabilities(res[0], circuit)})
+
+    def _handle(self, job, convert) -> Handle:
+        def result():
+            res = job.result()
+            try:
+                usage = job.usage()
+                handle.qpu_seconds = float(usage or 0.0)
+            except Exception:  # noqa: BLE001 - local jobs report no usage
+                pass
+            return convert(res)
+
+        session_id = getattr(self._mode, "session_id", None) if self._mode is not None else None
+        handle = Handle(job.job_id(), result, session_id=session_id)
+        return handle
+
+    def retrieve(self, job_id: str) -> Handle:
+        """A job submitted by an earlier process, fetched by id (``service.job``)."""
+        service = runtime_service()
+        job = service.job(job_id)
+        prim = getattr(job, "primitive_id", "estimator")
+
+        def result():
+            res = job.result()
+            if "sampler" in str(prim):
+                return {"probs": _probabilities(res[0], None)}
+            return {
+                "evs": np.asarray(res[0].data.evs, dtype=float),
+                "stds": np.asarray(res[0].data.stds, dtype=float),
+            }
+
+        return Handle(job_id, result)
+
+
+def _probabilities(pub_result, circuit) -> np.ndarray:
+    """Outcome frequencies (N, 2**k) from a sampler PUB result's first register."""
+    data = pub_result.data
+    names = list(data.keys()) if hasattr(data, "keys") else []
+    bits = getattr(data, names[0]) if names else pub_result.join_data()
+    num_bits = bits.num_bits
+    shape = bits.shape
+    n = int(np.prod(shape)) if shape else 1
+    flat = bits.reshape(n) if shape else bits.reshape(1)
+    out = np.zeros((n, 2**num_bits))
+    for i in range(n):
+        counts = flat[i].get_int_counts()
+        for k, c in counts.items():
+            out[i, k] = c
+        out[i] /= max(1, flat[i].num_shots)
+    return out

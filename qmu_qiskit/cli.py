@@ -1,0 +1,327 @@
+"""The ``qmu-qiskit`` command line (click). Thin: parse, validate, call :mod:`qmu_qiskit.pipeline`.
+
+Every failure a user can cause ends in one line on stderr that says what to do, and a non-zero
+exit code; never a traceback (set ``QMU_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .exceptions import BadInputError, QmuError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fmt(v, digits=3):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str]], *, title: str | None = None) -> None:
+    """A plain fixed-width table on stdout (readable in terminals and CI logs alike)."""
+    header = [h for h, _ in columns]
+    body = [[_fmt(r.get(k)) for _, k in columns] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    if title:
+        click.echo(title)
+    click.echo("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    click.echo("  ".join("-" * w for w in widths))
+    for b in body:
+        click.echo("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(b, widths))))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="qmu-qiskit")
+def cli():
+    """Train, unlearn and audit hybrid quantum-classical classifiers on Aer and IBM Quantum.
+
+    \b
+    Typical session:
+      qmu-qiskit train --dataset iris --backend aer --out runs/iris
+      qmu-qiskit unlearn --run runs/iris --forget class:0 --method ga --method finetune
+      qmu-qiskit evaluate --run runs/iris/unlearn/class-0/ga
+    """
+
+
+def backend_options(f):
+    f = click.option("--backend", default=None, help="aer (default), aer_noisy[:PROFILE], fake_<device> or ibm_<device>.")(f)
+    f = click.option("--shots", type=int, default=None, help="Shots per circuit evaluation (default: exact values where the backend allows).")(f)
+    f = click.option("--noise-scale", type=float, default=None, help="Multiply the device noise of aer_noisy (1 = the snapshot's noise, 0 = none).")(f)
+    f = click.option("--engine", type=click.Choice(["exact", "aer"]), default=None, help="Noiseless engine: exact (vectorised statevector, adjoint gradients) or aer (Aer + batched parameter shift).")(f)
+    f = click.option("--optimization-level", type=click.IntRange(0, 3), default=None, help="Transpiler optimisation level (default 1).")(f)
+    f = click.option("--resilience-level", type=click.IntRange(0, 2), default=None, help="IBM Runtime error-mitigation resilience level.")(f)
+    return f
+
+
+def _backend_dict(backend, shots, noise_scale, engine, optimization_level, resilience_level) -> dict:
+    out = {
+        "name": backend,
+        "shots": shots,
+        "noise_scale": noise_scale,
+        "engine": engine,
+        "optimization_level": optimization_level,
+    }
+    if resilience_level is not None:
+        out["runtime"] = {"resilience_level": resilience_level}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--dataset", default="iris", show_default=True, help="iris, digits, mnist, fashion_mnist or covertype.")
+@click.option("--model", default=None, help="hqml-shallow, hqml-deep, hqml-pca, hqml-conv, ... (default: the dataset's preset; see `qmu-qiskit models`).")
+@click.option("--qubits", type=int, default=None, help="Qubits n of the circuit (default: the model's/dataset's).")
+@click.option("--layers", type=int, default=None, help="Variational layers L (default: the model's).")
+@click.option("--readout", type=click.Choice(["estimator", "sampler"]), default="estimator", show_default=True, help="EstimatorQNN ⟨Z⟩ per qubit, or SamplerQNN outcome probabilities.")
+@backend_options
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (default: the dataset's preset).")
+@click.option("--batch-size", type=int, default=None, help="Mini-batch size: one circuit job per mini-batch.")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (HQML: 1e-2 Iris, 1e-3 MNIST).")
+@click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs (0: off).")
+@click.option("--select", type=click.Choice(["val", "test", "last"]), default=None, help="Model selection: best validation accuracy (default), best test accuracy (HQML quirk) or last epoch.")
+@click.option("--samples-per-class", type=int, default=None, help="Per-class subsample before splitting (MNIST default 200, Fashion 800).")
+@click.option("--test-size", type=float, default=None, help="Stratified test fraction (default 0.2).")
+@click.option("--val-size", type=float, default=None, help="Validation fraction of the training part (default 0.1).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST/raw and FashionMNIST/raw IDX files (or set QMU_DATA_DIR).")
+@click.option("--download", is_flag=True, help="Download missing MNIST/Fashion files with torchvision (needs internet).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the initial weights and the batch order.")
+@click.option("--protocol", type=click.Choice(["fixed", "hqml"]), default="fixed", show_default=True, help="fixed (validation-based selection) or hqml (HQML's faithful recipe).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<dataset>-<model>-<backend>-s<seed>).")
+@click.option("--overwrite", is_flag=True, help="Replace a complete run in --out instead of refusing.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, engine, optimization_level,
+          resilience_level, epochs, batch_size, lr, patience, select, samples_per_class, test_size,
+          val_size, data_dir, download, seed, protocol, out, overwrite, no_progress):
+    """Train a hybrid QNN classifier (the teacher) into a run directory.
+
+    An interrupted training resumes from its last checkpoint when the same command is run again.
+    """
+    from . import pipeline
+    from .config import resolve_run_config
+
+    cfg = resolve_run_config(
+        dataset=dataset,
+        model=model,
+        qubits=qubits,
+        layers=layers,
+        readout=readout,
+        seed=seed,
+        protocol=protocol,
+        data={"data_dir": data_dir, "samples_per_class": samples_per_class, "test_size": test_size,
+              "val_size": val_size, "download": download or None},
+        training={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience, "select": select},
+        backend=_backend_dict(backend, shots, noise_scale, engine, optimization_level, resilience_level),
+    )
+    if out is None:
+        slug = cfg.backend.name.replace(":", "-")
+        out = Path("runs") / f"{cfg.data.dataset}-{cfg.model.name}-{slug}-s{seed}"
+    summary = pipeline.train(cfg, out, overwrite=overwrite, progress=not no_progress)
+    m = summary.metrics
+    click.echo(
+        f"trained {cfg.model.name} on {cfg.data.dataset} ({cfg.backend.name}): "
+        f"train {_fmt(m['acc_train'])}  val {_fmt(m['acc_val'])}  test {_fmt(m['acc_test'])}  "
+        f"best epoch {m['best_epoch']}/{m['epochs_run']}"
+    )
+    prof = (m.get("execution") or {}).get("backend", {}).get("profile")
+    if prof:
+        click.echo(f"emulated device: {prof.get('device') or prof.get('name')} (snapshot {prof.get('snapshot_date')}, {prof.get('source')})")
+    click.echo(f"run directory: {summary.path}")
+
+
+def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict]:
+    """``--option METHOD.KEY=VALUE`` (one method) or ``KEY=VALUE`` (every method given)."""
+    out: dict[str, dict] = {}
+    for item in items:
+        if "=" not in item:
+            raise BadInputError(f"--option {item!r} must look like KEY=VALUE or METHOD.KEY=VALUE")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            method, name = key.split(".", 1)
+            out.setdefault(method, {})[name] = value
+        else:
+            for method in methods:
+                out.setdefault(method, {})[key] = value
+    return out
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="The teacher's run directory (from `qmu-qiskit train`).")
+@click.option("--forget", required=True, help="class:K, subset:F (e.g. subset:0.02) or indices:FILE (record ids).")
+@click.option("--method", "methods", multiple=True, required=True, help="Unlearning method (repeatable); see `qmu-qiskit methods`. The retrain oracle always runs too.")
+@click.option("--option", "option_items", multiple=True, help="Method option METHOD.KEY=VALUE, or KEY=VALUE for every --method (repeatable).")
+@backend_options
+@click.option("--oracle-backend", default=None, help="Backend of the retrain oracle (default: the teacher's).")
+@click.option("--seed", type=int, default=None, help="Seed of the methods (default: the teacher's).")
+@click.option("--overwrite", is_flag=True, help="Recompute methods whose runs are already complete.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale, engine,
+            optimization_level, resilience_level, oracle_backend, seed, overwrite, no_progress):
+    """Unlearn a class, a fraction or a list of records with one or more methods, always next to
+    the retrain oracle, and print the audit table."""
+    from . import pipeline
+    from .config import BackendConfig
+    from .io import read_json
+
+    methods = list(dict.fromkeys(methods))
+    options = _parse_options(option_items, [m for m in methods if m != "retrain"])
+    teacher_cfg = pipeline.RunDir(run_path)
+    teacher_cfg.require_complete(what="trained run")
+    base = teacher_cfg.config().get("backend", {})
+    over = _backend_dict(backend, shots, noise_scale, engine, optimization_level, resilience_level)
+    backend_cfg = None
+    if over:
+        merged = dict(base) if (backend is None or backend == base.get("name")) else {}
+        merged.update(over)
+        backend_cfg = BackendConfig(**merged)
+    oracle_cfg = BackendConfig(**{**base, "name": oracle_backend}) if oracle_backend else None
+    summaries = pipeline.unlearn(
+        run_path, forget, methods, backend=backend_cfg, oracle_backend=oracle_cfg, options=options,
+        seed=seed, progress=not no_progress, overwrite=overwrite,
+    )
+    teacher_metrics = read_json(Path(run_path) / "metrics.json")
+    show_unlearn_table(summaries, teacher_metrics, forget)
+
+
+def show_unlearn_table(summaries, teacher_metrics: dict, forget: str) -> None:
+    first = summaries[0].metrics
+    rows = [{
+        "method": "teacher",
+        "acc_retain_unlearn": first.get("acc_retain_orig"),
+        "acc_forget_unlearn": first.get("acc_forget_orig"),
+        "acc_test_unlearn": first.get("acc_test_orig"),
+        "MIA_AUC": first.get("MIA_AUC_teacher"),
+    }]
+    for s in summaries:
+        row = dict(s.metrics)
+        row["method"] = s.method + (" (oracle)" if s.method == "retrain" else "")
+        row["seconds"] = s.cost.get("method", {}).get("wall_seconds")
+        row["jobs"] = s.cost.get("method", {}).get("jobs")
+        rows.append(row)
+    print_table(
+        rows,
+        [
+            ("method", "method"),
+            ("acc_retain", "acc_retain_unlearn"),
+            ("acc_forget", "acc_forget_unlearn"),
+            ("acc_test", "acc_test_unlearn"),
+            ("forget_drop", "forget_drop"),
+            ("UQI", "UQI"),
+            ("KL_test", "KL_test"),
+            ("Agree_test", "Agree_test"),
+            ("MIA_AUC", "MIA_AUC"),
+            ("seconds", "seconds"),
+            ("jobs", "jobs"),
+        ],
+        title=f"forget {forget}: accuracies of each model; drops, UQI, KL/agreement vs the retrain oracle; MIA_AUC (0.5 = members look unseen)",
+    )
+    click.echo(f"results: {summaries[0].path.parent}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="A train run, or an unlearning run (<run>/unlearn/<forget>/<method>).")
+@click.option("--mia-nonmembers", type=click.Choice(["heldout", "retain"]), default="heldout", show_default=True, help="MIA non-members: held-out data (default) or HQML's retain subset.")
+def evaluate(run_path, mia_nonmembers):
+    """Recompute a run's metrics from its saved per-sample outputs (no circuits run)."""
+    from . import pipeline
+    from .evaluation.metrics import MetricContext
+
+    raw = pipeline.RunDir(run_path)
+    raw.require_complete(what="run")
+    seed = int(raw.config().get("seed", 0))
+    metrics = pipeline.evaluate(run_path, metric_ctx=MetricContext(seed=seed, mia_nonmembers=mia_nonmembers))
+    keys = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for k in keys:
+        click.echo(f"{k:>22}  {_fmt(metrics[k], 4)}")
+    click.echo(f"metrics: {Path(run_path) / 'metrics.json'}")
+
+
+@cli.command(context_settings=CONTEXT)
+def methods():
+    """List the unlearning methods and their options."""
+    from .unlearning.base import METHODS, available_methods
+
+    for name in available_methods():
+        info = METHODS[name]
+        click.echo(f"{name}: {info.summary}  [{info.source}]")
+        for opt_name, opt in info.options.items():
+            default = "dataset-dependent" if callable(opt.default) else repr(opt.default)
+            click.echo(f"    {opt_name} ({opt.type.__name__}, default {default}): {opt.help}")
+
+
+@cli.command(context_settings=CONTEXT)
+def models():
+    """List the hybrid models."""
+    from .models.hybrid import MODELS
+
+    for name, info in sorted(MODELS.items()):
+        click.echo(f"{name}: input {info.input_kind}; {info.source}")
+
+
+@cli.command(context_settings=CONTEXT)
+def backends():
+    """List the backend names this installation understands."""
+    from .backends.profiles import list_profiles
+
+    click.echo("aer                    noiseless, exact expectation values (engine exact or aer)")
+    click.echo("aer_noisy[:PROFILE]    Aer with a device snapshot's target and noise model (default ibm_brisbane)")
+    for p in list_profiles():
+        click.echo(f"    profile {p}")
+    click.echo("fake_<device>          qiskit-ibm-runtime local testing mode (offline), e.g. fake_brisbane")
+    click.echo("ibm_<device>           IBM Quantum hardware (account from saved credentials or QISKIT_IBM_TOKEN)")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> None:
+    """Entry point: one-line errors, non-zero exits, no tracebacks (unless QMU_DEBUG=1)."""
+    debug = os.environ.get("QMU_DEBUG") == "1"
+    try:
+        cli.main(args=argv, prog_name="qmu-qiskit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted; run the same command again to resume", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        cmd = f" {ctx.command_path}" if ctx is not None else ""
+        msg = " ".join(exc.format_message().split())
+        click.echo(f"error: {msg}; see{cmd or ' qmu-qiskit'} --help", err=True)
+        sys.exit(2)
+    except QmuError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; run the same command again to resume from the last checkpoint", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence of the one-line contract
+        if debug:
+            raise
+        text = " ".join(str(exc).split())[:300]
+        click.echo(
+            f"error: unexpected {type(exc).__name__}: {text} (rerun with QMU_DEBUG=1 for details "
+            "and report it)",
+            err=True,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,172 @@
+"""QNN factory: qiskit-machine-learning ``EstimatorQNN`` / ``SamplerQNN`` in ``TorchConnector``.
+
+The QNNs here are thin subclasses that keep every contract of their parents (``forward`` and
+``backward`` shapes, input gradients, the gradient object being a qiskit-machine-learning gradient
+class). What they add is *fusion*: during training, the forward pass of a mini-batch asks the
+executor's gradient for the values **and** the Jacobian in one job, and the following ``backward``
+on the same inputs is answered from that job (methods: "one broadcast job per mini-batch"). In
+inference (``torch.no_grad``) only the values are computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from qiskit_machine_learning.connectors import TorchConnector
+from qiskit_machine_learning.neural_networks import EstimatorQNN, SamplerQNN
+from torch import nn
+
+
+def _key(parameter_values: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(parameter_values).tobytes(), digest_size=16).digest()
+
+
+class _FusedMixin:
+    """Shared fusion state: a flag set by :class:`QuantumLayer`, and one cached Jacobian."""
+
+    fuse_next: bool = False
+
+    def _init_fusion(self) -> None:
+        self.fuse_next = False
+        self._cached: tuple[bytes, tuple] | None = None
+
+    def _split(self, jac: np.ndarray, num_samples: int):
+        """(N, outputs, P) Jacobian → (input_grad or None, weight_grad) as the parent returns."""
+        if self._input_gradients:
+            return jac[..., : self._num_inputs], jac[..., self._num_inputs :]
+        return None, jac
+
+    def _take_cached(self, parameter_values: np.ndarray):
+        if self._cached is not None and self._cached[0] == _key(parameter_values):
+            grads = self._cached[1]
+            self._cached = None
+            return grads
+        return None
+
+
+class FusedEstimatorQNN(_FusedMixin, EstimatorQNN):
+    """``EstimatorQNN`` whose training forward also returns the Jacobian from the same job.
+
+    Args:
+        executor: the :class:`~qmu_qiskit.execution.Executor` providing estimator and gradient.
+        **kwargs: ``EstimatorQNN`` arguments (``circuit``, ``observables``, ``input_params``,
+            ``weight_params``, ``input_gradients``).
+    """
+
+    def __init__(self, *, executor, **kwargs):
+        kwargs.setdefault("default_precision", 0.0)
+        super().__init__(
+            estimator=executor.estimator(), gradient=executor.estimator_gradient(), **kwargs
+        )
+        self.executor = executor
+        self._init_fusion()
+
+    def _columns(self, num_params: int) -> list[int]:
+        start = 0 if self._input_gradients else self._num_inputs
+        return list(range(start, num_params))
+
+    def _forward(self, input_data, weights):
+        if not self.fuse_next:
+            return super()._forward(input_data, weights)
+        parameter_values, num_samples = self._preprocess_forward(input_data, weights)
+        cols = self._columns(parameter_values.shape[1])
+        values, jac = self.gradient.values_and_jacobian(
+            self._circuit, list(self._observables), parameter_values, cols
+        )
+        self._cached = (_key(parameter_values), self._split(jac, num_samples))
+        return values
+
+    def _backward(self, input_data, weights):
+        parameter_values, num_samples = self._preprocess_forward(input_data, weights)
+        cached = self._take_cached(parameter_values)
+        if cached is not None:
+            return cached
+        if parameter_values.size == 0 or parameter_values.shape[1] == 0:
+            return None, None
+        cols = self._columns(parameter_values.shape[1])
+        _, jac = self.gradient.values_and_jacobian(
+            self._circuit, list(self._observables), parameter_values, cols
+        )
+        return self._split(jac, num_samples)
+
+
+class FusedSamplerQNN(_FusedMixin, SamplerQNN):
+    """``SamplerQNN`` with fused forward + Jacobian, reading probabilities as arrays.
+
+    Args:
+        executor: the executor providing sampler and gradient.
+        **kwargs: ``SamplerQNN`` arguments (``circuit`` with measurements, ``input_params``,
+            ``weight_params``, ``interpret``, ``output_shape``, ``input_gradients``).
+    """
+
+    def __init__(self, *, executor, **kwargs):
+        super().__init__(sampler=executor.sampler(), gradient=executor.sampler_gradient(), **kwargs)
+        self.executor = executor
+        self._init_fusion()
+        num_bits = self._circuit.num_clbits
+        # outcome → output index, so interpretation is one vectorised scatter
+        if self._interpret is None:
+            self._index = np.arange(2**num_bits)
+        else:
+            self._index = np.array([int(self._interpret(k)) for k in range(2**num_bits)])
+        self._out = int(np.prod(self._output_shape))
+
+    def _to_outputs(self, probs: np.ndarray) -> np.ndarray:
+        """(N, 2**k, ...) outcome values → (N, outputs, ...) through ``interpret``."""
+        out = np.zeros((probs.shape[0], self._out) + probs.shape[2:])
+        np.add.at(out, (slice(None), self._index), probs)
+        return out.reshape((probs.shape[0],) + tuple(self._output_shape) + probs.shape[2:])
+
+    def _columns(self, num_params: int) -> list[int]:
+        start = 0 if self._input_gradients else self._num_inputs
+        return list(range(start, num_params))
+
+    def _forward(self, input_data, weights):
+        parameter_values, num_samples = self._preprocess_forward(input_data, weights)
+        if self.fuse_next:
+            cols = self._columns(parameter_values.shape[1])
+            probs, jac = self.gradient.probs_and_jacobian(self._circuit, parameter_values, cols)
+            self._cached = (_key(parameter_values), self._split(self._to_outputs(jac), num_samples))
+            return self._to_outputs(probs)
+        result = self.sampler.run([(self._circuit, parameter_values)]).result()[0]
+        return self._to_outputs(np.asarray(result.data.probabilities).reshape(num_samples, -1))
+
+    def _backward(self, input_data, weights):
+        parameter_values, num_samples = self._preprocess_forward(input_data, weights)
+        cached = self._take_cached(parameter_values)
+        if cached is not None:
+            return cached
+        cols = self._columns(parameter_values.shape[1])
+        _, jac = self.gradient.probs_and_jacobian(self._circuit, parameter_values, cols)
+        return self._split(self._to_outputs(jac), num_samples)
+
+
+class QuantumLayer(nn.Module):
+    """A QNN in a ``TorchConnector``, fusing forward and gradient when autograd will need it.
+
+    Args:
+        qnn: a :class:`FusedEstimatorQNN` or :class:`FusedSamplerQNN`.
+        initial_weights: initial circuit weights (numpy or tensor).
+    """
+
+    def __init__(self, qnn, initial_weights):
+        super().__init__()
+        self.qnn = qnn
+        self.connector = TorchConnector(qnn, initial_weights=initial_weights)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.connector.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        needs_grad = torch.is_grad_enabled() and (
+            self.connector.weight.requires_grad or x.requires_grad
+        )
+        self.qnn.fuse_next = bool(needs_grad)
+        try:
+            # The QNN computes in float64; TorchConnector returns float32, like the heads.
+            return self.connector(x)
+        finally:
+            self.qnn.fuse_next = False

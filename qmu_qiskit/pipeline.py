@@ -1,0 +1,462 @@
+"""The Python API behind the CLI: train a teacher, unlearn with methods next to the retrain
+oracle, and evaluate — each run a directory (:mod:`qmu_qiskit.runs`).
+
+Everything that can be checked before a circuit runs is checked first (backend name, data files,
+model width, forget request, method names and options), so bad input fails fast and leaves no run
+directory behind.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import BackendConfig, RunConfig, TrainingConfig
+from .data import DataBundle, load_data, resolve_forget
+from .evaluation.metrics import MetricContext, compute_metrics
+from .evaluation.outputs import Outputs, collect_outputs
+from .exceptions import BackendError, BadInputError, DataError, QmuError, RunError
+from .execution.cost import CostRecord
+from .io import atomic_torch_save, atomic_write_json
+from .models.hybrid import ModelSpec, build_model, count_parameters
+from .runs import RunDir
+from .training import Trainer, accuracy, load_checkpoint, load_state
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("qmu-qiskit", "qiskit", "qiskit-aer", "qiskit-ibm-runtime", "qiskit-machine-learning", "torch"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def make_executor(backend: BackendConfig, *, seed: int, run: RunDir | None = None, spec=None):
+    """The executor for a run: its ledger lives in the run directory, its jobs carry the run id."""
+    from .execution.executor import Executor
+
+    runtime = dict(backend.runtime)
+    return Executor(
+        spec or backend.name,
+        shots=backend.shots,
+        noise_scale=backend.noise_scale,
+        engine=backend.engine,
+        seed=seed,
+        optimization_level=backend.optimization_level,
+        seed_transpiler=backend.seed_transpiler,
+        ledger=run.ledger_path if run is not None else None,
+        run_id=run.run_id() if run is not None else None,
+        runtime_options=runtime,
+    )
+
+
+def check_backend(backend: BackendConfig, qubits: int):
+    """Parse the backend name and check the circuit fits on the device (before any run dir)."""
+    from .backends import parse_backend
+
+    spec = parse_backend(backend.name)
+    if spec.kind in ("aer_noisy", "fake"):
+        device = spec.device_backend()
+        if qubits > device.num_qubits:
+            raise BackendError(
+                f"the model needs {qubits} qubits but {spec.name} has {device.num_qubits}; "
+                "choose a larger device or --qubits"
+            )
+    if spec.kind == "ibm":
+        from .backends.runtime import check_ibm_backend
+
+        check_ibm_backend(spec, qubits)
+    return spec
+
+
+def model_spec(cfg: RunConfig, bundle: DataBundle | None = None) -> ModelSpec:
+    side = 28
+    if bundle is not None and bundle.input_kind == "image":
+        side = int(bundle.input_shape[-1])
+    return ModelSpec(
+        name=cfg.model.name,
+        qubits=cfg.model.qubits,
+        layers=cfg.model.layers,
+        readout=cfg.model.readout,
+        image_side=side,
+    )
+
+
+@dataclass
+class TrainSummary:
+    path: Path
+    metrics: dict
+    resumed: bool = False
+
+
+def train(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainSummary:
+    """Train a teacher into the run directory ``out`` (resuming it if interrupted).
+
+    Raises:
+        QmuError: bad backend, data, model or run directory (before anything is written), or a
+            job failure during training (the run is then marked failed and can be resumed).
+    """
+    spec = check_backend(cfg.backend, cfg.model.qubits)
+    bundle = load_data(cfg.data)
+    run = RunDir(out)
+    config = cfg.model_dump(mode="json")
+    fingerprint = cfg.fingerprint()
+    resumed = run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
+    with run.lock():
+        run.start(
+            config,
+            fingerprint=fingerprint,
+            extra={"kind": "train", "data_fingerprint": bundle.fingerprint, "versions": versions()},
+        )
+        try:
+            metrics = _train_locked(cfg, run, bundle, spec, progress=progress)
+        except BaseException as exc:
+            run.fail(str(exc) if isinstance(exc, QmuError) else f"{type(exc).__name__}: {exc}")
+            raise
+    return TrainSummary(path=run.path, metrics=metrics, resumed=resumed)
+
+
+def _train_locked(cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, progress: bool) -> dict:
+    executor = make_executor(cfg.backend, seed=cfg.seed, run=run, spec=spec)
+    try:
+        model = build_model(model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed)
+        train_xy = (bundle.X["train"], bundle.y["train"])
+        val_xy = (bundle.X["val"], bundle.y["val"])
+        test_xy = (bundle.X["test"], bundle.y["test"])
+        with executor.cost.measure() as phase:
+            fit = Trainer(
+                model,
+                cfg.training,
+                seed=cfg.seed,
+                checkpoint=run.checkpoints / "last.pt",
+                fingerprint=cfg.fingerprint(),
+                progress=progress,
+                desc=f"train {cfg.data.dataset}",
+                on_checkpoint=_pruner(executor, run),
+            ).fit(train_xy, val_xy, test_xy)
+            outputs = collect_outputs(model, bundle)
+        outputs.save(run.path / "outputs.npz")
+        atomic_torch_save(run.path / "model.pt", model.state_dict())
+        metrics = {
+            "seed": cfg.seed,
+            "config_fingerprint": cfg.fingerprint(),
+            "data_fingerprint": bundle.fingerprint,
+            "best_epoch": fit.best_epoch,
+            "epochs_run": fit.epochs_run,
+            "resumed_from_epoch": fit.resumed_from,
+            "parameters": count_parameters(model),
+            "sizes": bundle.sizes,
+            "execution": executor.describe(),
+        }
+        for split in ("train", "val", "test"):
+            m = outputs.mask(split)
+            metrics[f"acc_{split}"] = accuracy(outputs.logits[m], outputs.labels[m]) if m.any() else None
+        metrics["history"] = fit.history
+        atomic_write_json(run.path / "metrics.json", metrics)
+        atomic_write_json(run.path / "cost.json", {"train": phase.record.to_dict()})
+        run.finish(extra={"acc_test": metrics["acc_test"]})
+        return metrics
+    finally:
+        executor.close()
+
+
+def _pruner(executor, run: RunDir):
+    """After a checkpoint, stored results of the jobs before it are redundant: drop them."""
+    if executor.ledger is None:
+        return None
+    run_id = executor.run_id
+
+    def prune(before: float) -> None:
+        executor.ledger.prune_results(run_id, before=before)
+
+    return prune
+
+
+# ---------------------------------------------------------------------------------------------
+# unlearning
+
+
+@dataclass
+class TeacherRun:
+    """A finished teacher run, loaded and checked."""
+
+    run: RunDir
+    cfg: RunConfig
+    bundle: DataBundle
+    outputs: Outputs
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TeacherRun":
+        run = RunDir(path)
+        run.require_complete(what="trained run")
+        raw = run.config()
+        if raw.get("kind") != "train":
+            raise RunError(
+                f"{run.path} is not a training run (it is a {raw.get('kind')!r} run); pass the "
+                "teacher's run directory to --run"
+            )
+        try:
+            cfg = RunConfig(**raw)
+        except BadInputError as exc:
+            raise RunError(f"{run.path}/config.yaml is from an incompatible version ({exc})") from exc
+        bundle = load_data(cfg.data)
+        status = run.status() or {}
+        if status.get("data_fingerprint") and status["data_fingerprint"] != bundle.fingerprint:
+            raise DataError(
+                f"the data loaded now differs from the data run {run.path} was trained on (other "
+                "files or library versions); point --data-dir at the original files"
+            )
+        outputs = Outputs.load(run.path / "outputs.npz")
+        return cls(run=run, cfg=cfg, bundle=bundle, outputs=outputs)
+
+    def model(self, executor) -> torch.nn.Module:
+        model = build_model(
+            model_spec(self.cfg, self.bundle),
+            num_classes=self.bundle.num_classes,
+            executor=executor,
+            seed=self.cfg.seed,
+        )
+        path = self.run.path / "model.pt"
+        state = load_checkpoint_weights(path)
+        load_state(model, state, source=f"{path}")
+        return model
+
+
+def load_checkpoint_weights(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        from .exceptions import CheckpointError
+
+        raise CheckpointError(
+            f"model weights {path} are corrupt or not a qmu-qiskit checkpoint "
+            f"({type(exc).__name__}); retrain that run (delete it and run `qmu-qiskit train` again)"
+        ) from exc
+    if not isinstance(state, dict):
+        from .exceptions import CheckpointError
+
+        raise CheckpointError(f"{path} does not hold model weights; retrain that run")
+    return state
+
+
+@dataclass
+class UnlearnSummary:
+    method: str
+    path: Path
+    metrics: dict
+    cost: dict
+    info: dict = field(default_factory=dict)
+
+
+def unlearn(
+    run_path: str | Path,
+    forget: str,
+    methods: list[str],
+    *,
+    backend: BackendConfig | None = None,
+    oracle_backend: BackendConfig | None = None,
+    options: dict[str, dict] | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    metric_ctx: MetricContext | None = None,
+) -> list[UnlearnSummary]:
+    """Unlearn ``forget`` from the teacher at ``run_path`` with each method, next to the oracle.
+
+    The retrain oracle (``retrain``) is always computed first (or reused when it exists) on the
+    teacher's backend unless ``oracle_backend`` says otherwise; each method then runs on
+    ``backend`` (default: the teacher's). Results go to ``<run>/unlearn/<forget-slug>/<method>``.
+
+    Raises:
+        QmuError: before any circuit runs for an unknown method or option, an impossible forget
+            request, a missing or incomplete teacher run, or a bad backend.
+    """
+    from .unlearning.base import RecipeInfo, get_method, resolve_options
+
+    teacher = TeacherRun.load(run_path)
+    cfg = teacher.cfg
+    seed = cfg.seed if seed is None else int(seed)
+    backend = backend or cfg.backend
+    oracle_backend = oracle_backend or cfg.backend
+    options = dict(options or {})
+    recipe = RecipeInfo(
+        dataset=cfg.data.dataset, lr=cfg.training.lr, batch_size=cfg.training.batch_size,
+        epochs=cfg.training.epochs,
+    )
+    wanted = ["retrain"] + [m for m in methods if m != "retrain"]
+    for m in options:
+        if m not in wanted:
+            raise BadInputError(f"options given for method {m!r}, which is not being run; add --method {m}")
+    resolved = {m: resolve_options(m, options.get(m), recipe) for m in wanted}
+    infos = {m: get_method(m) for m in wanted}
+    spec = check_backend(backend, cfg.model.qubits)
+    oracle_spec = check_backend(oracle_backend, cfg.model.qubits)
+    fset = resolve_forget(forget, teacher.bundle, seed=cfg.data.seed)
+    root = teacher.run.path / "unlearn" / fset.slug
+    summaries = []
+    oracle_outputs = None
+    for method in wanted:
+        use_backend, use_spec = (oracle_backend, oracle_spec) if method == "retrain" else (backend, spec)
+        summary = _unlearn_one(
+            teacher, fset, method, infos[method], resolved[method], root / method,
+            backend=use_backend, spec=use_spec, seed=seed, progress=progress,
+            overwrite=overwrite and method != "retrain", oracle_outputs=oracle_outputs,
+            metric_ctx=metric_ctx or MetricContext(seed=seed),
+        )
+        if method == "retrain":
+            oracle_outputs = Outputs.load(summary.path / "outputs.npz")
+            if "retrain" not in methods and summary.metrics.get("_reused"):
+                pass
+        summaries.append(summary)
+    return summaries
+
+
+def unlearn_config(teacher: TeacherRun, fset, method, options, backend: BackendConfig, seed: int) -> dict:
+    return {
+        "kind": "unlearn",
+        "teacher": str(teacher.run.path),
+        "teacher_fingerprint": teacher.cfg.fingerprint(),
+        "method": method,
+        "options": options,
+        "forget": {"spec": fset.spec, "slug": fset.slug, "size": int(fset.size), "fingerprint": fset.fingerprint},
+        "backend": backend.model_dump(mode="json"),
+        "seed": seed,
+        "protocol": teacher.cfg.protocol,
+    }
+
+
+def _fingerprint(config: dict) -> str:
+    import hashlib
+    import json
+
+    payload = {k: v for k, v in config.items() if k != "teacher"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _unlearn_one(
+    teacher: TeacherRun, fset, method: str, info, options: dict, path: Path, *,
+    backend: BackendConfig, spec, seed: int, progress: bool, overwrite: bool,
+    oracle_outputs: Outputs | None, metric_ctx: MetricContext,
+) -> UnlearnSummary:
+    from .io import read_json
+    from .unlearning.base import UnlearnContext
+
+    run = RunDir(path)
+    config = unlearn_config(teacher, fset, method, options, backend, seed)
+    fingerprint = _fingerprint(config)
+    if method == "retrain" and run.is_complete() and (run.status() or {}).get("fingerprint") == fingerprint:
+        metrics = read_json(run.path / "metrics.json")
+        cost = read_json(run.path / "cost.json")
+        return UnlearnSummary(method, run.path, metrics, cost, {"reused": True})
+    run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
+    bundle = teacher.bundle
+    with run.lock():
+        run.start(config, fingerprint=fingerprint, extra={"kind": "unlearn", "method": method, "versions": versions()})
+        try:
+            executor = make_executor(backend, seed=seed, run=run, spec=spec)
+            try:
+                model_teacher = teacher.model(executor)
+                model_teacher.eval()
+                train_X, train_y = bundle.X["train"], bundle.y["train"]
+                val_X, val_y = bundle.X["val"], bundle.y["val"]
+                forget_classes = None
+                if fset.kind == "class":
+                    forget_classes = sorted({int(v) for v in train_y[fset.train_idx]})
+                    keep = ~np.isin(val_y, forget_classes)
+                    val_X, val_y = val_X[keep], val_y[keep]
+                ctx = UnlearnContext(
+                    teacher=model_teacher,
+                    make_model=lambda s: build_model(
+                        model_spec(teacher.cfg, bundle), num_classes=bundle.num_classes,
+                        executor=executor, seed=s,
+                    ),
+                    retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
+                    forget=(train_X[fset.train_idx], train_y[fset.train_idx]),
+                    val=(val_X, val_y),
+                    test=(bundle.X["test"], bundle.y["test"]),
+                    recipe=teacher.cfg.training,
+                    options=options,
+                    seed=seed,
+                    num_classes=bundle.num_classes,
+                    forget_classes=forget_classes,
+                    workdir=run.path,
+                    progress=progress,
+                    protocol=teacher.cfg.protocol,
+                    executor=executor,
+                    fingerprint=fingerprint,
+                )
+                with executor.cost.measure() as phase:
+                    result = info.fn(ctx)
+                result.model.eval()
+                with executor.cost.measure() as eval_phase:
+                    outputs = collect_outputs(result.model, bundle, forget_ids=fset.record_ids)
+                outputs.save(run.path / "outputs.npz")
+                atomic_torch_save(run.path / "model.pt", result.model.state_dict())
+                T = teacher.outputs.with_forget(fset.record_ids)
+                O = outputs if method == "retrain" else oracle_outputs
+                metrics = compute_metrics(outputs, T, O, ctx=metric_ctx)
+                metrics.update({"method": method, "seed": seed, "forget": fset.spec, "forget_size": int(fset.size)})
+                info_out = {k: v for k, v in result.info.items() if k != "history"}
+                if info_out:
+                    metrics["method_info"] = info_out
+                cost = {"method": phase.record.to_dict(), "evaluation": eval_phase.record.to_dict()}
+                metrics["execution"] = executor.describe()
+                atomic_write_json(run.path / "metrics.json", metrics)
+                atomic_write_json(run.path / "cost.json", cost)
+                run.finish()
+                return UnlearnSummary(method, run.path, metrics, cost, result.info)
+            finally:
+                executor.close()
+        except BaseException as exc:
+            run.fail(str(exc) if isinstance(exc, QmuError) else f"{type(exc).__name__}: {exc}")
+            raise
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None) -> dict:
+    """Recompute an unlearning run's metrics from saved outputs (no circuit runs), or report a
+    teacher run's accuracies. Writes ``metrics.json`` again (atomically) for unlearning runs."""
+    from .io import read_json
+
+    run = RunDir(path)
+    run.require_complete(what="run")
+    raw = run.config()
+    if raw.get("kind") == "train":
+        return read_json(run.path / "metrics.json")
+    if raw.get("kind") != "unlearn":
+        raise RunError(f"{run.path} is not a qmu-qiskit train or unlearn run")
+    teacher_run = RunDir(raw["teacher"])
+    if not teacher_run.path.exists():
+        # the teacher may have moved together with its unlearn/ folder
+        teacher_run = RunDir(run.path.parent.parent.parent)
+    teacher_run.require_complete(what="teacher run")
+    U = Outputs.load(run.path / "outputs.npz")
+    forget_ids = U.ids[U.forget]
+    T = Outputs.load(teacher_run.path / "outputs.npz").with_forget(forget_ids)
+    oracle_dir = run.path.parent / "retrain"
+    O = Outputs.load(oracle_dir / "outputs.npz") if RunDir(oracle_dir).is_complete() else None
+    metrics = compute_metrics(U, T, O, ctx=metric_ctx or MetricContext(seed=int(raw.get("seed", 0))))
+    old = read_json(run.path / "metrics.json") if (run.path / "metrics.json").exists() else {}
+    for key in ("method", "seed", "forget", "forget_size", "method_info", "execution"):
+        if key in old:
+            metrics[key] = old[key]
+    atomic_write_json(run.path / "metrics.json", metrics)
+    return metrics

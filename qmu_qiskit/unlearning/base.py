@@ -1,0 +1,326 @@
+"""The unlearning method protocol and registry.
+
+A method is a function ``fn(ctx: UnlearnContext) -> MethodResult`` registered by name with its
+options and their defaults. It receives a copy of the teacher, the retain / forget / validation
+data and its validated options, and returns the unlearned model (same architecture) plus anything
+it wants to report (e.g. the certified-removal budget). The framework measures its cost.
+
+Adding a method is one module, one :func:`register_method` call and a test.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..exceptions import BadInputError
+from ..io import atomic_torch_save
+
+
+@dataclass(frozen=True)
+class Option:
+    """One method option.
+
+    Attributes:
+        type: ``int``, ``float``, ``bool`` or ``str``.
+        default: a value, or a callable ``(ctx_info) -> value`` for defaults that depend on the
+            dataset or on the teacher's recipe (e.g. HQML's per-dataset epoch budgets).
+        help: one line shown by ``qmu-qiskit methods``.
+        choices: allowed values for ``str`` options.
+    """
+
+    type: type
+    default: Any
+    help: str = ""
+    choices: tuple = ()
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    fn: Callable
+    options: dict[str, Option]
+    summary: str
+    source: str
+    family: str
+    needs_oracle_data: bool = False
+
+
+METHODS: dict[str, MethodInfo] = {}
+
+
+def register_method(
+    name: str, *, options: dict[str, Option], summary: str, source: str, family: str
+):
+    """Register ``fn`` as the unlearning method ``name``."""
+
+    def deco(fn):
+        METHODS[name] = MethodInfo(
+            name=name, fn=fn, options=dict(options), summary=summary, source=source, family=family
+        )
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> MethodInfo:
+    _load_all()
+    if name not in METHODS:
+        raise BadInputError(
+            f"unknown unlearning method {name!r}; available: {', '.join(sorted(METHODS))} "
+            "(see `qmu-qiskit methods`)"
+        )
+    return METHODS[name]
+
+
+def available_methods() -> list[str]:
+    _load_all()
+    return sorted(METHODS)
+
+
+def _load_all() -> None:
+    # Importing the method modules registers them; cheap, and only when a method is needed.
+    from . import methods  # noqa: F401
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    """What option defaults may depend on."""
+
+    dataset: str
+    lr: float
+    batch_size: int
+    epochs: int
+
+    @property
+    def large(self) -> bool:
+        """HQML's budgets differ between Iris (small) and MNIST/Fashion (large)."""
+        return self.dataset in ("mnist", "fashion_mnist", "covertype")
+
+
+def _cast(name: str, opt: Option, value, method: str):
+    if isinstance(value, str) and opt.type is not str:
+        text = value.strip().lower()
+        try:
+            if opt.type is bool:
+                if text in ("1", "true", "yes", "on"):
+                    return True
+                if text in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(text)
+            value = opt.type(float(text)) if opt.type is int and "e" in text else opt.type(text)
+        except ValueError:
+            raise BadInputError(
+                f"option {name} of method {method} must be a {opt.type.__name__}, got {value!r}"
+            ) from None
+    if opt.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if opt.type is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, opt.type) or (opt.type is int and isinstance(value, bool)):
+        raise BadInputError(
+            f"option {name} of method {method} must be a {opt.type.__name__}, got {value!r}"
+        )
+    if opt.type is float and not math.isfinite(value):
+        raise BadInputError(f"option {name} of method {method} must be finite, got {value!r}")
+    if opt.choices and value not in opt.choices:
+        raise BadInputError(
+            f"option {name} of method {method} must be one of {', '.join(map(str, opt.choices))}, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def resolve_options(method: str, given: dict | None, recipe: RecipeInfo) -> dict:
+    """Validate user options against the method's and fill in defaults.
+
+    Raises:
+        BadInputError: unknown method or option, or a value of the wrong type.
+    """
+    info = get_method(method)
+    given = dict(given or {})
+    unknown = [k for k in given if k not in info.options]
+    if unknown:
+        valid = ", ".join(sorted(info.options)) or "none"
+        raise BadInputError(
+            f"method {method} has no option {unknown[0]!r}; its options are: {valid}"
+        )
+    out = {}
+    for name, opt in info.options.items():
+        if name in given:
+            out[name] = _cast(name, opt, given[name], method)
+        else:
+            default = opt.default(recipe) if callable(opt.default) else opt.default
+            out[name] = default
+    for name in ("epochs", "batch_size"):
+        if name in out and isinstance(out[name], int) and out[name] < (0 if name == "epochs" else 1):
+            raise BadInputError(f"option {name} of method {method} must be positive, got {out[name]}")
+    if "lr" in out and not out["lr"] > 0:
+        raise BadInputError(f"option lr of method {method} must be positive, got {out['lr']}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodResult:
+    model: torch.nn.Module
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class UnlearnContext:
+    """Everything a method may use.
+
+    Attributes:
+        teacher: the trained model (do not modify it; call :meth:`copy_teacher`).
+        make_model: builds a freshly initialised model of the same architecture from a seed.
+        retain, forget, val, test: ``(X, y)`` numpy arrays. ``val`` holds held-out samples of the
+            retained classes (for class forgetting the forgotten class is left out).
+        recipe: the teacher's training recipe (:class:`~qmu_qiskit.config.TrainingConfig`).
+        options: the method's validated options.
+        seed: seeds every random choice of the method.
+        num_classes: number of classes.
+        forget_classes: the forgotten classes for ``class:K`` requests, else ``None``.
+        workdir: the method's run directory (checkpoints go in ``workdir/checkpoints``).
+        progress: show progress bars.
+        protocol: ``fixed`` or a study protocol (``hqml`` enables HQML's test-set selection).
+        executor: the circuit executor (for methods that need raw circuit evaluations).
+    """
+
+    teacher: torch.nn.Module
+    make_model: Callable[[int], torch.nn.Module]
+    retain: tuple
+    forget: tuple
+    val: tuple
+    test: tuple
+    recipe: Any
+    options: dict
+    seed: int
+    num_classes: int
+    forget_classes: list | None
+    workdir: Path
+    progress: bool = True
+    protocol: str = "fixed"
+    executor: Any = None
+    fingerprint: str = ""
+
+    def copy_teacher(self) -> torch.nn.Module:
+        """A new model holding the teacher's weights (the QNN inside is not deep-copyable: it
+        shares the executor, so the copy is rebuilt and loaded instead)."""
+        model = self.make_model(self.seed)
+        model.load_state_dict(self.teacher.state_dict())
+        return model
+
+    def tensors(self, which: str):
+        X, y = getattr(self, which)
+        return (
+            torch.from_numpy(np.array(X, dtype=np.float32)),
+            torch.from_numpy(np.array(y, dtype=np.int64)),
+        )
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(int(self.seed) * 7919 + salt)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.workdir / "checkpoints" / "method.pt"
+
+    def epochs(self, model, optimizer, num_epochs: int, *, state: dict | None = None, desc: str = ""):
+        """Iterate epochs with a resumable checkpoint after each one.
+
+        Yields epoch numbers 1..num_epochs. After the loop body of an epoch returns, the model,
+        optimizer, ``state`` (a dict of tensors and numbers the method keeps across epochs) and
+        every random state are written atomically; a killed method resumes after the last
+        finished epoch with identical numbers.
+        """
+        from ..training import load_checkpoint, load_state
+
+        state = state if state is not None else {}
+        start = 0
+        gen_states = {}
+        if self.checkpoint.exists():
+            ck = load_checkpoint(self.checkpoint)
+            if ck.get("fingerprint") == self.fingerprint:
+                load_state(model, ck["model"], source=f"checkpoint {self.checkpoint}")
+                if optimizer is not None and ck.get("optimizer") is not None:
+                    optimizer.load_state_dict(ck["optimizer"])
+                torch.set_rng_state(ck["torch_rng"])
+                state.update(ck.get("state", {}))
+                start = int(ck["epoch"])
+                gen_states = ck.get("generators", {})
+        self._generators: dict = {}
+        self._gen_states = gen_states
+        bar = None
+        if self.progress and num_epochs > start:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch", leave=False)
+        for epoch in range(start + 1, num_epochs + 1):
+            yield epoch
+            atomic_torch_save(
+                self.checkpoint,
+                {
+                    "fingerprint": self.fingerprint,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                    "torch_rng": torch.get_rng_state(),
+                    "state": state,
+                    "generators": {k: g.get_state() for k, g in self._generators.items()},
+                },
+            )
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+
+    def loop_generator(self, name: str) -> torch.Generator:
+        """A named generator for batch order inside :meth:`epochs`, restored on resume."""
+        gens = getattr(self, "_generators", None)
+        if gens is None:
+            gens = self._generators = {}
+        if name not in gens:
+            g = self.generator(salt=zlib.crc32(name.encode()) % 10007)
+            saved = getattr(self, "_gen_states", {}).get(name)
+            if saved is not None:
+                g.set_state(saved)
+            gens[name] = g
+        return gens[name]
+
+
+def batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):
+    """Shuffled mini-batches of one epoch."""
+    from ..training import batch_indices
+
+    for idx in batch_indices(len(X), batch_size, generator):
+        yield X[idx], y[idx]
+
+
+def zipped(retain, forget, batch_size: int, gen_r: torch.Generator, gen_f: torch.Generator):
+    """HQML's "zip": retain and forget batches together, stopping at the shorter loader."""
+    return zip(batches(*retain, batch_size, gen_r), batches(*forget, batch_size, gen_f))
+
+
+def cycled(retain, forget, batch_size: int, gen_r: torch.Generator, gen_f: torch.Generator):
+    """The literature form: a full retain epoch with the forget loader cycled alongside."""
+    forget_iter = batches(*forget, batch_size, gen_f)
+    for rb in batches(*retain, batch_size, gen_r):
+        try:
+            fb = next(forget_iter)
+        except StopIteration:
+            forget_iter = batches(*forget, batch_size, gen_f)
+            fb = next(forget_iter)
+        yield rb, fb
+
+
+def method_signature(fn) -> str:
+    return str(inspect.signature(fn))

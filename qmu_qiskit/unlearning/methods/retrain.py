@@ -1,0 +1,34 @@
+"""The retrain oracle: the teacher's recipe, from scratch, on D_r only (methods.md §2)."""
+
+from __future__ import annotations
+
+from ...training import Trainer
+from ..base import MethodResult, Option, UnlearnContext, register_method
+
+
+@register_method(
+    "retrain",
+    options={
+        "init_seed": Option(int, -1, "seed of the fresh initialisation (-1: the teacher's seed)"),
+    },
+    summary="oracle: train from scratch on D_r with the teacher's recipe",
+    source="exact unlearning baseline (every study)",
+    family="oracle",
+)
+def retrain(ctx: UnlearnContext) -> MethodResult:
+    seed = ctx.seed if ctx.options["init_seed"] < 0 else ctx.options["init_seed"]
+    model = ctx.make_model(seed)
+    recipe = ctx.recipe
+    if ctx.protocol == "hqml":
+        recipe = recipe.model_copy(update={"select": "test"})
+    trainer = Trainer(
+        model,
+        recipe,
+        seed=seed,
+        checkpoint=ctx.checkpoint,
+        fingerprint=ctx.fingerprint,
+        progress=ctx.progress,
+        desc="retrain (oracle)",
+    )
+    fit = trainer.fit(ctx.retain, ctx.val, ctx.test)
+    return MethodResult(model, {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "history": fit.history})
