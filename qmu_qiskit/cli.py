@@ -44,7 +44,39 @@ def print_table(rows: list[dict], columns: list[tuple[str, str]], *, title: str 
 # ---------------------------------------------------------------------------------------------
 
 
-@click.group(context_settings=CONTEXT)
+#: Commands that live in their own modules (qmu_qiskit/commands/), imported only when used.
+LAZY_COMMANDS = {
+    "jobs": ("qmu_qiskit.commands.jobs", "jobs"),
+    "study": ("qmu_qiskit.commands.study", "study"),
+    "profiles": ("qmu_qiskit.commands.profiles", "profiles"),
+    "mia-compare": ("qmu_qiskit.commands.mia", "mia_compare"),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose heavier commands are imported on first use (fast ``--help``)."""
+
+    def list_commands(self, ctx):
+        import importlib.util
+
+        lazy = [name for name, (mod, _) in LAZY_COMMANDS.items() if importlib.util.find_spec(mod)]
+        return sorted(set(super().list_commands(ctx)) | set(lazy))
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS:
+            import importlib
+
+            module, attr = LAZY_COMMANDS[name]
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise
+                return None
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.version_option(package_name="qmu-qiskit")
 def cli():
     """Train, unlearn and audit hybrid quantum-classical classifiers on Aer and IBM Quantum.
