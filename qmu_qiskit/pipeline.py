@@ -116,8 +116,12 @@ def train(
     run = RunDir(out)
     config = cfg.model_dump(mode="json")
     fingerprint = cfg.fingerprint()
-    resumed = run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
+    if run.path.exists() and not (run.path / "run.json").exists() and any(
+        p.name != ".lock" for p in run.path.iterdir()
+    ):
+        run.prepare(config, fingerprint=fingerprint)  # refuses a folder that is not a run
     with run.lock():
+        resumed = run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
         run.start(
             config,
             fingerprint=fingerprint,
@@ -320,8 +324,6 @@ def unlearn(
         )
         if method == "retrain":
             oracle_outputs = Outputs.load(summary.path / "outputs.npz")
-            if "retrain" not in methods and summary.metrics.get("_reused"):
-                pass
         summaries.append(summary)
     return summaries
 
@@ -359,13 +361,14 @@ def _unlearn_one(
     run = RunDir(path)
     config = unlearn_config(teacher, fset, method, options, backend, seed)
     fingerprint = _fingerprint(config)
-    if method == "retrain" and run.is_complete() and (run.status() or {}).get("fingerprint") == fingerprint:
+    if not overwrite and run.is_complete() and (run.status() or {}).get("fingerprint") == fingerprint:
+        # the same request was answered before: show it instead of paying for it again
         metrics = read_json(run.path / "metrics.json")
         cost = read_json(run.path / "cost.json")
         return UnlearnSummary(method, run.path, metrics, cost, {"reused": True})
-    run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
     bundle = teacher.bundle
     with run.lock():
+        run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
         run.start(config, fingerprint=fingerprint, extra={"kind": "unlearn", "method": method, "versions": versions()})
         try:
             executor = make_executor(backend, seed=seed, run=run, spec=spec)

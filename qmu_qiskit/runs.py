@@ -100,20 +100,20 @@ class RunDir:
         """
         status = self.status() if self.path.exists() else None
         if status is not None:
-            if status.get("fingerprint") != fingerprint:
-                raise RunError(
-                    f"{self.path} holds a run with a different config; choose another --out "
-                    "directory (or delete that one)"
-                )
-            if status.get("status") == "complete" and not overwrite:
-                raise RunError(
-                    f"{self.path} already holds a complete run; use another --out directory, or "
-                    "--overwrite to replace it"
-                )
-            if status.get("status") == "complete" and overwrite:
+            if overwrite:
                 self._clear()
                 return False
-            return (self.path / "checkpoints").exists() or (self.path / "progress.json").exists()
+            if status.get("fingerprint") != fingerprint:
+                raise RunError(
+                    f"{self.path} holds a run made from a different config; use --overwrite to "
+                    "replace it, or choose another output directory"
+                )
+            if status.get("status") == "complete":
+                raise RunError(
+                    f"{self.path} already holds a complete run; use another output directory, or "
+                    "--overwrite to replace it"
+                )
+            return (self.path / "checkpoints").exists()
         if self.path.exists() and any(p.name != ".lock" for p in self.path.iterdir()):
             raise RunError(
                 f"{self.path} exists and is not a qmu-qiskit run; choose another --out directory"

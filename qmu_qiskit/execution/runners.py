@@ -18,6 +18,7 @@ the job ledger and cost accounting.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -222,6 +223,9 @@ class _AerBase(Runner):
         sim = prepared.extra.get(("sim", method))
         if sim is None:
             opts = {"method": method, "runtime_parameter_bind_enable": True}
+            threads = os.environ.get("QMU_THREADS")
+            if threads:  # a grid worker's share of the cores (Aer would take them all)
+                opts["max_parallel_threads"] = int(threads)
             if prepared.noise_model is not None:
                 opts["noise_model"] = prepared.noise_model
             sim = AerSimulator(**opts)

@@ -1,0 +1,276 @@
+"""The execution engine: batching primitives, gradients, one job per mini-batch, the transpile
+cache and the job ledger — on real Qiskit / Aer code paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from qiskit.primitives import StatevectorEstimator
+from qiskit.quantum_info import SparsePauliOp, Statevector
+from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
+from qiskit_machine_learning.neural_networks import EstimatorQNN
+
+from qmu_qiskit.circuits import hqml_circuit
+from qmu_qiskit.exceptions import BackendError, BadInputError
+from qmu_qiskit.execution.executor import Executor
+from qmu_qiskit.execution.ledger import JobLedger
+from qmu_qiskit.models.qnn import FusedEstimatorQNN, FusedSamplerQNN, QuantumLayer
+
+N = 4
+
+
+@pytest.fixture(scope="module")
+def hqml():
+    qc, x, w = hqml_circuit(N, 2)
+    obs = [SparsePauliOp.from_sparse_list([("Z", [q], 1.0)], N) for q in range(N)]
+    rng = np.random.default_rng(11)
+    X = rng.uniform(0, np.pi, (6, N))
+    W = rng.uniform(0, 2 * np.pi, len(w))
+    return qc, x, w, obs, X, W
+
+
+def _reference(hqml):
+    qc, x, w, obs, X, W = hqml
+    ref = EstimatorQNN(
+        circuit=qc, observables=obs, input_params=x, weight_params=w,
+        estimator=StatevectorEstimator(), input_gradients=True, default_precision=0.0,
+    )
+    f = ref.forward(X, W)
+    gi, gw = ref.backward(X, W)
+    return f, gi, gw
+
+
+@pytest.mark.parametrize("engine", ["exact", "aer"])
+def test_batching_estimator_matches_reference_for_mixed_pubs(hqml, engine, tmp_path):
+    qc, x, w, obs, X, W = hqml
+    ex = Executor("aer", engine=engine, cache_dir=tmp_path)
+    est = ex.estimator()
+    qc2, _, _ = hqml_circuit(3, 1)
+    vals = np.hstack([X, np.tile(W, (len(X), 1))])[:3]
+    v2 = np.random.default_rng(2).uniform(0, 1, (2, qc2.num_parameters))
+    obs_col = np.empty((2, 1), dtype=object)
+    obs_col[0, 0], obs_col[1, 0] = obs[0], obs[1] + obs[2] * 0.5
+    pubs = [
+        (qc, obs[0], vals),  # what EstimatorQNN sends, one per observable
+        (qc, obs[3], vals),
+        (qc, obs_col, vals),  # broadcast (2, 1) × (3,) → (2, 3)
+        (qc2, SparsePauliOp("ZZI"), v2),  # a second circuit → a second job
+    ]
+    jobs_before = ex.cost.total.jobs
+    res = est.run(pubs).result()
+    assert ex.cost.total.jobs - jobs_before == 2  # one broadcast job per circuit
+    ref = StatevectorEstimator().run(pubs).result()
+    for got, want in zip(res, ref):
+        assert got.data.evs.shape == want.data.evs.shape
+        np.testing.assert_allclose(got.data.evs, want.data.evs, atol=1e-10)
+
+
+def test_stock_estimator_qnn_accepts_our_primitives_and_gradients(hqml, tmp_path):
+    """The gradient classes keep qiskit-machine-learning's contract: a stock EstimatorQNN gives
+    the reference forward and input/weight gradients through them."""
+    qc, x, w, obs, X, W = hqml
+    f0, gi0, gw0 = _reference(hqml)
+    for engine in ("exact", "aer"):
+        ex = Executor("aer", engine=engine, cache_dir=tmp_path)
+        qnn = EstimatorQNN(
+            circuit=qc, observables=obs, input_params=x, weight_params=w,
+            estimator=ex.estimator(), gradient=ex.estimator_gradient(),
+            input_gradients=True, default_precision=0.0,
+        )
+        f = qnn.forward(X, W)
+        gi, gw = qnn.backward(X, W)
+        np.testing.assert_allclose(f, f0, atol=1e-10)
+        np.testing.assert_allclose(gi, gi0, atol=1e-9)
+        np.testing.assert_allclose(gw, gw0, atol=1e-9)
+
+
+def test_exact_gradient_within_1e6_of_finite_differences(hqml, tmp_path):
+    qc, x, w, obs, X, W = hqml
+    ex = Executor("aer", cache_dir=tmp_path)
+    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x,
+                            weight_params=w, input_gradients=True)
+    gi, gw = qnn.backward(X, W)
+    eps = 1e-6
+    for j in range(len(W)):
+        up, dn = W.copy(), W.copy()
+        up[j] += eps
+        dn[j] -= eps
+        fd = (qnn.forward(X, up) - qnn.forward(X, dn)) / (2 * eps)
+        assert np.abs(fd - gw[:, :, j]).max() < 1e-6
+    for j in range(N):
+        up, dn = X.copy(), X.copy()
+        up[:, j] += eps
+        dn[:, j] -= eps
+        fd = (qnn.forward(up, W) - qnn.forward(dn, W)) / (2 * eps)
+        assert np.abs(fd - gi[:, :, j]).max() < 1e-6
+
+
+def test_noisy_parameter_shift_is_exact_under_device_noise(hqml, tmp_path):
+    """performance.md lesson 6: the batched shift rule equals finite differences of the noisy
+    (density-matrix, FakeBrisbane) model itself."""
+    qc, x, w, obs, X, W = hqml
+    ex = Executor("aer_noisy", cache_dir=tmp_path)
+    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x,
+                            weight_params=w, input_gradients=False)
+    Xs = X[:3]
+    _, gw = qnn.backward(Xs, W)
+    eps = 1e-5
+    for j in (0, 5, 11, len(W) - 1):
+        up, dn = W.copy(), W.copy()
+        up[j] += eps
+        dn[j] -= eps
+        fd = (qnn.forward(Xs, up) - qnn.forward(Xs, dn)) / (2 * eps)
+        assert np.abs(fd - gw[:, :, j]).max() < 1e-6
+    f_ideal = _reference(hqml)[0][:3]
+    assert np.abs(qnn.forward(Xs, W) - f_ideal).max() > 1e-3  # the device noise is really there
+
+
+def test_shot_based_gradient_within_statistical_tolerance(hqml, tmp_path):
+    """Shot noise only (noise scale 0): the parameter-shift gradient from 20000 shots is within
+    five standard errors of the exact gradient."""
+    qc, x, w, obs, X, W = hqml
+    shots = 20000
+    ex = Executor("aer_noisy", shots=shots, noise_scale=0.0, cache_dir=tmp_path)
+    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x,
+                            weight_params=w, input_gradients=False)
+    Xs = X[:2]
+    _, gw = qnn.backward(Xs, W)
+    _, _, gw0 = _reference(hqml)
+    # each ±π/2 term has std ≤ 1/sqrt(shots): the half-difference has std ≤ 1/sqrt(2·shots)
+    sigma = 1 / np.sqrt(2 * shots)
+    assert np.abs(gw - gw0[:2]).max() < 5 * sigma
+    assert np.abs(gw - gw0[:2]).max() > 0  # shots, not exact values
+
+
+@pytest.mark.parametrize("backend,kwargs", [("aer", {}), ("aer_noisy", {}), ("aer_noisy", {"shots": 256})])
+def test_a_training_step_submits_one_job_per_mini_batch(hqml, backend, kwargs, tmp_path):
+    qc, x, w, obs, X, W = hqml
+    ex = Executor(backend, cache_dir=tmp_path, **kwargs)
+    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x,
+                            weight_params=w, input_gradients=False)
+    layer = QuantumLayer(qnn, initial_weights=W)
+    head = torch.nn.Linear(N, 3)
+    opt = torch.optim.Adam(list(layer.parameters()) + list(head.parameters()), lr=0.01)
+    xb = torch.tensor(X, dtype=torch.float32)
+    yb = torch.tensor([0, 1, 2, 0, 1, 2])
+    for _ in range(3):
+        before = ex.cost.total.jobs
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(layer(xb)), yb).backward()
+        opt.step()
+        assert ex.cost.total.jobs - before == 1
+    with torch.no_grad():
+        before = ex.cost.total.jobs
+        layer(xb)
+        assert ex.cost.total.jobs - before == 1  # inference: one job, values only
+
+
+def test_transpile_cache_second_process_spends_no_time_transpiling(hqml, tmp_path):
+    qc, x, w, obs, X, W = hqml
+    vals = np.hstack([X, np.tile(W, (len(X), 1))])
+    first = Executor("aer_noisy", cache_dir=tmp_path)
+    first.expectation_values(qc, obs, vals)
+    assert first.cost.total.transpile_misses == 1
+    # a fresh executor (as a new process would have) reads the ISA circuit from QPY on disk
+    second = Executor("aer_noisy", cache_dir=tmp_path)
+    ev2, _ = second.expectation_values(qc, obs, vals)
+    assert second.cost.total.transpile_misses == 0
+    assert second.cost.total.transpile_hits == 1
+    assert second.cost.total.transpile_seconds == 0.0
+    ev1, _ = first.expectation_values(qc, obs, vals)
+    np.testing.assert_allclose(ev1, ev2, atol=1e-12)
+    # a different optimisation level is another cache entry
+    third = Executor("aer_noisy", cache_dir=tmp_path, optimization_level=0)
+    third.prepare(qc)
+    assert third.cost.total.transpile_misses == 1
+
+
+def test_ledger_reads_back_finished_jobs_and_never_runs_them_twice(hqml, tmp_path):
+    qc, x, w, obs, X, W = hqml
+    vals = np.hstack([X, np.tile(W, (len(X), 1))])
+    db = tmp_path / "ledger" / "jobs.sqlite"
+    a = Executor("aer_noisy", shots=512, cache_dir=tmp_path, ledger=db, run_id="run-a")
+    ev_a, _ = a.expectation_values(qc, obs, vals)
+    assert a.cost.total.jobs == 1
+    b = Executor("aer_noisy", shots=512, cache_dir=tmp_path, ledger=db, run_id="run-a")
+    ev_b, _ = b.expectation_values(qc, obs, vals)
+    assert b.cost.total.jobs == 0 and b.cost.total.jobs_reused == 1
+    np.testing.assert_array_equal(ev_a, ev_b)  # the stored result, bit for bit
+    ledger = JobLedger(db)
+    assert ledger.duplicate_submissions() == []
+    rows = ledger.jobs(run_id="run-a")
+    assert len(rows) == 1 and rows[0].status == "done" and rows[0].backend == "aer_noisy:ibm_brisbane"
+    assert oct(os.stat(db).st_mode & 0o777) == "0o600"
+    # another run id is another job (fingerprints are per run)
+    c = Executor("aer_noisy", shots=512, cache_dir=tmp_path, ledger=db, run_id="run-c")
+    c.expectation_values(qc, obs, vals)
+    assert c.cost.total.jobs == 1
+
+
+def test_a_local_job_lost_with_its_process_is_rerun_once(hqml, tmp_path):
+    qc, x, w, obs, X, W = hqml
+    vals = np.hstack([X, np.tile(W, (len(X), 1))])[:2]
+    db = tmp_path / "jobs.sqlite"
+    ex = Executor("aer_noisy", shots=128, cache_dir=tmp_path, ledger=db, run_id="r")
+    prepared = ex.prepare(qc)
+    fp = ex._fingerprint("estimate", prepared, vals, prepared.observables(obs), None, None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    ledger = JobLedger(db)
+    ledger.record_submitted(job_id="ghost", fingerprint=fp, backend=ex.spec.name, runner="aer_shots",
+                            remote=False, session_id=None, run_id="r", tags={}, num_pubs=1,
+                            circuit_evaluations=8, shots=0)
+    ledger._conn().execute("UPDATE jobs SET pid = ? WHERE job_id = 'ghost'", (int(dead.stdout),))
+    ex.expectation_values(qc, obs, vals)
+    assert ledger.get("ghost").status == "lost"
+    assert ex.cost.total.jobs == 1
+    assert ledger.duplicate_submissions() == []
+
+
+def test_sampler_qnn_exact_probabilities_and_gradients(tmp_path):
+    qc, x, w = hqml_circuit(3, 1)
+    ex = Executor("aer", cache_dir=tmp_path)
+    measured = qc.copy()
+    measured.measure_all()
+    qnn = FusedSamplerQNN(executor=ex, circuit=measured, input_params=x, weight_params=w,
+                          input_gradients=True)
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0, np.pi, (3, 3))
+    W = rng.uniform(0, 2 * np.pi, len(w))
+    probs = qnn.forward(X, W)
+    for b in range(3):
+        ref = Statevector(qc.assign_parameters(_bind(qc, x, w, X[b], W)))
+        np.testing.assert_allclose(probs[b], ref.probabilities(), atol=1e-12)
+    gi, gw = qnn.backward(X, W)
+    eps = 1e-6
+    for j in range(len(W)):
+        up, dn = W.copy(), W.copy()
+        up[j] += eps
+        dn[j] -= eps
+        fd = (qnn.forward(X, up) - qnn.forward(X, dn)) / (2 * eps)
+        assert np.abs(fd - gw[:, :, j]).max() < 1e-6
+    assert gi.shape == (3, 8, 3)
+
+
+def _bind(qc, x, w, xv, wv):
+    return {**dict(zip(x, xv)), **dict(zip(w, wv))}
+
+
+def test_executor_rejects_bad_settings(tmp_path):
+    with pytest.raises(BadInputError, match="shots"):
+        Executor("aer", shots=0, cache_dir=tmp_path)
+    with pytest.raises(BadInputError, match="engine"):
+        Executor("aer", engine="gpu", cache_dir=tmp_path)
+    with pytest.raises(BackendError, match="unknown backend"):
+        Executor("nonsense", cache_dir=tmp_path)
+    from qmu_qiskit.backends.profiles import profile_for_fake
+    from qmu_qiskit.execution.transpile import TranspileCache
+
+    wide, _, _ = hqml_circuit(8, 1)
+    with pytest.raises(BackendError, match="qubits"):
+        TranspileCache(tmp_path).get_or_transpile(wide, profile_for_fake("fake_manila").target)

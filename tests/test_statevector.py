@@ -1,0 +1,161 @@
+"""The exact engine: statevectors equal Qiskit's, adjoint Jacobians equal autodiff and finite
+differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from qiskit import QuantumCircuit
+from qiskit.circuit import ParameterVector
+from qiskit.circuit.library import U2Gate
+from qiskit.quantum_info import SparsePauliOp, Statevector
+
+from qmu_qiskit.circuits import hqml_circuit
+from qmu_qiskit.exceptions import BadInputError
+from qmu_qiskit.execution.statevector import CompiledCircuit, jacobian_autograd
+
+
+def _zoo(n: int) -> QuantumCircuit:
+    """Every gate kind the engine handles, with affine and shared angles."""
+    x = ParameterVector("x", n)
+    w = ParameterVector("w", 3 * n * 2 + 10)
+    qc = QuantumCircuit(n)
+    for q in range(n):
+        qc.rx(x[q], q)
+        qc.ry(x[q], q)
+        qc.rz(x[q], q)
+    k = 0
+    for _ in range(2):
+        for q in range(n):
+            qc.rx(w[k], q)
+            qc.ry(w[k + 1], q)
+            qc.rz(2 * w[k + 2] + 0.3, q)
+            k += 3
+        for q in range(n - 1):
+            qc.cz(q, q + 1)
+        qc.cz(n - 1, 0)
+    qc.h(1)
+    qc.cx(0, 2)
+    qc.rzz(w[0], 1, 3)
+    qc.swap(0, 3)
+    qc.u(w[1], w[2], 0.4, 2)
+    qc.cp(w[3], 2, 0)
+    qc.crz(w[4], 1, 2)
+    qc.ecr(0, 1)
+    qc.sx(3)
+    qc.t(1)
+    qc.ccx(0, 1, 3)
+    qc.ry(w[5], 3)
+    qc.rx(w[6] + w[7], 0)
+    qc.u(w[k], w[k + 1], w[k + 2], 1)
+    qc.p(w[k + 3], 2)
+    qc.r(w[k + 4], w[k + 5], 0)
+    qc.append(U2Gate(w[k + 6], w[k + 7]), [3])
+    qc.rx(0.5 * x[0], 1)
+    return qc
+
+
+def _obs(n):
+    return [SparsePauliOp.from_sparse_list([("Z", [q], 1.0)], n) for q in range(n)] + [
+        SparsePauliOp(["XY" + "Z" * (n - 2), "ZZ" + "I" * (n - 2)], [0.5, 0.2])
+    ]
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_statevector_and_expectations_match_qiskit(n):
+    qc = _zoo(n)
+    cc = CompiledCircuit(qc)
+    rng = np.random.default_rng(n)
+    vals = rng.uniform(-np.pi, np.pi, (4, qc.num_parameters))
+    sv = cc.statevector(torch.tensor(vals)).numpy()
+    evs = cc.expectation(torch.tensor(vals), _obs(n)).numpy()
+    for b in range(len(vals)):
+        ref = Statevector(qc.assign_parameters(vals[b]))
+        np.testing.assert_allclose(sv[b], ref.data, atol=1e-12)
+        ref_evs = [ref.expectation_value(o).real for o in _obs(n)]
+        np.testing.assert_allclose(evs[b], ref_evs, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_adjoint_jacobian_matches_autodiff_and_finite_differences(n):
+    qc = _zoo(n)
+    cc = CompiledCircuit(qc)
+    rng = np.random.default_rng(7)
+    vals = rng.uniform(-np.pi, np.pi, (3, qc.num_parameters))
+    ev_ad, jac_ad = jacobian_autograd(cc, vals, _obs(n))
+    ev, jac = cc.value_and_jacobian(vals, _obs(n))
+    np.testing.assert_allclose(ev, ev_ad, atol=1e-13)
+    np.testing.assert_allclose(jac, jac_ad, atol=1e-12)
+    eps = 1e-6
+    fd = np.zeros_like(jac)
+    for p in range(qc.num_parameters):
+        up, dn = vals.copy(), vals.copy()
+        up[:, p] += eps
+        dn[:, p] -= eps
+        fd[:, :, p] = (
+            cc.expectation(torch.tensor(up), _obs(n)).numpy()
+            - cc.expectation(torch.tensor(dn), _obs(n)).numpy()
+        ) / (2 * eps)
+    assert np.abs(fd - jac).max() < 1e-6
+
+
+@pytest.mark.parametrize("n,layers", [(2, 1), (4, 2), (8, 2), (4, 6)])
+def test_hqml_fast_paths_are_exact(n, layers):
+    """Local-Z observables and the product-state first layer use shortcuts; both are exact."""
+    qc, _, _ = hqml_circuit(n, layers)
+    cc = CompiledCircuit(qc)
+    vals = np.random.default_rng(n + layers).uniform(-3, 3, (5, qc.num_parameters))
+    local = [
+        SparsePauliOp.from_sparse_list([("Z", [q], 1.5 if q == 0 else 1.0)], n)
+        + SparsePauliOp("I" * n, 0.3)
+        for q in range(n)
+    ]
+    for obs in (local, [SparsePauliOp("Z" * n)]):
+        ev_ad, jac_ad = jacobian_autograd(cc, vals, obs)
+        ev, jac = cc.value_and_jacobian(vals, obs)
+        np.testing.assert_allclose(ev, ev_ad, atol=1e-13)
+        np.testing.assert_allclose(jac, jac_ad, atol=1e-12)
+
+
+def test_probability_jacobian_and_amplitude_encoding():
+    from qiskit_machine_learning.circuit.library import raw_feature_vector
+
+    n = 3
+    w = ParameterVector("w", 2 * n)
+    qc = QuantumCircuit(n)
+    qc.compose(raw_feature_vector(2**n), inplace=True)
+    for q in range(n):
+        qc.u(w[q], w[n + q], 0.1, q)
+    for q in range(n - 1):
+        qc.cx(q, q + 1)
+    cc = CompiledCircuit(qc)
+    vals = np.random.default_rng(3).normal(size=(4, qc.num_parameters))
+    obs = _obs(n)[:n]
+    ev, jac = cc.value_and_jacobian(vals, obs)
+    ev_ad, jac_ad = jacobian_autograd(cc, vals, obs)
+    np.testing.assert_allclose(jac, jac_ad, atol=1e-12)
+    for b in range(len(vals)):
+        ref = Statevector(qc.assign_parameters(vals[b]).decompose(reps=5))
+        np.testing.assert_allclose(ev[b], [ref.expectation_value(o).real for o in obs], atol=1e-10)
+    probs, pjac = cc.value_and_jacobian(vals, probabilities=True)
+    x = torch.tensor(vals, requires_grad=True)
+    p = cc.probabilities(x)
+    ref_jac = torch.stack(
+        [torch.autograd.grad(p[:, k].sum(), x, retain_graph=True)[0] for k in range(p.shape[1])], 1
+    )
+    np.testing.assert_allclose(pjac, ref_jac.numpy(), atol=1e-12)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-12)
+
+
+def test_unsupported_circuits_are_refused_clearly():
+    qc = QuantumCircuit(2, 1)
+    qc.h(0)
+    qc.measure(0, 0)
+    with pytest.raises(BadInputError, match="unitary"):
+        CompiledCircuit(qc)
+    a = ParameterVector("a", 1)
+    qc2 = QuantumCircuit(1)
+    qc2.rx(a[0] * a[0], 0)
+    with pytest.raises(BadInputError, match="affine"):
+        CompiledCircuit(qc2)
