@@ -1,0 +1,39 @@
+# qmu-qiskit: one command sets everything up and runs the demo, one runs the tests.
+#   make demo   — virtual environment, torch 2.13.0 (CPU) first, the package, then
+#                 train on Iris (aer) → unlearn class 0 with three methods next to the oracle
+#   make test   — the same set-up, then the default test suite (what CI runs)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DEMO   ?= runs/demo-iris
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: this version is the CPU build here (an unpinned torch pulls CUDA)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	rm -rf $(DEMO)
+	$(BIN)/qmu-qiskit train --dataset iris --model hqml-shallow --backend aer --seed 0 --out $(DEMO)
+	$(BIN)/qmu-qiskit unlearn --run $(DEMO) --forget class:0 --method finetune --method ga --method neggrad_plus
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+bench: setup
+	$(BIN)/python benchmarks/bench_training.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
