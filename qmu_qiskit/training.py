@@ -197,7 +197,7 @@ class Trainer:
 
             bar = tqdm(
                 total=cfg.epochs, initial=start_epoch, desc=self.desc, unit="epoch", leave=False,
-                dynamic_ncols=True,
+                dynamic_ncols=True, disable=None,  # no bars when stderr is not a terminal
             )
         epoch = start_epoch
         while not done:

@@ -274,3 +274,42 @@ def test_executor_rejects_bad_settings(tmp_path):
     wide, _, _ = hqml_circuit(8, 1)
     with pytest.raises(BackendError, match="qubits"):
         TranspileCache(tmp_path).get_or_transpile(wide, profile_for_fake("fake_manila").target)
+
+
+def test_sampled_shots_follow_aers_own_noisy_shot_distribution(tmp_path):
+    """Shots drawn from Aer's exact noisy probabilities with the readout confusion applied have
+    the distribution of Aer's own shot-by-shot sampling (readout error included)."""
+    from qiskit_aer import AerSimulator
+
+    from qmu_qiskit.execution.runners import _apply_confusion, _readout_confusions
+
+    qc, _, _ = hqml_circuit(4, 2)
+    ex = Executor("aer_noisy", shots=1000, cache_dir=tmp_path)
+    prepared = ex.prepare(qc)
+    measured = prepared.circuit.copy()
+    measured.measure_all()
+    vals = np.random.default_rng(0).uniform(0, 6, (5, qc.num_parameters))
+    binds = [{p: vals[:, i] for i, p in enumerate(measured.parameters)}]
+    shots = 200_000
+    res = AerSimulator(method="density_matrix", noise_model=prepared.noise_model).run(
+        measured, parameter_binds=binds, shots=shots, seed_simulator=3
+    ).result()
+    aer = np.zeros((5, 16))
+    for i in range(5):
+        for key, c in res.data(i)["counts"].items():
+            aer[i, int(key, 16)] = c / shots
+    _, fn = ex.runner._counts_job(prepared, measured, vals, shots, seed=5)
+    ours = fn()
+    # the exact distribution both sample from
+    bare = prepared.circuit.copy()
+    bare.save_probabilities(label="p")
+    exact = AerSimulator(method="density_matrix", noise_model=prepared.noise_model).run(
+        bare, parameter_binds=binds, shots=1
+    ).result()
+    p = np.array([exact.data(i)["p"] for i in range(5)])
+    p = _apply_confusion(p, _readout_confusions(prepared.noise_model, list(range(4))))
+    sigma = np.sqrt(p * (1 - p) / shots) + 1e-12
+    assert np.abs(aer - p).max() / sigma.max() < 6
+    assert (np.abs(ours - p) / np.maximum(sigma, 1e-4)).max() < 6
+    assert np.abs(ours - p).max() > 0  # sampled, not exact
+    assert not np.allclose(_readout_confusions(prepared.noise_model, [0])[0], np.eye(2))

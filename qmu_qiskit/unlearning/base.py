@@ -34,12 +34,15 @@ class Option:
             dataset or on the teacher's recipe (e.g. HQML's per-dataset epoch budgets).
         help: one line shown by ``qmu-qiskit methods``.
         choices: allowed values for ``str`` options.
+        minimum, maximum: inclusive bounds for ``int`` / ``float`` options (``None``: unbounded).
     """
 
     type: type
     default: Any
     help: str = ""
     choices: tuple = ()
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,19 +54,42 @@ class MethodInfo:
     source: str
     family: str
     needs_oracle_data: bool = False
+    requires_class_forget: bool = False
+
+    def check_request(self, forget_kind: str) -> None:
+        """Refuse a forget request the method cannot serve, before any circuit runs.
+
+        Args:
+            forget_kind: the forget scenario's kind (``class``, ``subset`` or ``indices``).
+
+        Raises:
+            BadInputError: e.g. a class-level method asked to forget a subset.
+        """
+        if self.requires_class_forget and forget_kind != "class":
+            raise BadInputError(
+                f"method {self.name} unlearns whole classes; use a class:K forget request "
+                f"(got a {forget_kind} request)"
+            )
 
 
 METHODS: dict[str, MethodInfo] = {}
 
 
 def register_method(
-    name: str, *, options: dict[str, Option], summary: str, source: str, family: str
+    name: str,
+    *,
+    options: dict[str, Option],
+    summary: str,
+    source: str,
+    family: str,
+    requires_class_forget: bool = False,
 ):
     """Register ``fn`` as the unlearning method ``name``."""
 
     def deco(fn):
         METHODS[name] = MethodInfo(
-            name=name, fn=fn, options=dict(options), summary=summary, source=source, family=family
+            name=name, fn=fn, options=dict(options), summary=summary, source=source, family=family,
+            requires_class_forget=requires_class_forget,
         )
         return fn
 
@@ -135,6 +161,10 @@ def _cast(name: str, opt: Option, value, method: str):
             f"option {name} of method {method} must be one of {', '.join(map(str, opt.choices))}, "
             f"got {value!r}"
         )
+    if opt.minimum is not None and value < opt.minimum:
+        raise BadInputError(f"option {name} of method {method} must be ≥ {opt.minimum}, got {value!r}")
+    if opt.maximum is not None and value > opt.maximum:
+        raise BadInputError(f"option {name} of method {method} must be ≤ {opt.maximum}, got {value!r}")
     return value
 
 
@@ -234,6 +264,23 @@ class UnlearnContext:
     def checkpoint(self) -> Path:
         return self.workdir / "checkpoints" / "method.pt"
 
+    def _own_checkpoint(self) -> dict | None:
+        """This method run's checkpoint, or ``None`` (absent, or written by another config)."""
+        from ..training import load_checkpoint
+
+        if not self.checkpoint.exists():
+            return None
+        ck = load_checkpoint(self.checkpoint)
+        return ck if ck.get("fingerprint") == self.fingerprint else None
+
+    def resume_state(self) -> dict:
+        """The ``state`` dict saved by the last finished epoch of an interrupted run (``{}`` when
+        starting fresh). Methods keep what they compute once before their epochs (Fisher
+        diagonals, teacher outputs, label maps) there, so a resumed run neither recomputes it
+        (no circuit runs twice) nor gets different numbers from a noisy backend."""
+        ck = self._own_checkpoint()
+        return dict(ck.get("state", {})) if ck is not None else {}
+
     def epochs(self, model, optimizer, num_epochs: int, *, state: dict | None = None, desc: str = ""):
         """Iterate epochs with a resumable checkpoint after each one.
 
@@ -241,15 +288,19 @@ class UnlearnContext:
         optimizer, ``state`` (a dict of tensors and numbers the method keeps across epochs) and
         every random state are written atomically; a killed method resumes after the last
         finished epoch with identical numbers.
+
+        The global torch RNG (dropout) is forked and seeded from :attr:`seed` for the loop, so the
+        numbers depend on the seed alone and the caller's random state is left untouched.
         """
-        from ..training import load_checkpoint, load_state
+        from ..training import load_state
 
         state = state if state is not None else {}
         start = 0
         gen_states = {}
-        if self.checkpoint.exists():
-            ck = load_checkpoint(self.checkpoint)
-            if ck.get("fingerprint") == self.fingerprint:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.seed) * 7919 + 17)
+            ck = self._own_checkpoint()
+            if ck is not None:
                 load_state(model, ck["model"], source=f"checkpoint {self.checkpoint}")
                 if optimizer is not None and ck.get("optimizer") is not None:
                     optimizer.load_state_dict(ck["optimizer"])
@@ -257,31 +308,31 @@ class UnlearnContext:
                 state.update(ck.get("state", {}))
                 start = int(ck["epoch"])
                 gen_states = ck.get("generators", {})
-        self._generators: dict = {}
-        self._gen_states = gen_states
-        bar = None
-        if self.progress and num_epochs > start:
-            from tqdm.auto import tqdm
+            self._generators: dict = {}
+            self._gen_states = gen_states
+            bar = None
+            if self.progress and num_epochs > start:
+                from tqdm.auto import tqdm
 
-            bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch", leave=False)
-        for epoch in range(start + 1, num_epochs + 1):
-            yield epoch
-            atomic_torch_save(
-                self.checkpoint,
-                {
-                    "fingerprint": self.fingerprint,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                    "torch_rng": torch.get_rng_state(),
-                    "state": state,
-                    "generators": {k: g.get_state() for k, g in self._generators.items()},
-                },
-            )
+                bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch", leave=False)
+            for epoch in range(start + 1, num_epochs + 1):
+                yield epoch
+                atomic_torch_save(
+                    self.checkpoint,
+                    {
+                        "fingerprint": self.fingerprint,
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                        "torch_rng": torch.get_rng_state(),
+                        "state": state,
+                        "generators": {k: g.get_state() for k, g in self._generators.items()},
+                    },
+                )
+                if bar is not None:
+                    bar.update(1)
             if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+                bar.close()
 
     def loop_generator(self, name: str) -> torch.Generator:
         """A named generator for batch order inside :meth:`epochs`, restored on resume."""
