@@ -55,6 +55,13 @@ def runtime_service():
             kwargs["channel"] = os.environ.get("QISKIT_IBM_CHANNEL", "ibm_quantum_platform")
             if os.environ.get("QISKIT_IBM_INSTANCE"):
                 kwargs["instance"] = os.environ["QISKIT_IBM_INSTANCE"]
+        import logging
+
+        # qiskit-ibm-runtime logs account discovery at WARNING level ("Loading account with the
+        # given token ..."); keep stderr to our one line.
+        runtime_logger = logging.getLogger("qiskit_ibm_runtime")
+        previous_level = runtime_logger.level
+        runtime_logger.setLevel(logging.ERROR)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -73,6 +80,8 @@ def runtime_service():
                 f"cannot reach IBM Quantum ({name}); check the network, or use a fake_<device> "
                 "backend to run offline"
             ) from None
+        finally:
+            runtime_logger.setLevel(previous_level)
         return _service
 
 

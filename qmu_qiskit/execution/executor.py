@@ -187,8 +187,6 @@ class Executor:
             isa = circuit
             key = hashlib.sha256(f"{structure}|{self.runner.name}".encode()).hexdigest()
         else:
-            if getattr(self.runner, "needs_device_check", False):
-                self.runner.check_device(circuit)
             isa = self.cache.get_or_transpile(
                 circuit,
                 target,
