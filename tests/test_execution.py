@@ -313,3 +313,48 @@ def test_sampled_shots_follow_aers_own_noisy_shot_distribution(tmp_path):
     assert (np.abs(ours - p) / np.maximum(sigma, 1e-4)).max() < 6
     assert np.abs(ours - p).max() > 0  # sampled, not exact
     assert not np.allclose(_readout_confusions(prepared.noise_model, [0])[0], np.eye(2))
+
+
+def test_broadcast_pubs_are_chunked_to_the_job_size_limit(hqml, tmp_path):
+    qc, x, w, obs, X, W = hqml
+    vals = np.random.default_rng(4).uniform(0, 3, (25, qc.num_parameters))
+    whole = Executor("aer_noisy", cache_dir=tmp_path)
+    chunked = Executor("aer_noisy", cache_dir=tmp_path, max_parameter_sets=10)
+    ev_whole, _ = whole.expectation_values(qc, obs, vals)
+    ev_chunk, _ = chunked.expectation_values(qc, obs, vals)
+    assert whole.cost.total.jobs == 1 and chunked.cost.total.jobs == 3
+    np.testing.assert_allclose(ev_chunk, ev_whole, atol=1e-12)
+
+
+class _FlakyRunnerError(ConnectionError):
+    """What a dropped connection to a remote service raises."""
+
+
+def test_transient_submission_failures_are_retried_and_permanent_ones_name_the_job(hqml, tmp_path, monkeypatch):
+    from qmu_qiskit.exceptions import JobError
+
+    qc, x, w, obs, X, W = hqml
+    vals = np.random.default_rng(4).uniform(0, 3, (3, qc.num_parameters))
+    ex = Executor("aer_noisy", cache_dir=tmp_path)
+    real_submit = ex.runner.submit_estimate
+    calls = {"n": 0}
+
+    def flaky(*a, **k):  # the network drops the first attempt
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise _FlakyRunnerError("connection reset by peer")
+        return real_submit(*a, **k)
+
+    monkeypatch.setattr(ex.runner, "submit_estimate", flaky)
+    monkeypatch.setattr("qmu_qiskit.execution.executor.time.sleep", lambda s: None)
+    ev, _ = ex.expectation_values(qc, obs, vals)
+    assert calls["n"] == 2 and ev.shape == (4, 3)
+
+    def broken_result(*a, **k):  # the job itself fails on the backend
+        handle = real_submit(*a, **k)
+        handle._fn = lambda: (_ for _ in ()).throw(RuntimeError("backend rejected the circuit"))
+        return handle
+
+    monkeypatch.setattr(ex.runner, "submit_estimate", broken_result)
+    with pytest.raises(JobError, match=r"job \S+ on aer_noisy:ibm_brisbane failed"):
+        ex.expectation_values(qc, obs, vals + 1)
