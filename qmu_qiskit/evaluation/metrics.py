@@ -199,3 +199,80 @@ def compute_metrics(
     for name in names:
         res.update(METRICS[name](U, T, O, ctx))
     return res
+
+
+# ---------------------------------------------------------------------------------------------
+# privacy audits and DG-QMU's class metrics (computations in .mia / .dgqmu; imported lazily so
+# that scikit-learn and torch load only when these metrics run)
+
+
+def _check_oracle(U: Outputs, O: Outputs | None) -> None:
+    if O is not None and not aligned(U, O):
+        raise BadInputError(
+            "the unlearned model's and the oracle's outputs cover different samples; rerun "
+            "`qmu-qiskit evaluate` after both were computed on the same data"
+        )
+
+
+@register_metric("population_mia")
+def population_mia_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext) -> dict:
+    """Population loss-threshold MIA (AUC, TPR at 1% / 0.1% FPR, advantage) on the sets of
+    :func:`mia_sets`, for U with T's and O's values as anchors, and MUSE's ``PrivLeak`` =
+    (AUC_U − AUC_O)/AUC_O·100. See :func:`qmu_qiskit.evaluation.mia.population_mia`."""
+    from .mia import population_mia
+
+    _check_oracle(U, O)
+    members, nonmembers = mia_sets(U, ctx)
+    return population_mia(U, T, O, members, nonmembers)
+
+
+@register_metric("mia_efficacy")
+def mia_efficacy_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext) -> dict:
+    """SalUn's MIA-Efficacy (confidence SVC; members = a retain subset of |test| samples,
+    non-members = test): fraction of D_f predicted non-member, for U, T and O."""
+    from .mia import mia_efficacy_sets, svc_mia_efficacy
+
+    _check_oracle(U, O)
+    members, nonmembers, targets = mia_efficacy_sets(U, ctx.seed)
+    res = {"MIA_Efficacy": svc_mia_efficacy(U, members, nonmembers, targets),
+           "MIA_Efficacy_teacher": svc_mia_efficacy(T, members, nonmembers, targets)}
+    if O is not None:
+        res["MIA_Efficacy_oracle"] = svc_mia_efficacy(O, members, nonmembers, targets)
+    return res
+
+
+@register_metric("grey_box_mia")
+def grey_box_mia_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext) -> dict:
+    """QMU's gray-box MIA success rate: the MLP attack trained on T's outputs (train vs test
+    samples, 80/20), applied to T ("before"), U ("after") and O on D_f. See
+    :func:`qmu_qiskit.evaluation.mia.grey_box_attack`."""
+    from .mia import grey_box_attack
+
+    forget_ids = U.ids[U.mask("forget")]
+    if forget_ids.size == 0:
+        return {}
+    others = {"unlearned": U} | ({"oracle": O} if O is not None else {})
+    res = grey_box_attack(T, others, forget_ids=forget_ids, seed=ctx.seed)
+    out = {
+        "GreyBox_success": res["success"]["unlearned"],
+        "GreyBox_success_teacher": res["success_before"],
+        "GreyBox_attack_acc": res["attack_heldout_accuracy"],
+        "GreyBox_targets": res["num_targets"],
+    }
+    if O is not None:
+        out["GreyBox_success_oracle"] = res["success"]["oracle"]
+    return out
+
+
+@register_metric("dgqmu")
+def dgqmu_class_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext) -> dict:
+    """DG-QMU: forgotten-class confidence on D_f, where its probability mass went, and the
+    retained-class macro F1. See :func:`qmu_qiskit.evaluation.dgqmu.dgqmu_metrics`."""
+    from .dgqmu import dgqmu_metrics
+
+    _check_oracle(U, O)
+    return dgqmu_metrics(U, T, O)
+
+
+#: The privacy audits of methods.md §4 (not in DEFAULT_METRICS: the gray-box attack trains an MLP).
+PRIVACY_METRICS = ("population_mia", "mia_efficacy", "grey_box_mia")

@@ -294,3 +294,7 @@ def count_parameters(model: nn.Module) -> dict:
 
 def numpy_weights(model: nn.Module) -> np.ndarray:
     return np.concatenate([p.detach().cpu().numpy().ravel() for p in model.parameters()])
+
+
+# The QMU and DG-QMU study models register themselves on import (kept in their own module).
+from . import studies as _studies  # noqa: E402,F401
