@@ -169,7 +169,14 @@ class BackendConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    """Everything that determines a training run."""
+    """Everything that determines a training run.
+
+    Attributes:
+        exclude_forget: a forget request (``subset:F``, ``class:K``, ``indices:FILE``) whose
+            training samples the teacher never sees. Only for reproducing HQML's Iris teacher,
+            which was trained without the 2% subset forget samples (methods.md §5, quirk
+            ``iris_teacher_without_subset``); ``None`` (default) trains on all of D_tr.
+    """
 
     _what: ClassVar[str] = "run config"
     kind: Literal["train"] = "train"
@@ -179,6 +186,16 @@ class RunConfig(_Strict):
     model: ModelConfig
     training: TrainingConfig
     backend: BackendConfig
+    exclude_forget: Optional[str] = None
+
+    @field_validator("exclude_forget")
+    @classmethod
+    def _forget_form(cls, v):
+        if v is not None:
+            from .data import parse_forget_spec
+
+            v = parse_forget_spec(v).text
+        return v
 
     def fingerprint(self) -> str:
         """Hash of what determines the numbers (the backend's circuit-execution settings are
@@ -186,6 +203,9 @@ class RunConfig(_Strict):
         payload = self.model_dump(mode="json")
         payload["data"].pop("data_dir", None)
         payload["data"].pop("download", None)
+        if payload.get("exclude_forget") is None:
+            # absent from configs made before the option existed: keep their fingerprints
+            payload.pop("exclude_forget", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -234,6 +254,7 @@ def resolve_run_config(
     training: Optional[dict] = None,
     backend: Optional[dict] = None,
     protocol: str = "fixed",
+    exclude_forget: Optional[str] = None,
 ) -> RunConfig:
     """Fill in the dataset's preset and the model's defaults; validate everything.
 
@@ -243,6 +264,7 @@ def resolve_run_config(
         seed: the run seed (also the data split seed unless ``data['seed']`` is given).
         data, training, backend: overrides of the preset's sections (``None`` values ignored).
         protocol: ``fixed`` (default) or a study protocol.
+        exclude_forget: train without the samples of this forget request (HQML's Iris quirk).
 
     Raises:
         BadInputError: unknown dataset or model, or any invalid option.
@@ -286,4 +308,5 @@ def resolve_run_config(
         model=ModelConfig(name=info.name, qubits=qubits, layers=layers, readout=readout),
         training=TrainingConfig(**train_cfg),
         backend=BackendConfig(**backend_over),
+        exclude_forget=exclude_forget,
     )

@@ -113,6 +113,7 @@ def train(
     """
     spec = check_backend(cfg.backend, cfg.model.qubits)
     bundle = load_data(cfg.data)
+    excluded = resolve_forget(cfg.exclude_forget, bundle, seed=cfg.data.seed) if cfg.exclude_forget else None
     run = RunDir(out)
     config = cfg.model_dump(mode="json")
     fingerprint = cfg.fingerprint()
@@ -128,18 +129,20 @@ def train(
             extra={"kind": "train", "data_fingerprint": bundle.fingerprint, "versions": versions()},
         )
         try:
-            metrics = _train_locked(cfg, run, bundle, spec, progress=progress)
+            metrics = _train_locked(cfg, run, bundle, spec, progress=progress, excluded=excluded)
         except BaseException as exc:
             run.fail(str(exc) if isinstance(exc, QmuError) else f"{type(exc).__name__}: {exc}")
             raise
     return TrainSummary(path=run.path, metrics=metrics, resumed=resumed)
 
 
-def _train_locked(cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, progress: bool) -> dict:
+def _train_locked(cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, progress: bool, excluded=None) -> dict:
     executor = make_executor(cfg.backend, seed=cfg.seed, run=run, spec=spec)
     try:
         model = build_model(model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed)
         train_xy = (bundle.X["train"], bundle.y["train"])
+        if excluded is not None:  # HQML's Iris teacher never saw the subset forget samples
+            train_xy = (train_xy[0][excluded.retain_idx], train_xy[1][excluded.retain_idx])
         val_xy = (bundle.X["val"], bundle.y["val"])
         test_xy = (bundle.X["test"], bundle.y["test"])
         with executor.cost.measure() as phase:
@@ -167,6 +170,8 @@ def _train_locked(cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, prog
             "sizes": bundle.sizes,
             "execution": executor.describe(),
         }
+        if excluded is not None:
+            metrics["excluded"] = {"forget": excluded.spec, "size": excluded.size}
         for split in ("train", "val", "test"):
             m = outputs.mask(split)
             metrics[f"acc_{split}"] = accuracy(outputs.logits[m], outputs.labels[m]) if m.any() else None
@@ -279,12 +284,15 @@ def unlearn(
     progress: bool = True,
     overwrite: bool = False,
     metric_ctx: MetricContext | None = None,
+    labels: dict[str, str] | None = None,
 ) -> list[UnlearnSummary]:
     """Unlearn ``forget`` from the teacher at ``run_path`` with each method, next to the oracle.
 
     The retrain oracle (``retrain``) is always computed first (or reused when it exists) on the
     teacher's backend unless ``oracle_backend`` says otherwise; each method then runs on
-    ``backend`` (default: the teacher's). Results go to ``<run>/unlearn/<forget-slug>/<method>``.
+    ``backend`` (default: the teacher's). Results go to ``<run>/unlearn/<forget-slug>/<method>``,
+    or ``<run>/unlearn/<forget-slug>/<labels[method]>`` where ``labels`` names a method's
+    directory (so one method can run under several option sets, e.g. DG-QMU's uniform target).
 
     Raises:
         QmuError: before any circuit runs for an unknown method or option, an impossible forget
@@ -303,6 +311,12 @@ def unlearn(
         epochs=cfg.training.epochs,
     )
     wanted = ["retrain"] + [m for m in methods if m != "retrain"]
+    labels = dict(labels or {})
+    for m, label in labels.items():
+        if m not in wanted or m == "retrain":
+            raise BadInputError(f"a directory label is given for method {m!r}, which is not being run (or is the oracle)")
+        if not label or label == "retrain" or not all(c.isalnum() or c in "-_." for c in label) or label.startswith("."):
+            raise BadInputError(f"label {label!r} of method {m} must be a plain name (letters, digits, - _ .), not 'retrain'")
     for m in options:
         if m not in wanted:
             raise BadInputError(f"options given for method {m!r}, which is not being run; add --method {m}")
@@ -311,13 +325,15 @@ def unlearn(
     spec = check_backend(backend, cfg.model.qubits)
     oracle_spec = check_backend(oracle_backend, cfg.model.qubits)
     fset = resolve_forget(forget, teacher.bundle, seed=cfg.data.seed)
+    for m in wanted:
+        infos[m].check_request(fset.kind)
     root = teacher.run.path / "unlearn" / fset.slug
     summaries = []
     oracle_outputs = None
     for method in wanted:
         use_backend, use_spec = (oracle_backend, oracle_spec) if method == "retrain" else (backend, spec)
         summary = _unlearn_one(
-            teacher, fset, method, infos[method], resolved[method], root / method,
+            teacher, fset, method, infos[method], resolved[method], root / labels.get(method, method),
             backend=use_backend, spec=use_spec, seed=seed, progress=progress,
             overwrite=overwrite and method != "retrain", oracle_outputs=oracle_outputs,
             metric_ctx=metric_ctx or MetricContext(seed=seed),
