@@ -1,0 +1,47 @@
+"""``qmu-qiskit study jobs/<name>.yaml``: run a protocol's grid and write its report."""
+
+from __future__ import annotations
+
+import click
+
+from ..cli import CONTEXT
+from .jobs import OUT_DIR_HELP, ProgressPrinter, finish, wait_interruptibly
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help=OUT_DIR_HELP)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST/raw and FashionMNIST/raw (e.g. ../shared/data).")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Cells run in parallel (default: one per core).")
+@click.option("--method", "methods", multiple=True, help="Run only this method (repeatable); the report says so.")
+@click.option("--seed", "seeds", type=int, multiple=True, help="Run only this seed (repeatable).")
+@click.option("--report-only", is_flag=True, help="Rewrite the CSVs, report and plots from the finished cells; run nothing.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--quiet", is_flag=True, help="Print only failures and the summary.")
+def study(spec, out_dir, data_dir, workers, methods, seeds, report_only, no_plots, quiet):
+    """Run a study protocol (hqml, fixed, qmu, dgqmu) from SPEC through the job manager.
+
+    \b
+    Writes into the grid directory (the spec's `out:`, default runs/<name>):
+      results_summary.csv            HQML's columns first, then ours; one row per cell
+      results_summary_mean_std.csv   mean ± std over seeds (studies with several seeds)
+      report.md, plots/*.png         forget vs retain accuracy; MIA ROC curves
+    Resumable: an interrupted study finishes only what is missing when run again.
+    """
+    from .. import jobs as api
+    from ..studies import write_outputs
+
+    if report_only:
+        handle = api.open_grid(spec, out_dir=out_dir)
+        status = handle.status()
+    else:
+        printer = ProgressPrinter(quiet)
+        handle = api.submit(spec, out_dir=out_dir, data_dir=data_dir, workers=workers,
+                            methods=list(methods) or None, seeds=list(seeds) or None, on_event=printer)
+        status = wait_interruptibly(handle)
+    outputs = write_outputs(handle.path, plots=not no_plots)
+    click.echo(f"summary: {outputs.summary}")
+    if outputs.mean_std is not None:
+        click.echo(f"mean ± std: {outputs.mean_std}")
+    click.echo(f"report: {outputs.report}" + (f" ({len(outputs.plots)} plots)" if outputs.plots else ""))
+    finish(status, str(outputs.report))

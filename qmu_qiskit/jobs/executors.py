@@ -1,0 +1,139 @@
+"""Where cells run: a local process pool (default), inline, or a Dask cluster (optional extra).
+
+Every executor hands back :class:`concurrent.futures.Future` objects, so the scheduler does not
+care which one runs its cells.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+
+from ..exceptions import BadInputError
+from .spec import ExecutorSpec
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_workers(spec: ExecutorSpec, cores: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker): the cores are divided between workers, so that Aer and
+    torch in parallel cells do not oversubscribe the machine."""
+    cores = cores or usable_cores()
+    if spec.kind == "inline":
+        return 1, spec.threads_per_worker or cores
+    workers = spec.workers or max(1, cores // (spec.threads_per_worker or 1))
+    threads = spec.threads_per_worker or max(1, cores // workers)
+    return workers, threads
+
+
+class LocalPool:
+    """A ``spawn`` process pool; each worker limited to its share of the cores."""
+
+    def __init__(self, workers: int, threads: int):
+        import multiprocessing
+
+        from .worker import init_worker
+
+        self.workers, self.threads = workers, threads
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=init_worker, initargs=(threads,),
+        )
+
+    def submit(self, fn, *args) -> Future:
+        return self._pool.submit(fn, *args)
+
+    def terminate(self) -> None:
+        """Stop the cells that are running now (their run directories stay resumable)."""
+        for proc in list(getattr(self._pool, "_processes", {}).values()):
+            if proc.is_alive():
+                try:
+                    os.kill(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InlinePool:
+    """Runs cells one at a time in this process (debugging, notebooks, tests), on one thread
+    that lives as long as the process: qiskit 2.6 can crash (SIGSEGV) when a circuit is built
+    after another thread that transpiled has exited, so cells never run on short-lived threads.
+    A running cell cannot be stopped; cancelling takes effect between cells."""
+
+    workers = 1
+    threads = None
+    _thread_pool: ThreadPoolExecutor | None = None
+    _guard = threading.Lock()
+
+    def submit(self, fn, *args) -> Future:
+        with InlinePool._guard:
+            if InlinePool._thread_pool is None:
+                InlinePool._thread_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qmu-inline")
+        return InlinePool._thread_pool.submit(fn, *args)
+
+    def terminate(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+class DaskPool:
+    """Cells as Dask tasks (``pip install qmu-qiskit[dask]``). The grid directory must be on a
+    file system every worker can reach; a cell that is running when the grid is cancelled
+    finishes (Dask cannot stop a running task)."""
+
+    def __init__(self, workers: int, threads: int, address: str | None):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise BadInputError(
+                "executor.kind dask needs Dask's distributed scheduler; install it with "
+                "pip install 'qmu-qiskit[dask]', or use executor.kind local"
+            ) from None
+        self.workers, self.threads = workers, threads
+        self._client = Client(address) if address else Client(
+            n_workers=workers, threads_per_worker=1, processes=True
+        )
+        self._futures: list = []
+
+    def submit(self, fn, *args) -> Future:
+        out: Future = Future()
+        task = self._client.submit(fn, *args, pure=False)
+        self._futures.append(task)
+
+        def relay(t):
+            try:
+                out.set_result(t.result())
+            except BaseException as exc:  # noqa: BLE001
+                out.set_exception(exc)
+
+        task.add_done_callback(relay)
+        return out
+
+    def terminate(self) -> None:
+        self._client.cancel(self._futures)
+
+    def shutdown(self) -> None:
+        self._client.close()
+
+
+def make_pool(spec: ExecutorSpec, *, workers: int | None = None):
+    """The executor a spec asks for (``workers`` overrides the spec's)."""
+    if workers is not None:
+        spec = spec.model_copy(update={"workers": workers})
+    n, threads = plan_workers(spec)
+    if spec.kind == "inline":
+        return InlinePool()
+    if spec.kind == "dask":
+        return DaskPool(n, threads, spec.address)
+    return LocalPool(n, threads)

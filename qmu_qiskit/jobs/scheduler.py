@@ -1,0 +1,244 @@
+"""The scheduler: runs a grid's DAG on an executor, recording every step in the cell ledger.
+
+Teachers first, then each oracle as soon as its teacher is done, then the methods of that
+oracle; ready cells are started oracle-first so the long ones begin early. A cell is never
+handed out twice: the scheduler holds the grid lock (one scheduler per grid), keeps at most one
+open attempt per cell, and before starting a cell checks that no process holds the cell's run
+directory (an orphaned worker of a killed scheduler, say) — it waits for that process instead.
+
+On start it reconciles the ledger with the run directories: attempts left open by a dead
+scheduler are closed as ``lost``; a run directory that is complete counts as done (recorded once,
+so a cell whose worker finished just before the scheduler was killed is not run again); a cell
+recorded done whose directory is gone is ``invalidated`` and runs again. Interrupted cells resume
+from their checkpoints (the pipeline does that).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Callable
+
+from ..exceptions import RunError
+from ..io import directory_lock
+from ..runs import RunDir
+from .grid import KIND_ORDER, Cell, Grid
+from .ledger import CellLedger
+from .worker import run_cell
+
+EventFn = Callable[[str, "Cell | None", dict], None]
+
+
+def _lock_free(path: Path) -> bool:
+    """Whether no process holds the run directory's lock (never creates the directory)."""
+    if not (path / ".lock").exists():
+        return True
+    try:
+        with directory_lock(path, what="run directory"):
+            return True
+    except RunError:
+        return False
+
+
+def run_matches(cell: Cell) -> bool:
+    """Whether the cell's run directory holds a complete run of exactly this cell."""
+    run = RunDir(cell.path)
+    try:
+        if not run.is_complete():
+            return False
+        if cell.kind == "teacher":
+            return (run.status() or {}).get("fingerprint") == cell.id[2:]
+        cfg = run.config()
+    except RunError:
+        return False
+    p = cell.payload
+    options = cfg.get("options") or {}
+    given = p["options"].get(p["method"], {})
+    return (
+        cfg.get("method") == p["method"]
+        and (cfg.get("forget") or {}).get("spec") == p["forget"]
+        and cfg.get("seed") == p["seed"]
+        and all(options.get(k) == v for k, v in given.items())
+    )
+
+
+class Scheduler:
+    """Runs one grid to the end (or until cancelled).
+
+    Args:
+        grid: the expanded grid.
+        make_pool: builds the executor (called again if a worker process dies).
+        cancel: set it to stop: no new cells start, running ones are stopped (resumable).
+        on_event: ``fn(event, cell, info)`` for progress (``start``, ``done``, ``failed``,
+            ``skip``, ``blocked``, ``lost``, ``waiting``, ``cancelled``, ``end``).
+    """
+
+    def __init__(self, grid: Grid, make_pool: Callable, *, cancel: threading.Event | None = None,
+                 on_event: EventFn | None = None):
+        self.grid = grid
+        self.make_pool = make_pool
+        self.cancel = cancel or threading.Event()
+        self.on_event = on_event or (lambda *a: None)
+        self.ledger = CellLedger(grid.ledger_path)
+
+    # ------------------------------------------------------------------ reconcile
+    def _reconcile(self, session: str) -> tuple[dict[str, str], list[Cell]]:
+        known = self.ledger.cells()
+        state: dict[str, str] = {}
+        lost = []
+        for cell in self.grid.cells:
+            status = known[cell.id]["status"]
+            if status == "running" and _lock_free(cell.path):
+                self.ledger.record(cell.id, "lost", session=session)
+                lost.append(cell)
+                status = "interrupted"
+            if run_matches(cell):
+                if status != "done":
+                    self.ledger.record(cell.id, "done", session=session, info={"reconciled": True})
+                state[cell.id] = "done"
+                continue
+            if status == "done":  # its run directory was removed or replaced
+                self.ledger.record(cell.id, "invalidated", session=session)
+            state[cell.id] = "pending"
+        return state, lost
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> str:
+        """Run the grid; returns ``complete``, ``failed`` or ``cancelled``."""
+        ledger = self.ledger
+        ledger.add_cells(self.grid.cells)
+        session = ledger.start_session()
+        final = "failed"
+        try:
+            final = self._run(session)
+        finally:
+            ledger.end_session(session, final)
+            self.on_event("end", None, {"state": final})
+        return final
+
+    def _run(self, session: str) -> str:
+        ledger = self.ledger
+        state, lost = self._reconcile(session)
+        done_before = sum(1 for s in state.values() if s == "done")
+        self.on_event("plan", None, {"cells": len(self.grid.cells), "done": done_before})
+        for cell in lost:
+            self.on_event("lost", cell, {"note": "interrupted earlier; resumes from its checkpoint"})
+        cells = {c.id: c for c in self.grid.cells}
+        order = {c.id: (KIND_ORDER[c.kind], i) for i, c in enumerate(self.grid.cells)}
+        # ready oracles (long) before ready methods (mostly short)
+        priority = {c.id: (int(c.kind == "method"), order[c.id]) for c in self.grid.cells}
+        lost_here: dict[str, int] = {}
+        running: dict = {}
+        waiting: set[str] = set()
+        pool = None
+        cancelled = False
+        try:
+            while True:
+                if not cancelled and (self.cancel.is_set() or ledger.cancel_requested()):
+                    cancelled = True
+                    if pool is not None:
+                        pool.terminate()
+                if not cancelled:
+                    for cid in sorted((c for c, s in state.items() if s == "pending"), key=order.get):
+                        if any(state[d] in ("failed", "blocked") for d in cells[cid].deps):
+                            state[cid] = "blocked"
+                            ledger.record(cid, "blocked", session=session)
+                            self.on_event("blocked", cells[cid], {})
+                    ready = sorted(
+                        (c for c, s in state.items()
+                         if s == "pending" and all(state[d] == "done" for d in cells[c].deps)),
+                        key=priority.get,
+                    )
+                    if pool is None and ready:
+                        pool = self.make_pool()
+                    skipped = False
+                    for cid in ready:
+                        if len(running) >= pool.workers:
+                            break
+                        cell = cells[cid]
+                        if not _lock_free(cell.path):
+                            if cid not in waiting:
+                                waiting.add(cid)
+                                self.on_event("waiting", cell, {})
+                            continue
+                        waiting.discard(cid)
+                        if ledger.cells()[cid]["status"] == "running":  # an orphan's attempt
+                            ledger.record(cid, "lost", session=session)
+                        if run_matches(cell):  # that orphan finished it
+                            ledger.record(cid, "done", session=session, info={"reconciled": True})
+                            state[cid] = "done"
+                            self.on_event("skip", cell, {})
+                            skipped = True
+                            continue
+                        attempt = ledger.record(cid, "submitted", session=session)
+                        state[cid] = "running"
+                        running[pool.submit(run_cell, cell.payload, pool.threads)] = cid
+                        self.on_event("start", cell, {"attempt": attempt})
+                if not running:
+                    if not cancelled and skipped:
+                        continue  # cells found finished may have made others ready
+                    if cancelled or not waiting:
+                        break
+                    self.cancel.wait(1.0)  # a foreign process still holds a cell: wait for it
+                    continue
+                finished, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                broken = False
+                for fut in finished:
+                    cid = running.pop(fut)
+                    cell = cells[cid]
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        result = None
+                    if result is None:
+                        if cancelled:
+                            ledger.record(cid, "cancelled", session=session)
+                            state[cid] = "pending"
+                            self.on_event("cancelled", cell, {})
+                            continue
+                        lost_here[cid] = lost_here.get(cid, 0) + 1
+                        if lost_here[cid] >= 2:
+                            msg = "its worker process died twice (out of memory?); see the run directory"
+                            ledger.record(cid, "failed", session=session, error=msg)
+                            state[cid] = "failed"
+                            self.on_event("failed", cell, {"error": msg})
+                        else:
+                            ledger.record(cid, "lost", session=session)
+                            state[cid] = "pending"
+                            self.on_event("lost", cell, {})
+                    elif result["status"] == "done":
+                        ledger.record(cid, "done", session=session, seconds=result["seconds"])
+                        state[cid] = "done"
+                        self.on_event("done", cell, result)
+                    elif cancelled and not run_matches(cell):
+                        ledger.record(cid, "cancelled", session=session)
+                        state[cid] = "pending"
+                        self.on_event("cancelled", cell, {})
+                    else:
+                        ledger.record(cid, "failed", session=session, seconds=result["seconds"],
+                                      error=result["error"])
+                        state[cid] = "failed"
+                        self.on_event("failed", cell, result)
+                if broken and not cancelled and pool is not None:
+                    for fut in list(running):  # the whole pool is gone: the rest died too
+                        cid = running.pop(fut)
+                        ledger.record(cid, "lost", session=session)
+                        state[cid] = "pending"
+                        self.on_event("lost", cells[cid], {})
+                    pool.shutdown()
+                    pool = None
+        finally:
+            if pool is not None:
+                if running:
+                    pool.terminate()
+                pool.shutdown()
+                for fut, cid in running.items():
+                    ledger.record(cid, "cancelled", session=session)
+        if cancelled:
+            return "cancelled"
+        if all(s == "done" for s in state.values()):
+            return "complete"
+        return "failed"

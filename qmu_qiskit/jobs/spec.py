@@ -1,0 +1,351 @@
+"""Job specs: the YAML files in ``jobs/`` that describe a grid of runs.
+
+A spec names a grid — datasets × models × backends × seeds (one teacher each) × forget
+scenarios (one retrain oracle each) × methods — plus the recipe overrides, the metric options
+and where the runs go. Fields a spec leaves out come from its protocol
+(:mod:`qmu_qiskit.studies.protocols`; ``fixed`` by default). Example::
+
+    name: iris_small
+    protocol: fixed
+    out: runs/iris_small          # relative to the output directory chosen at submit time
+    datasets: [iris]
+    models: [hqml-shallow]
+    methods: [finetune, ga, {method: neggrad_plus, options: {loader: cycle}}]
+    forget: [subset:0.02, class:0]
+    seeds: [0, 1, 2]
+    backends: [aer]
+    training: {epochs: 20}
+
+Every field is validated (unknown or mistyped fields included) before anything runs; a bad
+spec raises :class:`~qmu_qiskit.exceptions.BadInputError` with one line naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..config import BackendConfig
+from ..exceptions import BadInputError, QmuError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _spec_error(exc: ValidationError, source: str) -> BadInputError:
+    """pydantic's multi-line report → one line naming each bad field (``methods.2.options``)."""
+    parts = []
+    for err in exc.errors():
+        cause = (err.get("ctx") or {}).get("error")
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        if isinstance(cause, QmuError):
+            msg = str(cause)
+        elif err.get("type") == "extra_forbidden":
+            msg = "unknown field (check its spelling; see jobs/README.md)"
+        elif err.get("type") == "missing":
+            msg = "required field is missing"
+        else:
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            if err.get("type") != "value_error" and "input" in err:
+                msg = f"{msg} (got {err['input']!r})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return BadInputError(f"invalid job spec {source}: " + "; ".join(parts))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetEntry(_Model):
+    """One dataset of the grid, with overrides of the protocol's recipe for it.
+
+    Attributes:
+        name: dataset name (``iris``, ``digits``, ``mnist``, ``fashion_mnist``, ``covertype``).
+        data: :class:`~qmu_qiskit.data.DataConfig` fields (e.g. ``samples_per_class``).
+        training: :class:`~qmu_qiskit.config.TrainingConfig` fields (e.g. ``epochs``).
+        models: models for this dataset only (default: the spec's ``models``).
+    """
+
+    name: str
+    data: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    models: Optional[list["ModelEntry"]] = None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, v):
+        return _entries(v, "name")
+
+
+class ModelEntry(_Model):
+    """A model of the grid (``qubits``/``layers``: ``None`` = the model's default)."""
+
+    name: str
+    qubits: Optional[int] = Field(default=None, ge=1)
+    layers: Optional[int] = Field(default=None, ge=1)
+    readout: Literal["estimator", "sampler"] = "estimator"
+
+
+class MethodEntry(_Model):
+    """An unlearning method of the grid.
+
+    Attributes:
+        method: registry name (``qmu-qiskit methods``).
+        label: the name of its runs and rows (default: ``method``); lets one method run under
+            several option sets, e.g. ``{method: dg, label: dg_uniform, options: {...}}``.
+        options: the method's options (merged over the spec's ``options[method]``).
+    """
+
+    method: str
+    label: Optional[str] = None
+    options: dict[str, Any] = {}
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v):
+        if v is not None and (not _NAME.match(v) or v == "retrain"):
+            raise ValueError("must be a plain name (letters, digits, - _ .), not 'retrain'")
+        return v
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
+
+
+class MetricsSpec(_Model):
+    """Metric options (:class:`~qmu_qiskit.evaluation.metrics.MetricContext`).
+
+    Attributes:
+        mia_nonmembers: ``heldout`` (never trained on) or ``retain`` (HQML: a subset of D_r).
+        kl_shuffled: HQML's shuffled KL_retain (the faithful protocol sets it from its quirk).
+        extra: metrics beyond every run's defaults (``population_mia``, ``mia_efficacy``,
+            ``grey_box_mia``, ``dgqmu``, ...), computed by the study from the saved outputs.
+    """
+
+    mia_nonmembers: Literal["heldout", "retain"] = "heldout"
+    kl_shuffled: bool = False
+    extra: list[str] = []
+
+    def context(self, seed: int) -> dict:
+        """The :class:`~qmu_qiskit.evaluation.metrics.MetricContext` fields of a cell."""
+        return {"seed": seed, "mia_nonmembers": self.mia_nonmembers, "kl_shuffled": self.kl_shuffled}
+
+
+class QuirksSpec(_Model):
+    """HQML's known deviations, reproducible only behind these flags (methods.md §5); every
+    flag, on or off, is listed in the study's report.
+
+    Attributes:
+        test_selection: select epochs by test accuracy, no validation split (HQML's recipe; on
+            in the faithful protocol). Off: a 10% validation split drives selection.
+        iris_teacher_without_subset: the Iris teacher is trained without the subset forget
+            samples (HQML's Iris script trains it on the subset scenario's D_r).
+        kl_retain_shuffled: KL_retain/JS_retain/Agree_retain on two independently shuffled
+            passes over D_r (HQML's bug), instead of aligned samples.
+    """
+
+    test_selection: bool = True
+    iris_teacher_without_subset: bool = False
+    kl_retain_shuffled: bool = False
+
+
+class ExecutorSpec(_Model):
+    """Where cells run.
+
+    Attributes:
+        kind: ``local`` (a process pool on this machine, default), ``inline`` (one cell at a
+            time in the submitting process; debugging) or ``dask`` (a Dask cluster; needs
+            ``pip install qmu-qiskit[dask]`` and a run directory every worker can reach).
+        workers: parallel cells (default: the usable cores ÷ ``threads_per_worker``).
+        threads_per_worker: Aer/torch threads per cell (default: cores ÷ workers).
+        address: the Dask scheduler address (``kind: dask``; default: a local cluster).
+    """
+
+    kind: Literal["local", "inline", "dask"] = "local"
+    workers: Optional[int] = Field(default=None, ge=1)
+    threads_per_worker: Optional[int] = Field(default=None, ge=1)
+    address: Optional[str] = None
+
+
+class JobSpec(_Model):
+    """A validated job spec (see the module docstring). ``None`` fields take the protocol's
+    defaults when the grid is expanded."""
+
+    name: str
+    description: str = ""
+    protocol: Literal["fixed", "hqml", "qmu", "dgqmu"] = "fixed"
+    out: Optional[str] = None
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    models: Optional[list[ModelEntry]] = None
+    methods: Optional[list[MethodEntry]] = None
+    forget: Optional[list[str]] = None
+    seeds: Optional[list[int]] = None
+    backends: list[BackendConfig] = Field(default_factory=lambda: [BackendConfig()], min_length=1)
+    data: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
+    metrics: Optional[MetricsSpec] = None
+    quirks: Optional[QuirksSpec] = None
+    executor: ExecutorSpec = ExecutorSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not _NAME.match(v):
+            raise ValueError("must be a plain name (letters, digits, - _ .)")
+        return v
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _datasets(cls, v):
+        return _entries(v, "name")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, v):
+        return _entries(v, "name")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, v):
+        return _entries(v, "method")
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _backends(cls, v):
+        return _entries(v, "name")
+
+    @field_validator("forget")
+    @classmethod
+    def _forget(cls, v):
+        if v is None:
+            return v
+        from ..data import parse_forget_spec
+
+        out = [parse_forget_spec(s).text for s in v]
+        if not out:
+            raise ValueError("needs at least one forget request, e.g. [class:0]")
+        if len(set(out)) != len(out):
+            raise ValueError("lists a forget request twice")
+        return out
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("needs at least one seed, e.g. [0]")
+        if any(s < 0 for s in v) or len(set(v)) != len(v):
+            raise ValueError("must be distinct non-negative integers")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.methods is not None:
+            names = [m.name for m in self.methods if m.method != "retrain"]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(
+                    f"methods: {dup[0]!r} appears twice; give one of them a distinct label"
+                )
+        if self.quirks is not None and self.protocol != "hqml":
+            raise ValueError(
+                f"quirks: HQML's quirks exist only in the hqml protocol (this spec is {self.protocol})"
+            )
+        if self.metrics is not None and self.metrics.kl_shuffled and self.protocol != "hqml":
+            raise ValueError("metrics.kl_shuffled: HQML's shuffled KL exists only in the hqml protocol")
+        return self
+
+    # ------------------------------------------------------------------ paths
+    def out_dir(self, root: str | os.PathLike = ".") -> Path:
+        """The grid's state directory: ``out`` (default ``runs/<name>``) under ``root``.
+
+        Raises:
+            BadInputError: ``out`` escapes ``root`` (``..`` or an absolute path elsewhere).
+        """
+        root = Path(root).resolve()
+        out = Path(os.path.expanduser(self.out or f"runs/{self.name}"))
+        path = (out if out.is_absolute() else root / out).resolve()
+        if path != root and root not in path.parents:
+            raise BadInputError(
+                f"out: {self.out!r} is outside the output directory {root}; use a relative "
+                "path without '..' (or choose another output directory)"
+            )
+        return path
+
+
+def _entries(value, key: str):
+    """Allow ``- iris`` as well as ``- {name: iris, ...}`` in lists of entries."""
+    if value is None:
+        return value
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list):
+        return value
+    return [{key: v} if isinstance(v, str) else v for v in value]
+
+
+DatasetEntry.model_rebuild()
+
+
+def parse_spec(obj: dict, *, source: str = "<spec>", base_dir: Path | None = None) -> JobSpec:
+    """Validate a spec given as a mapping.
+
+    Args:
+        obj: the parsed YAML.
+        source: where it came from (for error messages).
+        base_dir: folder that relative ``indices:FILE`` forget requests are relative to.
+
+    Raises:
+        BadInputError: one line naming the bad field(s).
+    """
+    if not isinstance(obj, dict):
+        raise BadInputError(f"invalid job spec {source}: expected a mapping of fields, got {type(obj).__name__}")
+    if base_dir is not None and isinstance(obj.get("forget"), list):
+        obj = dict(obj)
+        obj["forget"] = [_anchor_indices(f, base_dir) for f in obj["forget"]]
+    try:
+        return JobSpec(**obj)
+    except ValidationError as exc:
+        raise _spec_error(exc, source) from None
+
+
+def _anchor_indices(item, base_dir: Path):
+    if isinstance(item, str) and item.strip().lower().startswith("indices:"):
+        path = Path(item.split(":", 1)[1].strip())
+        if not path.is_absolute():
+            return f"indices:{(base_dir / path).resolve()}"
+    return item
+
+
+def load_spec(spec: str | os.PathLike | dict | JobSpec) -> JobSpec:
+    """A :class:`JobSpec` from a YAML file path, a mapping or a spec.
+
+    Raises:
+        BadInputError: missing or unreadable file, YAML syntax error, or an invalid field.
+    """
+    if isinstance(spec, JobSpec):
+        return spec
+    if isinstance(spec, dict):
+        return parse_spec(spec)
+    path = Path(spec)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInputError(f"job spec {path} does not exist; pass a YAML file such as jobs/hqml_iris.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"job spec {path} is unreadable ({exc})") from None
+    try:
+        obj = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise BadInputError(f"job spec {path} is not valid YAML{where}: {problem}") from None
+    return parse_spec(obj, source=str(path), base_dir=path.parent)
+

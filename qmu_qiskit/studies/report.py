@@ -1,0 +1,427 @@
+"""Study outputs: ``results_summary.csv``, the mean ± std table, ``report.md`` and plots.
+
+Everything here is computed from the grid's run directories (metrics.json, cost.json and the
+per-sample ``outputs.npz``); no circuit runs, so a report can be rewritten at any time
+(``qmu-qiskit study SPEC --report-only``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_write_text
+from ..jobs.grid import Grid
+from ..jobs.handle import JobHandle
+from .protocols import Protocol, get_protocol
+
+#: HQML's ``results_summary.csv`` columns, in HQML's order (methods.md §5).
+HQML_COLUMNS = [
+    "scenario", "method", "acc_retain_unlearn", "acc_forget_unlearn", "acc_test_unlearn",
+    "acc_retain_orig", "acc_forget_orig", "acc_test_orig", "forget_drop", "retain_drop",
+    "test_drop", "UQI", "KL_retain", "JS_retain", "KL_test", "JS_test", "Agree_retain",
+    "Agree_test", "MIA_AUC",
+]
+#: Ours, after HQML's: the grid point first, then the anchors and the cost.
+OUR_COLUMNS = [
+    "dataset", "model", "backend", "seed", "method_registry", "method_source", "scenario_source",
+    "acc_retain_oracle", "acc_forget_oracle", "acc_test_oracle", "MIA_AUC_teacher",
+    "MIA_AUC_oracle", "mia_members", "forget_size", "seconds", "oracle_seconds", "speedup", "jobs",
+    "circuit_evaluations",
+]
+_TAIL = ["cell", "path"]
+_NOT_METRICS = {"kind", "forget", "finished", "config_fingerprint", "data_fingerprint"}
+_GROUP = ("dataset", "model", "backend", "scenario", "method")
+
+
+@dataclass
+class StudyOutputs:
+    """What a study wrote (paths) and its rows."""
+
+    summary: Path
+    report: Path
+    mean_std: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    state: str = "complete"
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def summary_rows(grid: Grid, proto: Protocol) -> list[dict]:
+    """One row per finished oracle or method cell, in grid order (scenario, method, seed)."""
+    rows = [r for r in JobHandle(grid.dir).results() if r["kind"] in ("oracle", "method")]
+    forget_order = {f: i for i, f in enumerate(grid.spec.forget)}
+    method_order = {"retrain": -1} | {m.name: i for i, m in enumerate(grid.spec.methods)}
+    for r in rows:
+        r["scenario"] = r["forget"]
+        r["method_source"] = proto.method_names.get(r["method"]) or proto.method_names.get(r["method_registry"], "")
+        r["scenario_source"] = proto.scenario_names.get(r["forget"], "")
+        r["path"] = str(Path(r["path"]).relative_to(grid.dir))
+    rows.sort(key=lambda r: (r["dataset"], r["model"], r["backend"], forget_order.get(r["scenario"], 99),
+                             method_order.get(r["method"], 99), r["seed"]))
+    return rows
+
+
+def add_extra_metrics(grid: Grid, rows: list[dict]) -> tuple[list[str], list[str]]:
+    """Compute the spec's ``metrics.extra`` for every row from the saved outputs (no circuits).
+
+    Returns:
+        (the metric keys added, one-line errors of cells where a metric could not be computed).
+    """
+    names = list(grid.spec.metrics.extra)
+    if not names or not rows:
+        return [], []
+    from ..evaluation.metrics import MetricContext, compute_metrics
+    from ..evaluation.outputs import Outputs
+    from ..exceptions import QmuError
+
+    cache: dict[Path, Outputs] = {}
+
+    def load(path: Path) -> Outputs:
+        if path not in cache:
+            cache[path] = Outputs.load(path / "outputs.npz")
+        return cache[path]
+
+    added: dict[str, None] = {}
+    errors = []
+    for r in rows:
+        cell = grid.cell(r["cell"])
+        U = load(cell.path)
+        T = load(Path(cell.payload["teacher"])).with_forget(U.ids[U.forget])
+        O = load(cell.path.parent / "retrain")
+        try:
+            extra = compute_metrics(U, T, O, names=names, ctx=MetricContext(**cell.payload["metric_ctx"]))
+        except QmuError as exc:
+            errors.append(f"{cell.label}: {exc}")
+            continue
+        for k, v in extra.items():
+            if k not in r:
+                r[k] = v
+                added[k] = None
+    return list(added), errors
+
+
+def columns_of(rows: list[dict]) -> list[str]:
+    """HQML's columns, then ours, then any other metric a row has (sorted), then the cell."""
+    fixed = HQML_COLUMNS + OUR_COLUMNS
+    extra = sorted({k for r in rows for k, v in r.items()
+                    if k not in fixed and k not in _TAIL and k not in _NOT_METRICS
+                    and (_num(v) or v is None)})
+    return fixed + extra + _TAIL
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def mean_std_rows(rows: list[dict], columns: list[str]) -> tuple[list[dict], list[str]]:
+    """Rows grouped over seeds: ``<metric>_mean`` and ``<metric>_std`` (sample std, n − 1)."""
+    numeric = [c for c in columns if c not in _GROUP and c != "seed"
+               and any(_num(r.get(c)) for r in rows)]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in _GROUP), []).append(r)
+    out = []
+    for key, members in groups.items():
+        row = dict(zip(_GROUP, key))
+        row["n_seeds"] = len(members)
+        row["seeds"] = " ".join(str(m["seed"]) for m in members)
+        for c in numeric:
+            vals = np.array([float(m[c]) for m in members if _num(m.get(c)) and math.isfinite(m[c])])
+            row[f"{c}_mean"] = float(vals.mean()) if len(vals) else None
+            row[f"{c}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else None)
+        out.append(row)
+    cols = list(_GROUP) + ["n_seeds", "seeds"] + [f"{c}_{s}" for c in numeric for s in ("mean", "std")]
+    return out, cols
+
+
+# ------------------------------------------------------------------------------------ report
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _cell_value(members: list[dict], key: str, digits: int = 3) -> str:
+    vals = [float(m[key]) for m in members if _num(m.get(key)) and math.isfinite(m[key])]
+    if not vals:
+        return "–"
+    if len(members) == 1:
+        return _fmt(vals[0], digits)
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0.0:.{digits}f}"
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _slug(*parts) -> str:
+    return "-".join(str(p).replace(":", "-").replace("/", "-") for p in parts)
+
+
+def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path], state: str,
+                 extra_keys: list[str] = (), extra_errors: list[str] = ()) -> str:
+    spec = grid.spec
+    handle = JobHandle(grid.dir)
+    status = handle.status()
+    teachers = [c for c in grid.cells if c.kind == "teacher"]
+    t_rows = {r["cell"]: r for r in handle.results() if r["kind"] == "teacher"}
+    out = [f"# Study `{spec.name}` — {proto.title}", ""]
+    if spec.description:
+        out += [spec.description.strip(), ""]
+    out += [
+        f"- spec: `{grid.source}`; grid: `{grid.dir}`",
+        f"- state: **{state}** ({', '.join(f'{n} {s}' for s, n in sorted(status.counts.items()))})",
+        f"- source: {proto.source}",
+        f"- seeds: {', '.join(map(str, spec.seeds))}; backends: {', '.join(b.name for b in spec.backends)}",
+        f"- MIA non-members: `{spec.metrics.mia_nonmembers}`; shuffled KL_retain: "
+        f"`{str(spec.metrics.kl_shuffled).lower()}`",
+        f"- generated {time.strftime('%Y-%m-%d %H:%M:%S')}",
+    ]
+    if grid.overrides:
+        out.append(f"- **restricted from the command line**: {grid.overrides} (the spec lists more)")
+    out.append("")
+
+    quirks = proto.quirk_lines(spec)
+    if quirks:
+        out += ["## HQML quirks (explicit flags)", "",
+                _table(["flag", "state", "what it does"],
+                       [[f"`{f}`", "**on**" if on else "off", text] for f, on, text in quirks]), ""]
+    if proto.notes:
+        out += ["## Protocol notes", ""] + [f"- {n}" for n in proto.notes] + [""]
+
+    out += ["## Teachers", ""]
+    body = []
+    for c in teachers:
+        cfg = c.payload["config"]
+        d, m, t = cfg["data"], cfg["model"], cfg["training"]
+        r = t_rows.get(c.id, {})
+        split = f"test {d['test_size']}, val {d['val_size']}" + (
+            f", {d['samples_per_class']}/class" if d.get("samples_per_class") else "")
+        body.append([
+            d["dataset"], f"{m['name']} (n={m['qubits']}, L={m['layers']})", cfg["backend"]["name"],
+            str(cfg["seed"]), split,
+            f"{t['epochs']}/{t['batch_size']}/{t['lr']:g}/{t['patience']}/{t['select']}",
+            f"without {cfg['exclude_forget']}" if cfg.get("exclude_forget") else "all of D_tr",
+            _fmt(r.get("acc_train")), _fmt(r.get("acc_val")), _fmt(r.get("acc_test")),
+            _fmt(r.get("best_epoch")), _fmt(r.get("seconds"), 1),
+        ])
+    out += [_table(["dataset", "model", "backend", "seed", "split", "epochs/batch/lr/patience/select",
+                    "trained on", "acc_train", "acc_val", "acc_test", "best epoch", "s"], body), ""]
+
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["model"], r["backend"], r["scenario"]), {}).setdefault(
+            r["method"], []).append(r)
+    if rows:
+        n = len(spec.seeds)
+        out += ["## Results", "",
+                "Accuracies of the unlearned model U; drops relative to the teacher; UQI = forget_drop "
+                "− ½(retain_drop + test_drop); KL/Agree against the retrain oracle; MIA_AUC of U "
+                "(teacher / oracle on the same sets in brackets); time of the method and its speed-up "
+                "over retraining." + (f" Mean ± std over {n} seeds." if n > 1 else ""), ""]
+    for (ds, model, backend, scenario), methods in groups.items():
+        label = proto.scenario_names.get(scenario)
+        out += [f"### {ds} · {model} · {backend} · `{scenario}`" + (f" (HQML: {label})" if label else ""), ""]
+        body = []
+        for method, members in methods.items():
+            src = members[0].get("method_source")
+            name = "retrain — oracle" if method == "retrain" else method + (f" ({src})" if src else "")
+            body.append([
+                name, _cell_value(members, "acc_retain_unlearn"), _cell_value(members, "acc_forget_unlearn"),
+                _cell_value(members, "acc_test_unlearn"), _cell_value(members, "UQI"),
+                _cell_value(members, "KL_test"), _cell_value(members, "Agree_test"),
+                f"{_cell_value(members, 'MIA_AUC')} ({_cell_value(members, 'MIA_AUC_teacher')} / "
+                f"{_cell_value(members, 'MIA_AUC_oracle')})",
+                _cell_value(members, "seconds", 1)
+                + ("" if method == "retrain" else f" (×{_cell_value(members, 'speedup', 1)})"),
+            ])
+        first = next(iter(methods.values()))[0]
+        out += [f"Teacher: acc_retain {_fmt(first.get('acc_retain_orig'))}, acc_forget "
+                f"{_fmt(first.get('acc_forget_orig'))}, acc_test {_fmt(first.get('acc_test_orig'))}"
+                + (" (first seed)" if len(spec.seeds) > 1 else "") + ".", ""]
+        out += [_table(["method", "acc_retain", "acc_forget", "acc_test", "UQI", "KL_test", "Agree_test",
+                        "MIA_AUC (T / O)", "s (× oracle)"], body), ""]
+        main_keys = [k for k in extra_keys if not k.endswith(("_teacher", "_oracle"))]
+        if main_keys:
+            out += [f"Further metrics ({', '.join(grid.spec.metrics.extra)}; teacher / oracle in brackets):", ""]
+            body = []
+            for method, members in methods.items():
+                cells = []
+                for k in main_keys:
+                    anchors = [a for a in (f"{k}_teacher", f"{k}_oracle") if a in extra_keys]
+                    text = _cell_value(members, k)
+                    if anchors:
+                        text += " (" + " / ".join(_cell_value(members, a) for a in anchors) + ")"
+                    cells.append(text)
+                body.append([method] + cells)
+            out += [_table(["method"] + main_keys, body), ""]
+        for p in plots:
+            if p.stem.endswith(_slug(ds, model, backend, scenario)):
+                kind = "forget vs retain accuracy" if p.stem.startswith("forget_vs_retain") else "MIA ROC"
+                out += [f"![{kind}](plots/{p.name})", ""]
+
+    if extra_errors:
+        out += ["## Metrics that could not be computed", ""] + [f"- {e}" for e in extra_errors] + [""]
+    bad = [c for c in status.cells if c["status"] != "done"]
+    if bad:
+        out += ["## Cells not finished", "",
+                _table(["cell", "status", "error"],
+                       [[c["label"], c["status"], (c["error"] or "").replace("|", "\\|")] for c in bad]),
+                "", "Submit the same spec again to resume them.", ""]
+    out += ["## Files", "",
+            "- `results_summary.csv`: one row per (scenario, method, seed); HQML's columns first "
+            "(scenario, method, acc_retain_unlearn, …, MIA_AUC), then ours.",
+            "- `results_summary_mean_std.csv`: the same over seeds (mean, sample std)." if len(spec.seeds) > 1 else
+            "- one seed: no mean ± std table.",
+            "- `plots/`: forget vs retain accuracy per method; MIA ROC curves (U, teacher, oracle) "
+            "from the saved per-sample outputs.", ""]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------ plots
+
+def _figure(**kw):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=kw.pop("figsize", (6.4, 4.8)), layout="constrained", **kw)
+
+
+def plot_forget_vs_retain(rows: list[dict], title: str, path: Path) -> Path:
+    """Mean accuracy of U on D_f against D_r per method (error bars: std over seeds); the
+    teacher and the oracle as reference points."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    by_method: dict[str, list[dict]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(r)
+    for method, members in by_method.items():
+        xs = [m["acc_retain_unlearn"] for m in members if _num(m.get("acc_retain_unlearn"))]
+        ys = [m["acc_forget_unlearn"] for m in members if _num(m.get("acc_forget_unlearn"))]
+        if not xs or not ys:
+            continue
+        x, y = float(np.mean(xs)), float(np.mean(ys))
+        xe = float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+        ye = float(np.std(ys, ddof=1)) if len(ys) > 1 else 0.0
+        oracle = method == "retrain"
+        ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="s" if oracle else "o", capsize=3,
+                    color="black" if oracle else None, label="oracle (retrain)" if oracle else method)
+        ax.annotate("oracle" if oracle else method, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    t = [(r.get("acc_retain_orig"), r.get("acc_forget_orig")) for r in rows]
+    t = [(a, b) for a, b in t if _num(a) and _num(b)]
+    if t:
+        ax.plot([float(np.mean([a for a, _ in t]))], [float(np.mean([b for _, b in t]))], "*",
+                markersize=14, color="gold", markeredgecolor="black", label="teacher")
+    ax.set_xlabel("accuracy on D_r (retain)")
+    ax.set_ylabel("accuracy on D_f (forget)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path) -> Path | None:
+    """ROC curves of the max-softmax membership attack (members D_f, the study's non-members)
+    for U of every method, the teacher and the oracle, from saved per-sample outputs."""
+    from sklearn.metrics import auc, roc_curve
+
+    from ..evaluation.metrics import MetricContext, mia_sets
+    from ..evaluation.outputs import Outputs
+
+    seed = min(r["seed"] for r in rows)
+    chosen = [r for r in rows if r["seed"] == seed]
+    fig = _figure()
+    ax = fig.add_subplot()
+    drew = False
+    teacher_done = False
+    for r in chosen:
+        cell = grid.cell(r["cell"])
+        ctx = MetricContext(**cell.payload["metric_ctx"])
+        U = Outputs.load(cell.path / "outputs.npz")
+        members, nonmembers = mia_sets(U, ctx)
+        if len(members) == 0 or len(nonmembers) == 0:
+            continue
+        labels = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+        curves = [(r["method"] if r["method"] != "retrain" else "oracle (retrain)", U)]
+        if not teacher_done:
+            T = Outputs.load(Path(cell.payload["teacher"]) / "outputs.npz").with_forget(U.ids[U.forget])
+            curves.append(("teacher", T))
+            teacher_done = True
+        for name, out in curves:
+            score = out.probs.max(1)
+            fpr, tpr, _ = roc_curve(labels, np.r_[score[members], score[nonmembers]])
+            style = {"teacher": dict(color="black", linestyle="--"),
+                     "oracle (retrain)": dict(color="black", linestyle=":")}.get(name, {})
+            ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.2f})", **style)
+            drew = True
+    if not drew:
+        return None
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"{title} (seed {seed})", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ------------------------------------------------------------------------------------ all
+
+def write_outputs(grid_dir: str | Path, *, plots: bool = True) -> StudyOutputs:
+    """Write the study's CSVs, report and plots into the grid directory.
+
+    Args:
+        grid_dir: a grid made by ``qmu-qiskit study`` / ``jobs submit``.
+        plots: draw the PNG plots.
+    """
+    grid = Grid.load(grid_dir)
+    proto = get_protocol(grid.spec.protocol)
+    rows = summary_rows(grid, proto)
+    extra_keys, extra_errors = add_extra_metrics(grid, rows)
+    columns = columns_of(rows)
+    summary = grid.dir / "results_summary.csv"
+    atomic_write_text(summary, csv_text(rows, columns))
+    mean_std = None
+    if len(grid.spec.seeds) > 1 and rows:
+        agg, agg_cols = mean_std_rows(rows, columns)
+        mean_std = grid.dir / "results_summary_mean_std.csv"
+        atomic_write_text(mean_std, csv_text(agg, agg_cols))
+    drawn: list[Path] = []
+    if plots and rows:
+        plot_dir = grid.dir / "plots"
+        plot_dir.mkdir(exist_ok=True)
+        groups: dict[tuple, list[dict]] = {}
+        for r in rows:
+            groups.setdefault((r["dataset"], r["model"], r["backend"], r["scenario"]), []).append(r)
+        for key, members in groups.items():
+            title = " · ".join(key)
+            drawn.append(plot_forget_vs_retain(members, title, plot_dir / f"forget_vs_retain_{_slug(*key)}.png"))
+            roc = plot_mia_roc(grid, members, title, plot_dir / f"mia_roc_{_slug(*key)}.png")
+            if roc is not None:
+                drawn.append(roc)
+    state = JobHandle(grid.dir).status().state
+    report = grid.dir / "report.md"
+    atomic_write_text(report, write_report(grid, proto, rows, drawn, state, extra_keys, extra_errors))
+    return StudyOutputs(summary=summary, report=report, mean_std=mean_std, plots=drawn, rows=rows, state=state)

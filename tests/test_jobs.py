@@ -1,0 +1,323 @@
+"""The job manager: spec validation, grid expansion, the cell ledger, scheduling, resumption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qmu_qiskit import jobs
+from qmu_qiskit.exceptions import BadInputError, QmuError, RunError
+
+
+def tiny(name: str = "tiny", **over) -> dict:
+    """A grid small enough for tests: Iris, shallow model, a few epochs, the existing methods."""
+    spec = {
+        "name": name,
+        "datasets": ["iris"],
+        "models": ["hqml-shallow"],
+        "methods": ["ga", "finetune"],
+        "forget": ["class:0"],
+        "seeds": [0],
+        "training": {"epochs": 3},
+        "executor": {"kind": "inline"},
+    }
+    spec.update(over)
+    return spec
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------ validation
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"datasets": None}, "datasets"),
+        ({"methds": ["ga"]}, "methds"),
+        ({"seeds": "zero"}, "seeds"),
+        ({"seeds": [0, 0]}, "seeds"),
+        ({"forget": ["class:x"]}, "forget"),
+        ({"backends": [{"name": "aer", "shots": -1}]}, "backends.0: invalid backend config: shots"),
+        ({"models": [{"name": "hqml-shallow", "qubit": 4}]}, "models.0.qubit"),
+        ({"methods": [{"method": "ga", "label": "a/b"}]}, "methods.0.label"),
+        ({"executor": {"kind": "slurm"}}, "executor.kind"),
+        ({"quirks": {"test_selection": False}}, "quirks"),
+        ({"methods": ["ga", "nosuch"]}, "methods.1"),
+        ({"options": {"ga": {"epochz": 3}}}, "epochz"),
+        ({"options": {"scrub": {}}}, "options.scrub"),
+        ({"training": {"epochs": 0}}, "epochs"),
+        ({"backends": ["nosuch_backend"]}, "nosuch_backend"),
+        ({"forget": ["class:7"]}, "class 7"),
+    ],
+)
+def test_bad_spec_names_the_field(tmp_path, change, field):
+    spec = tiny()
+    for k, v in change.items():
+        if v is None:
+            spec.pop(k)
+        else:
+            spec[k] = v
+    with pytest.raises(QmuError) as err:  # BadInputError; BackendError for the backend name
+        jobs.expand(spec, root=tmp_path)
+    msg = str(err.value)
+    assert field in msg and "\n" not in msg
+    assert not any(tmp_path.iterdir()), "a bad spec must not leave anything behind"
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("out", ["../elsewhere", "/tmp/qmu-outside-grid", "runs/../../x"])
+def test_out_may_not_escape_the_output_directory(tmp_path, out):
+    with pytest.raises(BadInputError, match="outside the output directory"):
+        jobs.expand(tiny(out=out), root=tmp_path / "root")
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndatasets: [iris\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"not valid YAML at line \d+"):
+        jobs.load_spec(bad)
+    with pytest.raises(BadInputError, match="does not exist"):
+        jobs.load_spec(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="expected a mapping"):
+        jobs.load_spec(tmp_path / "list.yaml")
+
+
+# ------------------------------------------------------------------------------ expansion
+
+def test_grid_is_a_dag_with_stable_ids(tmp_path):
+    spec = tiny(forget=["class:0", "subset:0.1"], seeds=[0, 1])
+    grid = jobs.expand(spec, root=tmp_path)
+    kinds = [c.kind for c in grid.cells]
+    assert kinds.count("teacher") == 2 and kinds.count("oracle") == 4 and kinds.count("method") == 8
+    by_id = {c.id: c for c in grid.cells}
+    for c in grid.cells:
+        if c.kind == "oracle":
+            assert by_id[c.deps[0]].kind == "teacher"
+            assert c.path.parent.parent.parent == by_id[c.deps[0]].path
+        if c.kind == "method":
+            assert by_id[c.deps[0]].kind == "oracle" and c.path.parent == by_id[c.deps[0]].path.parent
+    assert [c.id for c in jobs.expand(spec, root=tmp_path).cells] == [c.id for c in grid.cells]
+    changed = jobs.expand({**spec, "options": {"ga": {"epochs": 4}}}, root=tmp_path)
+    new = {c.id for c in changed.cells} - set(by_id)
+    assert len(new) == 4 and {c.path.name for c in changed.cells if c.id in new} == {"ga"}
+    assert grid.dir == (tmp_path / "runs" / "tiny").resolve()
+
+
+def test_method_labels_and_overrides(tmp_path):
+    spec = tiny(methods=["ga", {"method": "ga", "label": "ga_long", "options": {"epochs": 30}}])
+    grid = jobs.expand(spec, root=tmp_path)
+    methods = sorted(c.path.name for c in grid.cells if c.kind == "method")
+    assert methods == ["ga", "ga_long"]
+    only = jobs.expand(spec, root=tmp_path, methods=["ga_long"], seeds=[3])
+    assert sorted(c.path.name for c in only.cells if c.kind == "method") == ["ga_long"]
+    assert {c.coords["seed"] for c in only.cells} == {3}
+    with pytest.raises(BadInputError, match="appears twice"):
+        jobs.expand(tiny(methods=["ga", "ga"]), root=tmp_path)
+
+
+# ------------------------------------------------------------------------------ ledger
+
+def test_cell_ledger_checks_and_permissions(tmp_path):
+    grid = jobs.expand(tiny(), root=tmp_path)
+    a, b = grid.cells[0].id, grid.cells[1].id
+    with jobs.CellLedger(tmp_path / "cells.sqlite") as ledger:
+        assert (os.stat(tmp_path / "cells.sqlite").st_mode & 0o777) == 0o600
+        ledger.add_cells(grid.cells)
+        ledger.record(a, "submitted")
+        ledger.record(a, "lost")
+        ledger.record(a, "submitted")
+        ledger.record(a, "done")
+        assert ledger.duplicate_submissions() == [] and ledger.duplicate_completions() == []
+        ledger.record(b, "submitted")
+        ledger.record(b, "submitted")  # while the first attempt is open
+        ledger.record(b, "done")
+        ledger.record(a, "submitted")  # after it completed
+        ledger.record(a, "done")
+        assert dict(ledger.duplicate_submissions()) == {a: 1, b: 1}
+        assert dict(ledger.duplicate_completions()) == {a: 2}
+        assert ledger.cells()[a]["attempts"] == 3
+
+
+# ------------------------------------------------------------------------------ running
+
+def test_submit_wait_results_and_resubmit(tmp_path):
+    handle = jobs.submit(tiny(), out_dir=tmp_path)
+    status = handle.wait(timeout=120)
+    assert status.state == "complete", status.cells
+    assert status.counts == {"done": 4}
+    rows = handle.results()
+    assert [r["kind"] for r in rows] == ["teacher", "oracle", "method", "method"]
+    method = rows[-1]
+    for key in ("UQI", "acc_forget_unlearn", "MIA_AUC", "KL_test", "seconds", "speedup", "seed"):
+        assert key in method
+    assert method["forget"] == "class:0" and method["method"] in ("ga", "finetune")
+
+    with jobs.CellLedger(handle.path / "cells.sqlite") as ledger:
+        events_before = len(ledger.events())
+        again = jobs.submit(tiny(), out_dir=tmp_path).wait(timeout=60)
+        assert again.state == "complete"
+        assert len(ledger.events()) == events_before, "finished cells must not be submitted again"
+    assert jobs.open_grid(handle.path).status().state == "complete"
+    assert [h.path for h in jobs.list_grids(tmp_path)] == [handle.path]
+
+
+def test_failed_cell_blocks_its_dependents(tmp_path, monkeypatch):
+    from qmu_qiskit.jobs import worker
+
+    real = worker._run
+
+    def flaky(payload):
+        if payload["kind"] == "oracle":
+            raise RunError("simulated oracle failure")
+        return real(payload)
+
+    monkeypatch.setattr(worker, "_run", flaky)
+    status = jobs.submit(tiny(), out_dir=tmp_path).wait(timeout=120)
+    assert status.state == "failed"
+    by_kind = {c["kind"]: c for c in status.cells}
+    assert by_kind["oracle"]["status"] == "failed" and "simulated" in by_kind["oracle"]["error"]
+    assert {c["status"] for c in status.cells if c["kind"] == "method"} == {"blocked"}
+    monkeypatch.setattr(worker, "_run", real)
+    assert jobs.submit(tiny(), out_dir=tmp_path).wait(timeout=120).state == "complete"
+
+
+def test_cancel_stops_and_resubmit_resumes(tmp_path):
+    grid_dir = tmp_path / "runs" / "tiny"
+
+    def on_event(event, cell, info):
+        if event == "done" and cell.kind == "teacher":
+            jobs.open_grid(grid_dir).cancel()  # as `qmu-qiskit jobs cancel` from another shell
+
+    status = jobs.submit(tiny(), out_dir=tmp_path, on_event=on_event).wait(timeout=120)
+    assert status.state == "cancelled" and status.counts.get("done") == 1
+    resumed = jobs.submit(tiny(), out_dir=tmp_path).wait(timeout=120)
+    assert resumed.state == "complete"
+    with jobs.CellLedger(resumed.path / "cells.sqlite") as ledger:
+        assert ledger.duplicate_submissions() == [] and ledger.duplicate_completions() == []
+
+
+def test_grid_lock_refuses_a_second_scheduler(tmp_path):
+    from qmu_qiskit.io import directory_lock
+
+    grid = jobs.expand(tiny(), root=tmp_path)
+    with directory_lock(grid.dir, what="job grid"):
+        with pytest.raises(RunError, match="in use"):
+            jobs.submit(tiny(), out_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def test_cli_bad_spec_is_one_line(tmp_path, capsys):
+    from qmu_qiskit.cli import main
+
+    spec = write_spec(tmp_path / "bad.yaml", {**tiny(), "datasetz": ["iris"]})
+    with pytest.raises(SystemExit) as exc:
+        main(["jobs", "submit", str(spec), "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.count("\n") == 0 and "datasetz" in err
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.reliability
+@pytest.mark.timeout(300)
+def test_sigkill_during_submit_then_resubmit(tmp_path):
+    """SIGKILL `qmu-qiskit jobs submit` while cells run; the same command again finishes the
+    grid without redoing finished cells and without duplicate submissions (cells or circuits)."""
+    from qmu_qiskit.execution.ledger import JobLedger
+    from qmu_qiskit.runs import RunDir
+
+    spec = tiny("killed", forget=["class:0", "subset:0.1"], seeds=[0, 1],
+                training={"epochs": 12, "patience": 0}, executor={"kind": "local", "workers": 2})
+    path = write_spec(tmp_path / "killed.yaml", spec)
+    cmd = [sys.executable, "-m", "qmu_qiskit.cli", "jobs", "submit", str(path), "--out-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    grid_dir = tmp_path / "runs" / "killed"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers.update(_children(proc.pid))
+            if (grid_dir / "cells.sqlite").exists():
+                with jobs.CellLedger(grid_dir / "cells.sqlite") as ledger:
+                    cells = ledger.cells().values()
+                done = sum(c["status"] == "done" for c in cells)
+                if done >= 3 and any(c["status"] == "running" for c in cells):
+                    break
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the grid did not get going within 60 s")
+        workers.update(_children(proc.pid))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        # the workers die with their scheduler (nothing left running a cell)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "workers outlived the killed scheduler"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        proc.stdout.close()
+
+    grid = jobs.Grid.load(grid_dir)
+    finished = {}
+    for c in grid.cells:
+        run = RunDir(c.path)
+        if run.is_complete():
+            finished[c.id] = run.status()["finished"]
+    assert finished and len(finished) < len(grid.cells)
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=90)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+    status = jobs.open_grid(grid_dir).status()
+    assert status.state == "complete"
+    for cid, when in finished.items():
+        assert RunDir(grid.cell(cid).path).status()["finished"] == when, "a finished cell was redone"
+    with jobs.CellLedger(grid_dir / "cells.sqlite") as ledger:
+        assert ledger.duplicate_submissions() == []
+        assert ledger.duplicate_completions() == []
+        for cid in finished:
+            assert sum(e["event"] == "submitted" for e in ledger.events(cid)) == 1
+    circuit_ledgers = list(grid_dir.rglob("ledger/jobs.sqlite"))
+    assert len(circuit_ledgers) == len(grid.cells)
+    for db in circuit_ledgers:
+        assert JobLedger(db).duplicate_submissions() == [], db
