@@ -24,7 +24,7 @@ from .exceptions import BackendError, BadInputError, DataError, QmuError, RunErr
 from .execution.cost import CostRecord
 from .io import atomic_torch_save, atomic_write_json
 from .models.hybrid import ModelSpec, build_model, count_parameters
-from .runs import RunDir
+from .runs import RunDir, is_scratch
 from .training import Trainer, accuracy, load_checkpoint, load_state
 
 
@@ -118,7 +118,7 @@ def train(
     config = cfg.model_dump(mode="json")
     fingerprint = cfg.fingerprint()
     if run.path.exists() and not (run.path / "run.json").exists() and any(
-        p.name != ".lock" for p in run.path.iterdir()
+        not is_scratch(p) for p in run.path.iterdir()
     ):
         run.prepare(config, fingerprint=fingerprint)  # refuses a folder that is not a run
     with run.lock():
@@ -222,7 +222,10 @@ class TeacherRun:
         try:
             cfg = RunConfig(**raw)
         except BadInputError as exc:
-            raise RunError(f"{run.path}/config.yaml is from an incompatible version ({exc})") from exc
+            raise RunError(
+                f"{run.path}/config.yaml is from an incompatible version ({exc}); train that "
+                "teacher again with this version (`qmu-qiskit train --out` a new directory)"
+            ) from exc
         bundle = load_data(cfg.data)
         status = run.status() or {}
         if status.get("data_fingerprint") and status["data_fingerprint"] != bundle.fingerprint:
@@ -285,6 +288,7 @@ def unlearn(
     overwrite: bool = False,
     metric_ctx: MetricContext | None = None,
     labels: dict[str, str] | None = None,
+    oracle: bool = True,
 ) -> list[UnlearnSummary]:
     """Unlearn ``forget`` from the teacher at ``run_path`` with each method, next to the oracle.
 
@@ -293,6 +297,7 @@ def unlearn(
     ``backend`` (default: the teacher's). Results go to ``<run>/unlearn/<forget-slug>/<method>``,
     or ``<run>/unlearn/<forget-slug>/<labels[method]>`` where ``labels`` names a method's
     directory (so one method can run under several option sets, e.g. DG-QMU's uniform target).
+    ``oracle=False`` skips the retrain oracle (its metrics are then absent).
 
     Raises:
         QmuError: before any circuit runs for an unknown method or option, an impossible forget
@@ -310,7 +315,8 @@ def unlearn(
         dataset=cfg.data.dataset, lr=cfg.training.lr, batch_size=cfg.training.batch_size,
         epochs=cfg.training.epochs,
     )
-    wanted = ["retrain"] + [m for m in methods if m != "retrain"]
+    # oracle=False (mia-compare, which audits the methods only): no retrain run, no oracle metrics
+    wanted = (["retrain"] if oracle else []) + [m for m in methods if m != "retrain"]
     labels = dict(labels or {})
     for m, label in labels.items():
         if m not in wanted or m == "retrain":

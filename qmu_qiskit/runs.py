@@ -32,6 +32,13 @@ from .io import atomic_write_json, atomic_write_text, directory_lock, read_json
 STATUS_FILE = "run.json"
 
 
+def is_scratch(path: Path) -> bool:
+    """The lock file, or a temporary file of an atomic write (``.<name>.<random>.tmp``) that a
+    killed process left behind: neither makes a folder a run nor holds anything of one."""
+    name = path.name
+    return name == ".lock" or (name.startswith(".") and name.endswith(".tmp") and path.is_file())
+
+
 class RunDir:
     """A run directory.
 
@@ -69,8 +76,14 @@ class RunDir:
         path = self.path / "config.yaml"
         if not path.exists():
             raise RunError(f"{self.path} has no config.yaml; it is not a qmu-qiskit run directory")
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise RunError(
+                f"{path} is not a valid run config ({type(exc).__name__}); remove the run "
+                "directory and run the command again"
+            ) from None
         if not isinstance(data, dict):
             raise RunError(f"{path} is not a valid run config; remove the run directory and rerun")
         return data
@@ -114,7 +127,7 @@ class RunDir:
                     "--overwrite to replace it"
                 )
             return (self.path / "checkpoints").exists()
-        if self.path.exists() and any(p.name != ".lock" for p in self.path.iterdir()):
+        if self.path.exists() and any(not is_scratch(p) for p in self.path.iterdir()):
             raise RunError(
                 f"{self.path} exists and is not a qmu-qiskit run; choose another --out directory"
             )
@@ -123,6 +136,8 @@ class RunDir:
     def _clear(self) -> None:
         import shutil
 
+        # A kill while deleting must not leave a "complete" status over missing files.
+        self.fail("being replaced (--overwrite); run the command again with --overwrite")
         for child in self.path.iterdir():
             if child.name == ".lock":
                 continue
@@ -132,9 +147,14 @@ class RunDir:
                 child.unlink()
 
     def start(self, config: dict, *, fingerprint: str, extra: dict | None = None) -> None:
-        """Write the config and mark the run as running (keeps the original creation time)."""
+        """Mark the run as running and write its config (keeps the original creation time).
+
+        The status goes first: a run killed between the two writes still has a status with its
+        fingerprint, so the same command resumes it (a lone config.yaml would look foreign).
+        Called under the lock, so temporary files of killed writers can be swept here.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self._sweep_scratch()
         previous = self.status() or {}
         import uuid
 
@@ -148,6 +168,15 @@ class RunDir:
         }
         status.update(extra or {})
         atomic_write_json(self.status_path, status)
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    def _sweep_scratch(self) -> None:
+        # Only this run's own folders: unlearn/ holds other runs with their own locks.
+        for folder in (self.path, self.checkpoints, self.path / "ledger", self.path / "ledger" / "results"):
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    if p.name != ".lock" and is_scratch(p):
+                        p.unlink(missing_ok=True)
 
     def finish(self, *, extra: dict | None = None) -> None:
         status = self.status() or {}

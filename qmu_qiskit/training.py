@@ -171,6 +171,9 @@ class Trainer:
         start_epoch, history = 0, []
         best_state = copy.deepcopy(model.state_dict())
         best_score, best_epoch, stale = -np.inf, 0, 0
+        # When the selected epoch's evaluation began: its val/test jobs are asked again by the
+        # final outputs, so ledger results from then on are kept (see on_checkpoint).
+        best_eval_started = None
         if self.checkpoint is not None and self.checkpoint.exists():
             ck = load_checkpoint(self.checkpoint)
             if ck.get("fingerprint") != self.fingerprint:
@@ -187,6 +190,7 @@ class Trainer:
             best_score = float(ck["best_score"])
             best_epoch = int(ck["best_epoch"])
             stale = int(ck["stale"])
+            best_eval_started = ck.get("best_eval_started")
         resumed_from = start_epoch
         done = start_epoch >= cfg.epochs or (
             cfg.patience and select != "last" and stale >= cfg.patience
@@ -213,6 +217,7 @@ class Trainer:
                 total_loss += float(loss.detach()) * len(idx)
                 correct += int((logits.argmax(1) == y[idx]).sum())
             epoch += 1
+            eval_started = time.time()
             row = {
                 "epoch": epoch,
                 "train_loss": total_loss / max(1, len(X)),
@@ -227,6 +232,7 @@ class Trainer:
             score = {"val": row.get("val_acc"), "test": row.get("test_acc"), "last": epoch}[select]
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
+                best_eval_started = eval_started
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
@@ -245,10 +251,14 @@ class Trainer:
                         "best_score": best_score,
                         "best_epoch": best_epoch,
                         "stale": stale,
+                        "best_eval_started": best_eval_started,
                     },
                 )
                 if self.on_checkpoint is not None:
-                    self.on_checkpoint(time.time())
+                    # Results before the selected epoch's evaluation are redundant now; the
+                    # selected epoch's own val/test predictions are not (the final outputs repeat
+                    # them), so pruning them would pay for those jobs twice.
+                    self.on_checkpoint(best_eval_started if best_eval_started is not None else time.time())
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: round(v, 3) for k, v in row.items() if k.endswith("acc")})

@@ -41,3 +41,54 @@ def iris_teacher_copy(iris_teacher, tmp_path) -> Path:
     dst = tmp_path / "iris"
     shutil.copytree(iris_teacher, dst, ignore=shutil.ignore_patterns("unlearn", ".lock"))
     return dst
+
+
+# ---------------------------------------------------------------------------------------------
+# reliability suite: count what the fault-injection and bad-input tests exercised, and say so in
+# the terminal summary (visible in CI logs with the default addopts)
+
+_KILLS = pytest.StashKey[list]()
+_BAD_INPUTS = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def record_kill(request):
+    """``record_kill(command, point)``: a SIGKILL that was delivered and survived (resumed and
+    checked); counted in the terminal summary."""
+    log = request.config.stash.setdefault(_KILLS, [])
+    return lambda command, point: log.append((command, point))
+
+
+@pytest.fixture
+def record_bad_input(request):
+    """``record_bad_input(case_id, surface, subprocess)``: a bad-input case that was checked."""
+    log = request.config.stash.setdefault(_BAD_INPUTS, [])
+    return lambda case_id, surface, subprocess=False: log.append((case_id, surface, subprocess))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    kills = config.stash.get(_KILLS, [])
+    bad = config.stash.get(_BAD_INPUTS, [])
+    if not kills and not bad:
+        return
+    terminalreporter.write_sep("-", "reliability")
+    if kills:
+        per: dict[str, int] = {}
+        for command, _ in kills:
+            per[command] = per.get(command, 0) + 1
+        parts = ", ".join(f"{c} {n}" for c, n in per.items())
+        terminalreporter.write_line(f"fault injection: {len(kills)} SIGKILL cases survived ({parts})")
+    if bad:
+        per = {}
+        for _, surface, _sub in bad:
+            per[surface] = per.get(surface, 0) + 1
+        subs = sum(1 for *_, sub in bad if sub)
+        failed = sum(
+            1 for rep in terminalreporter.stats.get("failed", [])
+            if "test_bad_input.py::" in getattr(rep, "nodeid", "")
+        )
+        parts = ", ".join(f"{s} {n}" for s, n in per.items())
+        terminalreporter.write_line(
+            f"bad-input matrix: {len(bad)} cases checked ({parts}; {subs} through real "
+            f"subprocesses), {failed} failed"
+        )

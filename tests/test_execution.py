@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -358,3 +359,177 @@ def test_transient_submission_failures_are_retried_and_permanent_ones_name_the_j
     monkeypatch.setattr(ex.runner, "submit_estimate", broken_result)
     with pytest.raises(JobError, match=r"job \S+ on aer_noisy:ibm_brisbane failed"):
         ex.expectation_values(qc, obs, vals + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# data-dependent (amplitude-encoded) circuits, layouts, bounded caches
+
+
+def _qmu_values(n: int, layers: int, samples: int, seed: int = 0):
+    from qmu_qiskit.circuits import qmu_circuit
+
+    qc, x, w = qmu_circuit(layers, n)
+    obs = [SparsePauliOp.from_sparse_list([("Z", [q], 1.0)], n) for q in range(n)]
+    rng = np.random.default_rng(seed)
+    index = {p: i for i, p in enumerate(qc.parameters)}
+    vals = np.zeros((samples, qc.num_parameters))
+    for p in x:
+        vals[:, index[p]] = rng.normal(size=samples)
+    for p in w:
+        vals[:, index[p]] = rng.normal()
+    return qc, x, w, obs, vals, index
+
+
+def _tail(qc):
+    tail = qc.copy_empty_like()
+    for inst in qc.data[1:]:
+        tail.append(inst)
+    return tail
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"backend": "aer", "engine": "aer"},
+    {"backend": "aer_noisy", "noise_scale": 0.0, "amplitude_loading": "ideal"},
+    {"backend": "aer_noisy", "noise_scale": 0.0, "amplitude_loading": "device"},
+])
+def test_amplitude_encoded_circuits_match_the_exact_engine_without_noise(kwargs, tmp_path):
+    """Both loading modes (ideal: the state written on the laid-out qubits; device: a transpiled
+    StatePreparation per sample) give the exact engine's values when the noise is off."""
+    qc, x, w, obs, vals, _ = _qmu_values(3, 2, 5)
+    exact, _ = Executor("aer", cache_dir=tmp_path).expectation_values(qc, obs, vals)
+    kwargs = dict(kwargs)
+    ex = Executor(kwargs.pop("backend"), cache_dir=tmp_path, **kwargs)
+    evs, _ = ex.expectation_values(qc, obs, vals)
+    np.testing.assert_allclose(evs, exact, atol=1e-9)
+    assert ex.cost.total.jobs == 1 and ex.cost.total.pubs == 5  # one job, one pub per sample
+    assert ex.describe()["amplitude_loading"]["circuits"] == 5
+
+
+def test_amplitude_circuits_with_noise_keep_the_signal_only_with_ideal_loading(tmp_path):
+    qc, x, w, obs, vals, _ = _qmu_values(3, 1, 6)
+    exact, _ = Executor("aer", cache_dir=tmp_path).expectation_values(qc, obs, vals)
+    ideal, _ = Executor("aer_noisy", amplitude_loading="ideal", cache_dir=tmp_path).expectation_values(qc, obs, vals)
+    device, _ = Executor("aer_noisy", cache_dir=tmp_path).expectation_values(qc, obs, vals)
+    err_ideal, err_device = np.abs(ideal - exact).mean(), np.abs(device - exact).mean()
+    assert 0 < err_ideal < err_device  # the state preparation's own gates are noisy on a device
+
+
+def test_parameter_shift_through_an_amplitude_encoding(tmp_path):
+    """Weight gradients on a noisy backend keep the encoding as data (one pub per sample, all
+    shifted rows of a sample in it); input gradients through amplitudes are refused."""
+    qc, x, w, obs, vals, index = _qmu_values(3, 2, 3)
+    cols = [index[p] for p in w]
+    v0, j0 = Executor("aer", cache_dir=tmp_path).estimator_gradient().values_and_jacobian(qc, obs, vals, cols)
+    ex = Executor("aer_noisy", noise_scale=0.0, amplitude_loading="ideal", cache_dir=tmp_path)
+    grad = ex.estimator_gradient()
+    v, j = grad.values_and_jacobian(qc, obs, vals, cols)
+    np.testing.assert_allclose(v, v0, atol=1e-9)
+    np.testing.assert_allclose(j, j0, atol=1e-9)
+    assert ex.cost.total.jobs == 1 and ex.cost.total.pubs == 3
+    with pytest.raises(BackendError, match="amplitude-encoded inputs"):
+        grad.values_and_jacobian(qc, obs, vals, [index[x[0]]])
+
+
+def test_device_loading_is_transpiled_once_per_sample_content(tmp_path):
+    qc, x, w, obs, vals, index = _qmu_values(3, 1, 4)
+    ex = Executor("aer_noisy", cache_dir=tmp_path)
+    ex.expectation_values(qc, obs, vals)
+    misses = ex.cost.total.transpile_misses
+    assert misses >= 4
+    new_weights = vals.copy()
+    new_weights[:, [index[p] for p in w]] += 0.5
+    ex.expectation_values(qc, obs, new_weights)  # same samples, other weights (another model)
+    assert ex.cost.total.transpile_misses == misses
+
+
+def test_the_shot_sweep_reuses_one_simulation_per_sample(tmp_path):
+    """At any shot count the counts are drawn from the same exact noisy distribution (readout
+    error applied), simulated once: a sweep over shot counts costs one simulation."""
+    from qmu_qiskit.execution import runners
+
+    qc, x, w, obs, vals, _ = _qmu_values(3, 1, 5)
+    exact = Executor("aer_noisy", amplitude_loading="ideal", cache_dir=tmp_path)
+    ref, _ = exact.expectation_values(qc, obs, vals)
+    cached = len(runners.distribution_cache)
+    calls = []
+    real = runners._AerBase._multi_simulator
+
+    def counting(self, noise, method):
+        calls.append(method)
+        return real(self, noise, method)
+
+    runners._AerBase._multi_simulator = counting
+    try:
+        for shots in (128, 8192):
+            ev = Executor("aer_noisy", amplitude_loading="ideal", shots=shots, cache_dir=tmp_path)
+            evs, stds = ev.expectation_values(qc, obs, vals)
+            assert np.all(np.abs(evs - ref) < 6 * stds + 0.08)  # + the readout error's bias
+    finally:
+        runners._AerBase._multi_simulator = real
+    assert calls == [] and len(runners.distribution_cache) == cached
+
+
+def test_path_layout_keeps_the_qmu_ring_on_eight_qubits(tmp_path):
+    """An 8-qubit CNOT ring does not embed in heavy-hex: the transpiler's own routing spreads it
+    over 12 qubits; the path layout keeps it on 8 coupled ones (performance.md lesson 8)."""
+    from qmu_qiskit.backends.noise import active_qubits
+    from qmu_qiskit.circuits import qmu_circuit
+    from qmu_qiskit.execution.layout import best_path, check_path
+
+    tail = _tail(qmu_circuit(1, 8)[0])
+    spread = Executor("aer_noisy", layout="device", cache_dir=tmp_path).prepare(tail, initially_zero=False)
+    assert len(spread.physical_qubits) > 8
+    ex = Executor("aer_noisy", cache_dir=tmp_path)  # auto: the path, since the device layout spreads
+    prepared = ex.prepare(tail, initially_zero=False)
+    target = ex.runner.target
+    path = best_path(target, 8)
+    assert prepared.physical_qubits == tuple(sorted(path)) and prepared.circuit.num_qubits == 8
+    assert check_path(target, path) == path
+    assert ex.describe()["layout"]["used"] == {"path:" + ",".join(map(str, path)): 1}
+    explicit = Executor("aer_noisy", layout=list(path), cache_dir=tmp_path).prepare(tail, initially_zero=False)
+    assert explicit.physical_qubits == prepared.physical_qubits
+    isa = ex.cache.get_or_transpile(tail, target)  # the unrestricted transpile, for comparison
+    assert len(active_qubits(isa)) > 8
+    with pytest.raises(BadInputError, match="not coupled"):
+        Executor("aer_noisy", layout=[path[0], path[2], *path[1:2], *path[3:]], cache_dir=tmp_path).prepare(
+            tail, initially_zero=False)
+
+
+def test_deep_parameterised_rings_transpile_in_milliseconds(tmp_path):
+    """Qiskit's target-aware BasisTranslator takes time exponential in the parameters carried by
+    a global phase once SWAPs are routed in (Qiskit #16520: L = 10 never finished); the cache
+    rewrites U gates as RZ·RY·RZ (same unitary up to global phase) first."""
+    from qmu_qiskit.circuits import qmu_circuit
+
+    tail = _tail(qmu_circuit(10, 8)[0])
+    ex = Executor("aer_noisy", layout="path", cache_dir=tmp_path)
+    t0 = time.perf_counter()
+    prepared = ex.prepare(tail, initially_zero=False)
+    assert time.perf_counter() - t0 < 20
+    assert prepared.circuit.num_qubits == 8
+    assert [p.name for p in prepared.circuit.parameters] == [p.name for p in tail.parameters]
+
+
+def test_prepared_circuits_are_bounded_and_rebuilt_from_the_transpile_cache(hqml, tmp_path):
+    ex = Executor("aer_noisy", cache_dir=tmp_path, max_prepared=2)
+    circuits = [hqml_circuit(N, layers)[0] for layers in (1, 2, 3)]
+    for c in circuits:
+        ex.prepare(c)
+    assert len(ex._prepared) == 2
+    misses = ex.cost.total.transpile_misses
+    hits = ex.cost.total.transpile_hits
+    ex.prepare(circuits[0])  # evicted: prepared again, from the transpile cache
+    assert ex.cost.total.transpile_misses == misses and ex.cost.total.transpile_hits > hits
+    assert len(ex._prepared) == 2
+    with pytest.raises(BadInputError):
+        Executor("aer", cache_dir=tmp_path, max_prepared=0)
+
+
+def test_bad_layout_and_loading_settings_are_refused(tmp_path):
+    with pytest.raises(BadInputError, match="unknown layout"):
+        Executor("aer_noisy", cache_dir=tmp_path, layout="ring")
+    with pytest.raises(BadInputError, match="amplitude loading"):
+        Executor("aer_noisy", cache_dir=tmp_path, amplitude_loading="perfect")
+    # execution settings can come through a run's BackendConfig.runtime
+    ex = Executor("aer_noisy", cache_dir=tmp_path, runtime_options={"layout": "path", "amplitude_loading": "ideal"})
+    assert ex.layout == "path" and ex.amplitude_loading == "ideal" and ex.runtime_options == {}

@@ -14,6 +14,15 @@ ledgers or logs: only backend names, job ids and session ids are.
 qiskit-ibm-runtime 0.51 deprecates ``EstimatorV2``/``SamplerV2`` for the executor-based
 primitives, which fail in local mode on large fake devices (performance.md); the code here uses
 only the ``BaseEstimatorV2``/``BaseSamplerV2`` interface of whichever class it is given.
+
+Error mitigation (``resilience_level``, ``dynamical_decoupling``, ``twirling``, ``zne``) is set
+on every primitive in both modes, so what a run asked for is visible on the primitive and in the
+run's ``execution`` record; in local testing mode the simulator ignores it (qiskit-ibm-runtime
+says so with a warning), and :meth:`RuntimeRunner.describe` records that it had no effect.
+
+Data-dependent circuits (one transpiled circuit per sample) go out as many PUBs in one job
+(:meth:`RuntimeRunner.submit_estimate_pubs`): a runtime job costs seconds of fixed overhead
+(performance.md: ~2.7 s per tiny local-mode job), so one job per sample is never an option.
 """
 
 from __future__ import annotations
@@ -24,8 +33,8 @@ import warnings
 
 import numpy as np
 
-from ..exceptions import BackendError, CredentialsError
-from ..execution.runners import Handle, Prepared, Runner
+from ..exceptions import BackendError, BadInputError, CredentialsError
+from ..execution.runners import Handle, Prepared, Pub, Runner
 
 _service_lock = threading.Lock()
 _service = None
@@ -125,6 +134,12 @@ def _primitive_classes():
     return EstimatorV2, SamplerV2, Session, Batch
 
 
+#: Runtime options this runner understands (anything else is refused before a job is built).
+RUNTIME_OPTIONS = ("mode", "max_time", "resilience_level", "dynamical_decoupling", "twirling", "zne")
+#: Of those, the error-mitigation options (passed to the primitive; no effect in local mode).
+MITIGATION_OPTIONS = ("resilience_level", "dynamical_decoupling", "twirling", "zne")
+
+
 def _apply_options(prim, options: dict, *, estimator: bool, tags: list[str]) -> None:
     """Pass error-mitigation and execution options through to the runtime primitive."""
     opts = prim.options
@@ -154,6 +169,12 @@ class RuntimeRunner(Runner):
         options: runtime options — ``mode`` (``session``/``batch``), ``max_time`` (session
             seconds), ``resilience_level``, ``dynamical_decoupling``, ``twirling``, ``zne``.
         run_id: tag of every job.
+
+    Attributes:
+        sessions_opened: how many Session/Batch objects were opened (a reopened expired session
+            counts again).
+        last_primitive: the runtime primitive built for the latest job (its ``options`` show
+            what was passed through).
     """
 
     needs_transpile = True
@@ -161,6 +182,11 @@ class RuntimeRunner(Runner):
     def __init__(self, *, spec, shots: int, options: dict | None = None, run_id: str | None = None):
         super().__init__(spec=spec, device=spec.device_backend(), shots=shots)
         self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(RUNTIME_OPTIONS))
+        if unknown:
+            raise BadInputError(
+                f"unknown runtime option(s) {', '.join(unknown)}; use {', '.join(RUNTIME_OPTIONS)}"
+            )
         self.mode_kind = self.options.get("mode", "session")
         if self.mode_kind not in ("session", "batch"):
             raise BackendError(f"runtime mode must be session or batch, got {self.mode_kind!r}")
@@ -170,17 +196,29 @@ class RuntimeRunner(Runner):
         self.run_id = run_id
         self._mode = None
         self.sessions_opened = 0
+        self.session_ids: list[str] = []
+        self.last_primitive = None
 
     def describe(self) -> dict:
         out = super().describe()
+        mitigation = {k: v for k, v in self.options.items() if k in MITIGATION_OPTIONS}
         out.update(
             {
                 "mode": self.mode_kind,
                 "local_testing_mode": self.local,
                 "device": self.device.name,
                 "options": {k: v for k, v in self.options.items() if k != "mode"},
+                "sessions_opened": self.sessions_opened,
+                "session_ids": list(self.session_ids),
             }
         )
+        if self.local and mitigation:
+            out["error_mitigation"] = (
+                "requested but without effect: local testing mode simulates on the fake device "
+                "with its noise model and applies no runtime error mitigation"
+            )
+        elif mitigation:
+            out["error_mitigation"] = "applied by IBM Runtime"
         return out
 
     # ------------------------------------------------------------------ sessions
@@ -198,6 +236,9 @@ class RuntimeRunner(Runner):
                 warnings.simplefilter("ignore")
                 self._mode = cls(backend=self.device, **kwargs)
             self.sessions_opened += 1
+            sid = getattr(self._mode, "session_id", None)
+            if sid:
+                self.session_ids.append(str(sid))
         return self._mode
 
     @staticmethod
@@ -221,7 +262,7 @@ class RuntimeRunner(Runner):
             self._mode = None
 
     # ------------------------------------------------------------------ jobs
-    def prepare(self, circuit, isa, key: str) -> Prepared:
+    def prepare(self, circuit, isa, key: str, *, keep_virtual: bool = False) -> Prepared:
         layout = isa.layout
 
         def map_observable(op):
@@ -243,10 +284,24 @@ class RuntimeRunner(Runner):
         return ["qmu-qiskit"] + ([self.run_id] if self.run_id else [])
 
     def submit_estimate(self, prepared, observables, values, *, precision, seed) -> Handle:
+        return self.submit_estimate_pubs(
+            [Pub(prepared, values, observables)], precision=precision, seed=seed
+        )
+
+    def submit_estimate_pubs(self, pubs, *, precision, seed) -> Handle:
+        """One runtime Estimator job for every pub (one ISA circuit per pub)."""
         EstimatorV2, _, _, _ = _primitive_classes()
-        obs = np.empty((len(observables), 1), dtype=object)
-        for i, op in enumerate(observables):
-            obs[i, 0] = op
+        prim_pubs = []
+        for pub in pubs:
+            if pub.state is not None:
+                raise BackendError(
+                    "ideal amplitude loading is an Aer emulation mode; a runtime backend loads "
+                    "amplitudes with the transpiled state preparation (amplitude_loading='device')"
+                )
+            obs = np.empty((len(pub.observables), 1), dtype=object)
+            for i, op in enumerate(pub.observables):
+                obs[i, 0] = op
+            prim_pubs.append((pub.prepared.circuit, obs, pub.values))
         shots = self.shots
 
         def make(mode):
@@ -256,20 +311,25 @@ class RuntimeRunner(Runner):
                 est.options.default_shots = shots
                 if self.local:
                     est.options.simulator.seed_simulator = int(seed)
-                _apply_options(est, self.options if not self.local else {}, estimator=True, tags=self._tags())
-                return est.run([(prepared.circuit, obs, values)])
+                _apply_options(est, self.options, estimator=True, tags=self._tags())
+                self.last_primitive = est
+                return est.run(prim_pubs)
 
         job = self._submit(make)
-        return self._handle(job, lambda res: {
-            "evs": np.asarray(res[0].data.evs, dtype=float),
-            "stds": np.asarray(res[0].data.stds, dtype=float),
-        })
+        return self._handle(job, _estimates)
 
     def submit_sample(self, prepared, values, *, shots, seed) -> Handle:
+        return self.submit_sample_pubs([Pub(prepared, values)], shots=shots, seed=seed)
+
+    def submit_sample_pubs(self, pubs, *, shots, seed) -> Handle:
+        """One runtime Sampler job for every pub."""
         _, SamplerV2, _, _ = _primitive_classes()
-        circuit = prepared.circuit
-        if circuit.num_clbits == 0:
-            raise BackendError("sampling needs a measured circuit; add measurements (measure_all)")
+        for pub in pubs:
+            if pub.prepared.circuit.num_clbits == 0:
+                raise BackendError("sampling needs a measured circuit; add measurements (measure_all)")
+            if pub.state is not None:
+                raise BackendError("ideal amplitude loading is an Aer emulation mode, not a runtime one")
+        prim_pubs = [(pub.prepared.circuit, pub.values) for pub in pubs]
 
         def make(mode):
             with warnings.catch_warnings():
@@ -278,11 +338,12 @@ class RuntimeRunner(Runner):
                 sam.options.default_shots = int(shots)
                 if self.local:
                     sam.options.simulator.seed_simulator = int(seed)
-                _apply_options(sam, self.options if not self.local else {}, estimator=False, tags=self._tags())
-                return sam.run([(circuit, values)])
+                _apply_options(sam, self.options, estimator=False, tags=self._tags())
+                self.last_primitive = sam
+                return sam.run(prim_pubs)
 
         job = self._submit(make)
-        return self._handle(job, lambda res: {"probs": _probabilities(res[0], circuit)})
+        return self._handle(job, _samples)
 
     def _handle(self, job, convert) -> Handle:
         def result():
@@ -306,14 +367,20 @@ class RuntimeRunner(Runner):
 
         def result():
             res = job.result()
-            if "sampler" in str(prim):
-                return {"probs": _probabilities(res[0], None)}
-            return {
-                "evs": np.asarray(res[0].data.evs, dtype=float),
-                "stds": np.asarray(res[0].data.stds, dtype=float),
-            }
+            return _samples(res) if "sampler" in str(prim) else _estimates(res)
 
         return Handle(job_id, result)
+
+
+def _estimates(res) -> dict:
+    """(O, ΣN) expectation values and standard errors of every PUB result, in PUB order."""
+    evs = [np.asarray(r.data.evs, dtype=float).reshape(np.asarray(r.data.evs).shape[0], -1) for r in res]
+    stds = [np.asarray(r.data.stds, dtype=float).reshape(np.asarray(r.data.stds).shape[0], -1) for r in res]
+    return {"evs": np.concatenate(evs, 1), "stds": np.concatenate(stds, 1)}
+
+
+def _samples(res) -> dict:
+    return {"probs": np.concatenate([_probabilities(r, None) for r in res], 0)}
 
 
 def _probabilities(pub_result, circuit) -> np.ndarray:

@@ -5,6 +5,27 @@ Everything that evaluates a circuit — QNN forwards, gradients, evaluation swee
 counters, and offers Qiskit-shaped primitives on top (:meth:`Executor.estimator`,
 :meth:`Executor.sampler`) and qiskit-machine-learning gradient objects
 (:meth:`Executor.estimator_gradient`, :meth:`Executor.sampler_gradient`).
+
+Data-dependent circuits — a leading amplitude encoding (``ParameterizedInitialize``), as in the
+QMU models — cannot share one transpiled circuit on a device (performance.md lesson 10). On every
+backend but the exact engine the executor splits each call by sample:
+
+* ``amplitude_loading="device"`` (the hardware path, and the default): each sample's amplitudes
+  are bound (:func:`~qmu_qiskit.circuits.qmu.bind_amplitude_encoding`: a ``StatePreparation``),
+  the bound circuit is transpiled once per content (the transpile cache keys include the
+  amplitudes) with the weights still symbolic, and all samples of a call go out as PUBs of one
+  job;
+* ``amplitude_loading="ideal"`` (Aer only, a labelled emulation mode): the ansatz after the
+  encoding is transpiled once; each sample's state is written exactly onto the qubits the layout
+  gives it and the device noise acts on the ansatz only — QMU's own noisy simulation.
+
+``layout`` keeps circuits compact on devices (:mod:`.layout`): ``path`` confines an n-qubit circuit
+to the lowest-error path of n coupled qubits, ``device`` leaves layout and routing to the preset
+pass manager, ``auto`` (default) uses the path for Aer noisy emulation whenever the pass
+manager's own routing would spread the circuit over more qubits than it has (a density matrix
+costs 4**k per parameter set: 12 instead of 8 qubits is ~300× slower), and the device layout on
+``fake_*``/``ibm_*`` backends, where width costs nothing and the transpiler's choice needs fewer
+two-qubit gates.
 """
 
 from __future__ import annotations
@@ -13,6 +34,8 @@ import hashlib
 import os
 import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +43,17 @@ import numpy as np
 from ..exceptions import BackendError, BadInputError, JobError
 from .cost import CostTracker
 from .ledger import JobLedger
-from .runners import AerEstimatorRunner, AerShotsRunner, ExactRunner, Prepared, Runner
+from .runners import AerEstimatorRunner, AerShotsRunner, ExactRunner, Prepared, Pub, Runner
 from .transpile import TranspileCache, default_cache_dir, target_fingerprint
 
 #: Engines of the noiseless ``aer`` backend.
 ENGINES = ("exact", "aer")
+#: Layout settings (or an explicit list of device qubits forming a path).
+LAYOUTS = ("auto", "path", "device")
+#: How data-dependent (amplitude-encoded) circuits are loaded off the exact engine.
+AMPLITUDE_LOADINGS = ("device", "ideal")
+#: Default cap on samples (circuits) per job for data-dependent circuits.
+DEFAULT_MAX_CIRCUITS = {"aer": 256, "runtime": 100}
 #: Default cap on parameter sets per job before a broadcast PUB is split into chunks.
 DEFAULT_MAX_PARAMETER_SETS = {"exact": 1 << 30, "aer": 50_000, "runtime": 10_000}
 
@@ -47,7 +76,15 @@ class Executor:
         run_id: tag of every job (the run directory's id), part of job fingerprints.
         max_parameter_sets: split broadcast PUBs into jobs of at most this many parameter sets.
         retries: attempts for transient submission failures (with exponential backoff).
-        runtime_options: options for IBM Runtime primitives (resilience, twirling, ...).
+        runtime_options: options for IBM Runtime primitives (resilience, twirling, ...). The
+            execution settings ``layout`` and ``amplitude_loading`` may also be given here (a
+            run's ``BackendConfig.runtime``); they are taken out before the runtime sees them.
+        layout: ``auto`` (default), ``path``, ``device``, or a list of coupled device qubits
+            (see the module doc).
+        amplitude_loading: ``device`` (default) or ``ideal`` (Aer only; see the module doc).
+        max_prepared: prepared circuits kept in memory (least recently used dropped first; a
+            dropped one is rebuilt from the transpile cache).
+        max_circuits: circuits (samples) per job for data-dependent circuits.
     """
 
     def __init__(
@@ -67,6 +104,10 @@ class Executor:
         retries: int = 3,
         runtime_options: dict | None = None,
         cost: CostTracker | None = None,
+        layout="auto",
+        amplitude_loading: str | None = None,
+        max_prepared: int = 256,
+        max_circuits: int | None = None,
     ):
         from ..backends import BackendSpec, parse_backend
 
@@ -88,13 +129,34 @@ class Executor:
         self.ledger = JobLedger(ledger) if isinstance(ledger, (str, os.PathLike)) else ledger
         self.run_id = run_id
         self.retries = retries
-        self.runtime_options = dict(runtime_options or {})
+        runtime_options = dict(runtime_options or {})
+        layout = runtime_options.pop("layout", layout)
+        amplitude_loading = runtime_options.pop("amplitude_loading", amplitude_loading)
+        self.runtime_options = runtime_options
+        self.layout = _check_layout(layout)
+        self.amplitude_loading = amplitude_loading or "device"
+        if self.amplitude_loading not in AMPLITUDE_LOADINGS:
+            raise BadInputError(
+                f"unknown amplitude loading {self.amplitude_loading!r}; use device or ideal"
+            )
+        if self.amplitude_loading == "ideal" and self.spec.is_runtime:
+            raise BadInputError(
+                "amplitude_loading 'ideal' is an Aer emulation mode; fake_*/ibm_* backends load "
+                "amplitudes with the transpiled state preparation (amplitude_loading 'device')"
+            )
         self.engine = engine
         self.noise_scale = noise_scale
         self.runner: Runner = self._make_runner(engine, noise_scale)
         kind = "runtime" if self.spec.is_runtime else ("exact" if isinstance(self.runner, ExactRunner) else "aer")
         self.max_parameter_sets = max_parameter_sets or DEFAULT_MAX_PARAMETER_SETS[kind]
-        self._prepared: dict[int, tuple[object, Prepared]] = {}
+        self.max_circuits = max_circuits or DEFAULT_MAX_CIRCUITS["runtime" if kind == "runtime" else "aer"]
+        if max_prepared < 1:
+            raise BadInputError(f"max_prepared must be ≥ 1, got {max_prepared}")
+        self.max_prepared = int(max_prepared)
+        self._prepared: "OrderedDict[object, tuple[object, Prepared]]" = OrderedDict()
+        self._plans: "OrderedDict[int, tuple[object, object]]" = OrderedDict()
+        self._layouts_used: dict[str, int] = {}
+        self._amplitude_circuits = 0
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
@@ -133,6 +195,16 @@ class Executor:
 
     def describe(self) -> dict:
         """What a run records about how its circuits were executed."""
+        exact_engine = isinstance(self.runner, ExactRunner)
+        if exact_engine or self.runner.target is None:
+            loading = "exact (noiseless simulation)"
+        elif self.amplitude_loading == "ideal":
+            loading = (
+                "ideal: each sample's state is loaded exactly (Aer SetStatevector) and the device "
+                "noise acts on the ansatz only (QMU's noisy simulation; hardware cannot do this)"
+            )
+        else:
+            loading = "device: transpiled state preparation per sample, noisy like every other gate"
         return {
             "backend": self.spec.describe(),
             "runner": self.runner.describe(),
@@ -141,6 +213,15 @@ class Executor:
             "noise_scale": self.noise_scale if self.spec.kind == "aer_noisy" else None,
             "optimization_level": self.optimization_level,
             "seed_transpiler": self.seed_transpiler,
+            "layout": {
+                "setting": list(self.layout) if isinstance(self.layout, tuple) else self.layout,
+                "used": dict(self._layouts_used),
+            } if self.runner.target is not None else None,
+            "amplitude_loading": {
+                "setting": None if exact_engine else self.amplitude_loading,
+                "what": loading,
+                "circuits": self._amplitude_circuits,
+            },
         }
 
     def close(self) -> None:
@@ -174,33 +255,196 @@ class Executor:
         return BatchedParamShiftSamplerGradient(self)
 
     # ------------------------------------------------------------------ preparation
-    def prepare(self, circuit) -> Prepared:
-        """Transpile (cached), compact and attach noise; cached per circuit object."""
-        entry = self._prepared.get(id(circuit))
-        if entry is not None and entry[0] is circuit:
-            return entry[1]
+    def prepare(self, circuit, *, initially_zero: bool = True, keep_virtual: bool = False) -> Prepared:
+        """Transpile (cached), compact and attach noise; cached per circuit object (LRU).
+
+        Args:
+            circuit: the abstract circuit.
+            initially_zero: the circuit starts from |0…0⟩ (``False`` for the ansatz of ideal
+                amplitude loading, whose state is written before it runs).
+            keep_virtual: keep the physical qubit of every virtual qubit in the compact circuit.
+        """
+        slot = (id(circuit), initially_zero, keep_virtual)
+        with self._lock:
+            entry = self._prepared.get(slot)
+            if entry is not None and entry[0] is circuit:
+                self._prepared.move_to_end(slot)
+                return entry[1]
+        prepared = self._prepare(circuit, initially_zero=initially_zero, keep_virtual=keep_virtual)
+        self._remember(slot, circuit, prepared)
+        return prepared
+
+    def _remember(self, slot, circuit, prepared: Prepared) -> None:
+        with self._lock:
+            self._prepared[slot] = (circuit, prepared)
+            self._prepared.move_to_end(slot)
+            while len(self._prepared) > self.max_prepared:
+                self._prepared.popitem(last=False)
+
+    def _prepare(self, circuit, *, initially_zero: bool = True, keep_virtual: bool = False,
+                 layout_hint: dict | None = None) -> Prepared:
         from qiskit_machine_learning.utils import circuit_cache_key
 
         target = self.runner.target
         structure = circuit_cache_key(circuit)
         if target is None:
             isa = circuit
-            key = hashlib.sha256(f"{structure}|{self.runner.name}".encode()).hexdigest()
+            sim_key = hashlib.sha256(f"{structure}|noiseless".encode()).hexdigest()
         else:
-            isa = self.cache.get_or_transpile(
-                circuit,
-                target,
-                optimization_level=self.optimization_level,
-                seed=self.seed_transpiler,
-            )
-            key = hashlib.sha256(
+            isa, where = self._transpile(circuit, target, initially_zero=initially_zero, hint=layout_hint)
+            sim_key = hashlib.sha256(
                 f"{structure}|{target_fingerprint(target)}|{self.optimization_level}|"
-                f"{self.seed_transpiler}|{self.runner.name}|{self.noise_scale}".encode()
+                f"{self.seed_transpiler}|{where}|{initially_zero}|{self.noise_scale}".encode()
             ).hexdigest()
-        prepared = self.runner.prepare(circuit, isa, key)
-        with self._lock:
-            self._prepared[id(circuit)] = (circuit, prepared)
+        key = hashlib.sha256(f"{sim_key}|{self.runner.name}".encode()).hexdigest()
+        prepared = self.runner.prepare(circuit, isa, key, keep_virtual=keep_virtual)
+        prepared.extra["sim_key"] = sim_key
         return prepared
+
+    def _transpile(self, circuit, target, *, initially_zero: bool, hint: dict | None = None):
+        """The ISA circuit and where it was laid out (``device`` or ``path:q0,q1,…``)."""
+        from .layout import best_path, check_path, restrict_target
+
+        kw = dict(
+            optimization_level=self.optimization_level, seed=self.seed_transpiler,
+            qubits_initially_zero=initially_zero,
+        )
+        n = circuit.num_qubits
+        mode = self.layout
+        path = None
+        decided = hint.get("where") if hint is not None else None
+        if decided is not None:
+            path = None if decided == "device" else decided
+        elif isinstance(mode, tuple):
+            if len(mode) != n:
+                raise BadInputError(
+                    f"the layout path has {len(mode)} qubits but the circuit has {n}; give exactly {n}"
+                )
+            path = check_path(target, mode)
+        elif mode == "path":
+            path = best_path(target, n)
+        elif mode == "auto" and self.spec.kind == "aer_noisy":
+            from ..backends.noise import active_qubits
+
+            isa = self.cache.get_or_transpile(circuit, target, **kw)
+            if len(active_qubits(isa)) > n:
+                path = best_path(target, n)
+            else:
+                self._note_layout("device", hint, "device")
+                return isa, "device"
+        if path is None:
+            self._note_layout("device", hint, "device")
+            return self.cache.get_or_transpile(circuit, target, **kw), "device"
+        where = "path:" + ",".join(str(q) for q in path)
+        self._note_layout(where, hint, path)
+        isa = self.cache.get_or_transpile(circuit, restrict_target(target, path), initial_layout=list(path), **kw)
+        return isa, where
+
+    def _note_layout(self, where: str, hint: dict | None, decision) -> None:
+        """Count the layout used; remember the decision for the other samples of a family."""
+        with self._lock:
+            self._layouts_used[where] = self._layouts_used.get(where, 0) + 1
+        if hint is not None:
+            hint.setdefault("where", decision)
+
+    # ------------------------------------------------------------------ data-dependent circuits
+    def _amplitude_plan(self, circuit) -> "_AmplitudePlan | None":
+        """How to split a circuit with a leading amplitude encoding (``None``: it has none, or
+        the runner evaluates it natively — the exact engine)."""
+        if isinstance(self.runner, ExactRunner):
+            return None
+        with self._lock:
+            entry = self._plans.get(id(circuit))
+            if entry is not None and entry[0] is circuit:
+                return entry[1]
+        from ..circuits.qmu import amplitude_parameters
+
+        plan = None
+        amp = amplitude_parameters(circuit)
+        if amp is not None:
+            plan = _AmplitudePlan.build(circuit, amp)
+        with self._lock:
+            self._plans[id(circuit)] = (circuit, plan)
+            while len(self._plans) > self.max_prepared:
+                self._plans.popitem(last=False)
+        return plan
+
+    def _amplitude_jobs(self, kind, plan, values, *, observables=None, precision=None, shots=None):
+        """Run a data-dependent circuit: one pub per distinct sample, many samples per job.
+
+        Returns the job arrays scattered back to the rows of ``values``: ``evs``/``stds``
+        (O, N) for estimates, ``probs`` (N, K) for samples.
+        """
+        from ..circuits.qmu import bind_amplitude_encoding
+
+        amps = values[:, plan.amp_cols]
+        rest = np.ascontiguousarray(values[:, plan.rest_cols])
+        norms = np.linalg.norm(amps, axis=1)
+        if not np.all(norms > 0):
+            raise BadInputError("cannot amplitude-encode a zero vector (a sample whose features are all 0)")
+        _, first, inverse = np.unique(amps, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(first)  # samples in order of first appearance
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        sample_of_row = rank[inverse]
+        rows_of = [[] for _ in range(len(order))]
+        for r, u in enumerate(sample_of_row):
+            rows_of[u].append(r)
+        rows_of = [np.asarray(r, dtype=np.int64) for r in rows_of]
+        # noiseless Aer has no device: writing the state is exact, and what a device would do
+        ideal = self.amplitude_loading == "ideal" or self.runner.target is None
+        if ideal:
+            tail_prepared = self.prepare(plan.tail, initially_zero=False, keep_virtual=True)
+        out = None
+        for chunk in self._sample_chunks(rows_of):
+            pubs = []
+            for u in chunk:
+                rows = rows_of[u]
+                first_row = int(rows[0])
+                if ideal:
+                    prepared = tail_prepared
+                    state = amps[first_row] / norms[first_row]
+                else:
+                    bound = bind_amplitude_encoding(plan.circuit, plan.amp_params, amps[first_row])
+                    prepared = self._prepare_content(bound, plan)
+                    state = None
+                obs = prepared.observables(observables) if observables is not None else None
+                pubs.append(Pub(prepared, rest[rows], obs, state))
+            with self._lock:
+                self._amplitude_circuits += len(pubs)
+            arrays = self._job(kind, pubs, observables=observables, precision=precision, shots=shots)
+            rows = np.concatenate([rows_of[u] for u in chunk])
+            if out is None:
+                out = _scatter_init(kind, arrays, len(values))
+            _scatter(kind, out, arrays, rows)
+        return out
+
+    def _prepare_content(self, bound, plan) -> Prepared:
+        """A bound (per-sample) circuit, prepared once per content (LRU)."""
+        from qiskit_machine_learning.utils import circuit_cache_key
+
+        slot = ("content", circuit_cache_key(bound))
+        with self._lock:
+            entry = self._prepared.get(slot)
+            if entry is not None:
+                self._prepared.move_to_end(slot)
+                return entry[1]
+        prepared = self._prepare(bound, layout_hint=plan.layout_hint)
+        self._remember(slot, bound, prepared)
+        return prepared
+
+    def _sample_chunks(self, rows_of: list) -> "list[list[int]]":
+        chunks, current, size = [], [], 0
+        for u, rows in enumerate(rows_of):
+            if current and (len(current) >= self.max_circuits or size + len(rows) > self.max_parameter_sets):
+                chunks.append(current)
+                current, size = [], 0
+            current.append(u)
+            size += len(rows)
+        if current:
+            chunks.append(current)
+        return chunks
 
     # ------------------------------------------------------------------ evaluation
     def expectation_values(self, circuit, observables, values, *, precision: float | None = None):
@@ -218,11 +462,17 @@ class Executor:
             ``(evs, stds)``, both (O, N).
         """
         values = _as_values(values, circuit)
+        plan = self._amplitude_plan(circuit)
+        if plan is not None:
+            out = self._amplitude_jobs(
+                "estimate", plan, values, observables=list(observables), precision=precision
+            )
+            return out["evs"], out["stds"]
         prepared = self.prepare(circuit)
         obs = prepared.observables(observables)
         evs, stds = [], []
         for chunk in self._chunks(values, len(obs)):
-            arrays = self._job("estimate", prepared, chunk, observables=obs, precision=precision)
+            arrays = self._job("estimate", [Pub(prepared, chunk, obs)], observables=obs, precision=precision)
             evs.append(arrays["evs"])
             stds.append(arrays["stds"])
         return np.concatenate(evs, 1), np.concatenate(stds, 1)
@@ -230,10 +480,13 @@ class Executor:
     def probabilities(self, circuit, values, *, shots: int | None = None):
         """Outcome distributions (N, 2**num_clbits) of a measured circuit at every row."""
         values = _as_values(values, circuit)
-        prepared = self.prepare(circuit)
         shots = shots or self.shots or 1024
+        plan = self._amplitude_plan(circuit)
+        if plan is not None:
+            return self._amplitude_jobs("sample", plan, values, shots=shots)["probs"]
+        prepared = self.prepare(circuit)
         out = [
-            self._job("sample", prepared, chunk, shots=shots)["probs"]
+            self._job("sample", [Pub(prepared, chunk)], shots=shots)["probs"]
             for chunk in self._chunks(values, 1)
         ]
         return np.concatenate(out, 0)
@@ -267,32 +520,42 @@ class Executor:
 
     # ------------------------------------------------------------------ jobs & the ledger
     def _fingerprint(self, kind, prepared, values, observables, precision, shots) -> str:
+        """The ledger fingerprint of a one-circuit job."""
+        return self._fingerprint_pubs(kind, [Pub(prepared, values, observables)], observables, precision, shots)
+
+    def _fingerprint_pubs(self, kind, pubs, observables, precision, shots) -> str:
         h = hashlib.sha256()
         h.update(
-            f"{kind}|{self.spec.name}|{prepared.key}|{self.run_id}|{self.seed}|{precision}|{shots}|"
+            f"{kind}|{self.spec.name}|{self.run_id}|{self.seed}|{precision}|{shots}|"
             f"{self.noise_scale}|{sorted(self.runtime_options.items())}".encode()
         )
         for op in observables or ():
             h.update("|".join(op.paulis.to_labels()).encode())
             h.update(np.ascontiguousarray(op.coeffs).tobytes())
-        h.update(np.ascontiguousarray(values).tobytes())
+        for pub in pubs:
+            h.update(f"|{pub.prepared.key}|".encode())
+            if pub.state is not None:
+                h.update(b"ideal-loading")
+                h.update(np.ascontiguousarray(pub.state).tobytes())
+            h.update(np.ascontiguousarray(pub.values).tobytes())
         return h.hexdigest()
 
-    def _job(self, kind, prepared, values, *, observables=None, precision=None, shots=None) -> dict:
+    def _job(self, kind, pubs, *, observables=None, precision=None, shots=None) -> dict:
+        """One job for ``pubs`` (usually one; one per sample for data-dependent circuits):
+        ledger lookup, submission with retries, record, result."""
         runner = self.runner
-        n = len(values)
+        n = sum(len(p.values) for p in pubs)
         evals = n * (len(observables) if observables is not None else 1)
         shots_used = 0 if runner.exact and kind == "estimate" else (shots or runner.shots or 1024)
         record = self.ledger is not None and not isinstance(runner, ExactRunner)
-        fp = None
+        fp = self._fingerprint_pubs(kind, pubs, observables, precision, shots)
         if record:
-            fp = self._fingerprint(kind, prepared, values, observables, precision, shots)
             reused = self._from_ledger(fp)
             if reused is not None:
                 self.cost.add(jobs_reused=1)
                 return reused
-        seed = (self.seed * 1_000_003 + int((fp or self._fingerprint(kind, prepared, values, observables, precision, shots))[:12], 16)) % (2**31)
-        handle = self._submit(kind, prepared, values, observables, precision, shots, seed)
+        seed = (self.seed * 1_000_003 + int(fp[:12], 16)) % (2**31)
+        handle = self._submit(kind, pubs, precision, shots, seed)
         if record:
             self.ledger.record_submitted(
                 job_id=handle.job_id,
@@ -303,7 +566,7 @@ class Executor:
                 session_id=handle.session_id,
                 run_id=self.run_id,
                 tags={"kind": kind},
-                num_pubs=1,
+                num_pubs=len(pubs),
                 circuit_evaluations=evals,
                 shots=shots_used * n,
             )
@@ -322,7 +585,7 @@ class Executor:
         if record:
             self.ledger.record_done(handle.job_id, arrays)
         self.cost.add(
-            jobs=1, pubs=1, circuit_evaluations=evals, shots=shots_used * n,
+            jobs=1, pubs=len(pubs), circuit_evaluations=evals, shots=shots_used * n,
             qpu_seconds=getattr(handle, "qpu_seconds", 0.0),
         )
         return arrays
@@ -353,15 +616,21 @@ class Executor:
                 self.ledger.record_lost(row.job_id)
         return None
 
-    def _submit(self, kind, prepared, values, observables, precision, shots, seed):
+    def _submit(self, kind, pubs, precision, shots, seed):
         delay = 1.0
+        single = len(pubs) == 1 and pubs[0].state is None
         for attempt in range(self.retries):
             try:
                 if kind == "estimate":
-                    return self.runner.submit_estimate(
-                        prepared, observables, values, precision=precision, seed=seed
-                    )
-                return self.runner.submit_sample(prepared, values, shots=shots, seed=seed)
+                    if single:
+                        p = pubs[0]
+                        return self.runner.submit_estimate(
+                            p.prepared, p.observables, p.values, precision=precision, seed=seed
+                        )
+                    return self.runner.submit_estimate_pubs(pubs, precision=precision, seed=seed)
+                if single:
+                    return self.runner.submit_sample(pubs[0].prepared, pubs[0].values, shots=shots, seed=seed)
+                return self.runner.submit_sample_pubs(pubs, shots=shots, seed=seed)
             except Exception as exc:  # noqa: BLE001 - classified below
                 if not _transient(exc) or attempt == self.retries - 1:
                     if isinstance(exc, (BadInputError, BackendError, JobError)):
@@ -373,6 +642,79 @@ class Executor:
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+@dataclass
+class _AmplitudePlan:
+    """A circuit with a leading amplitude encoding, split into data and ansatz.
+
+    Attributes:
+        circuit: the whole circuit.
+        amp_params: the encoding's parameters, in amplitude order.
+        amp_cols: column of each of them in ``circuit.parameters`` order.
+        rest_cols: the other columns, in ``circuit.parameters`` order (= ``tail.parameters``).
+        tail: the circuit without the encoding (the ansatz, weights symbolic).
+        layout_hint: the layout chosen for the first bound sample, reused for the others.
+    """
+
+    circuit: object
+    amp_params: list
+    amp_cols: np.ndarray
+    rest_cols: np.ndarray
+    tail: object
+    layout_hint: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, circuit, amp_params) -> "_AmplitudePlan":
+        params = list(circuit.parameters)
+        index = {p: i for i, p in enumerate(params)}
+        amp_set = set(amp_params)
+        amp_cols = np.array([index[p] for p in amp_params], dtype=np.int64)
+        rest_cols = np.array([i for i, p in enumerate(params) if p not in amp_set], dtype=np.int64)
+        tail = circuit.copy_empty_like()
+        for inst in circuit.data[1:]:
+            tail.append(inst)
+        if amp_set & set(tail.parameters):
+            raise BadInputError(
+                "the amplitude-encoding inputs are used again after the encoding; only a leading "
+                "amplitude encoding can be split off for devices"
+            )
+        if [p.name for p in tail.parameters] != [params[c].name for c in rest_cols]:
+            raise BackendError("the ansatz after the amplitude encoding does not use every weight parameter")
+        return cls(circuit, list(amp_params), amp_cols, rest_cols, tail)
+
+
+def _scatter_init(kind: str, arrays: dict, n: int) -> dict:
+    if kind == "estimate":
+        o = arrays["evs"].shape[0]
+        return {"evs": np.zeros((o, n)), "stds": np.zeros((o, n))}
+    return {"probs": np.zeros((n, arrays["probs"].shape[1]))}
+
+
+def _scatter(kind: str, out: dict, arrays: dict, rows: np.ndarray) -> None:
+    if kind == "estimate":
+        out["evs"][:, rows] = arrays["evs"]
+        out["stds"][:, rows] = arrays["stds"]
+    else:
+        out["probs"][rows] = arrays["probs"]
+
+
+def _check_layout(layout):
+    if isinstance(layout, str):
+        text = layout.strip().lower()
+        if text in LAYOUTS:
+            return text
+        if text.startswith("path:"):
+            try:
+                return tuple(int(q) for q in text[5:].split(",") if q.strip())
+            except ValueError:
+                pass
+        raise BadInputError(
+            f"unknown layout {layout!r}; use auto, path, device or path:Q0,Q1,... (coupled qubits)"
+        )
+    if isinstance(layout, (list, tuple)) and layout and all(isinstance(q, (int, np.integer)) for q in layout):
+        return tuple(int(q) for q in layout)
+    raise BadInputError(f"unknown layout {layout!r}; use auto, path, device or a list of coupled qubits")
 
 
 def _transient(exc: Exception) -> bool:

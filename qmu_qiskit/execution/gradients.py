@@ -121,14 +121,39 @@ class _ShiftPlan:
         from qiskit.transpiler.passes import TranslateParameterizedGates
         from qiskit_machine_learning.gradients.utils import _assign_unique_parameters
 
-        unrolled = TranslateParameterizedGates(list(SUPPORTED_GATES))(circuit)
+        from ..circuits.qmu import amplitude_parameters
+
+        # A leading amplitude encoding (QMU) carries data, not trainable angles: it stays as it is
+        # in front of the gradient circuit and its inputs pass through unchanged (no shift rule
+        # exists for amplitudes; input gradients through it need the exact engine).
+        amp = amplitude_parameters(circuit)
+        head = None
+        body = circuit
+        if amp is not None:
+            head = circuit.data[0]
+            body = circuit.copy_empty_like()
+            for inst in circuit.data[1:]:
+                body.append(inst)
+        unrolled = TranslateParameterizedGates(list(SUPPORTED_GATES))(body)
         grad_circuit = _assign_unique_parameters(unrolled)
-        self.circuit = grad_circuit.gradient_circuit
+        if head is None:
+            self.circuit = grad_circuit.gradient_circuit
+        else:
+            self.circuit = circuit.copy_empty_like()
+            self.circuit.append(head)
+            self.circuit.compose(grad_circuit.gradient_circuit, inplace=True)
+        self.data_columns = frozenset()
         src = {p: i for i, p in enumerate(circuit.parameters)}
         g_params = list(self.circuit.parameters)
         A = np.zeros((len(src), len(g_params)))
         b = np.zeros(len(g_params))
+        amp_set = set(amp or ())
+        if amp_set:
+            self.data_columns = frozenset(src[p] for p in amp_set)
         for g, gp in enumerate(g_params):
+            if gp in amp_set:
+                A[src[gp], g] = 1.0
+                continue
             expr = grad_circuit.gradient_parameter_map[gp]
             params = list(expr.parameters)
             for p in params:
@@ -144,7 +169,19 @@ class _ShiftPlan:
         self.b = b
 
     def shifted_rows(self, values: np.ndarray, cols):
-        """Rows [base; +π/2 shifts; −π/2 shifts] per input row, and the chain-rule matrix."""
+        """Rows [base; +π/2 shifts; −π/2 shifts] per input row, and the chain-rule matrix.
+
+        Raises:
+            BackendError: a gradient with respect to amplitude-encoded inputs is requested.
+        """
+        if self.data_columns and set(cols) & self.data_columns:
+            from ..exceptions import BackendError
+
+            raise BackendError(
+                "gradients with respect to amplitude-encoded inputs (the QMU hybrid model's "
+                "encoder) have no parameter-shift rule; train that model on the noiseless 'aer' "
+                "backend (exact engine) and evaluate it on the noisy or hardware backend"
+            )
         A_cols = self.A[list(cols)]  # (C, G)
         shift = np.flatnonzero(np.any(A_cols != 0, axis=0))
         g = values @ self.A + self.b  # (U, G)

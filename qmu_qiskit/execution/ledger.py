@@ -91,11 +91,14 @@ class JobLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.results_dir = self.path.parent / "results"
         self.results_dir.mkdir(mode=0o700, exist_ok=True)
-        new = not self.path.exists()
+        os.chmod(self.results_dir, 0o700)
+        # Created user-only before SQLite opens it: no moment (and no kill) leaves it readable
+        # by others; SQLite gives its -wal/-shm files the database's permissions.
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         self._local = threading.local()
         conn = self._conn()
-        if new:
-            os.chmod(self.path, 0o600)
         conn.executescript(SCHEMA)
         conn.commit()
 

@@ -10,6 +10,13 @@ epoch into 12–22 s).
 ISA circuits keep their parameters symbolic; values are bound positionally in
 ``circuit.parameters`` order, which is the sorted order of parameter names and therefore the same
 for the abstract circuit, the freshly transpiled one and one loaded back from QPY.
+
+Before the pass manager runs, parameterised ``u``/``u1``/``u2``/``u3``/``p`` gates are rewritten
+as ``rz·ry·rz`` (:func:`without_parametric_phase`): the same unitaries up to a *parameter-dependent
+global phase*, which no expectation value or count can see. Qiskit 2.x's target-aware
+``BasisTranslator`` spends time exponential in the number of parameters carried by the global
+phase once routing has inserted SWAPs (Qiskit issue #16520: QMU's 8-qubit ring with L = 5 layers
+took 11 s, L = 6 over 40 s, L = 10 did not finish; after the rewrite L = 10 takes 0.02 s).
 """
 
 from __future__ import annotations
@@ -69,13 +76,21 @@ class TranspileCache:
     Args:
         directory: folder for the QPY files (``None``: memory only).
         cost: a :class:`~qmu_qiskit.execution.cost.CostTracker` to charge hits, misses and time.
+        max_memory: ISA circuits kept in memory, least recently used dropped first (a dropped
+            one is read back from disk). Data-dependent circuits make one ISA circuit per sample.
     """
 
-    def __init__(self, directory: str | os.PathLike | None = None, *, cost=None):
+    def __init__(self, directory: str | os.PathLike | None = None, *, cost=None, max_memory: int = 512):
+        from collections import OrderedDict
+
         self.directory = Path(directory) if directory is not None else None
-        self._memory: dict[str, object] = {}
+        self._memory: "OrderedDict[str, object]" = OrderedDict()
+        self.max_memory = max(1, int(max_memory))
         self._lock = threading.Lock()
         self.cost = cost
+
+    #: Bumped when the preparation before the pass manager changes (old entries are not reused).
+    VERSION = "phase-free-1"
 
     def key(self, circuit, target, *, optimization_level: int, seed: int | None, extra: str = "") -> str:
         import qiskit
@@ -87,6 +102,7 @@ class TranspileCache:
             str(optimization_level),
             str(seed),
             qiskit.__version__,
+            self.VERSION,
             extra,
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
@@ -99,8 +115,18 @@ class TranspileCache:
         optimization_level: int = 1,
         seed: int | None = 0,
         initial_layout=None,
+        qubits_initially_zero: bool = True,
     ):
         """The ISA circuit for ``circuit`` on ``target``, from cache when possible.
+
+        Args:
+            circuit: the abstract circuit (parameters stay symbolic).
+            target: the device target (or a restricted copy, :func:`.layout.restrict_target`).
+            optimization_level, seed: the preset pass manager's settings.
+            initial_layout: physical qubit of each virtual qubit (``None``: the transpiler's).
+            qubits_initially_zero: ``False`` when the circuit is the tail of a circuit whose
+                state is loaded by other means (ideal amplitude loading): the transpiler must
+                then not simplify gates on the assumption that the qubits start in |0⟩.
 
         Raises:
             BackendError: the circuit needs more qubits than the device has.
@@ -111,9 +137,13 @@ class TranspileCache:
                 f"{target.num_qubits}; choose a larger backend or a smaller model (--qubits)"
             )
         extra = "" if initial_layout is None else json.dumps(list(initial_layout))
+        if not qubits_initially_zero:
+            extra += "|not-initially-zero"
         key = self.key(circuit, target, optimization_level=optimization_level, seed=seed, extra=extra)
         with self._lock:
             hit = self._memory.get(key)
+            if hit is not None:
+                self._memory.move_to_end(key)
         if hit is not None:
             self._charge(hits=1)
             return hit
@@ -129,13 +159,16 @@ class TranspileCache:
                 target=target,
                 seed_transpiler=seed,
                 initial_layout=initial_layout,
+                qubits_initially_zero=qubits_initially_zero,
             )
-            isa = pm.run(circuit)
+            isa = pm.run(without_parametric_phase(circuit))
             self._charge(misses=1, seconds=time.perf_counter() - t0)
             _check_parameters(circuit, isa)
             self._store(key, isa)
         with self._lock:
             self._memory[key] = isa
+            while len(self._memory) > self.max_memory:
+                self._memory.popitem(last=False)
         return isa
 
     def _charge(self, *, hits: int = 0, misses: int = 0, seconds: float = 0.0) -> None:
@@ -172,6 +205,53 @@ class TranspileCache:
         buf = io.BytesIO()
         qpy.dump(isa, buf)
         _atomic_bytes(path, buf.getvalue())
+
+
+_PHASED_1Q = ("u", "u3", "u2", "u1", "p")
+
+
+def without_parametric_phase(circuit):
+    """The circuit with every parameterised top-level ``u``/``u3``/``u2``/``u1``/``p`` gate written
+    as ``rz(λ)·ry(θ)·rz(φ)`` (``U(θ, φ, λ) = e^{i(φ+λ)/2} RZ(φ) RY(θ) RZ(λ)``) and a parameterised
+    global phase set to 0 — equal up to a global phase, so every expectation value and outcome
+    distribution is unchanged. Circuits without such gates are returned as they are.
+
+    Only top-level one-qubit gates are rewritten: their phase is global to the whole circuit,
+    whereas the phase of a gate inside a controlled operation is not.
+    """
+    from qiskit.circuit import ParameterExpression
+
+    def parametric(op) -> bool:
+        return any(isinstance(p, ParameterExpression) and p.parameters for p in op.params)
+
+    phase = circuit.global_phase
+    phase_param = isinstance(phase, ParameterExpression) and bool(phase.parameters)
+    if not phase_param and not any(
+        inst.operation.name in _PHASED_1Q and parametric(inst.operation) for inst in circuit.data
+    ):
+        return circuit
+    import math
+
+    out = circuit.copy_empty_like()
+    out.global_phase = 0.0 if phase_param else phase
+    for inst in circuit.data:
+        op = inst.operation
+        if op.name not in _PHASED_1Q or not parametric(op):
+            out.append(inst)
+            continue
+        (q,) = inst.qubits
+        if op.name in ("u", "u3"):
+            theta, phi, lam = op.params
+        elif op.name == "u2":
+            theta, (phi, lam) = math.pi / 2, op.params
+        else:  # u1 / p: a phase gate, RZ up to a global phase
+            theta, phi, lam = 0.0, 0.0, op.params[0]
+        out.rz(lam, q)
+        if not (isinstance(theta, float) and theta == 0.0):
+            out.ry(theta, q)
+        if not (isinstance(phi, float) and phi == 0.0):
+            out.rz(phi, q)
+    return out
 
 
 def _check_parameters(circuit, isa) -> None:
