@@ -134,7 +134,11 @@ def reference_model(n, classes, noisy: bool):
         sim = AerSimulator.from_backend(device)
         est = BackendEstimatorV2(backend=sim, options={"default_precision": 1 / math.sqrt(1024)})
         pm = generate_preset_pass_manager(optimization_level=1, target=device.target, seed_transpiler=0)
-        qnn = EstimatorQNN(circuit=qc, observables=obs, input_params=x, weight_params=w,
+        # qiskit-machine-learning's documented recipe: an ISA circuit, observables mapped through
+        # its layout, and the pass manager handed to the QNN (its gradient transpiles again)
+        isa = pm.run(qc)
+        obs = [o.apply_layout(isa.layout) for o in obs]
+        qnn = EstimatorQNN(circuit=isa, observables=obs, input_params=x, weight_params=w,
                            estimator=est, pass_manager=pm)
     return Wrapped(TorchConnector(qnn, initial_weights=initial_weights(len(w))), head(n, classes))
 
@@ -275,6 +279,7 @@ def run(args) -> dict:
         rows.append(measure("ours-exact (adjoint statevector)", lambda: ours_model(n, C, "aer"), X, y, repeats=reps))
         rows.append(measure("torch statevector baseline", lambda: torch_model(n, C), X, y, repeats=reps))
         results[f"{label} | noiseless"] = rows
+        print(report({f"{label} | noiseless": rows}), flush=True)
         if n == 4 or args.noisy_8:
             rows = []
             rows.append(measure("reference (BackendEstimatorV2 + pass manager, 1024 shots)",
@@ -284,6 +289,7 @@ def run(args) -> dict:
             rows.append(measure("ours (aer_noisy, exact density matrix)",
                                 lambda: ours_model(n, C, "aer_noisy"), X, y, repeats=reps))
             results[f"{label} | FakeBrisbane noise"] = rows
+            print(report({f"{label} | FakeBrisbane noise": rows}), flush=True)
     return results
 
 
@@ -320,7 +326,7 @@ def main():
     t0 = time.time()
     results = run(args)
     text = report(results)
-    print(text)
+    print("\n== all cases ==" + text)
     meta = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
         "torch_threads": args.threads,
