@@ -162,6 +162,8 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
         out = Path("runs") / f"{cfg.data.dataset}-{cfg.model.name}-{slug}-s{seed}"
     summary = pipeline.train(cfg, out, overwrite=overwrite, progress=not no_progress)
     m = summary.metrics
+    if summary.reused:
+        click.echo(f"{summary.path} already holds this run, complete (use --overwrite to train it again)")
     click.echo(
         f"trained {cfg.model.name} on {cfg.data.dataset} ({cfg.backend.name}): "
         f"train {_fmt(m['acc_train'])}  val {_fmt(m['acc_val'])}  test {_fmt(m['acc_test'])}  "

@@ -96,6 +96,7 @@ class TrainSummary:
     path: Path
     metrics: dict
     resumed: bool = False
+    reused: bool = False
 
 
 def train(
@@ -122,6 +123,13 @@ def train(
     ):
         run.prepare(config, fingerprint=fingerprint)  # refuses a folder that is not a run
     with run.lock():
+        status = run.status() or {}
+        if not overwrite and status.get("status") == "complete" and status.get("fingerprint") == fingerprint:
+            # The same command after it finished (or after a kill that landed just after the last
+            # write): the run is already there; nothing is recomputed or overwritten.
+            from .io import read_json
+
+            return TrainSummary(path=run.path, metrics=read_json(run.path / "metrics.json"), reused=True)
         resumed = run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
         run.start(
             config,

@@ -62,8 +62,8 @@ def test_same_seed_gives_the_same_numbers(iris_teacher, tmp_path):
 def test_complete_runs_are_never_overwritten_silently(iris_teacher_copy):
     cfg = resolve_run_config(dataset="iris", seed=0, training={"epochs": 30})
     before = (iris_teacher_copy / "metrics.json").read_bytes()
-    with pytest.raises(RunError, match="already holds a complete run"):
-        pipeline.train(cfg, iris_teacher_copy, progress=False)
+    again = pipeline.train(cfg, iris_teacher_copy, progress=False)  # the same command: reused
+    assert again.reused and again.metrics["acc_test"] == json.loads(before)["acc_test"]
     other = resolve_run_config(dataset="iris", seed=1, training={"epochs": 30})
     with pytest.raises(RunError, match="different config"):
         pipeline.train(other, iris_teacher_copy, progress=False)
