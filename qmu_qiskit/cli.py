@@ -124,6 +124,8 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, resil
 @click.option("--lr", type=float, default=None, help="Adam learning rate (HQML: 1e-2 Iris, 1e-3 MNIST).")
 @click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs (0: off).")
 @click.option("--select", type=click.Choice(["val", "test", "last"]), default=None, help="Model selection: best validation accuracy (default), best test accuracy (HQML quirk) or last epoch.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="adam (default; HQML) or sgd (QMU).")
+@click.option("--momentum", type=float, default=None, help="SGD momentum (QMU: 0.9).")
 @click.option("--samples-per-class", type=int, default=None, help="Per-class subsample before splitting (MNIST default 200, Fashion 800).")
 @click.option("--test-size", type=float, default=None, help="Stratified test fraction (default 0.2).")
 @click.option("--val-size", type=float, default=None, help="Validation fraction of the training part (default 0.1).")
@@ -135,7 +137,7 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, resil
 @click.option("--overwrite", is_flag=True, help="Replace a complete run in --out instead of refusing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, engine, optimization_level,
-          resilience_level, epochs, batch_size, lr, patience, select, samples_per_class, test_size,
+          resilience_level, epochs, batch_size, lr, patience, select, optimizer, momentum, samples_per_class, test_size,
           val_size, data_dir, download, seed, protocol, out, overwrite, no_progress):
     """Train a hybrid QNN classifier (the teacher) into a run directory.
 
@@ -154,7 +156,8 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
         protocol=protocol,
         data={"data_dir": data_dir, "samples_per_class": samples_per_class, "test_size": test_size,
               "val_size": val_size, "download": download or None},
-        training={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience, "select": select},
+        training={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
+                  "select": select, "optimizer": optimizer, "momentum": momentum},
         backend=_backend_dict(backend, shots, noise_scale, engine, optimization_level, resilience_level),
     )
     if out is None:

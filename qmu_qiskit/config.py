@@ -91,6 +91,8 @@ class TrainingConfig(_Strict):
         select: model selection — ``val`` (best validation accuracy; the fixed protocol),
             ``test`` (best test accuracy; HQML's quirk, only in the faithful protocol) or
             ``last`` (the last epoch).
+        optimizer: ``adam`` (HQML) or ``sgd`` (QMU: SGD with momentum 0.9).
+        momentum: SGD momentum.
     """
 
     _what: ClassVar[str] = "training config"
@@ -100,6 +102,15 @@ class TrainingConfig(_Strict):
     weight_decay: float = 0.0
     patience: int = 15
     select: Literal["val", "test", "last"] = "val"
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.0
+
+    @field_validator("momentum")
+    @classmethod
+    def _momentum(cls, v):
+        if not (0.0 <= v < 1.0):
+            raise ValueError("must be in [0, 1), e.g. 0.9 (QMU's SGD)")
+        return v
 
     @field_validator("epochs", "batch_size")
     @classmethod
@@ -206,6 +217,9 @@ class RunConfig(_Strict):
         if payload.get("exclude_forget") is None:
             # absent from configs made before the option existed: keep their fingerprints
             payload.pop("exclude_forget", None)
+        if payload["training"].get("optimizer") == "adam" and not payload["training"].get("momentum"):
+            payload["training"].pop("optimizer", None)  # likewise for the optimizer choice
+            payload["training"].pop("momentum", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -319,10 +319,7 @@ def unlearn(
     backend = backend or cfg.backend
     oracle_backend = oracle_backend or cfg.backend
     options = dict(options or {})
-    recipe = RecipeInfo(
-        dataset=cfg.data.dataset, lr=cfg.training.lr, batch_size=cfg.training.batch_size,
-        epochs=cfg.training.epochs,
-    )
+    recipe = RecipeInfo.from_config(cfg)
     # oracle=False (mia-compare, which audits the methods only): no retrain run, no oracle metrics
     wanted = (["retrain"] if oracle else []) + [m for m in methods if m != "retrain"]
     labels = dict(labels or {})

@@ -69,6 +69,13 @@ def accuracy(logits: np.ndarray, y) -> float:
     return float((np.asarray(logits).argmax(1) == y).mean())
 
 
+def make_optimizer(params, kind: str, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+    """Adam (HQML's recipe) or SGD with momentum (QMU's)."""
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 def rng_state(generator: torch.Generator) -> dict:
     return {"torch": torch.get_rng_state(), "generator": generator.get_state()}
 
@@ -166,7 +173,10 @@ class Trainer:
         if select == "test" and (test is None or len(test[1]) == 0):
             select = "last"
         generator = torch.Generator().manual_seed(int(self.seed))
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(
+            model.parameters(), cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
 
         start_epoch, history = 0, []
         best_state = copy.deepcopy(model.state_dict())

@@ -221,8 +221,7 @@ def expand(
                     _add_teacher_subtree(
                         cells, spec, cfg, bundle, grid_dir, entries, seed,
                         resolve_forget=resolve_forget, resolve_options=resolve_options, get_method=get_method,
-                        recipe=RecipeInfo(dataset=cfg.data.dataset, lr=cfg.training.lr,
-                                          batch_size=cfg.training.batch_size, epochs=cfg.training.epochs),
+                        recipe=RecipeInfo.from_config(cfg),
                         where=where,
                     )
     ordered = sorted(cells.values(), key=lambda c: KIND_ORDER[c.kind])

@@ -124,6 +124,15 @@ class RecipeInfo:
     lr: float
     batch_size: int
     epochs: int
+    optimizer: str = "adam"
+    momentum: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg) -> "RecipeInfo":
+        """The teacher's recipe from its :class:`~qmu_qiskit.config.RunConfig`."""
+        t = cfg.training
+        return cls(dataset=cfg.data.dataset, lr=t.lr, batch_size=t.batch_size, epochs=t.epochs,
+                   optimizer=t.optimizer, momentum=t.momentum)
 
     @property
     def large(self) -> bool:

@@ -29,10 +29,21 @@ def common_options(iris: int, large: int, source: str) -> dict[str, Option]:
     return {
         "epochs": Option(int, budget(iris, large), f"epochs ({source}: {iris} Iris, {large} MNIST/Fashion)",
                          minimum=0),
-        "lr": Option(float, lambda r: r.lr, "Adam learning rate (default: the teacher's)"),
+        "lr": Option(float, lambda r: r.lr, "learning rate (default: the teacher's)"),
         "batch_size": Option(int, lambda r: r.batch_size, "mini-batch size (default: the teacher's)",
                              minimum=1),
+        "optimizer": Option(str, lambda r: r.optimizer, "adam (HQML) or sgd (QMU) (default: the "
+                            "teacher's)", choices=("adam", "sgd")),
+        "momentum": Option(float, lambda r: r.momentum, "SGD momentum (default: the teacher's; "
+                           "QMU: 0.9)", minimum=0.0, maximum=0.999),
     }
+
+
+def optimizer_for(params, opts: dict):
+    """The optimizer a method's options ask for (``optimizer``, ``lr``, ``momentum``)."""
+    from ...training import make_optimizer
+
+    return make_optimizer(params, opts["optimizer"], lr=opts["lr"], momentum=opts["momentum"])
 
 
 def loader_option(default: str = "zip") -> Option:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..base import MethodResult, Option, UnlearnContext, register_method
-from ._common import common_options, input_range, kl_to_uniform, loader_option, pairs
+from ._common import common_options, input_range, kl_to_uniform, loader_option, pairs, optimizer_for
 
 
 @contextmanager
@@ -70,7 +70,7 @@ def adv_uniform(ctx: UnlearnContext) -> MethodResult:
     model = ctx.copy_teacher()
     retain, forget = ctx.tensors("retain"), ctx.tensors("forget")
     low, high = input_range(ctx.retain[0], ctx.forget[0])
-    opt = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    opt = optimizer_for(model.parameters(), opts)
     pair = pairs(opts["loader"])
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(model, opt, opts["epochs"], desc="adv_uniform"):

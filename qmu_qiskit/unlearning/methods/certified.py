@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from ...exceptions import BadInputError
 from ..base import MethodResult, Option, UnlearnContext, batches, register_method
-from ._common import common_options
+from ._common import common_options, optimizer_for
 
 #: Lipschitz constant (spectral norm, w.r.t. the logits z) of the softmax cross-entropy Hessian
 #: A(z) = diag(p) − ppᵀ. dA = diag(dp) − dp pᵀ − p dpᵀ with dp = A dz, so
@@ -267,7 +267,7 @@ def certified_hqml(ctx: UnlearnContext) -> MethodResult:
     opts = ctx.options
     model = ctx.copy_teacher()
     params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=opts["lr"])
+    opt = optimizer_for(params, opts)
     retain = ctx.tensors("retain")
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(model, opt, opts["epochs"], desc="certified_hqml"):

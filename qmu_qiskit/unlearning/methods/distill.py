@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ...exceptions import BadInputError
 from ..base import MethodResult, Option, UnlearnContext, batches, register_method
-from ._common import budget, clamped_kl, common_options, distill_kl, loader_option, logits_of, pairs, with_index
+from ._common import budget, clamped_kl, common_options, distill_kl, loader_option, logits_of, pairs, with_index, optimizer_for
 
 SCRUB_OPTIONS = {
     **common_options(50, 60, "HQML SCRUB"),
@@ -43,7 +43,7 @@ def _scrub(ctx: UnlearnContext, desc: str, after_epoch=None) -> tuple[nn.Module,
     (Xr, yr), (Xf, _) = ctx.tensors("retain"), ctx.tensors("forget")
     state = ctx.resume_state()
     t_r, t_f = _teacher_logits(ctx, state)
-    opt = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    opt = optimizer_for(model.parameters(), opts)
     T, bs = opts["kd_T"], opts["batch_size"]
     for epoch in ctx.epochs(model, opt, opts["epochs"], state=state, desc=desc):
         model.train()
@@ -159,7 +159,7 @@ def scrub_hqml(ctx: UnlearnContext) -> MethodResult:
     state = ctx.resume_state()
     t_r, t_f = _teacher_logits(ctx, state)
     p_r, p_f = t_r.softmax(1), t_f.softmax(1)
-    opt = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    opt = optimizer_for(model.parameters(), opts)
     pair = pairs(opts["loader"])
     for _ in ctx.epochs(model, opt, opts["epochs"], state=state, desc="scrub_hqml"):
         model.train()

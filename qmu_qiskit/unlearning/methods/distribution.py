@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from ...exceptions import BadInputError
 from ..base import MethodResult, Option, UnlearnContext, batches, register_method
-from ._common import common_options, kl_rows, logits_of
+from ._common import common_options, kl_rows, logits_of, optimizer_for
 
 
 def target_distribution(
@@ -92,7 +92,7 @@ def distribution_guided(ctx: UnlearnContext) -> MethodResult:
         state["anchor_p0"] = p0_r[idx]
     q, idx, p0_a = state["q"], state["anchor_idx"], state["anchor_p0"]
     XA = Xr[idx]
-    opt = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    opt = optimizer_for(model.parameters(), opts)
     for _ in ctx.epochs(model, opt, opts["epochs"], state=state, desc="dg"):
         model.train()
         for xb, _ in batches(Xf, torch.arange(len(Xf)), opts["batch_size"], ctx.loop_generator("forget")):

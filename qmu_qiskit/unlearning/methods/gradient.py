@@ -7,19 +7,10 @@ import torch
 from torch import nn
 
 from ..base import MethodResult, Option, UnlearnContext, batches, cycled, register_method, zipped
-from ._common import common_options, diag_fisher, grads, loader_option, norm, pairs, set_grads
+from ._common import common_options, diag_fisher, grads, loader_option, norm, pairs, set_grads, optimizer_for
 
 
-def _epochs(recipe) -> int:
-    # HQML budgets: 15 epochs on Iris, 25 on MNIST/Fashion-MNIST.
-    return 25 if recipe.large else 15
-
-
-COMMON = {
-    "epochs": Option(int, _epochs, "epochs (HQML: 15 Iris, 25 MNIST/Fashion)"),
-    "lr": Option(float, lambda r: r.lr, "Adam learning rate (default: the teacher's)"),
-    "batch_size": Option(int, lambda r: r.batch_size, "mini-batch size (default: the teacher's)"),
-}
+COMMON = common_options(15, 25, "HQML")
 
 
 @register_method(
@@ -34,7 +25,7 @@ def finetune(ctx: UnlearnContext) -> MethodResult:
     catastrophic forgetting of D_f."""
     opts = ctx.options
     model = ctx.copy_teacher()
-    opt = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    opt = optimizer_for(model.parameters(), opts)
     retain = ctx.tensors("retain")
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(model, opt, opts["epochs"], desc="finetune"):
@@ -58,7 +49,7 @@ def gradient_ascent(ctx: UnlearnContext) -> MethodResult:
     the retain set is not used."""
     opts = ctx.options
     model = ctx.copy_teacher()
-    opt = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    opt = optimizer_for(model.parameters(), opts)
     forget = ctx.tensors("forget")
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(model, opt, opts["epochs"], desc="ga"):
@@ -88,7 +79,7 @@ def neggrad_plus(ctx: UnlearnContext) -> MethodResult:
     opts = ctx.options
     beta = opts["beta"]
     model = ctx.copy_teacher()
-    opt = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    opt = optimizer_for(model.parameters(), opts)
     retain, forget = ctx.tensors("retain"), ctx.tensors("forget")
     pair = zipped if opts["loader"] == "zip" else cycled
     loss_fn = nn.CrossEntropyLoss()
@@ -130,7 +121,7 @@ def fisher(ctx: UnlearnContext) -> MethodResult:
         state["fisher"] = [d.float() for d in diag]
     theta0 = [p.detach().clone() for p in ctx.teacher.parameters()]
     fisher_diag = state["fisher"]
-    opt = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    opt = optimizer_for(model.parameters(), opts)
     loss_fn = nn.CrossEntropyLoss()
     lam = opts["lam"]
     for _ in ctx.epochs(model, opt, opts["epochs"], state=state, desc="fisher"):
@@ -151,8 +142,6 @@ def fisher(ctx: UnlearnContext) -> MethodResult:
         "alpha": Option(float, 1.0, "scale α of the ascent step relative to the retain gradient norm",
                         minimum=0.0),
         "loader": loader_option("zip"),
-        "optimizer": Option(str, "adam", "adam (the project's default) or sgd (plain steps: the "
-                            "relative scaling is then the literal step ratio)", choices=("adam", "sgd")),
     },
     summary="relative gradient ascent: descent on D_r plus ascent on D_f rescaled to the retain "
             "gradient norm",
@@ -172,10 +161,8 @@ def relative_gradient_ascent(ctx: UnlearnContext) -> MethodResult:
     opts = ctx.options
     model = ctx.copy_teacher()
     params = list(model.parameters())
-    if opts["optimizer"] == "adam":
-        opt = torch.optim.Adam(params, lr=opts["lr"])
-    else:
-        opt = torch.optim.SGD(params, lr=opts["lr"])
+    # with optimizer=sgd and momentum 0 the relative scaling is the literal step ratio
+    opt = optimizer_for(params, opts)
     retain, forget = ctx.tensors("retain"), ctx.tensors("forget")
     pair = pairs(opts["loader"])
     loss_fn = nn.CrossEntropyLoss()

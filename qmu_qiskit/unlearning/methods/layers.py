@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..base import MethodResult, Option, UnlearnContext, batches, register_method
-from ._common import common_options, freeze_all_but, train_mode, trainable
+from ._common import common_options, freeze_all_but, train_mode, trainable, optimizer_for
 
 
 def _k_option(what: str) -> Option:
@@ -39,7 +39,7 @@ def _fit_retain(ctx: UnlearnContext, model, frozen: list[nn.Module], desc: str) 
     """Cross-entropy on D_r over the trainable parameters, frozen groups held in eval mode."""
     opts = ctx.options
     params = trainable(model)
-    opt = torch.optim.Adam(params, lr=opts["lr"]) if params else None
+    opt = optimizer_for(params, opts) if params else None
     retain = ctx.tensors("retain")
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(model, opt, opts["epochs"] if params else 0, desc=desc):
@@ -97,7 +97,7 @@ def cf_k_hqml(ctx: UnlearnContext) -> MethodResult:
     keep = [m for _, m in model.layer_groups() if id(m) not in frozen_ids]
     frozen = freeze_all_but(model, keep)
     params = trainable(model)
-    opt = torch.optim.Adam(params, lr=opts["lr"]) if params else None
+    opt = optimizer_for(params, opts) if params else None
     forget = ctx.tensors("forget")
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(model, opt, opts["epochs"] if params else 0, desc="cf_k_hqml"):

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..base import MethodResult, Option, UnlearnContext, register_method
-from ._common import common_options, grads, loader_option, logits_of, norm, pairs, set_grads, with_index
+from ._common import common_options, grads, loader_option, logits_of, norm, pairs, set_grads, with_index, optimizer_for
 
 
 def similar_label_map(
@@ -58,7 +58,7 @@ def _qmul(ctx: UnlearnContext, sign: float, desc: str, *, hqml: bool) -> MethodR
         )
     similar = state["similar"]
     state.setdefault("last_weight", 0.0)
-    opt = torch.optim.Adam(params, lr=opts["lr"])
+    opt = optimizer_for(params, opts)
     pair = pairs(opts["loader"])
     for _ in ctx.epochs(model, opt, opts["epochs"], state=state, desc=desc):
         model.train()
@@ -140,7 +140,7 @@ def label_complement(ctx: UnlearnContext) -> MethodResult:
     model = ctx.copy_teacher()
     retain = ctx.tensors("retain")
     comp = complement_set(*ctx.tensors("forget"), ctx.num_classes)
-    opt = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    opt = optimizer_for(model.parameters(), opts)
     pair = pairs(opts["loader"])
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(model, opt, opts["epochs"], desc="lca"):
