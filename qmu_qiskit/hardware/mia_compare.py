@@ -148,12 +148,25 @@ def _run_config(cc: CompareConfig, name: str, layers: int, backend: dict):
         data["samples_per_class"] = int(cc.samples_per_class)
     data["data_dir"] = cc.data_dir
     training = dict(recipe.training)
+    for entry in recipe.models:  # QMU trains its two models with different recipes
+        if entry.name == name:
+            training.update(entry.training)
     if cc.epochs:
         training["epochs"] = int(cc.epochs)
     return resolve_run_config(
         dataset="mnist", model=name, qubits=8, layers=layers, seed=cc.seed, protocol="qmu",
         data=data, training=training, backend=backend,
     )
+
+
+def _method_options(cc: CompareConfig) -> dict:
+    """The qmu protocol's options of each method (QMU's unlearning budget), under the user's."""
+    from ..studies.protocols import get_protocol
+
+    out = {e.method: dict(e.options) for e in get_protocol("qmu").methods if e.method in cc.methods and e.options}
+    for method, opts in cc.method_options.items():
+        out.setdefault(method, {}).update(opts)
+    return out
 
 
 def _default_layers(name: str) -> int:
@@ -414,7 +427,7 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
                 t0 = time.perf_counter()
                 echo(f"[mia-compare] unlearning {cc.forget} from {label}: {', '.join(cc.methods)} ...")
                 summaries = pipeline.unlearn(mm.teacher, cc.forget, list(cc.methods), oracle=False,
-                                             options=dict(cc.method_options), seed=cc.seed,
+                                             options=_method_options(cc), seed=cc.seed,
                                              progress=progress)
                 mm.unlearned = {s.method: s.path for s in summaries}
                 timings[f"unlearn {label}"] = round(time.perf_counter() - t0, 1)

@@ -82,12 +82,17 @@ class DatasetEntry(_Model):
 
 
 class ModelEntry(_Model):
-    """A model of the grid (``qubits``/``layers``: ``None`` = the model's default)."""
+    """A model of the grid (``qubits``/``layers``: ``None`` = the model's default).
+
+    ``training`` overrides the dataset's training recipe for this model only (QMU trains its
+    basic QNN and its HQNN with different optimisers).
+    """
 
     name: str
     qubits: Optional[int] = Field(default=None, ge=1)
     layers: Optional[int] = Field(default=None, ge=1)
     readout: Literal["estimator", "sampler"] = "estimator"
+    training: dict[str, Any] = {}
 
 
 class MethodEntry(_Model):

@@ -104,7 +104,7 @@ class Protocol:
         name = _canonical(dataset.name)
         recipe = self.recipes.get(name, Recipe())
         data = {**recipe.data, **spec.data, **dataset.data}
-        training = {**recipe.training, **spec.training, **dataset.training}
+        training = {**recipe.training, **spec.training, **dataset.training, **(model.training if model else {})}
         protocol = self.name
         quirks = spec.quirks
         exclude = None
@@ -266,23 +266,43 @@ _register(Protocol(
     method_names=HQML_NAMES,
 ))
 
+_QMU_STEP = {"epochs": 6, "batch_size": 16, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0}
+
 _register(Protocol(
     name="qmu",
     title="QMU, noiseless (Su et al. 2025)",
     source="QMU: arXiv 2509.06086, code Sujun124/QMU",
     recipes={"mnist": Recipe(
-        models=(ModelEntry(name="qmu-basic", qubits=8, layers=10), ModelEntry(name="qmu-hybrid", qubits=8, layers=1)),
-        # QMU samples 1000 training / 500 test images; 150 per class split 80/20 is that size.
-        data={"samples_per_class": 150, "val_size": 0.1},
-        training={"epochs": 10, "batch_size": 16, "lr": 1e-2, "patience": 5, "select": "val"},
+        models=(
+            # QMU's basic QNN recipe (PennyLane, SGD lr 0.05, batch 32) reaches 0.42 test
+            # accuracy here; Adam at 1e-2 for 20 epochs reaches 0.62.
+            ModelEntry(name="qmu-basic", qubits=8, layers=10,
+                       training={"epochs": 20, "batch_size": 16, "lr": 1e-2, "optimizer": "adam"}),
+            # QMU's HQNN recipe (HQNN_target.py): SGD lr 0.1, momentum 0.9, batch 8, 10 epochs
+            ModelEntry(name="qmu-hybrid", qubits=8, layers=1,
+                       training={"epochs": 10, "batch_size": 8, "lr": 0.1, "optimizer": "sgd",
+                                 "momentum": 0.9}),
+        ),
+        # QMU samples 1000 training and 500 test images: 150 per class, a third for testing;
+        # no validation split and no early stopping (the last epoch is the model)
+        data={"samples_per_class": 150, "test_size": 1 / 3, "val_size": 0.0},
+        training={"patience": 0, "select": "last"},
     )},
-    methods=_m("ga", "ssd", "rga"),
+    # QMU's unlearning budget (MU_gradient.py: 6 epochs, batch 16). Its SGD step (lr 0.01) does
+    # not move this project's models off D_f; Adam at 1e-3 does.
+    methods=(
+        MethodEntry(method="ga", options=_QMU_STEP),
+        MethodEntry(method="ssd"),
+        MethodEntry(method="rga", options=_QMU_STEP),
+    ),
     forget=("class:4",),
     seeds=(0,),
     metrics=MetricsSpec(mia_nonmembers="heldout", extra=["grey_box_mia"]),
     notes=(
         "Noiseless only; QMU's noisy / hardware comparison is `qmu-qiskit mia-compare`.",
-        "QMU trained with SGD (lr 0.1, momentum 0.9, batch 8); this project trains with Adam.",
+        "The HQNN follows QMU's recipe (SGD lr 0.1, momentum 0.9, batch 8, 10 epochs); the basic "
+        "QNN is trained with Adam (QMU's SGD recipe leaves it at 0.42 test accuracy here); the "
+        "methods run QMU's 6 epochs with Adam at 1e-3.",
         "`rga` is the project's formulation (QMU's formula is not public).",
     ),
 ))
