@@ -96,10 +96,22 @@ def backend_options(f):
     f = click.option("--engine", type=click.Choice(["exact", "aer"]), default=None, help="Noiseless engine: exact (vectorised statevector, adjoint gradients) or aer (Aer + batched parameter shift).")(f)
     f = click.option("--optimization-level", type=click.IntRange(0, 3), default=None, help="Transpiler optimisation level (default 1).")(f)
     f = click.option("--resilience-level", type=click.IntRange(0, 2), default=None, help="IBM Runtime error-mitigation resilience level.")(f)
+    f = click.option("--dynamical-decoupling", "dynamical_decoupling", is_flag=True, help="IBM Runtime dynamical decoupling.")(f)
+    f = click.option("--twirling", is_flag=True, help="IBM Runtime gate and measurement twirling.")(f)
+    f = click.option("--zne", is_flag=True, help="IBM Runtime zero-noise extrapolation (estimator).")(f)
+    f = click.option("--max-time", type=click.IntRange(min=1), default=None, metavar="SECONDS",
+                     help="IBM Runtime session length; an expired session is reopened and the run resumes.")(f)
     return f
 
 
-def _backend_dict(backend, shots, noise_scale, engine, optimization_level, resilience_level) -> dict:
+def _runtime_items(resilience_level=None, dynamical_decoupling=False, twirling=False, zne=False, max_time=None) -> dict:
+    """The runtime options given on the command line (flags that are off are left out)."""
+    out = {"resilience_level": resilience_level, "max_time": max_time,
+           "dynamical_decoupling": dynamical_decoupling or None, "twirling": twirling or None, "zne": zne or None}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runtime: dict | None = None) -> dict:
     out = {
         "name": backend,
         "shots": shots,
@@ -107,8 +119,8 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, resil
         "engine": engine,
         "optimization_level": optimization_level,
     }
-    if resilience_level is not None:
-        out["runtime"] = {"resilience_level": resilience_level}
+    if runtime:
+        out["runtime"] = runtime
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -121,7 +133,7 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, resil
 @backend_options
 @click.option("--epochs", type=int, default=None, help="Maximum epochs (default: the dataset's preset).")
 @click.option("--batch-size", type=int, default=None, help="Mini-batch size: one circuit job per mini-batch.")
-@click.option("--lr", type=float, default=None, help="Adam learning rate (HQML: 1e-2 Iris, 1e-3 MNIST).")
+@click.option("--lr", type=float, default=None, help="Learning rate of the optimizer (HQML Adam: 1e-2 Iris, 1e-3 MNIST; QMU SGD: 0.1).")
 @click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs (0: off).")
 @click.option("--select", type=click.Choice(["val", "test", "last"]), default=None, help="Model selection: best validation accuracy (default), best test accuracy (HQML quirk) or last epoch.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="adam (default; HQML) or sgd (QMU).")
@@ -137,7 +149,7 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, resil
 @click.option("--overwrite", is_flag=True, help="Replace a complete run in --out instead of refusing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, engine, optimization_level,
-          resilience_level, epochs, batch_size, lr, patience, select, optimizer, momentum, samples_per_class, test_size,
+          resilience_level, dynamical_decoupling, twirling, zne, max_time, epochs, batch_size, lr, patience, select, optimizer, momentum, samples_per_class, test_size,
           val_size, data_dir, download, seed, protocol, out, overwrite, no_progress):
     """Train a hybrid QNN classifier (the teacher) into a run directory.
 
@@ -158,7 +170,8 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
               "val_size": val_size, "download": download or None},
         training={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
                   "select": select, "optimizer": optimizer, "momentum": momentum},
-        backend=_backend_dict(backend, shots, noise_scale, engine, optimization_level, resilience_level),
+        backend=_backend_dict(backend, shots, noise_scale, engine, optimization_level,
+                              _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time)),
     )
     if out is None:
         slug = cfg.backend.name.replace(":", "-")
@@ -206,7 +219,8 @@ def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict
 @click.option("--overwrite", is_flag=True, help="Recompute methods whose runs are already complete.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale, engine,
-            optimization_level, resilience_level, oracle_backend, seed, overwrite, no_progress):
+            optimization_level, resilience_level, dynamical_decoupling, twirling, zne, max_time, oracle_backend,
+            seed, overwrite, no_progress):
     """Unlearn a class, a fraction or a list of records with one or more methods, always next to
     the retrain oracle, and print the audit table."""
     from . import pipeline
@@ -218,10 +232,13 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
     teacher_cfg = pipeline.RunDir(run_path)
     teacher_cfg.require_complete(what="trained run")
     base = teacher_cfg.config().get("backend", {})
-    over = _backend_dict(backend, shots, noise_scale, engine, optimization_level, resilience_level)
+    over = _backend_dict(backend, shots, noise_scale, engine, optimization_level,
+                         _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time))
     backend_cfg = None
     if over:
         merged = dict(base) if (backend is None or backend == base.get("name")) else {}
+        if "runtime" in over:
+            over["runtime"] = {**merged.get("runtime", {}), **over["runtime"]}
         merged.update(over)
         backend_cfg = BackendConfig(**merged)
     oracle_cfg = BackendConfig(**{**base, "name": oracle_backend}) if oracle_backend else None

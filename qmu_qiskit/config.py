@@ -171,6 +171,16 @@ class BackendConfig(_Strict):
             raise ValueError("must be a finite number ≥ 0")
         return v
 
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, v):
+        allowed = ("mode", "max_time", "resilience_level", "dynamical_decoupling", "twirling", "zne",
+                   "layout", "amplitude_loading")
+        unknown = sorted(set(v) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)}; use {', '.join(allowed)}")
+        return v
+
     @field_validator("optimization_level")
     @classmethod
     def _ol(cls, v):

@@ -55,6 +55,13 @@ def atomic_write_npz(path, arrays: dict) -> None:
     _atomic_bytes(Path(path), buf.getvalue())
 
 
+def atomic_savefig(fig, path, **kwargs) -> None:
+    """A matplotlib figure written as PNG through a temporary file and an atomic rename."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **kwargs)
+    _atomic_bytes(Path(path), buf.getvalue())
+
+
 def atomic_torch_save(path, obj) -> None:
     import torch
 

@@ -291,6 +291,7 @@ CASES = [
     # --- execution settings and accounts ---------------------------------------------------------
     Case("shots-zero", "cli", r"shots: must be a positive integer", r"e\.g\. 1024", TRAIN + ("--shots", "0"), sub=True, code=2),
     Case("shots-negative-unlearn", "cli", r"shots: must be a positive integer", r"e\.g\. 1024", UNLEARN + ("--forget", "class:0", "--method", "ga", "--shots", "-5")),
+    Case("max-time-zero", "cli", r"Invalid value for '--max-time'", r"see qmu-qiskit train --help", TRAIN + ("--max-time", "0"), sub=True, code=2),
     Case("circuit-wider-than-fake-device", "cli", r"needs 8 qubits but fake_manila has 5", r"choose a larger device or --qubits", TRAIN + ("--dataset", "digits", "--qubits", "8", "--backend", "fake_manila"), code=3),
     Case("circuit-wider-than-ibm-device", "cli", r"needs 4 qubits but ibm_tiny has 3", r"use a larger device or --qubits", TRAIN + ("--backend", "ibm_tiny"), prepare=fake_service(FakeDevice("ibm_tiny", 3)), code=3),
     Case("retired-backend", "cli", r"device 'ibm_melbourne' is not available to this account \(unknown or retired\)", r"emulate it offline with aer_noisy:ibm_melbourne or fake_melbourne", TRAIN + ("--backend", "ibm_melbourne"), prepare=fake_service(FakeDevice("ibm_torino", 133)), code=3),
@@ -298,7 +299,7 @@ CASES = [
     Case("credentials-invalid", "cli", r"IBM Quantum refused the account", r"check or renew the token", TRAIN + ("--backend", "ibm_torino"), sub=True, env={"QISKIT_IBM_TOKEN": FAKE_TOKEN}, code=3),
     Case("token-on-command-line", "cli", r"No such option:? '?--token", r"see qmu-qiskit train --help", TRAIN + ("--token", FAKE_TOKEN), sub=True, code=2),
     # --- YAML job specs ----------------------------------------------------------------------------
-    Case("spec-missing-field", "yaml", r"datasets: required field is missing", r"datasets", SUBMIT, prepare=spec(datasets=None)),
+    Case("spec-missing-field", "yaml", r"datasets: required field is missing", r"add e\.g\. `datasets: \[iris\]`", SUBMIT, prepare=spec(datasets=None)),
     Case("spec-mistyped-field", "yaml", r"methds: unknown field", r"check its spelling; see jobs/README\.md", SUBMIT, prepare=spec(methds=["ga"]), sub=True, code=2),
     Case("spec-wrong-type", "yaml", r"seeds: .*valid list .*'zero'", r"seeds", SUBMIT, prepare=spec(seeds="zero")),
     Case("spec-shots-zero", "yaml", r"backends\.0: invalid backend config: shots: must be a positive integer", r"e\.g\. 1024", SUBMIT, prepare=spec(backends=[{"name": "aer", "shots": 0}])),
@@ -322,7 +323,7 @@ CASES = [
     Case("api-options-for-absent-method", "api", r"options given for method 'finetune', which is not being run", r"add --method finetune", api=api_unlearn("class:0", ["ga"], options={"finetune": {"epochs": 1}})),
     Case("api-indices-duplicates", "api", r"lists record ids more than once: 9", r"list each record id once", api=api_forget("indices:{tmp}/ids.txt"), prepare=write("ids.txt", "9\n9\n")),
     Case("api-idx-truncated", "api", r"is truncated", r"download it again", api=api_load_data("truncated")),
-    Case("api-spec-missing-field", "api", r"datasets: required field is missing", r"datasets", api=api_submit(datasets=None)),
+    Case("api-spec-missing-field", "api", r"datasets: required field is missing", r"add e\.g\. `datasets: \[iris\]`", api=api_submit(datasets=None)),
     Case("api-spec-out-escapes", "api", r"outside the output directory", r"use a relative path", api=api_submit(out="../x")),
 ]
 

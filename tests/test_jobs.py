@@ -164,9 +164,12 @@ def test_submit_wait_results_and_resubmit(tmp_path):
         assert key in method
     assert method["forget"] == "class:0" and method["method"] in ("ga", "finetune")
 
+    scratch = handle.path / ".grid.json.k1ll3d.tmp"  # what a kill during an atomic write leaves
+    scratch.write_text('{"cells": [')
     with jobs.CellLedger(handle.path / "cells.sqlite") as ledger:
         events_before = len(ledger.events())
         again = jobs.submit(tiny(), out_dir=tmp_path).wait(timeout=60)
+        assert not scratch.exists()
         assert again.state == "complete"
         assert len(ledger.events()) == events_before, "finished cells must not be submitted again"
     assert jobs.open_grid(handle.path).status().state == "complete"
@@ -206,6 +209,20 @@ def test_cancel_stops_and_resubmit_resumes(tmp_path):
     assert resumed.state == "complete"
     with jobs.CellLedger(resumed.path / "cells.sqlite") as ledger:
         assert ledger.duplicate_submissions() == [] and ledger.duplicate_completions() == []
+
+
+def test_dask_executor_runs_the_grid(tmp_path):
+    """The optional Dask executor (a local cluster of worker processes) runs the same cells, and
+    a resubmission on the process pool finds them done."""
+    pytest.importorskip("distributed")
+    status = jobs.submit(tiny(executor={"kind": "dask", "workers": 2}), out_dir=tmp_path).wait(timeout=300)
+    assert status.state == "complete" and status.counts == {"done": 4}, status.cells
+    with jobs.CellLedger(status_path := tmp_path / "runs" / "tiny" / "cells.sqlite") as ledger:
+        events = len(ledger.events())
+    again = jobs.submit(tiny(executor={"kind": "local", "workers": 1}), out_dir=tmp_path).wait(timeout=120)
+    assert again.state == "complete"
+    with jobs.CellLedger(status_path) as ledger:
+        assert len(ledger.events()) == events
 
 
 def test_grid_lock_refuses_a_second_scheduler(tmp_path):

@@ -309,6 +309,22 @@ def test_error_mitigation_options_reach_the_primitive(hqml4, spy, tmp_path):
     ex.close()
 
 
+def test_cli_runtime_flags_become_the_backend_config_and_unknown_options_are_refused():
+    from qmu_qiskit.cli import _backend_dict, _runtime_items
+    from qmu_qiskit.config import BackendConfig
+
+    got = _backend_dict("fake_manila", None, None, None, None,
+                        _runtime_items(1, dynamical_decoupling=True, twirling=False, zne=True, max_time=300))
+    assert got == {"name": "fake_manila", "runtime": {"resilience_level": 1, "max_time": 300,
+                                                      "dynamical_decoupling": True, "zne": True}}
+    assert BackendConfig(**got).runtime["max_time"] == 300
+    assert "runtime" not in _backend_dict("aer", None, None, None, None, _runtime_items())
+    with pytest.raises(BadInputError, match=r"runtime: unknown option\(s\) resilience; use mode, max_time"):
+        from qmu_qiskit.config import resolve_run_config
+
+        resolve_run_config(dataset="iris", backend={"name": "fake_manila", "runtime": {"resilience": 1}})
+
+
 def test_amplitude_encoded_circuits_run_as_one_runtime_job(spy, tmp_path):
     """Data-dependent circuits on a device: each sample's amplitudes are bound and transpiled
     (cached by content), and all samples of a call go out as PUBs of one job."""

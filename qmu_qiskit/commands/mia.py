@@ -48,7 +48,7 @@ def _shots(values: tuple[str, ...]) -> tuple[int, ...]:
               help="Shot sweep on the sweep backend (comma-separated; 'none' for no sweep).")
 @click.option("--sweep-backend", default=None, help="Backend of the shot sweep (default: the first noisy one).")
 @click.option("--samples-per-class", type=int, default=None, help="MNIST samples per class (qmu protocol: 150).")
-@click.option("--epochs", type=int, default=None, help="Teacher epochs (qmu protocol: 10, patience 5).")
+@click.option("--epochs", type=int, default=None, help="Teacher epochs for every model (qmu protocol: basic QNN 20, HQNN 10; no early stopping).")
 @click.option("--basic-layers", type=int, default=None, help="Depth L of qmu-basic (QMU: 10).")
 @click.option("--hybrid-layers", type=int, default=None, help="Depth L of qmu-hybrid (QMU: 1).")
 @click.option("--attack-members", type=int, default=300, show_default=True,

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import BadInputError
-from ..io import atomic_write_json, atomic_write_text, directory_lock, read_json
+from ..io import atomic_savefig, atomic_write_json, atomic_write_text, directory_lock, read_json
 
 #: QMU's shot sweep (log-spaced, 128 … 8192).
 DEFAULT_SHOTS = (128, 512, 2048, 8192)
@@ -604,8 +604,6 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
             ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return path

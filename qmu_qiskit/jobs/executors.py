@@ -101,9 +101,12 @@ class DaskPool:
                 "pip install 'qmu-qiskit[dask]', or use executor.kind local"
             ) from None
         self.workers, self.threads = workers, threads
-        self._client = Client(address) if address else Client(
-            n_workers=workers, threads_per_worker=1, processes=True
-        )
+        if address:  # the user's cluster: its workers are sized by whoever started it
+            self._client = Client(address)
+        else:  # a local cluster of worker processes, each limited to its share of the cores
+            self._client = Client(n_workers=workers, threads_per_worker=1, processes=True,
+                                  dashboard_address=None)
+            self._client.run(_limit_threads, threads)
         self._futures: list = []
 
     def submit(self, fn, *args) -> Future:
@@ -125,6 +128,14 @@ class DaskPool:
 
     def shutdown(self) -> None:
         self._client.close()
+
+
+def _limit_threads(threads: int) -> None:
+    from .worker import _THREAD_VARS, set_threads
+
+    for var in _THREAD_VARS:
+        os.environ[var] = str(threads)
+    set_threads(threads)
 
 
 def make_pool(spec: ExecutorSpec, *, workers: int | None = None):

@@ -36,6 +36,11 @@ from ..exceptions import BadInputError, QmuError
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+#: What to write for a required field that is missing.
+_EXAMPLES = {"name": "name: my_study", "datasets": "datasets: [iris]", "method": "method: ga",
+             "kind": "kind: local"}
+
+
 def _spec_error(exc: ValidationError, source: str) -> BadInputError:
     """pydantic's multi-line report → one line naming each bad field (``methods.2.options``)."""
     parts = []
@@ -47,11 +52,13 @@ def _spec_error(exc: ValidationError, source: str) -> BadInputError:
         elif err.get("type") == "extra_forbidden":
             msg = "unknown field (check its spelling; see jobs/README.md)"
         elif err.get("type") == "missing":
-            msg = "required field is missing"
+            example = _EXAMPLES.get(loc.split(".")[-1])
+            msg = "required field is missing" + (f" (add e.g. `{example}`; see jobs/README.md)" if example
+                                                 else " (see jobs/README.md)")
         else:
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
             if err.get("type") != "value_error" and "input" in err:
-                msg = f"{msg} (got {err['input']!r})"
+                msg = f"{msg} (got {err['input']!r}; see jobs/README.md)"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return BadInputError(f"invalid job spec {source}: " + "; ".join(parts))
 

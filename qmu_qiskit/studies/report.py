@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_text
+from ..io import atomic_savefig, atomic_write_text
 from ..jobs.grid import Grid
 from ..jobs.handle import JobHandle
 from .protocols import Protocol, get_protocol
@@ -338,7 +338,7 @@ def plot_forget_vs_retain(rows: list[dict], title: str, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="best")
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     return path
 
 
@@ -383,7 +383,7 @@ def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path) -> Path |
     ax.set_ylabel("true positive rate")
     ax.set_title(f"{title} (seed {seed})", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     return path
 
 
