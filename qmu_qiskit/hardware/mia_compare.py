@@ -9,11 +9,13 @@ hardware. This module runs that comparison (methods.md §5, protocol ``qmu``):
    the noiseless backend with the ``qmu`` protocol's recipe (:func:`qmu_qiskit.pipeline.train`)
    and unlearned with GA, SSD and RGA (:func:`qmu_qiskit.pipeline.unlearn`) — as in the study,
    where the model was trained in simulation and evaluated on the device;
-2. on every backend, the teacher's outputs for known members (a seeded subset of D_tr plus the
-   forget set) and non-members (D_te) train QMU's gray-box attack
-   (:func:`qmu_qiskit.evaluation.mia.grey_box_attack`); its success rate — the fraction of
-   forget-class members flagged as member — is "before"; the same attack applied to each
-   unlearned model's outputs on the forget set is "after";
+2. the teacher's noiseless outputs for known members (a seeded subset of D_tr plus the forget
+   set) and non-members (D_te) train QMU's gray-box attack
+   (:func:`qmu_qiskit.evaluation.mia.grey_box_attack`) — as QMU's code trains its attack once
+   and saves it; on every backend its success rate on the teacher's outputs — the fraction of
+   forget-class members flagged as member — is "before", and on each unlearned model's outputs
+   on the forget set "after" (``attack_on="backend"`` retrains the attack on each backend's
+   own teacher outputs instead);
 3. on one noisy backend the same is repeated at several shot counts (128 … 8192).
 
 Everything is resumable: teachers and unlearned models are run directories (reused when
@@ -51,8 +53,8 @@ DEFAULT_METHODS = ("ga", "ssd", "rga")
 NEEDS_INPUT_GRADIENTS = ("qmu-hybrid",)
 
 CSV_COLUMNS = [
-    "model", "layers", "backend", "shots", "trained_on", "amplitude_loading", "layout", "state",
-    "mia_success", "acc_forget", "acc_test", "attack_heldout_accuracy", "num_targets",
+    "model", "layers", "backend", "shots", "trained_on", "amplitude_loading", "layout", "attack_trained_on",
+    "state", "mia_success", "acc_forget", "acc_test", "attack_heldout_accuracy", "num_targets",
     "num_attack_train", "seed", "seconds",
 ]
 
@@ -80,6 +82,11 @@ class CompareConfig:
         noise_scale: multiplies the device noise of ``aer_noisy``.
         train_on_noisy: also train and unlearn on every ``aer_noisy`` backend.
         attack_epochs: epochs of the attack MLP (``None``: QMU's 1000).
+        attack_on: ``reference`` (default; QMU's code): the attack is trained once, on the
+            teacher's outputs on the backend it was trained on (noiseless), and applied unchanged
+            to every backend's outputs — an attacker who simulates the published model and
+            audits the device's answers. ``backend``: retrained on each backend's own teacher
+            outputs (an attacker who can query the device with known members and non-members).
         runtime: IBM Runtime options for ``fake_*``/``ibm_*`` backends (resilience level,
             dynamical decoupling, twirling, ZNE).
         method_options: ``{method: {option: value}}`` for the unlearning methods (defaults:
@@ -104,6 +111,7 @@ class CompareConfig:
     noise_scale: float = 1.0
     train_on_noisy: bool = False
     attack_epochs: int | None = None
+    attack_on: str = "reference"
     runtime: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
 
@@ -211,6 +219,8 @@ def _validate(cc: CompareConfig):
 
     for m in cc.methods:
         get_method(m)
+    if cc.attack_on not in ("reference", "backend"):
+        raise BadInputError(f"--attack-on must be reference or backend, got {cc.attack_on!r}")
     if cc.amplitude_loading not in ("ideal", "device"):
         raise BadInputError(f"amplitude loading must be ideal or device, got {cc.amplitude_loading!r}")
     if any(s <= 0 for s in cc.shots):
@@ -385,7 +395,7 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
     from .. import pipeline
     from ..backends import parse_backend
     from ..data import load_data, resolve_forget
-    from ..evaluation.mia import grey_box_attack
+    from ..evaluation.mia import grey_box_attack, grey_box_features
     from ..evaluation.outputs import Outputs
     from ..runs import RunDir
 
@@ -443,12 +453,15 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
                 fmask = forget
                 forget_ids = ids[fmask]
                 evals = []
+                ref_T = None  # the teacher's outputs where it was trained: the reference attack's data
                 for s in specs:
                     if m.trained_on != ref.name and s.name != m.trained_on:
                         continue
                     evals.append((s.name, None))
                     if sweep is not None and s.name == sweep.name and (m.trained_on in (ref.name, s.name)):
                         evals.extend((s.name, n) for n in cc.shots)
+                # the backend the model was trained on comes first: the reference attack learns there
+                evals.sort(key=lambda e: not (e[0] == m.trained_on and e[1] is None))
                 for backend, shots in evals:
                     t0 = time.perf_counter()
                     where = out / "eval" / label / _eval_folder(cc, backend) / (f"shots-{shots}" if shots else "exact")
@@ -467,7 +480,16 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
                         sub = (X[fmask], y[fmask], ids[fmask], split[fmask], np.ones(int(fmask.sum()), bool))
                         for k, p in m.unlearned.items():
                             U[k], _, _ = _evaluate(ev, m, k, p, backend, shots, sub, where)
-                    res = grey_box_attack(T, U, forget_ids=forget_ids, seed=cc.seed, epochs=cc.attack_epochs)
+                    if ref_T is None:
+                        ref_T = T
+                    if cc.attack_on == "backend" or T is ref_T:
+                        res = grey_box_attack(T, U, forget_ids=forget_ids, seed=cc.seed, epochs=cc.attack_epochs)
+                        attack_on = backend
+                    else:  # the reference attack (trained where the model was), applied unchanged
+                        res = grey_box_attack(ref_T, {" teacher": T, **U}, forget_ids=forget_ids, seed=cc.seed,
+                                              epochs=cc.attack_epochs)
+                        res["success_before"] = res["success"].pop(" teacher")
+                        attack_on = m.trained_on
                     spent = time.perf_counter() - t0
                     timings[f"evaluate {label} on {backend}{f' @{shots}' if shots else ''}"] = round(spent, 1)
                     kind = parse_backend(backend)
@@ -476,18 +498,24 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
                     base = {
                         "model": m.name, "layers": m.layers, "backend": backend, "shots": shots,
                         "trained_on": m.trained_on, "amplitude_loading": loading,
-                        "layout": layout_used or cc.layout, "seed": cc.seed,
+                        "layout": layout_used or cc.layout, "attack_trained_on": attack_on, "seed": cc.seed,
                         "attack_heldout_accuracy": res["attack_heldout_accuracy"],
                         "num_targets": res["num_targets"], "num_attack_train": res["num_attack_train"],
                         "seconds": round(spent, 1),
                     }
                     tmask = T.split == "test"
+                    # the same attack on non-members of the forget set's classes: how much of the
+                    # success rate is membership, and how much is the class's confidence
+                    nm = tmask & np.isin(T.labels, np.unique(T.labels[fmask]))
+                    flagged = (res["attack"].success_rate(grey_box_features(T.logits[nm], T.labels[nm]))
+                               if nm.any() else None)
                     rows.append({**base, "state": "teacher", "mia_success": res["success_before"],
+                                 "nonmember_flagged": flagged,
                                  "acc_forget": _acc(T.logits[fmask], T.labels[fmask]),
                                  "acc_test": _acc(T.logits[tmask], T.labels[tmask])})
                     for k in cc.methods:
                         Uk = U[k]
-                        rows.append({**base, "state": k, "mia_success": res["success"][k],
+                        rows.append({**base, "state": k, "mia_success": res["success"][k], "nonmember_flagged": None,
                                      "acc_forget": _acc(Uk.logits, Uk.labels), "acc_test": None})
         finally:
             ev.close()
@@ -546,10 +574,12 @@ def wide_rows(rows: list[dict], methods) -> list[dict]:
         w = out.setdefault(key, {
             "model": f"{r['model']} L={r['layers']}", "backend": r["backend"],
             "shots": r["shots"] if r["shots"] else "exact", "trained_on": r["trained_on"],
-            "loading": r["amplitude_loading"], "attack_acc": r["attack_heldout_accuracy"],
+            "loading": r["amplitude_loading"], "attack_on": r.get("attack_trained_on"),
+            "attack_acc": r["attack_heldout_accuracy"],
         })
         if r["state"] == "teacher":
             w["before"] = r["mia_success"]
+            w["nonmember_flagged"] = r.get("nonmember_flagged")
             w["acc_test"] = r["acc_test"]
         else:
             w[f"after_{r['state']}"] = r["mia_success"]
