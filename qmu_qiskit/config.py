@@ -134,6 +134,12 @@ class TrainingConfig(_Strict):
         return v
 
 
+#: IBM Runtime options (session/batch and error mitigation) that ``backend.runtime`` passes through.
+RUNTIME_OPTIONS = ("mode", "max_time", "resilience_level", "dynamical_decoupling", "twirling", "zne")
+#: ``backend.runtime`` keys the executor itself takes (layout confinement, amplitude loading).
+EXECUTOR_OPTIONS = ("layout", "amplitude_loading")
+
+
 class BackendConfig(_Strict):
     """Where circuits run.
 
@@ -174,8 +180,7 @@ class BackendConfig(_Strict):
     @field_validator("runtime")
     @classmethod
     def _runtime(cls, v):
-        allowed = ("mode", "max_time", "resilience_level", "dynamical_decoupling", "twirling", "zne",
-                   "layout", "amplitude_loading")
+        allowed = RUNTIME_OPTIONS + EXECUTOR_OPTIONS
         unknown = sorted(set(v) - set(allowed))
         if unknown:
             raise ValueError(f"unknown option(s) {', '.join(unknown)}; use {', '.join(allowed)}")

@@ -163,6 +163,9 @@ def test_grey_box_attack_before_and_after(monkeypatch):
     rows = np.flatnonzero(U.forget)
     feats = mia.grey_box_features(U.logits[rows], U.labels[rows])
     assert attack.success_rate(feats) == res["success"]["aer"]
+    reused = mia.grey_box_attack(U, {"teacher": T}, attack=attack)  # applied, not retrained
+    assert reused["attack"] is attack and reused["success_before"] == res["success"]["aer"]
+    assert reused["success"]["teacher"] == res["success_before"]
     again = mia.grey_box_attack(T, {"aer": U}, seed=0)
     assert again["success"]["aer"] == res["success"]["aer"]
     assert again["attack_heldout_accuracy"] == res["attack_heldout_accuracy"]

@@ -33,6 +33,7 @@ import warnings
 
 import numpy as np
 
+from ..config import RUNTIME_OPTIONS  # what this runner understands; anything else is refused
 from ..exceptions import BackendError, BadInputError, CredentialsError
 from ..execution.runners import Handle, Prepared, Pub, Runner
 
@@ -134,9 +135,7 @@ def _primitive_classes():
     return EstimatorV2, SamplerV2, Session, Batch
 
 
-#: Runtime options this runner understands (anything else is refused before a job is built).
-RUNTIME_OPTIONS = ("mode", "max_time", "resilience_level", "dynamical_decoupling", "twirling", "zne")
-#: Of those, the error-mitigation options (passed to the primitive; no effect in local mode).
+#: Of RUNTIME_OPTIONS, the error-mitigation ones (passed to the primitive; no effect in local mode).
 MITIGATION_OPTIONS = ("resilience_level", "dynamical_decoupling", "twirling", "zne")
 
 

@@ -427,6 +427,7 @@ def grey_box_attack(
     epochs: int | None = None,
     exclude_forget: bool = False,
     threshold: float = 0.5,
+    attack: GreyBoxAttack | None = None,
 ) -> dict:
     """QMU's gray-box MIA success rate: train on one model's outputs, apply unchanged to others.
 
@@ -448,6 +449,8 @@ def grey_box_attack(
         seed, epochs: see :func:`train_grey_box_attack`.
         exclude_forget: keep the targets out of the attack's training members.
         threshold: member-probability threshold (QMU: 0.5).
+        attack: an attack trained earlier (e.g. the ``attack`` of a previous call) to apply
+            instead of training one on ``train_on``; "before" is then its success on ``train_on``.
 
     Returns:
         ``success_before`` (on ``train_on``), ``success`` {name: rate}, ``attack_heldout_accuracy``,
@@ -469,9 +472,10 @@ def grey_box_attack(
     forget_ids = np.asarray(forget_ids)
     if forget_ids.size == 0:
         raise BadInputError("the forget set is empty; nothing for the gray-box attack to target")
-    attack = train_grey_box_attack(
-        train_on, seed=seed, epochs=epochs, exclude_ids=forget_ids if exclude_forget else None
-    )
+    if attack is None:
+        attack = train_grey_box_attack(
+            train_on, seed=seed, epochs=epochs, exclude_ids=forget_ids if exclude_forget else None
+        )
 
     def rate(out: Outputs) -> float:
         rows = _rows_for_ids(out, forget_ids)

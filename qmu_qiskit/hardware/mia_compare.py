@@ -54,7 +54,7 @@ NEEDS_INPUT_GRADIENTS = ("qmu-hybrid",)
 
 CSV_COLUMNS = [
     "model", "layers", "backend", "shots", "trained_on", "amplitude_loading", "layout", "attack_trained_on",
-    "state", "mia_success", "acc_forget", "acc_test", "attack_heldout_accuracy", "num_targets",
+    "state", "mia_success", "nonmember_flagged", "acc_forget", "acc_test", "attack_heldout_accuracy", "num_targets",
     "num_attack_train", "seed", "seconds",
 ]
 
@@ -453,7 +453,7 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
                 fmask = forget
                 forget_ids = ids[fmask]
                 evals = []
-                ref_T = None  # the teacher's outputs where it was trained: the reference attack's data
+                ref_attack = None  # trained on the teacher's outputs where the model was trained
                 for s in specs:
                     if m.trained_on != ref.name and s.name != m.trained_on:
                         continue
@@ -480,16 +480,12 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
                         sub = (X[fmask], y[fmask], ids[fmask], split[fmask], np.ones(int(fmask.sum()), bool))
                         for k, p in m.unlearned.items():
                             U[k], _, _ = _evaluate(ev, m, k, p, backend, shots, sub, where)
-                    if ref_T is None:
-                        ref_T = T
-                    if cc.attack_on == "backend" or T is ref_T:
-                        res = grey_box_attack(T, U, forget_ids=forget_ids, seed=cc.seed, epochs=cc.attack_epochs)
-                        attack_on = backend
-                    else:  # the reference attack (trained where the model was), applied unchanged
-                        res = grey_box_attack(ref_T, {" teacher": T, **U}, forget_ids=forget_ids, seed=cc.seed,
-                                              epochs=cc.attack_epochs)
-                        res["success_before"] = res["success"].pop(" teacher")
-                        attack_on = m.trained_on
+                    trained_here = cc.attack_on == "backend" or ref_attack is None
+                    res = grey_box_attack(T, U, forget_ids=forget_ids, seed=cc.seed, epochs=cc.attack_epochs,
+                                          attack=None if trained_here else ref_attack)
+                    if ref_attack is None:  # the first evaluation is where the model was trained
+                        ref_attack = res["attack"]
+                    attack_on = backend if trained_here else m.trained_on
                     spent = time.perf_counter() - t0
                     timings[f"evaluate {label} on {backend}{f' @{shots}' if shots else ''}"] = round(spent, 1)
                     kind = parse_backend(backend)
