@@ -39,6 +39,16 @@ def is_scratch(path: Path) -> bool:
     return name == ".lock" or (name.startswith(".") and name.endswith(".tmp") and path.is_file())
 
 
+def sweep_scratch(*folders: Path) -> None:
+    """Delete the temporary files of atomic writes that a killed process left in ``folders``
+    (only their own entries: nested run directories sweep their own)."""
+    for folder in folders:
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.name != ".lock" and is_scratch(p):
+                    p.unlink(missing_ok=True)
+
+
 class RunDir:
     """A run directory.
 
@@ -172,11 +182,7 @@ class RunDir:
 
     def _sweep_scratch(self) -> None:
         # Only this run's own folders: unlearn/ holds other runs with their own locks.
-        for folder in (self.path, self.checkpoints, self.path / "ledger", self.path / "ledger" / "results"):
-            if folder.is_dir():
-                for p in folder.iterdir():
-                    if p.name != ".lock" and is_scratch(p):
-                        p.unlink(missing_ok=True)
+        sweep_scratch(self.path, self.checkpoints, self.path / "ledger", self.path / "ledger" / "results")
 
     def finish(self, *, extra: dict | None = None) -> None:
         status = self.status() or {}

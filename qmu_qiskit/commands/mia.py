@@ -89,18 +89,10 @@ def mia_compare(backends, models, methods, forget, data_dir, out, seed, shots, s
     Example:
       qmu-qiskit mia-compare --backends aer,aer_noisy:ibm_brisbane --data-dir ../shared/data
     """
-    from ..cli import _parse_options, print_table
+    from ..cli import _parse_options, _runtime_items, print_table
     from ..hardware.mia_compare import CompareConfig, run_compare, wide_rows
 
-    runtime = {}
-    if resilience_level is not None:
-        runtime["resilience_level"] = resilience_level
-    if dynamical_decoupling:
-        runtime["dynamical_decoupling"] = True
-    if twirling:
-        runtime["twirling"] = True
-    if zne:
-        runtime["zne"] = True
+    runtime = _runtime_items(resilience_level, dynamical_decoupling, twirling, zne)
     cc = CompareConfig(
         backends=tuple(_csv(backends)), models=tuple(_csv(models)), methods=tuple(_csv(methods)),
         forget=forget, seed=seed, data_dir=data_dir, samples_per_class=samples_per_class, epochs=epochs,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..exceptions import RunError
 from ..io import directory_lock, read_json
+from ..runs import sweep_scratch
 from .executors import make_pool
 from .grid import GRID_FILE, LEDGER_FILE, Grid, expand
 from .ledger import CellLedger
@@ -190,18 +191,6 @@ def _holder(path: Path) -> int | None:
             return -1
 
 
-def _sweep_scratch(grid_dir: Path) -> None:
-    """Temporary files of atomic writes that a killed scheduler or report left in the grid's own
-    folders (cell run directories sweep their own when they resume)."""
-    from ..runs import is_scratch
-
-    for folder in (grid_dir, grid_dir / "plots"):
-        if folder.is_dir():
-            for p in folder.iterdir():
-                if p.name != ".lock" and is_scratch(p):
-                    p.unlink(missing_ok=True)
-
-
 def submit(
     spec,
     *,
@@ -243,7 +232,7 @@ def submit(
     stack = contextlib.ExitStack()
     stack.enter_context(directory_lock(grid.dir, what="job grid"))
     try:
-        _sweep_scratch(grid.dir)
+        sweep_scratch(grid.dir, grid.dir / "plots")  # what a killed scheduler or report left
         grid.save()
         with CellLedger(grid.ledger_path) as ledger:
             ledger.clear_cancel()  # a new submission supersedes an earlier cancel
