@@ -13,6 +13,8 @@ import io
 import json
 import os
 import tempfile
+import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -120,3 +122,38 @@ def directory_lock(directory, *, what: str = "run directory"):
         yield
     finally:
         os.close(fd)
+
+
+class PrivateSQLite:
+    """A SQLite database readable by its owner only, shared safely between threads and processes.
+
+    The file is created ``0600`` before SQLite opens it, so no moment (and no kill) leaves it
+    readable by others; SQLite gives its ``-wal``/``-shm`` files the database's permissions. WAL
+    with a busy timeout lets the processes of a grid share it; each thread and each process keeps
+    its own connection.
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
+        self._local = threading.local()
+        self._conn().executescript(schema)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

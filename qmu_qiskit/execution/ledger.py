@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import JobError
-from ..io import atomic_write_npz
+from ..io import PrivateSQLite, atomic_write_npz
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -76,7 +74,7 @@ class JobRow:
     error: str | None
 
 
-class JobLedger:
+class JobLedger(PrivateSQLite):
     """SQLite-backed record of primitive jobs.
 
     Args:
@@ -92,32 +90,7 @@ class JobLedger:
         self.results_dir = self.path.parent / "results"
         self.results_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.results_dir, 0o700)
-        # Created user-only before SQLite opens it: no moment (and no kill) leaves it readable
-        # by others; SQLite gives its -wal/-shm files the database's permissions.
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(self.path, 0o600)
-        self._local = threading.local()
-        conn = self._conn()
-        conn.executescript(SCHEMA)
-        conn.commit()
-
-    # ------------------------------------------------------------------ connection
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            self._local.pid = os.getpid()
-        return conn
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        super().__init__(self.path, SCHEMA)
 
     # ------------------------------------------------------------------ queries
     def _rows(self, sql: str, args=()) -> list[JobRow]:

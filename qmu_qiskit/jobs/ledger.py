@@ -19,10 +19,10 @@ import json
 import os
 import socket
 import sqlite3
-import threading
 import time
 import uuid
-from pathlib import Path
+
+from ..io import PrivateSQLite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -74,7 +74,7 @@ STATUS_AFTER = {
 CLOSING = ("done", "failed", "cancelled", "lost")
 
 
-class CellLedger:
+class CellLedger(PrivateSQLite):
     """SQLite record of a grid's cells.
 
     Args:
@@ -82,29 +82,7 @@ class CellLedger:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(self.path, 0o600)
-        self._local = threading.local()
-        self._conn().executescript(SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            self._local.pid = os.getpid()
-        return conn
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        super().__init__(path, SCHEMA)
 
     def __enter__(self) -> "CellLedger":
         return self
