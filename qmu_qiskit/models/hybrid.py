@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..exceptions import BadInputError
+from ..registry import ENTRY_POINT_GROUPS, Registry
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,24 @@ class ModelInfo:
     features: Callable[[int], int | None] = lambda qubits: qubits
 
 
-MODELS: dict[str, ModelInfo] = {}
+def _load_builtins() -> None:
+    # The study models and the from-circuit model register themselves on import.
+    from . import circuit as _circuit  # noqa: F401
+    from . import studies as _studies  # noqa: F401
+
+
+#: Every hybrid model by name: the built-ins, then installed plugins (entry-point group
+#: ``qmu_qiskit.models``), loaded on first use.
+MODELS: Registry[ModelInfo] = Registry(
+    "model", group=ENTRY_POINT_GROUPS["model"], builtins=_load_builtins,
+    hint="see `qmu-qiskit models`",
+)
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
-    MODELS[info.name] = info
-    return info
+    """Register a model under ``info.name``; a plugin calls it in its ``qmu_qiskit.models``
+    entry-point module, and the model appears in ``qmu-qiskit models`` and ``train --model``."""
+    return MODELS.register(info.name, info)
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -295,6 +308,3 @@ def count_parameters(model: nn.Module) -> dict:
 def numpy_weights(model: nn.Module) -> np.ndarray:
     return np.concatenate([p.detach().cpu().numpy().ravel() for p in model.parameters()])
 
-
-# The QMU and DG-QMU study models register themselves on import (kept in their own module).
-from . import studies as _studies  # noqa: E402,F401

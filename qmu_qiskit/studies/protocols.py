@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..exceptions import BadInputError
 from ..jobs.spec import DatasetEntry, JobSpec, MethodEntry, MetricsSpec, ModelEntry, QuirksSpec
+from ..registry import Registry
 
 PI = math.pi
 
@@ -208,12 +209,13 @@ HQML_NAMES = {
     "adv_uniform": "ADV-UNIFORM",
 }
 
-PROTOCOLS: dict[str, Protocol] = {}
+#: The study protocols by name (the same registry mechanism as methods and metrics; not
+#: pluggable, since job specs validate ``protocol`` against the four names).
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
 
 
 def _register(p: Protocol) -> Protocol:
-    PROTOCOLS[p.name] = p
-    return p
+    return PROTOCOLS.register(p.name, p)
 
 
 _register(Protocol(
