@@ -301,6 +301,21 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def _feature_count(name: str, file_data: Optional[dict], data_over: dict) -> int:
+    """Number of raw features of a data file or a registered dataset (reads the records)."""
+    import numpy as np
+
+    if file_data is not None:
+        from .data.files import read_data_file
+
+        return int(read_data_file(DataConfig(**{**file_data, **data_over})).X.shape[1])
+    from .data.sources import DATASETS, resolve_data_dir
+
+    raw = DATASETS[name].loader(data_dir=resolve_data_dir(data_over.get("data_dir")),
+                                download=bool(data_over.get("download")))
+    return int(np.prod(raw.X.shape[1:]))
+
+
 def resolve_run_config(
     *,
     dataset: Any,
@@ -380,12 +395,11 @@ def resolve_run_config(
     train_over = {k: v for k, v in (training or {}).items() if v is not None}
     backend_over = {k: v for k, v in (backend or {}).items() if v is not None}
 
-    if qubits is None and file_data is not None and not info.default_qubits:
-        # a user's table: one qubit per feature column, up to 8 (more are reduced by PCA)
-        from .data.files import read_data_file
-
-        width = read_data_file(DataConfig(**{**file_data, **data_over})).X.shape[1]
-        qubits = min(width, 8)
+    if qubits is None and not info.default_qubits and info.input_kind != "image" and (
+            file_data is not None or name not in PRESETS):
+        # a user's table or a plugin's dataset: one qubit per feature, up to 8 (more are
+        # reduced by PCA), rather than a preset made for another dataset
+        qubits = min(_feature_count(name, file_data, data_over), 8)
     if qubits is None:
         qubits = info.default_qubits or preset.get("qubits")
     if qubits is None and name in ("iris",):

@@ -144,6 +144,9 @@ class Protocol:
                 backend=backend.model_dump(),
                 protocol=protocol,
                 exclude_forget=exclude,
+                circuit=model.circuit if model else None,
+                head=model.head if model else None,
+                input_params=model.input_params if model else None,
             )
         except BadInputError as exc:
             raise type(exc)(f"invalid job spec ({where}): {exc}") from None
