@@ -164,25 +164,30 @@ def load_circuit(source: str, *, sha256: Optional[str] = None) -> "QuantumCircui
         sha256: the fingerprint the circuit must have (``None``: any).
 
     Returns:
-        The circuit (cached per process by source and fingerprint).
+        The circuit (a factory's is cached per process by source and fingerprint; a file is
+        read, and checked, every time).
 
     Raises:
         BadInputError: unreadable file, import failure, or not a ``QuantumCircuit``.
         RunError: the circuit's fingerprint differs from ``sha256``.
     """
-    key = (str(source), str(sha256))
-    if sha256 is not None and key in _CACHE:
-        return _CACHE[key]
-    if str(source).lower().endswith(".qpy"):
-        circuit = _load_qpy(Path(source).expanduser())
+    is_file = str(source).lower().endswith(".qpy")
+    if is_file:
+        path = Path(source).expanduser()
+        circuit = _load_qpy(path)
     else:
+        # A factory may be slow or random-free but costly: call it once per process.
+        key = (str(source), str(sha256))
+        if sha256 is not None and key in _CACHE:
+            return _CACHE[key]
         circuit = _call_factory(str(source))
     got = circuit_fingerprint(circuit)
     if sha256 is not None and got != sha256:
         raise RunError(f"circuit {source} differs from the run's (fingerprint {got[:12]}... != "
                        f"recorded {sha256[:12]}...); restore the original circuit or train a "
                        "new run")
-    _CACHE[(str(source), got)] = circuit
+    if not is_file:
+        _CACHE[(str(source), got)] = circuit
     return circuit
 
 
