@@ -274,6 +274,11 @@ def test_csv_and_qpy_train_unlearn_predict(tmp_path, capsys, monkeypatch):
     code, out, err = cli(["unlearn", "--run", "runs/x", "--forget", "class:0", "--method",
                           "ga", "--no-progress"], capsys)
     assert code != 0 and "differs from the run's" in err and len(err.strip().splitlines()) == 1
+    (run / "circuit.qpy").unlink()  # never rebuilt from the recorded source instead
+    code, out, err = cli(["evaluate", "--run", ga_dir], capsys)
+    assert code == 0  # evaluate needs no circuit: it works from the saved outputs
+    with pytest.raises(RunError, match="has no regular file circuit.qpy"):
+        qmu_qiskit.load_model(run)
 
 
 def test_user_data_and_circuit_in_a_job_spec(tmp_path):
@@ -306,3 +311,28 @@ def test_user_data_and_circuit_in_a_job_spec(tmp_path):
     assert cfg["data"]["path"] == str(tmp_path / "my.csv") and cfg["model"]["head"] == "mlp:8"
     metrics = json.loads((ga[0] / "metrics.json").read_text())
     assert metrics["forget_size"] == 36  # 80% train × 90% of 50 virginica records
+
+
+def test_arrays_config_resolves_like_a_file(tmp_path):
+    from qmu_qiskit.config import resolve_run_config
+
+    rng = np.random.default_rng(6)
+    data = from_arrays(rng.random((60, 3)), np.arange(60) % 3, name="arr", directory=tmp_path,
+                       test_size=0.25)
+    cfg = resolve_run_config(dataset=data, seed=2)
+    assert cfg.data.path == data.path and cfg.data.sha256 == data.sha256
+    assert cfg.data.test_size == 0.25 and cfg.data.seed == 2
+    assert cfg.model.name == "hqml-shallow" and cfg.model.qubits == 3  # one qubit per column
+    # a data file is identified by its name and content, not by where it lies
+    (tmp_path / "moved").mkdir()
+    moved = tmp_path / "moved" / Path(data.path).name
+    moved.write_bytes(Path(data.path).read_bytes())
+    again = resolve_run_config(dataset=DataConfig(dataset="arr", path=str(moved), test_size=0.25),
+                               seed=2)
+    assert again.data.path != cfg.data.path and again.fingerprint() == cfg.fingerprint()
+    np.savez(moved, X=rng.random((60, 3)), y=np.arange(60) % 3)
+    changed = resolve_run_config(
+        dataset=DataConfig(dataset="arr", path=str(moved), test_size=0.25), seed=2)
+    assert changed.fingerprint() != cfg.fingerprint()
+    with pytest.raises(BadInputError, match="apply to --circuit models only"):
+        resolve_run_config(dataset=data, head="mlp:4")

@@ -109,7 +109,7 @@ def _load_qpy(path: Path) -> "QuantumCircuit":
     except OSError:
         raise BadInputError(f"circuit file {path} does not exist; pass a .qpy file or "
                             "module:function to --circuit") from None
-    if path.is_symlink() or not path.is_file():
+    if not path.is_file():
         raise BadInputError(f"circuit file {path} is not a regular file")
     if size > MAX_QPY_BYTES:
         raise BadInputError(f"circuit file {path} is {size} bytes (more than {MAX_QPY_BYTES}); "
@@ -306,8 +306,13 @@ def _spec_circuit(spec) -> "QuantumCircuit":
     if not spec.circuit:
         raise BadInputError("model 'circuit' needs a circuit: pass --circuit PATH.qpy or "
                             "module:function")
-    copy = Path(spec.circuit_dir) / CIRCUIT_FILE if spec.circuit_dir else None
-    if copy is not None and copy.exists():
+    if spec.circuit_dir:
+        # Rebuilding a run's model: only its own QPY copy, never the recorded source (a run
+        # directory is untrusted input, and its `module:function` would run code).
+        copy = Path(spec.circuit_dir) / CIRCUIT_FILE
+        if copy.is_symlink() or not copy.is_file():
+            raise RunError(f"run {spec.circuit_dir} has no regular file {CIRCUIT_FILE} (the copy "
+                           "of its circuit); train that run again")
         return load_circuit(str(copy), sha256=spec.circuit_sha256)
     return load_circuit(spec.circuit, sha256=spec.circuit_sha256)
 
