@@ -13,7 +13,7 @@ import math
 import os
 from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
 
 from .data import DataConfig
 from .data.files import is_data_file as _is_data_file
@@ -81,6 +81,17 @@ class ModelConfig(_Strict):
     circuit_sha256: Optional[str] = None
     head: Optional[str] = None
     input_params: Optional[str] = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_circuit(self, handler):
+        # Unset circuit fields are left out of config.yaml and payloads: the studies' models
+        # are recorded as they were before these fields existed.
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("circuit", "circuit_sha256", "head", "input_params"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
 
     @field_validator("head")
     @classmethod

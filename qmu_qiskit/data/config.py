@@ -6,7 +6,14 @@ import math
 import os
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ..exceptions import BadInputError, QmuError
 from .sources import DATASETS, canonical_dataset_name
@@ -149,6 +156,17 @@ class DataConfig(BaseModel):
         )
 
     # ----------------------------------------------------------------------- validators
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_file_fields(self, handler):
+        # A built-in dataset's config is recorded without the (unset) file fields, as before
+        # they existed.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("path") is None:
+            for key in ("path", "target", "id_column", "sha256"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
 
     @property
     def is_file(self) -> bool:
