@@ -164,6 +164,11 @@ def test_changed_data_file_is_refused(tmp_path):
     np.savez(path, X=rng.random((40, 2)), y=np.arange(40) % 2)
     with pytest.raises(DataError, match="changed since the run was made"):
         load_data(cfg)
+    path.unlink()  # a recorded config still validates; loading says what is missing
+    with pytest.raises(DataError, match="is missing; restore it"):
+        load_data(DataConfig(**cfg.model_dump()))
+    with pytest.raises(BadInputError, match="64 lower-case hex"):
+        DataConfig(**{**cfg.model_dump(), "sha256": "abc"})
 
 
 # ---------------------------------------------------------------------------------------------

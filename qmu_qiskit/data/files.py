@@ -98,7 +98,14 @@ def prepare_file_fields(data: dict[str, Any]) -> dict[str, Any]:
     Raises:
         BadInputError: missing file, wrong ending, too large, or fields that do not fit.
     """
-    path = _checked_path(data["path"])
+    if data.get("sha256") is not None:
+        # A recorded config: the file is checked (presence, hash) when the data are loaded,
+        # where a missing file gets its own message.
+        path = Path(os.path.expanduser(os.fspath(data["path"]))).absolute()
+        if path.suffix.lower() not in SUFFIXES:
+            raise BadInputError(f"data file {path} must end in .csv or .npz")
+    else:
+        path = _checked_path(data["path"])
     out = {**data, "path": str(path)}
     if not out.get("dataset"):
         out["dataset"] = _name_for(path)
@@ -111,6 +118,9 @@ def prepare_file_fields(data: dict[str, Any]) -> dict[str, Any]:
                             "ids the array 'ids'; drop --target/--id-column")
     if out.get("sha256") is None:
         out["sha256"] = file_sha256(path)
+    elif not (isinstance(out["sha256"], str) and len(out["sha256"]) == 64
+              and all(c in "0123456789abcdef" for c in out["sha256"])):
+        raise BadInputError("sha256 must be 64 lower-case hex digits (the file's SHA-256)")
     return out
 
 
