@@ -306,14 +306,18 @@ def test_user_data_and_circuit_in_a_job_spec(tmp_path):
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     exe = Path(sys.executable).parent / "qmu-qiskit"
-    res = subprocess.run([str(exe), "jobs", "submit", "spec.yaml", "--quiet"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
+    proc = subprocess.Popen([str(exe), "jobs", "submit", "spec.yaml", "--quiet"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
     ga = list((tmp_path / "runs" / "byo" / "teachers").glob("my-circuit-*/unlearn/class-2/ga"))
     assert len(ga) == 1
     teacher = ga[0].parents[2]
     cfg = yaml.safe_load((teacher / "config.yaml").read_text())
     assert cfg["data"]["path"] == str(tmp_path / "my.csv") and cfg["model"]["head"] == "mlp:8"
+    status = json.loads((teacher / "run.json").read_text())
+    assert status["pid"] != proc.pid  # trained by a spawned worker from the recorded config
+    assert (teacher / "circuit.qpy").is_file()
     metrics = json.loads((ga[0] / "metrics.json").read_text())
     assert metrics["forget_size"] == 36  # 80% train × 90% of 50 virginica records
 
