@@ -125,11 +125,11 @@ class Encoder:
         if self.input_kind == "angles":
             from sklearn.preprocessing import MinMaxScaler
 
-            # clip=True: validation/test points can fall slightly outside the train range. Past
-            # the ends of (0, π) a rotation angle folds back (a rotation of |0> gives <Z> =
-            # cos θ, symmetric about 0 and π, so π + δ reads like π − δ), so an unclipped outlier
-            # would be encoded like an inlier from the wrong side; clipping keeps the encoding
-            # monotone and inside the interval the model was trained on.
+            # clip=True: validation/test points can fall slightly outside the train range.
+            # Past the ends of (0, π) a rotation angle folds back (a rotation of |0> gives
+            # <Z> = cos θ, symmetric about 0 and π, so π + δ reads like π − δ), so an unclipped
+            # outlier would be encoded like an inlier from the wrong side; clipping keeps the
+            # encoding monotone and inside the interval the model was trained on.
             self._scaler = MinMaxScaler(feature_range=self.angle_range, clip=True).fit(flat)
         return self
 

@@ -177,8 +177,9 @@ def _labels(values: Sequence[Any], where: str) -> tuple[np.ndarray, tuple[str, .
         distinct, y = np.unique(arr, return_inverse=True)
         names = tuple(str(v) for v in distinct.tolist())
     if len(names) < 2:
-        raise BadInputError(f"{where}: every record has the same label {_show(names[0]) if names else ''}"
-                            "; a classifier needs at least 2 classes")
+        only = _show(names[0]) if names else ""
+        raise BadInputError(f"{where}: every record has the same label {only}; a classifier "
+                            "needs at least 2 classes")
     return y.astype(np.int64).ravel(), names
 
 
@@ -209,7 +210,8 @@ def _read_csv(path: Path, target: str, id_column: Optional[str]) -> FileData:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise BadInputError(f"{where} is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV") from None
+        raise BadInputError(f"{where} is not UTF-8 text ({exc.reason}); save it as UTF-8 "
+                            "CSV") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if not header:

@@ -20,7 +20,8 @@ from qmu_qiskit.unlearning.base import cycled
     "uniform_kl",
     options={
         "epochs": Option(int, 3, "epochs over D_r", minimum=0),
-        "lr": Option(float, lambda recipe: recipe.lr, "Adam learning rate (default: the teacher's)"),
+        "lr": Option(float, lambda recipe: recipe.lr,
+                     "Adam learning rate (default: the teacher's)"),
         "batch_size": Option(int, lambda recipe: recipe.batch_size, "mini-batch size", minimum=1),
         "weight": Option(float, 1.0, "weight of the KL-to-uniform term on D_f", minimum=0.0),
     },
