@@ -220,7 +220,7 @@ def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="The teacher's run directory (from `qmu-qiskit train`).")
-@click.option("--forget", required=True, help="class:K, subset:F (e.g. subset:0.02) or indices:FILE (record ids).")
+@click.option("--forget", required=True, help="class:K, subset:F (e.g. subset:0.02) or indices:FILE (record ids: row numbers, or the --id-column values of a CSV run).")
 @click.option("--method", "methods", multiple=True, required=True, help="Unlearning method (repeatable); see `qmu-qiskit methods`. The retrain oracle always runs too.")
 @click.option("--option", "option_items", multiple=True, help="Method option METHOD.KEY=VALUE, or KEY=VALUE for every --method (repeatable).")
 @backend_options
