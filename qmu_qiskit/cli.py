@@ -382,27 +382,12 @@ def backends():
 # ---------------------------------------------------------------------------------------------
 
 
-def _one_line_plugin_warnings() -> None:
-    """A plugin that fails to load is one ``warning:`` line on stderr, not a traceback."""
-    import warnings
-
-    from .registry import PluginWarning
-
-    previous = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, PluginWarning):
-            click.echo(f"warning: {message}", err=True)
-            return
-        previous(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-
-
 def main(argv=None) -> None:
     """Entry point: one-line errors, non-zero exits, no tracebacks (unless QMU_DEBUG=1)."""
     debug = os.environ.get("QMU_DEBUG") == "1"
-    _one_line_plugin_warnings()
+    from .registry import one_line_plugin_warnings
+
+    one_line_plugin_warnings()
     try:
         cli.main(args=argv, prog_name="qmu-qiskit", standalone_mode=False)
     except click.exceptions.Exit as exc:

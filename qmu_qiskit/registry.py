@@ -23,6 +23,7 @@ spawned worker processes (grid cells) see the same plugins as the command that s
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, MutableMapping
@@ -30,7 +31,13 @@ from typing import Generic, Optional, TypeVar
 
 from .exceptions import BadInputError
 
-__all__ = ["ENTRY_POINT_GROUPS", "PluginWarning", "Registry", "loaded_plugins"]
+__all__ = [
+    "ENTRY_POINT_GROUPS",
+    "PluginWarning",
+    "Registry",
+    "loaded_plugins",
+    "one_line_plugin_warnings",
+]
 
 T = TypeVar("T")
 
@@ -52,6 +59,23 @@ class PluginWarning(UserWarning):
 
 
 _PLUGINS: dict[str, list[dict]] = {}
+
+
+def one_line_plugin_warnings() -> None:
+    """Show :class:`PluginWarning` as one ``warning: ...`` line on stderr (no file and source
+    line); other warnings keep Python's format. Called by the CLI and by grid workers."""
+    previous = warnings.showwarning
+    if getattr(previous, "_qmu_one_line", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PluginWarning):
+            print(f"warning: {message}", file=sys.stderr if file is None else file)
+            return
+        previous(message, category, filename, lineno, file, line)
+
+    show._qmu_one_line = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def loaded_plugins() -> dict[str, list[dict]]:
