@@ -12,8 +12,8 @@ per circuit structure:
   every distinct non-affine expression (``2*(pi - x0)*(pi - x1)``, ``sin(w)``) gets a virtual
   column computed per sample from its sympy form (:class:`Expressions`), and its gradient flows
   back to the parameters by the chain rule through the expression's exact derivative;
-* parameterised gates with a closed form become batched torch matrix builders, differentiated
-  exactly by forward-mode autodiff (:func:`builder_derivatives`);
+* parameterised gates with a closed form become batched torch matrix builders, with their
+  exact derivatives in closed form (:class:`ClosedForm`);
 * ``initialize`` on fresh qubits becomes a fixed unitary whose first column is the state
   (Qiskit's ``Statevector`` sets the same amplitudes), ``reset`` on a fresh qubit is dropped.
 
@@ -31,7 +31,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.autograd.forward_ad as fwAD
 
 from ..exceptions import BadInputError
 
@@ -256,11 +255,61 @@ def rot_matrix(name: str, angles: list[torch.Tensor]) -> torch.Tensor:
     raise AssertionError(name)
 
 
+def rot_derivatives(name: str, angles: list[torch.Tensor]) -> list[torch.Tensor]:
+    """dG/d(angle_k) for every angle argument of a parameterised single-qubit gate, (B, G, 2, 2)."""
+    if name in ("rx", "ry", "rz"):
+        # G = exp(-i a/2 σ)  =>  dG = -i/2 σ G
+        sigma = {
+            "rx": [[0, 1], [1, 0]],
+            "ry": [[0, -1j], [1j, 0]],
+            "rz": [[1, 0], [0, -1]],
+        }[name]
+        g = rot_matrix(name, angles)
+        return [(-0.5j * torch.as_tensor(sigma, dtype=g.dtype)) @ g]
+    if name in ("p", "u1"):
+        zero = torch.zeros_like(angles[0]) + 0j
+        return [stack2(zero, zero, zero, 1j * torch.exp(1j * angles[0]))]
+    if name in ("u", "u3", "u2"):
+        if name == "u2":
+            theta = torch.full_like(angles[0], math.pi / 2)
+            phi, lam = angles
+        else:
+            theta, phi, lam = angles
+        c, s = torch.cos(theta / 2), torch.sin(theta / 2)
+        ephi, elam, eboth = torch.exp(1j * phi), torch.exp(1j * lam), torch.exp(1j * (phi + lam))
+        zero = torch.zeros_like(c) + 0j
+        d_theta = stack2(-s / 2 + 0j, -elam * c / 2, ephi * c / 2, -eboth * s / 2)
+        d_phi = stack2(zero, zero, 1j * ephi * s, 1j * eboth * c)
+        d_lam = stack2(zero, -1j * elam * s, zero, 1j * eboth * c)
+        return [d_phi, d_lam] if name == "u2" else [d_theta, d_phi, d_lam]
+    if name == "r":
+        theta, phi = angles
+        c, s = torch.cos(theta / 2), torch.sin(theta / 2)
+        em, ep = torch.exp(-1j * phi), torch.exp(1j * phi)
+        d_theta = stack2(-s / 2 + 0j, -0.5j * em * c, -0.5j * ep * c, -s / 2 + 0j)
+        zero = torch.zeros_like(c) + 0j
+        d_phi = stack2(zero, -em * s, ep * s, zero)
+        return [d_theta, d_phi]
+    raise AssertionError(name)
+
+
 def stack2(a, b, c, d) -> torch.Tensor:
     return torch.stack([torch.stack([a, b], -1), torch.stack([c, d], -1)], -2)
 
 
-Builder = Callable[[list[torch.Tensor]], torch.Tensor]
+@dataclass
+class ClosedForm:
+    """A parameterised gate's batched matrix (B, 2**k, 2**k) and its exact derivatives
+    (one per angle argument), both in closed form."""
+
+    build: Callable[[list[torch.Tensor]], torch.Tensor]
+    derive: Callable[[list[torch.Tensor]], list[torch.Tensor]]
+
+    def __call__(self, angles: list[torch.Tensor]) -> torch.Tensor:
+        return self.build(angles)
+
+
+Builder = ClosedForm
 
 
 def gate_builder(op) -> tuple[Builder, list] | None:
@@ -288,18 +337,22 @@ def _closed_form(op) -> Builder | None:
     cls = op.base_class.__name__
     if cls in ROT1:
         name = ROT1[cls]
-        return lambda a: rot_matrix(name, a)
+        return ClosedForm(lambda a: rot_matrix(name, a), lambda a: rot_derivatives(name, a))
     if cls in _PAULI_ROT2:
         pauli = 1j * np.asarray(op.base_class(math.pi).to_matrix())  # U(π) = -i P
-        return lambda a: _pauli_rotation(pauli, a[0])
+        return _pauli_rotation(pauli)
     if cls in ("XXPlusYYGate", "XXMinusYYGate"):
-        i, j = (1, 2) if cls == "XXPlusYYGate" else (0, 3)
-        return lambda a: _two_level(i, j, a[0], a[1])
+        return _two_level(*((1, 2) if cls == "XXPlusYYGate" else (0, 3)))
     if cls == "CUGate":  # controlled e^{iγ} U(θ, φ, λ)
         def base(a):
             return torch.exp(1j * a[3])[:, None, None] * rot_matrix("u", a[:3])
 
-        return controlled(base, 1, 1, op.ctrl_state)
+        def base_derivs(a):
+            phase = torch.exp(1j * a[3])[:, None, None]
+            d = [phase * m for m in rot_derivatives("u", a[:3])]
+            return d + [1j * phase * rot_matrix("u", a[:3])]
+
+        return controlled(ClosedForm(base, base_derivs), 1, 1, op.ctrl_state)
     if isinstance(op, ControlledGate):
         inner = _closed_form(op.base_gate)
         if inner is None:
@@ -332,30 +385,57 @@ def _evolution(hamiltonian: np.ndarray) -> Builder:
         phases = torch.exp(-1j * angles[0][:, None] * lam[None, :])  # (B, K)
         return torch.einsum("ij,bj,kj->bik", v, phases, v.conj())
 
-    return build
+    def derive(angles):
+        phases = -1j * lam[None, :] * torch.exp(-1j * angles[0][:, None] * lam[None, :])
+        return [torch.einsum("ij,bj,kj->bik", v, phases, v.conj())]
+
+    return ClosedForm(build, derive)
 
 
-def _pauli_rotation(pauli: np.ndarray, angle: torch.Tensor) -> torch.Tensor:
+def _pauli_rotation(pauli: np.ndarray) -> ClosedForm:
+    """exp(-i a/2 P) = cos(a/2) I - i sin(a/2) P for a Pauli string P."""
     p = torch.as_tensor(pauli, dtype=torch.complex128)
     eye = torch.eye(p.shape[0], dtype=torch.complex128)
-    c = torch.cos(angle / 2)[:, None, None]
-    s = torch.sin(angle / 2)[:, None, None]
-    return c * eye - 1j * s * p
+
+    def build(a):
+        c, s = torch.cos(a[0] / 2)[:, None, None], torch.sin(a[0] / 2)[:, None, None]
+        return c * eye - 1j * s * p
+
+    def derive(a):
+        c, s = torch.cos(a[0] / 2)[:, None, None], torch.sin(a[0] / 2)[:, None, None]
+        return [-0.5 * s * eye - 0.5j * c * p]
+
+    return ClosedForm(build, derive)
 
 
-def _two_level(i: int, j: int, theta: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """XX±YY: a rotation between basis states i and j, identity elsewhere (Qiskit's matrix)."""
-    c, s = torch.cos(theta / 2) + 0j, torch.sin(theta / 2) + 0j
-    m = torch.zeros(4, 4, 4, dtype=torch.complex128)  # (which entry, row, col)
-    m[0, i, i] = m[0, j, j] = 1
-    m[1, i, j] = 1
-    m[2, j, i] = 1
+def _two_level(i: int, j: int) -> ClosedForm:
+    """XX±YY(θ, β): a rotation between basis states i and j, identity elsewhere (Qiskit's
+    matrix: c on the diagonal pair, -i s e^{∓iβ} off it)."""
+    place = torch.zeros(3, 4, 4, dtype=torch.complex128)  # (entry, row, col)
+    place[0, i, i] = place[0, j, j] = 1
+    place[1, i, j] = 1
+    place[2, j, i] = 1
     rest = torch.eye(4, dtype=torch.complex128)
     rest[i, i] = rest[j, j] = 0
-    coef = torch.stack(
-        [c, -1j * s * torch.exp(-1j * beta), -1j * s * torch.exp(1j * beta)], 1
-    )  # (B, 3)
-    return rest + torch.einsum("bk,kij->bij", coef, m[:3])
+
+    def parts(a):
+        theta, beta = a
+        c = torch.cos(theta / 2).to(torch.complex128)
+        s = torch.sin(theta / 2).to(torch.complex128)
+        return c, s, torch.exp(-1j * beta), torch.exp(1j * beta)
+
+    def build(a):
+        c, s, em, ep = parts(a)
+        coef = torch.stack([c, -1j * s * em, -1j * s * ep], 1)  # (B, 3)
+        return rest + torch.einsum("bk,kij->bij", coef, place)
+
+    def derive(a):
+        c, s, em, ep = parts(a)
+        d_theta = torch.stack([-s / 2, -0.5j * c * em, -0.5j * c * ep], 1)
+        d_beta = torch.stack([torch.zeros_like(c), -s * em, s * ep], 1)
+        return [torch.einsum("bk,kij->bij", d, place) for d in (d_theta, d_beta)]
+
+    return ClosedForm(build, derive)
 
 
 def controlled(inner: Builder, num_ctrl: int, num_target: int, ctrl_state: int) -> Builder:
@@ -374,23 +454,21 @@ def controlled(inner: Builder, num_ctrl: int, num_target: int, ctrl_state: int) 
         for b in range(dim_t):
             place[a * dim_t + b, active[a], active[b]] = 1
 
+    def embed(base):
+        return torch.einsum("bx,xij->bij", base.reshape(base.shape[0], -1), place)
+
     def build(angles):
-        base = inner(angles)
-        return rest + torch.einsum("bx,xij->bij", base.reshape(base.shape[0], -1), place)
+        return rest + embed(inner.build(angles))
 
-    return build
+    def derive(angles):
+        return [embed(d) for d in inner.derive(angles)]
+
+    return ClosedForm(build, derive)
 
 
-def builder_derivatives(build: Builder, angles: list[torch.Tensor]) -> list[torch.Tensor]:
-    """dU/d(angle_k) for every angle argument, exactly, by forward-mode autodiff."""
-    out = []
-    with fwAD.dual_level():
-        for k, a in enumerate(angles):
-            duals = list(angles)
-            duals[k] = fwAD.make_dual(a, torch.ones_like(a))
-            tangent = fwAD.unpack_dual(build(duals)).tangent
-            out.append(tangent if tangent is not None else None)
-    return out
+def builder_derivatives(build: ClosedForm, angles: list[torch.Tensor]) -> list[torch.Tensor]:
+    """dU/d(angle_k) for every angle argument, exactly (closed form)."""
+    return build.derive(angles)
 
 
 def diagonal_generator(op) -> np.ndarray | None:
@@ -576,6 +654,13 @@ def _leaf(op, qubits: list[int], expressions: Expressions) -> Leaf | None:
     if cls in ROT1 and len(qubits) == 1:
         return Leaf("rot1", qubits, (ROT1[cls], [expressions.angle(p) for p in op.params]))
     if not _is_parameterised(op):
+        if cls in ("PauliEvolutionGate", "HamiltonianGate") and len(qubits) <= MAX_DENSE_QUBITS:
+            found = gate_builder(op)  # exp(-i t H) by eigendecomposition, no sparse expm
+            if found is not None:
+                build, (time,) = found
+                with torch.no_grad():
+                    t = torch.tensor([_real(time)], dtype=torch.float64)
+                    return Leaf("fixed", qubits, build([t])[0].numpy())
         matrix = _fixed_matrix(op)
         return None if matrix is None else Leaf("fixed", qubits, matrix)
     if len(qubits) > MAX_DENSE_QUBITS:

@@ -32,7 +32,16 @@ import numpy as np
 import torch
 
 from ..exceptions import BadInputError
-from .lowering import Angle, Expressions, Leaf, builder_derivatives, flatten, rot_matrix, stack2
+from .lowering import (
+    Angle,
+    Expressions,
+    Leaf,
+    builder_derivatives,
+    flatten,
+    rot_derivatives,
+    rot_matrix,
+    stack2,
+)
 
 # Rotations exp(-i a/2 σ): their derivative generator G^† dG = -i/2 σ is constant.
 _PAULI_GENERATOR = {
@@ -43,44 +52,9 @@ _PAULI_GENERATOR = {
 _Angle = Angle
 _rot_matrix = rot_matrix
 _stack2 = stack2
+_rot_derivatives = rot_derivatives
 
 
-def _rot_derivatives(name: str, angles: list[torch.Tensor]) -> list[torch.Tensor]:
-    """dG/d(angle_k) for every angle argument of a parameterised single-qubit gate, (B, G, 2, 2)."""
-    if name in ("rx", "ry", "rz"):
-        # G = exp(-i a/2 σ)  =>  dG = -i/2 σ G
-        sigma = {
-            "rx": [[0, 1], [1, 0]],
-            "ry": [[0, -1j], [1j, 0]],
-            "rz": [[1, 0], [0, -1]],
-        }[name]
-        g = _rot_matrix(name, angles)
-        return [(-0.5j * torch.as_tensor(sigma, dtype=g.dtype)) @ g]
-    if name in ("p", "u1"):
-        zero = torch.zeros_like(angles[0]) + 0j
-        return [_stack2(zero, zero, zero, 1j * torch.exp(1j * angles[0]))]
-    if name in ("u", "u3", "u2"):
-        if name == "u2":
-            theta = torch.full_like(angles[0], math.pi / 2)
-            phi, lam = angles
-        else:
-            theta, phi, lam = angles
-        c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-        ephi, elam, eboth = torch.exp(1j * phi), torch.exp(1j * lam), torch.exp(1j * (phi + lam))
-        zero = torch.zeros_like(c) + 0j
-        d_theta = _stack2(-s / 2 + 0j, -elam * c / 2, ephi * c / 2, -eboth * s / 2)
-        d_phi = _stack2(zero, zero, 1j * ephi * s, 1j * eboth * c)
-        d_lam = _stack2(zero, -1j * elam * s, zero, 1j * eboth * c)
-        return [d_phi, d_lam] if name == "u2" else [d_theta, d_phi, d_lam]
-    if name == "r":
-        theta, phi = angles
-        c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-        em, ep = torch.exp(-1j * phi), torch.exp(1j * phi)
-        d_theta = _stack2(-s / 2 + 0j, -0.5j * em * c, -0.5j * ep * c, -s / 2 + 0j)
-        zero = torch.zeros_like(c) + 0j
-        d_phi = _stack2(zero, -em * s, ep * s, zero)
-        return [d_theta, d_phi]
-    raise AssertionError(name)
 
 
 class _Segment:
