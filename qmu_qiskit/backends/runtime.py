@@ -282,12 +282,12 @@ class RuntimeRunner(Runner):
     def _tags(self) -> list[str]:
         return ["qmu-qiskit"] + ([self.run_id] if self.run_id else [])
 
-    def submit_estimate(self, prepared, observables, values, *, precision, seed) -> Handle:
+    def submit_estimate(self, prepared, observables, values, *, precision, seed, shots=None) -> Handle:
         return self.submit_estimate_pubs(
-            [Pub(prepared, values, observables)], precision=precision, seed=seed
+            [Pub(prepared, values, observables)], precision=precision, seed=seed, shots=shots
         )
 
-    def submit_estimate_pubs(self, pubs, *, precision, seed) -> Handle:
+    def submit_estimate_pubs(self, pubs, *, precision, seed, shots=None) -> Handle:
         """One runtime Estimator job for every pub (one ISA circuit per pub)."""
         EstimatorV2, _, _, _ = _primitive_classes()
         prim_pubs = []
@@ -301,7 +301,7 @@ class RuntimeRunner(Runner):
             for i, op in enumerate(pub.observables):
                 obs[i, 0] = op
             prim_pubs.append((pub.prepared.circuit, obs, pub.values))
-        shots = self.shots
+        shots = int(shots or self.shots)
 
         def make(mode):
             with warnings.catch_warnings():

@@ -43,6 +43,7 @@ import numpy as np
 from ..exceptions import BackendError, BadInputError, JobError
 from .cost import CostTracker
 from .ledger import JobLedger
+from .structure import structure_key
 from .runners import AerEstimatorRunner, AerShotsRunner, ExactRunner, Prepared, Pub, Runner
 from .transpile import TranspileCache, default_cache_dir, target_fingerprint
 
@@ -190,6 +191,16 @@ class Executor:
         return self.runner.exact
 
     @property
+    def exact_probabilities(self) -> bool:
+        """Whether :meth:`probabilities` gives exact distributions (else shot frequencies)."""
+        return self.runner.exact_probabilities
+
+    @property
+    def default_shots(self) -> int:
+        """Shots of a sampling job that asks for none: ``--shots``, else 1024."""
+        return self.shots or 1024
+
+    @property
     def supports_exact_gradients(self) -> bool:
         return isinstance(self.runner, ExactRunner)
 
@@ -283,10 +294,8 @@ class Executor:
 
     def _prepare(self, circuit, *, initially_zero: bool = True, keep_virtual: bool = False,
                  layout_hint: dict | None = None) -> Prepared:
-        from qiskit_machine_learning.utils import circuit_cache_key
-
         target = self.runner.target
-        structure = circuit_cache_key(circuit)
+        structure = structure_key(circuit)
         if target is None:
             isa = circuit
             sim_key = hashlib.sha256(f"{structure}|noiseless".encode()).hexdigest()
@@ -422,9 +431,7 @@ class Executor:
 
     def _prepare_content(self, bound, plan) -> Prepared:
         """A bound (per-sample) circuit, prepared once per content (LRU)."""
-        from qiskit_machine_learning.utils import circuit_cache_key
-
-        slot = ("content", circuit_cache_key(bound))
+        slot = ("content", structure_key(bound))
         with self._lock:
             entry = self._prepared.get(slot)
             if entry is not None:
@@ -447,7 +454,10 @@ class Executor:
         return chunks
 
     # ------------------------------------------------------------------ evaluation
-    def expectation_values(self, circuit, observables, values, *, precision: float | None = None):
+    def expectation_values(
+        self, circuit, observables, values, *, precision: float | None = None,
+        shots: int | None = None,
+    ):
         """All expectation values of ``observables`` at every row of ``values``.
 
         Args:
@@ -457,6 +467,7 @@ class Executor:
             precision: target precision for estimators that take one (Aer adds Gaussian noise of
                 that size; runtime estimators pick shots from it). ``None``/0 = exact where
                 possible.
+            shots: shots per parameter set on shot-based backends (default: the executor's).
 
         Returns:
             ``(evs, stds)``, both (O, N).
@@ -465,14 +476,18 @@ class Executor:
         plan = self._amplitude_plan(circuit)
         if plan is not None:
             out = self._amplitude_jobs(
-                "estimate", plan, values, observables=list(observables), precision=precision
+                "estimate", plan, values, observables=list(observables), precision=precision,
+                shots=shots,
             )
             return out["evs"], out["stds"]
         prepared = self.prepare(circuit)
         obs = prepared.observables(observables)
         evs, stds = [], []
         for chunk in self._chunks(values, len(obs)):
-            arrays = self._job("estimate", [Pub(prepared, chunk, obs)], observables=obs, precision=precision)
+            arrays = self._job(
+                "estimate", [Pub(prepared, chunk, obs)], observables=obs, precision=precision,
+                shots=shots,
+            )
             evs.append(arrays["evs"])
             stds.append(arrays["stds"])
         return np.concatenate(evs, 1), np.concatenate(stds, 1)
@@ -625,9 +640,12 @@ class Executor:
                     if single:
                         p = pubs[0]
                         return self.runner.submit_estimate(
-                            p.prepared, p.observables, p.values, precision=precision, seed=seed
+                            p.prepared, p.observables, p.values, precision=precision, seed=seed,
+                            shots=shots,
                         )
-                    return self.runner.submit_estimate_pubs(pubs, precision=precision, seed=seed)
+                    return self.runner.submit_estimate_pubs(
+                        pubs, precision=precision, seed=seed, shots=shots
+                    )
                 if single:
                     return self.runner.submit_sample(pubs[0].prepared, pubs[0].values, shots=shots, seed=seed)
                 return self.runner.submit_sample_pubs(pubs, shots=shots, seed=seed)
@@ -743,9 +761,10 @@ def _pid_alive(pid: int | None) -> bool:
 def _as_values(values, circuit) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim == 1:
-        arr = arr.reshape(1, -1) if circuit.num_parameters else arr.reshape(-1, 0)
+        arr = arr.reshape(1, -1) if circuit.num_parameters or arr.size == 0 else arr.reshape(-1, 0)
     if arr.shape[-1] != circuit.num_parameters:
         raise BadInputError(
             f"expected {circuit.num_parameters} parameter values per row, got {arr.shape[-1]}"
         )
-    return np.ascontiguousarray(arr.reshape(-1, circuit.num_parameters))
+    rows = int(np.prod(arr.shape[:-1], dtype=int))
+    return np.ascontiguousarray(arr.reshape(rows, circuit.num_parameters))

@@ -118,6 +118,7 @@ class Runner:
     name = "runner"
     remote = False  # jobs outlive this process (IBM Runtime): retrievable by id
     exact = False  # exact expectation values (no shot noise)
+    exact_probabilities = False  # sampling gives exact distributions (else shot frequencies)
     needs_transpile = False
 
     def __init__(self, *, spec, device=None, shots: int | None = None, noise_scale: float = 1.0):
@@ -133,17 +134,21 @@ class Runner:
     def prepare(self, circuit, isa, key: str, *, keep_virtual: bool = False) -> Prepared:
         return Prepared(source=circuit, circuit=isa, key=key)
 
-    def submit_estimate(self, prepared: Prepared, observables, values, *, precision, seed) -> Handle:
+    def submit_estimate(
+        self, prepared: Prepared, observables, values, *, precision, seed, shots=None
+    ) -> Handle:
         raise NotImplementedError
 
     def submit_sample(self, prepared: Prepared, values, *, shots, seed) -> Handle:
         raise NotImplementedError
 
-    def submit_estimate_pubs(self, pubs: list[Pub], *, precision, seed) -> Handle:
+    def submit_estimate_pubs(self, pubs: list[Pub], *, precision, seed, shots=None) -> Handle:
         """Several circuits in one job; ``evs``/``stds`` are (O, ΣN) in pub order."""
         if len(pubs) == 1 and pubs[0].state is None:
             p = pubs[0]
-            return self.submit_estimate(p.prepared, p.observables, p.values, precision=precision, seed=seed)
+            return self.submit_estimate(
+                p.prepared, p.observables, p.values, precision=precision, seed=seed, shots=shots
+            )
         raise BackendError(f"the {self.name} runner cannot run several circuits in one job")
 
     def submit_sample_pubs(self, pubs: list[Pub], *, shots, seed) -> Handle:
@@ -169,6 +174,7 @@ class ExactRunner(Runner):
 
     name = "exact"
     exact = True
+    exact_probabilities = True
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -188,7 +194,7 @@ class ExactRunner(Runner):
             prepared.extra["compiled"] = cc
         return cc
 
-    def submit_estimate(self, prepared, observables, values, *, precision, seed) -> Handle:
+    def submit_estimate(self, prepared, observables, values, *, precision, seed, shots=None) -> Handle:
         import torch
 
         cc = self.compiled(prepared)
@@ -197,6 +203,9 @@ class ExactRunner(Runner):
             with torch.no_grad():
                 evs = cc.expectation(torch.as_tensor(values, dtype=torch.float64), observables)
             evs = evs.numpy().T.copy()  # (O, N)
+            if precision:  # as StatevectorEstimator: Gaussian noise of the requested precision
+                evs = np.random.default_rng(int(seed)).normal(evs, precision)
+                return {"evs": evs, "stds": np.full_like(evs, float(precision))}
             return {"evs": evs, "stds": np.zeros_like(evs)}
 
         return Handle(f"exact-{uuid.uuid4().hex[:12]}", run)
@@ -220,12 +229,14 @@ class ExactRunner(Runner):
     def probs_and_jacobian(self, prepared, values, columns):
         cc = self.compiled(prepared)
         measured = _measured_qubits(prepared.circuit)
-        if measured != list(range(cc.num_qubits)):
-            raise BadInputError(
-                "exact sampler gradients need every qubit measured into the clbit of the same "
-                "index (circuit.measure_all()); use a shot-based backend for other readouts"
-            )
-        return cc.value_and_jacobian(values, probabilities=True, columns=columns)
+        probs, jac = cc.value_and_jacobian(values, probabilities=True, columns=columns)
+        if measured == list(range(cc.num_qubits)):
+            return probs, jac
+        # marginal distribution of the measured qubits (and its Jacobian), in clbit order
+        n, c = jac.shape[0], jac.shape[2]
+        flat = np.moveaxis(jac, 2, 1).reshape(n * c, -1)
+        marg = _marginal(flat, measured, cc.num_qubits).reshape(n, c, -1)
+        return _marginal(probs, measured, cc.num_qubits), np.moveaxis(marg, 1, 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,8 +249,10 @@ class _AerBase(Runner):
         ``keep_virtual``: also keep the physical qubit of every virtual qubit, idle or not (ideal
         amplitude loading writes a state onto them).
         """
-        if self.device is None:  # noiseless Aer: run the abstract circuit
-            prepared = Prepared(source=circuit, circuit=isa, key=key)
+        from .structure import aer_circuit
+
+        if self.device is None:  # noiseless Aer: run the abstract circuit, made Aer-safe
+            prepared = Prepared(source=circuit, circuit=aer_circuit(isa), key=key)
             if keep_virtual:
                 prepared.extra["virtual_positions"] = list(range(isa.num_qubits))
             return prepared
@@ -252,10 +265,11 @@ class _AerBase(Runner):
 
         active = set(active_qubits(isa))
         virtual = _virtual_physical(isa)
-        if keep_virtual:
-            active |= set(virtual)
+        # idle virtual qubits stay too: an observable may act on them (and an empty circuit
+        # still has its qubits)
+        active |= set(virtual)
         qubits = tuple(sorted(active))
-        small = compact_circuit(isa, qubits)
+        small = aer_circuit(compact_circuit(isa, qubits))
         noise = restricted_noise_model(self.device, qubits, scale=self.noise_scale)
         layout = isa.layout
 
@@ -480,7 +494,7 @@ class AerEstimatorRunner(_AerBase):
         self.method = method
         self.name = f"aer_estimator:{method}"
 
-    def submit_estimate(self, prepared, observables, values, *, precision, seed) -> Handle:
+    def submit_estimate(self, prepared, observables, values, *, precision, seed, shots=None) -> Handle:
         from qiskit_aer.primitives import EstimatorV2
 
         est = prepared.extra.get("estimator")
@@ -500,13 +514,13 @@ class AerEstimatorRunner(_AerBase):
 
         return Handle(job.job_id(), run)
 
-    def submit_estimate_pubs(self, pubs, *, precision, seed) -> Handle:
+    def submit_estimate_pubs(self, pubs, *, precision, seed, shots=None) -> Handle:
         """Exact expectation values of several circuits (ideal loading or one bound circuit per
         sample) from one Aer run. Z-type observables are read off the exact outcome
         distribution (no readout error, as the density-matrix estimator), which is cached for
         the shot-based runner; others are saved as expectation values."""
         if len(pubs) == 1 and pubs[0].state is None:
-            return super().submit_estimate_pubs(pubs, precision=precision, seed=seed)
+            return super().submit_estimate_pubs(pubs, precision=precision, seed=seed, shots=shots)
         if not all(_is_z_type(op) for p in pubs for op in p.observables):
             return self._expectation_pubs(pubs, precision, seed)
         qubit_sets = [list(range(_strip_measurements(p.prepared.circuit).num_qubits)) for p in pubs]
@@ -583,8 +597,8 @@ class AerShotsRunner(_AerBase):
         super().__init__(**kw)
         self.name = "aer_shots"
 
-    def submit_estimate(self, prepared, observables, values, *, precision, seed) -> Handle:
-        shots = self.shots or 1024
+    def submit_estimate(self, prepared, observables, values, *, precision, seed, shots=None) -> Handle:
+        shots = int(shots or self.shots or 1024)
         circuit = self._measured_circuit(prepared)
         signs, consts = _z_parities(observables, circuit.num_clbits)
         job_id, probs = self._counts_job(prepared, circuit, values, shots, seed)
@@ -598,12 +612,12 @@ class AerShotsRunner(_AerBase):
 
         return Handle(job_id, run)
 
-    def submit_estimate_pubs(self, pubs, *, precision, seed) -> Handle:
+    def submit_estimate_pubs(self, pubs, *, precision, seed, shots=None) -> Handle:
         """Shot-based estimates of several circuits from one Aer run: every compact qubit is
         measured, the device's readout error applied, ``shots`` drawn per parameter set."""
         if len(pubs) == 1 and pubs[0].state is None:
-            return super().submit_estimate_pubs(pubs, precision=precision, seed=seed)
-        shots = int(self.shots or 1024)
+            return super().submit_estimate_pubs(pubs, precision=precision, seed=seed, shots=shots)
+        shots = int(shots or self.shots or 1024)
         qubit_sets = [list(range(_strip_measurements(p.prepared.circuit).num_qubits)) for p in pubs]
         parities = [_z_parities(p.observables, len(q)) for p, q in zip(pubs, qubit_sets)]
 
