@@ -17,7 +17,7 @@ from qiskit.circuit import Parameter
 from qiskit.circuit.library import get_standard_gate_name_mapping, real_amplitudes
 from qiskit.primitives import StatevectorEstimator, StatevectorSampler
 from qiskit.primitives.containers import BitArray
-from qiskit.quantum_info import Pauli, SparsePauliOp, Statevector
+from qiskit.quantum_info import SparsePauliOp, Statevector
 
 from qmu_qiskit.execution.executor import Executor
 from qmu_qiskit.execution.structure import AER_BINDABLE

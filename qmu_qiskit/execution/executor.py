@@ -43,8 +43,8 @@ import numpy as np
 from ..exceptions import BackendError, BadInputError, JobError
 from .cost import CostTracker
 from .ledger import JobLedger
+from .runners import Prepared, Pub, Runner, make_runner, typed_result
 from .structure import structure_key
-from .runners import AerEstimatorRunner, AerShotsRunner, ExactRunner, Prepared, Pub, Runner
 from .transpile import TranspileCache, default_cache_dir, target_fingerprint
 
 #: Engines of the noiseless ``aer`` backend.
@@ -147,8 +147,11 @@ class Executor:
             )
         self.engine = engine
         self.noise_scale = noise_scale
-        self.runner: Runner = self._make_runner(engine, noise_scale)
-        kind = "runtime" if self.spec.is_runtime else ("exact" if isinstance(self.runner, ExactRunner) else "aer")
+        self.runner: Runner = make_runner(
+            self.spec, engine=engine, shots=self.shots, noise_scale=noise_scale,
+            runtime_options=self.runtime_options, run_id=self.run_id,
+        )
+        kind = self.runner.kind
         self.max_parameter_sets = max_parameter_sets or DEFAULT_MAX_PARAMETER_SETS[kind]
         self.max_circuits = max_circuits or DEFAULT_MAX_CIRCUITS["runtime" if kind == "runtime" else "aer"]
         if max_prepared < 1:
@@ -159,31 +162,6 @@ class Executor:
         self._layouts_used: dict[str, int] = {}
         self._amplitude_circuits = 0
         self._lock = threading.Lock()
-
-    # ------------------------------------------------------------------ construction
-    def _make_runner(self, engine: str, noise_scale: float) -> Runner:
-        spec = self.spec
-        if spec.kind == "aer":
-            if self.shots is not None:
-                return AerShotsRunner(spec=spec, shots=self.shots)
-            if engine == "exact":
-                return ExactRunner(spec=spec)
-            return AerEstimatorRunner(spec=spec, method="statevector")
-        if spec.kind == "aer_noisy":
-            device = spec.device_backend()
-            if self.shots is not None:
-                return AerShotsRunner(spec=spec, device=device, shots=self.shots, noise_scale=noise_scale)
-            return AerEstimatorRunner(
-                spec=spec, device=device, method="density_matrix", noise_scale=noise_scale
-            )
-        from ..backends.runtime import RuntimeRunner
-
-        return RuntimeRunner(
-            spec=spec,
-            shots=self.shots or 1024,
-            options=self.runtime_options,
-            run_id=self.run_id,
-        )
 
     @property
     def exact(self) -> bool:
@@ -202,11 +180,11 @@ class Executor:
 
     @property
     def supports_exact_gradients(self) -> bool:
-        return isinstance(self.runner, ExactRunner)
+        return self.runner.exact_gradients
 
     def describe(self) -> dict:
         """What a run records about how its circuits were executed."""
-        exact_engine = isinstance(self.runner, ExactRunner)
+        exact_engine = self.runner.kind == "exact"
         if exact_engine or self.runner.target is None:
             loading = "exact (noiseless simulation)"
         elif self.amplitude_loading == "ideal":
@@ -360,7 +338,7 @@ class Executor:
     def _amplitude_plan(self, circuit) -> "_AmplitudePlan | None":
         """How to split a circuit with a leading amplitude encoding (``None``: it has none, or
         the runner evaluates it natively — the exact engine)."""
-        if isinstance(self.runner, ExactRunner):
+        if self.runner.native_amplitude_encoding:
             return None
         with self._lock:
             entry = self._plans.get(id(circuit))
@@ -422,7 +400,9 @@ class Executor:
                 pubs.append(Pub(prepared, rest[rows], obs, state))
             with self._lock:
                 self._amplitude_circuits += len(pubs)
-            arrays = self._job(kind, pubs, observables=observables, precision=precision, shots=shots)
+            arrays = self._job(
+                kind, pubs, observables=observables, precision=precision, shots=shots
+            ).arrays()
             rows = np.concatenate([rows_of[u] for u in chunk])
             if out is None:
                 out = _scatter_init(kind, arrays, len(values))
@@ -488,8 +468,8 @@ class Executor:
                 "estimate", [Pub(prepared, chunk, obs)], observables=obs, precision=precision,
                 shots=shots,
             )
-            evs.append(arrays["evs"])
-            stds.append(arrays["stds"])
+            evs.append(arrays.evs)
+            stds.append(arrays.stds)
         return np.concatenate(evs, 1), np.concatenate(stds, 1)
 
     def probabilities(self, circuit, values, *, shots: int | None = None):
@@ -501,7 +481,7 @@ class Executor:
             return self._amplitude_jobs("sample", plan, values, shots=shots)["probs"]
         prepared = self.prepare(circuit)
         out = [
-            self._job("sample", [Pub(prepared, chunk)], shots=shots)["probs"]
+            self._job("sample", [Pub(prepared, chunk)], shots=shots).probs
             for chunk in self._chunks(values, 1)
         ]
         return np.concatenate(out, 0)
@@ -509,7 +489,7 @@ class Executor:
     def value_and_jacobian(self, circuit, observables, values, columns):
         """Exact values (N, O) and Jacobian (N, O, C) in one evaluation (exact engine only)."""
         runner = self.runner
-        if not isinstance(runner, ExactRunner):
+        if not runner.exact_gradients:
             raise BackendError("exact gradients need the noiseless 'aer' backend with engine 'exact'")
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
@@ -518,7 +498,7 @@ class Executor:
 
     def probs_and_jacobian(self, circuit, values, columns):
         runner = self.runner
-        if not isinstance(runner, ExactRunner):
+        if not runner.exact_gradients:
             raise BackendError("exact gradients need the noiseless 'aer' backend with engine 'exact'")
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
@@ -555,14 +535,15 @@ class Executor:
             h.update(np.ascontiguousarray(pub.values).tobytes())
         return h.hexdigest()
 
-    def _job(self, kind, pubs, *, observables=None, precision=None, shots=None) -> dict:
+    def _job(self, kind, pubs, *, observables=None, precision=None, shots=None):
         """One job for ``pubs`` (usually one; one per sample for data-dependent circuits):
-        ledger lookup, submission with retries, record, result."""
+        ledger lookup, submission with retries, record, result (typed: ``Estimates`` or
+        ``Distributions``)."""
         runner = self.runner
         n = sum(len(p.values) for p in pubs)
         evals = n * (len(observables) if observables is not None else 1)
         shots_used = 0 if runner.exact and kind == "estimate" else (shots or runner.shots or 1024)
-        record = self.ledger is not None and not isinstance(runner, ExactRunner)
+        record = self.ledger is not None and runner.records_jobs
         fp = self._fingerprint_pubs(kind, pubs, observables, precision, shots)
         if record:
             reused = self._from_ledger(fp)
@@ -598,18 +579,18 @@ class Executor:
                 "run the command again (finished jobs are not re-run)"
             ) from exc
         if record:
-            self.ledger.record_done(handle.job_id, arrays)
+            self.ledger.record_done(handle.job_id, arrays.arrays())
         self.cost.add(
             jobs=1, pubs=len(pubs), circuit_evaluations=evals, shots=shots_used * n,
             qpu_seconds=getattr(handle, "qpu_seconds", 0.0),
         )
         return arrays
 
-    def _from_ledger(self, fp: str) -> dict | None:
+    def _from_ledger(self, fp: str):
         rows = self.ledger.find(fp)
         for row in rows:
             if row.status == "done":
-                return self.ledger.load_result(row)
+                return typed_result(self.ledger.load_result(row))
         for row in rows:
             if row.status != "submitted":
                 continue
@@ -624,7 +605,7 @@ class Executor:
                         f"job {row.job_id} on {row.backend} failed: {exc}; run the command again "
                         "to resubmit it"
                     ) from exc
-                self.ledger.record_done(row.job_id, arrays)
+                self.ledger.record_done(row.job_id, arrays.arrays())
                 self.cost.add(jobs_reused=1)
                 return arrays
             if row.pid != os.getpid() and not _pid_alive(row.pid):

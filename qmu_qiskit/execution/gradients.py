@@ -22,7 +22,6 @@ import math
 from collections import OrderedDict
 
 import numpy as np
-from qiskit.providers import Options
 from qiskit_machine_learning.gradients import (
     BaseEstimatorGradient,
     BaseSamplerGradient,
