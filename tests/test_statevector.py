@@ -195,3 +195,22 @@ def test_fresh_resets_initialize_and_zero_parameters_are_exact():
     ev, jac = cc.value_and_jacobian(np.zeros((2, 0)), obs)
     assert jac.shape == (2, 2, 0)
     np.testing.assert_allclose(ev[0], [Statevector(qc).expectation_value(o).real for o in obs])
+
+
+def test_feature_map_ladders_compile_to_one_diagonal_per_layer():
+    """CX · P(φ) · CX ladders (zz_feature_map) stay diagonal in a permuted frame: one phase
+    vector per feature-map layer, no dense or permutation step (the fast path for user circuits)."""
+    from qiskit.circuit.library import zz_feature_map
+
+    from qmu_qiskit.execution.statevector import _Dense, _Diagonal, _Permutation
+
+    qc = zz_feature_map(4, reps=2)
+    cc = CompiledCircuit(qc)
+    kinds = [type(step) for step in cc._program]
+    assert kinds.count(_Diagonal) == 2
+    assert _Dense not in kinds and _Permutation not in kinds
+    vals = np.random.default_rng(1).uniform(0, np.pi, (2, 4))
+    sv = cc.statevector(torch.tensor(vals)).numpy()
+    for b in range(2):
+        np.testing.assert_allclose(sv[b], Statevector(qc.assign_parameters(vals[b])).data,
+                                   atol=1e-12)

@@ -53,6 +53,8 @@ _Angle = Angle
 _rot_matrix = rot_matrix
 _stack2 = stack2
 _rot_derivatives = rot_derivatives
+# rz / p / u1 as exp(i a g) with g over the qubit's bit (for the permuted-frame diagonals)
+_ROT1_DIAGONAL = {"rz": [-0.5, 0.5], "p": [0.0, 1.0], "u1": [0.0, 1.0]}
 
 
 
@@ -162,6 +164,38 @@ class _Dense:
     angles: list[_Angle] = field(default_factory=list)
 
 
+@dataclass
+class _Permutation:
+    """A fixed gate (or product of gates) that maps basis states to basis states with phases:
+    (M ψ)[i] = phase[i] ψ[src[i]]."""
+
+    src: np.ndarray
+    phase: np.ndarray
+    _tensors: dict = field(default_factory=dict)
+
+    def tensors(self, cdtype):
+        if cdtype not in self._tensors:
+            inverse = np.empty_like(self.src)
+            inverse[self.src] = np.arange(len(self.src))
+            ones = bool(np.all(self.phase == 1))
+            phase = None if ones else torch.as_tensor(self.phase, dtype=cdtype)
+            self._tensors[cdtype] = (
+                torch.as_tensor(self.src), torch.as_tensor(inverse), phase
+            )
+        return self._tensors[cdtype]
+
+    def apply(self, state: torch.Tensor) -> torch.Tensor:
+        src, _, phase = self.tensors(state.dtype)
+        out = state[..., src]
+        return out if phase is None else out * phase
+
+    def apply_adjoint(self, state: torch.Tensor) -> torch.Tensor:
+        _, inverse, phase = self.tensors(state.dtype)
+        if phase is not None:
+            state = state * phase.conj()
+        return state[..., inverse]
+
+
 class CompiledCircuit:
     """A parameterised circuit compiled to batched torch operations.
 
@@ -202,9 +236,20 @@ class CompiledCircuit:
 
     # ------------------------------------------------------------------ compilation
     def _compile(self, leaves: list[Leaf]) -> None:
+        """Turn the leaves into vectorised steps.
+
+        Besides grouping single-qubit runs into segments and merging diagonals, gates that only
+        permute basis states (CX, SWAP, Toffoli, X, with phases) are not applied one by one: they
+        accumulate in a pending permutation ``frame`` (true state = frame · computed state), and
+        diagonal gates met meanwhile are conjugated into the computed frame, where they stay
+        diagonal. A ZZ feature map's CX · P(φ) · CX ladders thus become one phase vector; the
+        frame is applied as one gather before the next gate that mixes amplitudes.
+        """
         n = self.num_qubits
+        dim = 2**n
         pending: dict[int, list[tuple]] = {}
         diag: _Diagonal | None = None
+        frame: list = [None]  # (src, phase) with (M s)[i] = phase[i] s[src[i]], or None for I
 
         def flush_segment():
             keys = sorted(pending)
@@ -220,38 +265,84 @@ class CompiledCircuit:
                 self._program.append(diag)
                 diag = None
 
+        def flush_frame():
+            flush_segment()
+            flush_diag()
+            if frame[0] is not None:
+                src, phase = frame[0]
+                frame[0] = None
+                if not np.array_equal(src, np.arange(dim)) or np.any(phase != 1):
+                    self._program.append(_Permutation(src=src, phase=phase))
+
         def get_diag() -> _Diagonal:
             nonlocal diag
             if diag is None:
-                diag = _Diagonal(fixed=np.ones(2**n, dtype=np.complex128))
+                diag = _Diagonal(fixed=np.ones(dim, dtype=np.complex128))
             return diag
 
-        for pos, leaf in enumerate(leaves):
+        def to_frame(vec: np.ndarray) -> np.ndarray:
+            """A diagonal D (full space) in the computed frame: M^-1 D M, d'[src[i]] = d[i]."""
+            if frame[0] is None:
+                return vec
+            out = np.empty_like(vec)
+            out[frame[0][0]] = vec
+            return out
+
+        def add_diagonal(qubits, *, fixed=None, angle=None, gen=None):
+            # The pending single-qubit gates on its qubits happen first. Flushing every pending
+            # gate (not just those) is equally correct — gates on other qubits commute with this
+            # diagonal — and keeps whole layers in one vectorised segment.
+            if any(q in pending for q in qubits):
+                flush_segment()
+            d = get_diag()
+            if fixed is not None:
+                d.fixed = d.fixed * to_frame(_embed_diagonal(fixed, qubits, n))
+            else:
+                d.angles.append(angle)
+                d.generators.append(to_frame(_embed_diagonal(gen, qubits, n)))
+
+        for leaf in leaves:
             qubits = leaf.qubits
             if leaf.kind == "amplitudes":
                 # flatten() guarantees it is the first operation, on every qubit
                 self._init_amplitudes = leaf.data
                 continue
+            matrix = leaf.data if leaf.kind == "fixed" else None
+            if matrix is not None and _is_diagonal_matrix(matrix):
+                if len(qubits) == 1 and frame[0] is None:
+                    pending.setdefault(qubits[0], []).append(("fixed", matrix))
+                else:
+                    add_diagonal(qubits, fixed=np.diag(matrix))
+                continue
+            if leaf.kind == "pdiag":
+                angle, gen = leaf.data
+                add_diagonal(qubits, angle=angle, gen=gen)
+                continue
+            monomial = _monomial(matrix) if matrix is not None else None
+            if monomial is not None and (len(qubits) > 1 or frame[0] is not None):
+                # earlier single-qubit gates come first; the open diagonal (in the computed
+                # frame) stays open: later diagonals are conjugated into the same frame
+                flush_segment()
+                gsrc, gphase = _embed_monomial(*monomial, qubits, n)
+                if frame[0] is None:
+                    frame[0] = (gsrc, gphase)
+                else:
+                    src, phase = frame[0]
+                    frame[0] = (src[gsrc], gphase * phase[gsrc])
+                continue
+            if leaf.kind == "rot1" and frame[0] is not None:
+                name, angles = leaf.data
+                gen = _ROT1_DIAGONAL.get(name)
+                if gen is not None:  # rz / p / u1 stay diagonal in the permuted frame
+                    add_diagonal(qubits, angle=angles[0], gen=np.asarray(gen))
+                    continue
+            if frame[0] is not None:
+                flush_frame()
             if leaf.kind == "rot1":
                 pending.setdefault(qubits[0], []).append(("param", leaf.data))
                 continue
-            if leaf.kind == "fixed" and len(qubits) == 1:
-                pending.setdefault(qubits[0], []).append(("fixed", leaf.data))
-                continue
-            matrix = leaf.data if leaf.kind == "fixed" else None
-            if leaf.kind == "pdiag" or (matrix is not None and _is_diagonal_matrix(matrix)):
-                # The pending single-qubit gates on its qubits happen first. Flushing every
-                # pending gate (not just those) is equally correct — gates on other qubits commute
-                # with this diagonal — and keeps whole layers in one vectorised segment.
-                if any(q in pending for q in qubits):
-                    flush_segment()
-                d = get_diag()
-                if leaf.kind == "pdiag":
-                    angle, gen = leaf.data
-                    d.angles.append(angle)
-                    d.generators.append(_embed_diagonal(gen, qubits, n))
-                else:
-                    d.fixed = d.fixed * _embed_diagonal(np.diag(matrix), qubits, n)
+            if matrix is not None and len(qubits) == 1:
+                pending.setdefault(qubits[0], []).append(("fixed", matrix))
                 continue
             # a dense gate must see all earlier pending gates that touch the state
             flush_segment()
@@ -261,8 +352,7 @@ class CompiledCircuit:
             else:
                 build, angles = leaf.data
                 self._program.append(_Dense(qubits=qubits, matrix=None, build=build, angles=angles))
-        flush_segment()
-        flush_diag()
+        flush_frame()
 
     # ------------------------------------------------------------------ evaluation
     def _check(self, values: torch.Tensor) -> torch.Tensor:
@@ -322,6 +412,10 @@ class CompiledCircuit:
                 state = state * phase
                 if tape is not None:
                     tape.append((step, state_in, state, phase))
+            elif isinstance(step, _Permutation):
+                state = step.apply(state)
+                if tape is not None:
+                    tape.append((step, state_in, state, None))
             elif step.matrix is not None:
                 state = _apply_dense(state, step.matrix, step.qubits, n, cdtype)
                 if tape is not None:
@@ -552,6 +646,8 @@ class CompiledCircuit:
                     reduced = self._reduced(step, mu, state_in)
                     self._segment_gradient(step, values, reduced, prefix, grad)
                 lam = mu
+            elif isinstance(step, _Permutation):
+                lam = step.apply_adjoint(lam)
             elif isinstance(step, _Dense) and step.matrix is not None:
                 lam = _apply_dense(lam, step.matrix.conj().T, step.qubits, n, lam.dtype)
             elif isinstance(step, _Dense):
@@ -935,6 +1031,28 @@ def _reduced_dense(lam, psi, qubits, n) -> torch.Tensor:
     psi_v = psi.reshape([batch] + [2] * n).permute([0] + rest1 + axes1)
     psi_v = psi_v.reshape(batch, 2 ** (n - k), 2**k)
     return torch.einsum("borj,bri->boji", lam_v.conj(), psi_v)
+
+
+def _monomial(m: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(col, value) per row when the matrix has exactly one nonzero per row and column."""
+    nz = m != 0
+    if not (np.all(nz.sum(0) == 1) and np.all(nz.sum(1) == 1)):
+        return None
+    col = nz.argmax(1)
+    return col, m[np.arange(m.shape[0]), col]
+
+
+def _embed_monomial(col, value, qubits, n) -> tuple[np.ndarray, np.ndarray]:
+    """A k-qubit monomial gate on the full space: (G s)[i] = phase[i] s[src[i]]."""
+    idx = np.arange(2**n)
+    local = np.zeros(2**n, dtype=np.int64)
+    for j, q in enumerate(qubits):
+        local |= ((idx >> q) & 1) << j
+    src = idx.copy()
+    target = col[local]
+    for j, q in enumerate(qubits):
+        src = (src & ~(1 << q)) | (((target >> j) & 1) << q)
+    return src, np.asarray(value[local], dtype=np.complex128)
 
 
 def _is_diagonal_matrix(m: np.ndarray) -> bool:
