@@ -14,17 +14,21 @@ program of vectorised steps:
   matrix is built for the whole batch at once (one tensor op per gate kind), the per-qubit products
   are formed with batched matmuls, and each active qubit gets one einsum on the state;
 * diagonal gates (CZ, CP, RZZ, ...) are merged into one phase vector;
+* gates that permute basis states (CX, SWAP, Toffoli, ...) collect in a pending permutation
+  that diagonals are conjugated through, applied as one gather when an amplitude-mixing gate
+  follows;
 * other gates apply their (fixed or parameterised) unitary to their qubits.
 
-Gate angles may be any affine function of the circuit's parameters (``2*x + 1``). A leading
-``ParameterizedInitialize`` (qiskit-machine-learning's ``raw_feature_vector``) loads the
+The circuit is first lowered by :mod:`qmu_qiskit.execution.lowering`: composite instructions are
+decomposed, every gate angle becomes affine in a column of an extended value matrix (non-affine
+expressions are per-sample virtual columns, their gradients folded back by the chain rule). A
+leading ``ParameterizedInitialize`` (qiskit-machine-learning's ``raw_feature_vector``) loads the
 L2-normalised parameter vector as the initial state (amplitude encoding). Qubit order follows
 Qiskit: qubit 0 is the least significant bit of the basis-state index.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
