@@ -436,3 +436,36 @@ def test_runtime_local_mode_sampler_registers(runtime_ex):
     for name, bits in want.items():
         counts = getattr(res.data, name).get_counts()
         assert sum(counts.values()) == 300 and counts.get(bits, 0) > 240  # readout error only
+
+
+# Statevector evaluates the reference evolution with scipy's sparse expm, which warns about it
+@pytest.mark.filterwarnings("ignore::scipy.sparse.SparseEfficiencyWarning")
+def test_pauli_evolutions_are_exact_or_refused(ex):
+    """A PauliEvolutionGate's definition is a Trotter product: with a numeric time it runs as its
+    exact unitary (as Statevector does), with a parameterised time only if its terms commute
+    (then the product is exact); otherwise Aer refuses in one line, never a wrong value."""
+    from qiskit.circuit.library import PauliEvolutionGate
+
+    from qmu_qiskit.exceptions import BackendError
+
+    t = Parameter("t")
+    noncommuting = SparsePauliOp(["XX", "ZI", "YZ"], [0.7, 0.4, -0.3])
+    commuting = SparsePauliOp(["ZZ", "ZI", "IZ"], [0.7, 0.4, -0.3])
+    obs = SparsePauliOp(["XY", "ZZ", "YI"], [1.0, 0.5, 0.2])
+    cases = [(noncommuting, 0.9), (commuting, t), (noncommuting, t)]
+    for op, time in cases:
+        qc = QuantumCircuit(2)
+        qc.h(0)
+        qc.rx(0.3, 1)
+        qc.append(PauliEvolutionGate(op, time=time), [0, 1])
+        vals = [[0.8]] if qc.num_parameters else None
+        pub = (qc, obs, vals) if vals else (qc, obs)
+        if op is noncommuting and qc.num_parameters and ex.engine != "exact":
+            if ex.spec.kind == "aer":
+                with pytest.raises(BackendError, match="non-commuting"):
+                    ex.estimator().run([pub])
+            continue
+        if op is noncommuting and qc.num_parameters:
+            continue  # the exact engine's own cross-check covers it
+        ref = StatevectorEstimator().run([pub]).result()[0].data.evs
+        _close(ex.estimator().run([pub]).result()[0].data.evs, ref)

@@ -410,3 +410,22 @@ def test_primitives_for_every_backend_kind(tmp_path):
         primitives_for("fake_manila", engine="aer")
     with pytest.raises(BackendError, match="unknown backend"):
         primitives_for("nonsense")
+
+
+def test_gradient_ignores_a_parameterised_global_phase(ex):
+    """A parameter in the global phase (a ``global_phase`` gate or the circuit's phase) changes
+    no expectation value: its gradient is 0 and the others are unaffected."""
+    a, b = Parameter("a"), Parameter("b")
+    qc = QuantumCircuit(1, global_phase=2 * a)
+    qc.ry(a, 0)
+    qc.rz(b, 0)
+    qc.rx(a * b, 0)
+    from qiskit.circuit.library import GlobalPhaseGate
+
+    qc.append(GlobalPhaseGate(b), [])
+    obs = SparsePauliOp("Y")
+    vals = [[0.4, -1.1], [1.3, 0.2]]
+    got = ex.estimator_gradient().run([qc] * 2, [obs] * 2, vals).result().gradients
+    want = _ref_grad([qc] * 2, [obs] * 2, vals)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-9)

@@ -44,7 +44,7 @@ from ..exceptions import BackendError, BadInputError, JobError
 from .cost import CostTracker
 from .ledger import JobLedger
 from .runners import Prepared, Pub, Runner, make_runner, typed_result
-from .structure import structure_key
+from .structure import exact_evolutions, structure_key
 from .transpile import TranspileCache, default_cache_dir, target_fingerprint
 
 #: Engines of the noiseless ``aer`` backend.
@@ -278,7 +278,10 @@ class Executor:
             isa = circuit
             sim_key = hashlib.sha256(f"{structure}|noiseless".encode()).hexdigest()
         else:
-            isa, where = self._transpile(circuit, target, initially_zero=initially_zero, hint=layout_hint)
+            # a transpiler synthesises PauliEvolutionGates as Trotter products: make them exact
+            isa, where = self._transpile(
+                exact_evolutions(circuit), target, initially_zero=initially_zero, hint=layout_hint
+            )
             sim_key = hashlib.sha256(
                 f"{structure}|{target_fingerprint(target)}|{self.optimization_level}|"
                 f"{self.seed_transpiler}|{where}|{initially_zero}|{self.noise_scale}".encode()

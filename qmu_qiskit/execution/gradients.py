@@ -30,6 +30,7 @@ from qiskit_machine_learning.gradients import (
 )
 
 from ..exceptions import BadInputError
+from .structure import check_evolutions
 
 # Gates whose parameterised forms are exp(-i θ/2 P) (P a Pauli string; ``p`` is ``rz`` up to a
 # global phase): the two-term ±π/2 shift rule is exact for them. Controlled rotations are not
@@ -123,6 +124,28 @@ class ExactEstimatorGradient(_EstimatorGradientMixin, BaseEstimatorGradient):
         return self._executor.value_and_jacobian(circuit, observables, values, columns)
 
 
+def _without_parametric_phase(circuit):
+    """``circuit`` without parameterised global phases (the circuit's, and ``global_phase``
+    gates): they change no expectation value or probability, and have no shift rule."""
+    from qiskit.circuit import ParameterExpression
+
+    def parametric(value) -> bool:
+        return isinstance(value, ParameterExpression) and bool(value.parameters)
+
+    gates = [i for i in circuit.data if i.operation.name == "global_phase"
+             and any(parametric(p) for p in i.operation.params)]
+    if not gates and not parametric(circuit.global_phase):
+        return circuit
+    out = circuit.copy_empty_like()
+    if parametric(out.global_phase):
+        out.global_phase = 0.0
+    for inst in circuit.data:
+        if inst.operation.name == "global_phase" and any(parametric(p) for p in inst.operation.params):
+            continue
+        out.append(inst)
+    return out
+
+
 def _lambdify(expr, params):
     """``expr`` and its derivative by each parameter as vectorised numpy functions."""
     import sympy
@@ -173,6 +196,7 @@ class _ShiftPlan:
             body = circuit.copy_empty_like()
             for inst in circuit.data[1:]:
                 body.append(inst)
+        check_evolutions(body)
         try:
             unrolled = TranslateParameterizedGates(list(SUPPORTED_GATES))(body)
         except Exception as exc:  # noqa: BLE001 - QiskitError from the basis translator
@@ -180,6 +204,7 @@ class _ShiftPlan:
                 f"cannot write the circuit's parameterised gates as Pauli rotations for the "
                 f"parameter-shift rule ({type(exc).__name__}); use engine 'exact' on 'aer'"
             ) from None
+        unrolled = _without_parametric_phase(unrolled)
         for inst in unrolled.data:
             op = inst.operation
             if any(isinstance(p, ParameterExpression) and p.parameters for p in op.params):

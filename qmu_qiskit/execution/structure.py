@@ -162,13 +162,132 @@ def _rebind(cached, circuit):
     return cached.assign_parameters(mapping, inplace=False)
 
 
+def _evolution_terms(op):
+    """The Pauli terms of a ``PauliEvolutionGate`` (its operator, or the sum of its list)."""
+    from qiskit.quantum_info import SparsePauliOp
+
+    ops = op.operator if isinstance(op.operator, list) else [op.operator]
+    paulis = []
+    for o in ops:
+        spo = o if isinstance(o, SparsePauliOp) else SparsePauliOp(o)
+        paulis.extend(spo.paulis)
+    return paulis
+
+
+def _commuting(paulis) -> bool:
+    return all(
+        paulis[i].commutes(paulis[j]) for i in range(len(paulis)) for j in range(i + 1, len(paulis))
+    )
+
+
+def check_evolutions(circuit, depth: int = 0) -> None:
+    """Refuse a ``PauliEvolutionGate`` with a parameterised time whose terms do not commute,
+    anywhere in ``circuit``: its definition is a product formula (Trotter), not exp(-itH), and
+    a bound time cannot be turned into the exact matrix while the parameter is free.
+
+    Raises:
+        BackendError: such an evolution is found (one line, with what to do).
+    """
+    for inst in circuit.data:
+        op = inst.operation
+        if op.name == "PauliEvolution" and _parametric(op):
+            if not _commuting(_evolution_terms(op)):
+                raise BackendError(
+                    "a PauliEvolutionGate with a parameterised time and non-commuting terms has "
+                    "no exact decomposition for Aer or the parameter-shift rule (its definition "
+                    "is a Trotter product); use engine 'exact' on 'aer', bind the time, or write "
+                    "the product formula you mean explicitly"
+                )
+            continue
+        if op.name in _standard_names() or depth >= 16:
+            continue
+        try:
+            definition = op.definition
+        except Exception:  # noqa: BLE001 - needs bound parameters: decomposed later or refused
+            definition = None
+        if definition is not None:
+            check_evolutions(definition, depth + 1)
+
+
+def _exact_evolutions(circuit):
+    """Top-level ``PauliEvolutionGate`` s with a numeric time as their exact unitary (their
+    definition is a Trotter product, which ``Statevector`` does not use)."""
+    from qiskit.circuit.library import UnitaryGate
+    from scipy.linalg import expm
+
+    if not any(i.operation.name == "PauliEvolution" for i in circuit.data):
+        return circuit
+    out = circuit.copy_empty_like()
+    for inst in circuit.data:
+        op = inst.operation
+        if op.name == "PauliEvolution" and not _parametric(op):
+            paulis = _evolution_terms(op)
+            if not _commuting(paulis):
+                ops = op.operator if isinstance(op.operator, list) else [op.operator]
+                h = sum(o.to_matrix() for o in ops)  # dense: Aer-sized circuits only
+                u = expm(-1j * float(op.params[0]) * h)
+                inst = inst.replace(operation=UnitaryGate(u, check_input=False))
+        out.append(inst)
+    return out
+
+
+def _has_evolution(circuit, depth: int = 0) -> bool:
+    for inst in circuit.data:
+        op = inst.operation
+        if op.name == "PauliEvolution":
+            return True
+        if op.name in _standard_names() or depth >= 16:
+            continue
+        try:
+            definition = op.definition
+        except Exception:  # noqa: BLE001 - needs bound parameters
+            definition = None
+        if definition is not None and _has_evolution(definition, depth + 1):
+            return True
+    return False
+
+
+def exact_evolutions(circuit):
+    """``circuit`` with every ``PauliEvolutionGate`` that a transpiler would Trotterise made
+    exact: numeric times become the exact unitary (composites holding one are decomposed to
+    reach it), parameterised times are kept only where the terms commute (the product formula is
+    then exact). A circuit without evolutions is returned as it is.
+
+    Raises:
+        BackendError: a parameterised evolution with non-commuting terms.
+    """
+    if not _has_evolution(circuit):
+        return circuit
+    check_evolutions(circuit)
+    out = circuit
+    for _ in range(32):
+        out = _exact_evolutions(out)
+        nested = set()
+        for inst in out.data:
+            op = inst.operation
+            if op.name in _standard_names() or op.name == "PauliEvolution":
+                continue
+            try:
+                definition = op.definition
+            except Exception:  # noqa: BLE001
+                definition = None
+            if definition is not None and _has_evolution(definition):
+                nested.add(op.name)
+        if not nested:
+            return out
+        out = out.decompose(gates_to_decompose=sorted(nested))
+    raise BackendError("a composite instruction is nested more than 32 levels deep")
+
+
 def _rewrite(circuit):
     from qiskit.circuit import ParameterExpression
     from qiskit.transpiler.passes import TranslateParameterizedGates
 
     supported = _aer_supported()
+    check_evolutions(circuit)
     out = circuit
     for _ in range(32):  # unroll composite instructions level by level
+        out = _exact_evolutions(out)
         unknown = {inst.operation.name for inst in out.data if inst.operation.name not in supported}
         if not unknown:
             break
