@@ -261,8 +261,12 @@ class _AerBase(Runner):
             return super().submit_sample_pubs(pubs, shots=shots, seed=seed)
         measured = [_measured_qubits(p.prepared.circuit) for p in pubs]
 
+        exact = self.exact_probabilities  # noiseless, no shots: the distributions themselves
+
         def run():
             dists = self._pub_distributions(pubs, measured)
+            if exact:
+                return {"probs": np.concatenate(dists, 0)}
             rng = np.random.default_rng(int(seed))
             out = []
             for pub, q, p in zip(pubs, measured, dists):
@@ -283,6 +287,25 @@ class AerEstimatorRunner(_AerBase):
         super().__init__(**kw)
         self.method = method
         self.name = f"aer_estimator:{method}"
+
+    @property
+    def exact_probabilities(self) -> bool:
+        """Noiseless Aer samples from the exact statevector distribution; with device noise the
+        sampler keeps the device's readout error and shot statistics."""
+        return self.device is None
+
+    def submit_sample(self, prepared, values, *, shots, seed) -> Handle:
+        """Noiseless: the exact outcome distributions (``save_probabilities``), cached like the
+        multi-circuit jobs'; with device noise: counts, as the shot-based runner."""
+        circuit = _strip_measurements(prepared.circuit)
+        if self.device is not None or circuit.num_qubits > self.MAX_MULTI_QUBITS:
+            return super().submit_sample(prepared, values, shots=shots, seed=seed)
+        pub = Pub(prepared, np.asarray(values, dtype=np.float64))
+        measured = _measured_qubits(prepared.circuit)
+        return Handle(
+            f"aer-{uuid.uuid4().hex[:12]}",
+            lambda: {"probs": self._pub_distributions([pub], [measured])[0]},
+        )
 
     def submit_estimate(self, prepared, observables, values, *, precision, seed, shots=None) -> Handle:
         from qiskit_aer.primitives import EstimatorV2
