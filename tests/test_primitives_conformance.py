@@ -150,7 +150,8 @@ def test_precision_adds_seeded_noise_of_that_size(tmp_path):
     r = a.run([(psi1, _ham(), vals)], precision=0.1).result()[0]
     evs = r.data.evs
     assert abs(evs.std() - 0.1) < 0.015 and abs(evs.mean() + 1.284366511861733) < 0.02
-    np.testing.assert_array_equal(evs, b.run([(psi1, _ham(), vals)], precision=0.1).result()[0].data.evs)
+    again = b.run([(psi1, _ham(), vals)], precision=0.1).result()[0].data.evs
+    np.testing.assert_array_equal(evs, again)
 
 
 def test_metadata_carries_the_circuit_metadata(ex):

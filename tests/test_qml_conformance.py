@@ -111,7 +111,8 @@ def test_gradients_match_the_reference(ex, name):
     test_gradient_parameter_coefficient: every value of qiskit-machine-learning's reference."""
     qc = _gate_circuits()[name]
     rng = np.random.default_rng(7)
-    obs = SparsePauliOp.from_list([("Z" * qc.num_qubits, 1.0), ("X" + "Y" * (qc.num_qubits - 1), 0.5)])
+    n = qc.num_qubits
+    obs = SparsePauliOp.from_list([("Z" * n, 1.0), ("X" + "Y" * (n - 1), 0.5)])
     values = [rng.uniform(-2, 2, qc.num_parameters) for _ in range(3)]
     got = ex.estimator_gradient().run([qc] * 3, [obs] * 3, values).result().gradients
     want = _ref_grad([qc] * 3, [obs] * 3, values)
@@ -320,7 +321,8 @@ def test_fused_sampler_qnn_with_a_multi_dimensional_interpret(ex):
     np.testing.assert_allclose(out, want, atol=1e-10 if ex.exact_probabilities else 0.1)
     _, gw = qnn.backward(X, W)
     assert gw.shape == (3, 2, 2, 2)
-    np.testing.assert_allclose(gw.sum(axis=(1, 2)), 0.0, atol=1e-9 if ex.exact_probabilities else 0.2)
+    tol = 1e-9 if ex.exact_probabilities else 0.2
+    np.testing.assert_allclose(gw.sum(axis=(1, 2)), 0.0, atol=tol)  # probabilities sum to 1
 
 
 # ----------------------------------------------------------------------------- TorchConnector

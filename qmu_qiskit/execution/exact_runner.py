@@ -44,7 +44,9 @@ class ExactRunner(Runner):
             prepared.extra["compiled"] = cc
         return cc
 
-    def submit_estimate(self, prepared, observables, values, *, precision, seed, shots=None) -> Handle:
+    def submit_estimate(
+        self, prepared, observables, values, *, precision, seed, shots=None
+    ) -> Handle:
         import torch
 
         cc = self.compiled(prepared)

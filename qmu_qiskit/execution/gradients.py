@@ -140,7 +140,8 @@ def _without_parametric_phase(circuit):
     if parametric(out.global_phase):
         out.global_phase = 0.0
     for inst in circuit.data:
-        if inst.operation.name == "global_phase" and any(parametric(p) for p in inst.operation.params):
+        op = inst.operation
+        if op.name == "global_phase" and any(parametric(p) for p in op.params):
             continue
         out.append(inst)
     return out

@@ -186,7 +186,9 @@ class RuntimeRunner(Runner):
     def _tags(self) -> list[str]:
         return ["qmu-qiskit"] + ([self.run_id] if self.run_id else [])
 
-    def submit_estimate(self, prepared, observables, values, *, precision, seed, shots=None) -> Handle:
+    def submit_estimate(
+        self, prepared, observables, values, *, precision, seed, shots=None
+    ) -> Handle:
         return self.submit_estimate_pubs(
             [Pub(prepared, values, observables)], precision=precision, seed=seed, shots=shots
         )
@@ -229,9 +231,13 @@ class RuntimeRunner(Runner):
         _, SamplerV2, _, _ = _primitive_classes()
         for pub in pubs:
             if pub.prepared.circuit.num_clbits == 0:
-                raise BackendError("sampling needs a measured circuit; add measurements (measure_all)")
+                raise BackendError(
+                    "sampling needs a measured circuit; add measurements (measure_all)"
+                )
             if pub.state is not None:
-                raise BackendError("ideal amplitude loading is an Aer emulation mode, not a runtime one")
+                raise BackendError(
+                    "ideal amplitude loading is an Aer emulation mode, not a runtime one"
+                )
         prim_pubs = [(pub.prepared.circuit, pub.values) for pub in pubs]
 
         def make(mode):
@@ -277,8 +283,10 @@ class RuntimeRunner(Runner):
 
 def _estimates(res) -> dict:
     """(O, ΣN) expectation values and standard errors of every PUB result, in PUB order."""
-    evs = [np.asarray(r.data.evs, dtype=float).reshape(np.asarray(r.data.evs).shape[0], -1) for r in res]
-    stds = [np.asarray(r.data.stds, dtype=float).reshape(np.asarray(r.data.stds).shape[0], -1) for r in res]
+    evs = [np.asarray(r.data.evs, dtype=float) for r in res]
+    stds = [np.asarray(r.data.stds, dtype=float) for r in res]
+    evs = [e.reshape(e.shape[0], -1) for e in evs]
+    stds = [s.reshape(s.shape[0], -1) for s in stds]
     return {"evs": np.concatenate(evs, 1), "stds": np.concatenate(stds, 1)}
 
 
