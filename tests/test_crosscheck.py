@@ -5,7 +5,9 @@ open-controlled rotations, composite blocks, ``initialize``, Pauli evolutions, n
 expressions such as ``zz_feature_map``'s (π − x0)(π − x1)): statevectors and expectation values
 must equal ``Statevector``'s to 1e-10, Jacobians must equal reverse-mode autodiff of the same
 forward pass to 1e-10 and a 7-point central difference of ``Statevector`` (h = 1e-3; its
-error over these circuits is at most 2e-10) to 2e-9.
+error over these circuits is at most 2e-10) to 2e-9. The exact and Aer statevector engines are
+checked through the public primitives (``Executor(...).estimator()`` and its gradient) at 1e-10
+and 1e-8 on a subset of 40; all 240 with ``slow``.
 """
 
 from __future__ import annotations
@@ -166,3 +168,70 @@ def test_zz_feature_map_matches_qiskit_machine_learning_exactly():
     np.testing.assert_allclose(ev[:, 0], ref, atol=VALUE_TOL, rtol=0)
     grads = ParamShiftEstimatorGradient(est).run([qc] * 3, [obs] * 3, list(vals)).result()
     np.testing.assert_allclose(jac[:, 0], np.array(grads.gradients), atol=VALUE_TOL, rtol=0)
+
+
+# ------------------------------------------------------------------ the public primitives
+
+AER_SUBSET = list(range(0, NUM_CIRCUITS, 6))  # 40 circuits in the default suite
+# Cases that fail on the Aer engine because of known defects outside the exact engine, as
+# (engine, seed) -> reason. Strict: a fixed defect makes the entry fail until it is removed.
+_TROTTER = ("Aer engine: PauliEvolutionGate runs through its Trotter definition, not exp(-itH) "
+            "as Statevector (runners.py)")
+_GRAD_KEY = (
+    "Aer engine: parameter-shift gradient raises KeyError on a __gθ parameter (gradients.py)"
+)
+KNOWN_ENGINE_DEFECTS: dict[tuple[str, int], str] = {
+    **{("aer", s): _TROTTER for s in (12, 96, 126, 132, 138, 150, 216)},
+    **{("aer", s): _GRAD_KEY for s in (30, 42, 108, 114, 120, 144)},
+}
+
+
+def _primitive_case(engine: str, seed: int, tmp_path) -> None:
+    from qmu_qiskit.execution.executor import Executor
+
+    qc, obs = random_circuit(seed)
+    vals = random_values(seed, qc)
+    ex = Executor("aer", engine=engine, cache_dir=tmp_path)
+    tol = VALUE_TOL if engine == "exact" else AER_TOL
+    try:
+        pubs = [(qc, o, vals) for o in obs]
+        res = ex.estimator().run(pubs).result()
+        for o, pub_result in zip(obs, res):
+            want = [_reference(qc, row).expectation_value(o).real for row in vals]
+            np.testing.assert_allclose(pub_result.data.evs, want, atol=tol, rtol=0,
+                                       err_msg=f"{engine} seed {seed}")
+        if not qc.num_parameters:
+            return
+        cc = CompiledCircuit(qc)  # its Jacobian is checked against Statevector above
+        _, jac = cc.value_and_jacobian(vals, obs)
+        grad = ex.estimator_gradient()
+        for i, o in enumerate(obs):
+            got = grad.run([qc] * len(vals), [o] * len(vals), list(vals)).result().gradients
+            np.testing.assert_allclose(np.array(got), jac[:, i], atol=tol, rtol=0,
+                                       err_msg=f"{engine} gradient seed {seed}")
+    finally:
+        ex.close()
+
+
+def _primitive_params(seeds):
+    out = []
+    for engine in ("exact", "aer"):
+        for seed in seeds:
+            reason = KNOWN_ENGINE_DEFECTS.get((engine, seed))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            out.append(pytest.param(engine, seed, marks=marks, id=f"{engine}-{seed}"))
+    return out
+
+
+@pytest.mark.parametrize("engine,seed", _primitive_params(AER_SUBSET))
+def test_public_primitives_match_statevector(engine, seed, tmp_path):
+    _primitive_case(engine, seed, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "engine,seed",
+    _primitive_params([s for s in range(NUM_CIRCUITS) if s not in set(AER_SUBSET)]),
+)
+def test_public_primitives_match_statevector_on_every_random_circuit(engine, seed, tmp_path):
+    _primitive_case(engine, seed, tmp_path)
