@@ -97,9 +97,11 @@ class _EstimatorGradientMixin:
             values = _rows(parameter_values, rows, circ.num_parameters)
             uniq_vals, inverse = _unique_rows(values)
             _, jac = self.values_and_jacobian(circ, uniq_ops, uniq_vals, cols)
+            params = list(circ.parameters)
+            chosen = [params[c] for c in cols]
             for j, i in enumerate(rows):
                 gradients[i] = np.asarray(jac[inverse[j], which[j]], dtype=np.float64)
-                metadata[i] = {"parameters": [circ.parameters[c] for c in cols]}
+                metadata[i] = {"parameters": list(chosen)}
         return EstimatorGradientResult(
             gradients=gradients, metadata=metadata, options=self._get_local_options(options)
         )
@@ -365,13 +367,15 @@ class _SamplerGradientMixin:
             values = _rows(parameter_values, rows, circ.num_parameters)
             uniq_vals, inverse = _unique_rows(values)
             _, jac = self.probs_and_jacobian(circ, uniq_vals, cols)  # (U, K, C)
+            params = list(circ.parameters)
+            chosen = [params[c] for c in cols]
             for j, i in enumerate(rows):
                 g = jac[inverse[j]]
                 gradients[i] = [
                     {int(k): float(g[k, c]) for k in np.flatnonzero(g[:, c])}
                     for c in range(g.shape[1])
                 ]
-                metadata[i] = {"parameters": [circ.parameters[c] for c in cols]}
+                metadata[i] = {"parameters": list(chosen)}
         return SamplerGradientResult(
             gradients=gradients, metadata=metadata, options=self._get_local_options(options)
         )
