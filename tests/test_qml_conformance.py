@@ -431,3 +431,25 @@ def test_gradient_ignores_a_parameterised_global_phase(ex):
     want = _ref_grad([qc] * 2, [obs] * 2, vals)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=1e-9)
+
+
+def test_torch_connector_on_a_stock_sampler_qnn(ex):
+    """test_torch_connector (SamplerQNN case): a stock SamplerQNN with an interpret, on our
+    sampler and gradient, through TorchConnector: output shape, and input/weight gradients equal
+    the QNN's own backward."""
+    qc, x, w = _qnn_circuit(2, 2)
+    qnn = SamplerQNN(circuit=qc, input_params=x, weight_params=w, interpret=_parity,
+                     output_shape=2, sampler=ex.sampler(), gradient=ex.sampler_gradient(),
+                     input_gradients=True)
+    model = TorchConnector(qnn, initial_weights=np.array([0.3, -0.6]))
+    X = torch.tensor([[0.1, 0.9], [1.4, -0.2], [0.7, 0.7]], dtype=torch.float64,
+                     requires_grad=True)
+    out = model(X)
+    assert tuple(out.shape) == (3, 2)
+    coeff = torch.tensor([1.0, -2.0], dtype=out.dtype)
+    (out * coeff).sum().backward()
+    gi, gw = qnn.backward(X.detach().numpy(), model.weight.detach().numpy())
+    c = coeff.numpy()
+    tol = 1e-6 if ex.exact_probabilities else 0.3
+    np.testing.assert_allclose(model.weight.grad.numpy(), np.einsum("o,nop->p", c, gw), atol=tol)
+    np.testing.assert_allclose(X.grad.numpy(), np.einsum("o,nop->np", c, gi), atol=tol)
