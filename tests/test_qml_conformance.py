@@ -453,3 +453,13 @@ def test_torch_connector_on_a_stock_sampler_qnn(ex):
     tol = 1e-6 if ex.exact_probabilities else 0.3
     np.testing.assert_allclose(model.weight.grad.numpy(), np.einsum("o,nop->p", c, gw), atol=tol)
     np.testing.assert_allclose(X.grad.numpy(), np.einsum("o,nop->np", c, gi), atol=tol)
+
+
+def test_gradient_of_a_parameter_that_only_sets_the_global_phase(ex):
+    """The unique-parameter circuit has no parameters left: every gradient is 0 (the Aer
+    engine's gradient once failed here on reshaping an empty array)."""
+    a = Parameter("a")
+    qc = QuantumCircuit(1, global_phase=a)
+    qc.h(0)
+    res = ex.estimator_gradient().run([qc] * 3, [SparsePauliOp("X")] * 3, [[0.1], [0.2], [0.3]])
+    np.testing.assert_allclose(np.array(res.result().gradients), 0.0, atol=1e-12)

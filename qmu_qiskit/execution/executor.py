@@ -456,6 +456,12 @@ class Executor:
             ``(evs, stds)``, both (O, N).
         """
         values = _as_values(values, circuit)
+        if circuit.num_parameters == 0 and len(values) > 1:
+            # one evaluation serves every row (Aer runs one experiment for an unbound circuit)
+            evs, stds = self.expectation_values(
+                circuit, observables, values[:1], precision=precision, shots=shots
+            )
+            return np.repeat(evs, len(values), 1), np.repeat(stds, len(values), 1)
         plan = self._amplitude_plan(circuit)
         if plan is not None:
             out = self._amplitude_jobs(
@@ -478,6 +484,8 @@ class Executor:
     def probabilities(self, circuit, values, *, shots: int | None = None):
         """Outcome distributions (N, 2**num_clbits) of a measured circuit at every row."""
         values = _as_values(values, circuit)
+        if circuit.num_parameters == 0 and len(values) > 1:
+            return np.repeat(self.probabilities(circuit, values[:1], shots=shots), len(values), 0)
         shots = shots or self.shots or 1024
         plan = self._amplitude_plan(circuit)
         if plan is not None:

@@ -306,7 +306,7 @@ class _ShiftPlan:
             chain = self.A[cols][:, shift].T  # (S, C)
         else:
             chain = np.transpose(dg[:, cols][:, :, shift], (0, 2, 1))  # (N, S, C)
-        return rows.reshape(-1, g.shape[1]), chain, num
+        return rows.reshape(len(values) * (1 + 2 * num), g.shape[1]), chain, num
 
 
 def _chain(dg: np.ndarray, chain: np.ndarray, spec: str) -> np.ndarray:
