@@ -3,9 +3,10 @@
 240 seeded random circuits of at most 5 qubits (every standard gate, controlled and
 open-controlled rotations, composite blocks, ``initialize``, Pauli evolutions, non-affine
 expressions such as ``zz_feature_map``'s (π − x0)(π − x1)): statevectors and expectation values
-must equal ``Statevector``'s to 1e-10, Jacobians must equal reverse-mode autodiff of the same
-forward pass to 1e-10 and a 7-point central difference of ``Statevector`` (h = 1e-3; its
-error over these circuits is at most 2e-10) to 2e-9. The exact and Aer statevector engines are
+(and basis-state probabilities, the exact sampler's input) must equal ``Statevector``'s to
+1e-10; Jacobians must equal reverse-mode autodiff of the same forward pass to 1e-10, and
+Jacobians of expectation values and of probabilities a 7-point central difference of
+``Statevector`` (h = 1e-3; its error over these circuits is at most 2e-10) to 2e-9. The exact and Aer statevector engines are
 checked through the public primitives (``Executor(...).estimator()`` and its gradient) at 1e-10
 and 1e-8 on a subset of 40; all 240 with ``slow``.
 """
@@ -47,12 +48,16 @@ def _evs(state: Statevector, observables) -> np.ndarray:
     return np.array([state.expectation_value(o).real for o in observables])
 
 
-def _fd_directional(circuit, observables, row, direction) -> np.ndarray:
-    """d<O>/dt of Statevector at row + t·direction, by the 7-point stencil."""
-    total = 0.0
+def _fd_directional(circuit, observables, row, direction, *, probabilities=False):
+    """d<O>/dt of Statevector at row + t·direction, by the 7-point stencil (and, with
+    ``probabilities``, the derivative of the basis-state probabilities too)."""
+    total, total_p = 0.0, 0.0
     for k, c in _STENCIL.items():
-        total = total + c * _evs(_reference(circuit, row + k * _H * direction), observables)
-    return total / _H
+        state = _reference(circuit, row + k * _H * direction)
+        total = total + c * _evs(state, observables)
+        if probabilities:
+            total_p = total_p + c * state.probabilities()
+    return (total / _H, total_p / _H) if probabilities else total / _H
 
 
 def _check_exact(seed: int) -> None:
@@ -61,10 +66,13 @@ def _check_exact(seed: int) -> None:
     cc = CompiledCircuit(qc)
     sv = cc.statevector(torch.tensor(vals)).numpy()
     ev, jac = cc.value_and_jacobian(vals, obs)
+    probs, pjac = cc.value_and_jacobian(vals, probabilities=True)
     for b, row in enumerate(vals):
         ref = _reference(qc, row)
         np.testing.assert_allclose(sv[b], ref.data, atol=VALUE_TOL, rtol=0, err_msg=f"seed {seed}")
         np.testing.assert_allclose(ev[b], _evs(ref, obs), atol=VALUE_TOL, rtol=0,
+                                   err_msg=f"seed {seed}")
+        np.testing.assert_allclose(probs[b], ref.probabilities(), atol=VALUE_TOL, rtol=0,
                                    err_msg=f"seed {seed}")
     if not qc.num_parameters:
         assert jac.shape == (len(vals), len(obs), 0)
@@ -73,9 +81,11 @@ def _check_exact(seed: int) -> None:
     np.testing.assert_allclose(jac, jac_ad, atol=ADJOINT_TOL, rtol=0, err_msg=f"seed {seed}")
     direction = np.random.default_rng(seed + 77).normal(size=qc.num_parameters)
     direction /= np.linalg.norm(direction)
-    fd = _fd_directional(qc, obs, vals[0], direction)
+    fd, fd_probs = _fd_directional(qc, obs, vals[0], direction, probabilities=True)
     np.testing.assert_allclose(jac[0] @ direction, fd, atol=FD_TOL, rtol=0,
                                err_msg=f"seed {seed}")
+    np.testing.assert_allclose(pjac[0] @ direction, fd_probs, atol=FD_TOL, rtol=0,
+                               err_msg=f"seed {seed} (probabilities)")
 
 
 @pytest.mark.parametrize("start", range(0, NUM_CIRCUITS, CHUNK))
