@@ -367,8 +367,9 @@ def main(argv=None) -> None:
         cli.main(args=argv, prog_name="qmu-qiskit", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("error: aborted; run the same command again to resume", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C, SIGTERM and SIGHUP
+        click.echo("error: interrupted; run the same command again to resume from the last checkpoint",
+                   err=True)
         sys.exit(130)
     except click.exceptions.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
@@ -387,6 +388,12 @@ def main(argv=None) -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence of the one-line contract
         if debug:
             raise
+        from .io import as_storage_error
+
+        storage = as_storage_error(exc)  # a full or read-only disk, wherever the write was
+        if storage is not None:
+            click.echo(f"error: {storage}", err=True)
+            sys.exit(storage.exit_code)
         text = " ".join(str(exc).split())[:300]
         click.echo(
             f"error: unexpected {type(exc).__name__}: {text} (rerun with QMU_DEBUG=1 for details "

@@ -49,6 +49,26 @@ def storage_error(exc: OSError, path) -> StorageError | None:
     )
 
 
+def as_storage_error(exc: BaseException) -> StorageError | None:
+    """The one-line StorageError for any failure the storage caused, wherever it surfaced: an
+    ``OSError`` with a storage errno, or SQLite's "database or disk is full" / "readonly
+    database" (a ledger write); else ``None``."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, OSError):
+        return storage_error(exc, exc.filename or "a run file")
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        why = ("the disk is full" if "full" in text else "the file system is read-only"
+               if "readonly" in text or "read-only" in text else None)
+        if why is not None:
+            return StorageError(
+                f"cannot write a job ledger (SQLite: {shorten(exc, 60)}): {why}; free space or fix "
+                "the permissions, then run the same command again to resume (nothing finished is lost)"
+            )
+    return None
+
+
 def _atomic_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     path = Path(path)
     tmp = None
