@@ -616,13 +616,15 @@ def test_permissions_of_ledgers_and_run_files(train_ref, aer_teacher):
         assert (root / "ledger" / "results").stat().st_mode & 0o077 == 0
 
 
-def test_fake_token_never_reaches_runs_or_output(train_ref, grid_ref, env):
+def test_fake_token_never_reaches_runs_or_output(train_ref, grid_ref, env, fake_iam):
     """The runs above all had a (fake) IBM token in their environment; none of their files holds
-    it. A command that does use the account fails on it without echoing it."""
+    it. A command that does use the account fails on it without echoing it (against a local
+    stand-in for IAM: no test contacts an external address)."""
     assert_no_token(train_ref)
     for path in grid_ref.values():
         assert_no_token(path)
-    res = cli_run(["train", "--backend", "ibm_torino", "--epochs", "1", "--out", "/nonexistent/x"], env)
+    res = cli_run(["train", "--backend", "ibm_torino", "--epochs", "1", "--out", "/nonexistent/x"],
+                  {**env, **fake_iam})
     assert res.returncode == 3 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert FAKE_TOKEN not in res.stderr and "token" in res.stderr
 
@@ -900,3 +902,34 @@ def test_fingerprints_are_checked_before_use(iris_teacher, tmp_path):
     with pytest.raises(RunError, match=r"is not the one .* was unlearned from \(its weights/outputs changed"):
         pipeline.evaluate(ga)
     assert (ga / "metrics.json").read_bytes() == metrics
+
+
+@pytest.mark.timeout(300)
+def test_killed_local_pool_prints_no_semaphore_warnings(tmp_path, env):
+    """A `jobs submit` on the local process pool SIGKILLed mid-cell: what its worker and resource
+    tracker print until they exit holds no multi-line leaked-semaphore warning, and `jobs status`
+    calls the cell dead."""
+    spec = tmp_path / "pool.yaml"
+    spec.write_text(yaml.safe_dump({"name": "pool", **GRID, "executor": {"kind": "local", "workers": 1}}),
+                    encoding="utf-8")
+    grid_dir = tmp_path / "runs" / "pool"
+    proc = subprocess.Popen([sys.executable, "-m", "qmu_qiskit.cli", "jobs", "submit", str(spec),
+                             "--out-dir", str(tmp_path), "--quiet"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 120
+        while ckpt_epoch(grid_paths(grid_dir)["teacher"]) < 1:
+            assert proc.poll() is None and time.monotonic() < end, proc.stdout.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        out = proc.stdout.read()  # EOF once the orphaned worker and the tracker have exited
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        proc.stdout.close()
+    assert "leaked semaphore" not in out and "resource_tracker" not in out, out
+    status = cli_run(["jobs", "status", spec, "--out-dir", tmp_path, "--all"], env)
+    assert status.returncode == 0 and status.stderr.strip() == "", status.stderr
+    assert not re.search(r"\brunning\b", status.stdout), status.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -42,6 +43,12 @@ class LocalPool:
         from .worker import init_worker
 
         self.workers, self.threads = workers, threads
+        # After a SIGKILL of this process the resource tracker (started with this interpreter's
+        # -W options) frees the pool's semaphores and says so in a two-line UserWarning per
+        # kill, on the user's terminal: expected and harmless after a kill, so not shown.
+        quiet = "ignore:resource_tracker:UserWarning"
+        if quiet not in sys.warnoptions:
+            sys.warnoptions.append(quiet)
         self._pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=init_worker, initargs=(threads,),
