@@ -149,7 +149,7 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runti
 @click.option("--val-size", type=float, default=None, help="Validation fraction of the training part (default 0.1).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST/raw and FashionMNIST/raw IDX files (or set QMU_DATA_DIR).")
 @click.option("--download", is_flag=True, help="Download missing MNIST/Fashion files with torchvision (needs internet).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the initial weights and the batch order.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split, the initial weights and the batch order.")
 @click.option("--protocol", type=click.Choice(["fixed", "hqml"]), default="fixed", show_default=True, help="fixed (validation-based selection) or hqml (HQML's faithful recipe).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<dataset>-<model>-<backend>-s<seed>).")
 @click.option("--overwrite", is_flag=True, help="Replace a complete run in --out instead of refusing.")
@@ -224,18 +224,19 @@ def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict
 @click.option("--method", "methods", multiple=True, required=True, help="Unlearning method (repeatable); see `qmu-qiskit methods`. The retrain oracle always runs too.")
 @click.option("--option", "option_items", multiple=True, help="Method option METHOD.KEY=VALUE, or KEY=VALUE for every --method (repeatable).")
 @backend_options
-@click.option("--oracle-backend", default=None, help="Backend of the retrain oracle (default: the teacher's).")
-@click.option("--seed", type=int, default=None, help="Seed of the methods (default: the teacher's).")
-@click.option("--overwrite", is_flag=True, help="Recompute methods whose runs are already complete.")
+@click.option("--oracle-backend", default=None, help="Backend of the retrain oracle (default: the teacher's); another backend gets its own folder retrain-<backend>.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Seed of the methods and the oracle (default: the teacher's).")
+@click.option("--oracle-seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Seed of the retrain oracle (default: --seed); another seed gets its own folder retrain-s<seed>.")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Folder of the oracle and method runs (default: <run>/unlearn/<forget>).")
+@click.option("--overwrite", is_flag=True, help="Recompute the methods, and replace any run (the oracle included) made from another config.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale, engine,
             optimization_level, resilience_level, dynamical_decoupling, twirling, zne, max_time, oracle_backend,
-            seed, overwrite, no_progress):
+            seed, oracle_seed, out, overwrite, no_progress):
     """Unlearn a class, a fraction or a list of records with one or more methods, always next to
     the retrain oracle, and print the audit table."""
     from . import pipeline
     from .config import BackendConfig
-    from .io import read_json
 
     methods = list(dict.fromkeys(methods))
     options = _parse_options(option_items, [m for m in methods if m != "retrain"])
@@ -254,9 +255,9 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
     oracle_cfg = BackendConfig(**{**base, "name": oracle_backend}) if oracle_backend else None
     summaries = pipeline.unlearn(
         run_path, forget, methods, backend=backend_cfg, oracle_backend=oracle_cfg, options=options,
-        seed=seed, progress=not no_progress, overwrite=overwrite,
+        seed=seed, progress=not no_progress, overwrite=overwrite, oracle_seed=oracle_seed, out=out,
     )
-    teacher_metrics = read_json(Path(run_path) / "metrics.json")
+    teacher_metrics = pipeline.RunDir(run_path).read_metrics()
     show_unlearn_table(summaries, teacher_metrics, forget)
 
 
@@ -382,18 +383,37 @@ def backends():
 # ---------------------------------------------------------------------------------------------
 
 
+def _stop_on_signal(signum, frame) -> None:
+    """SIGTERM/SIGHUP (a closed terminal, ``kill``, a batch system's stop) end the command like
+    Ctrl-C: the run is marked ``failed: interrupted`` and resumes with the same command."""
+    import signal
+
+    # one signal is enough: a second one while the run is being marked must not cut that short
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"interrupted ({signal.Signals(signum).name})")
+
+
 def main(argv=None) -> None:
     """Entry point: one-line errors, non-zero exits, no tracebacks (unless QMU_DEBUG=1)."""
+    import signal
+    import threading
+
     debug = os.environ.get("QMU_DEBUG") == "1"
     from .registry import one_line_plugin_warnings
 
     one_line_plugin_warnings()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, _stop_on_signal)
     try:
         cli.main(args=argv, prog_name="qmu-qiskit", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("error: aborted; run the same command again to resume", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C, SIGTERM and SIGHUP
+        click.echo("error: interrupted; run the same command again to resume from the last checkpoint",
+                   err=True)
         sys.exit(130)
     except click.exceptions.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
@@ -412,6 +432,12 @@ def main(argv=None) -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence of the one-line contract
         if debug:
             raise
+        from .io import as_storage_error
+
+        storage = as_storage_error(exc)  # a full or read-only disk, wherever the write was
+        if storage is not None:
+            click.echo(f"error: {storage}", err=True)
+            sys.exit(storage.exit_code)
         text = " ".join(str(exc).split())[:300]
         click.echo(
             f"error: unexpected {type(exc).__name__}: {text} (rerun with QMU_DEBUG=1 for details "

@@ -17,9 +17,24 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from .data import DataConfig
 from .data.files import is_data_file as _is_data_file
-from .exceptions import BadInputError, QmuError
+from .exceptions import BadInputError, QmuError, echo
 
 PROTOCOLS = ("fixed", "hqml", "qmu", "dgqmu")
+
+#: Bounds of numeric settings, checked before anything runs (numpy seeds are 32-bit; a shot
+#: count must fit the job ledger's 64-bit integers; a statevector of more qubits than this does
+#: not fit in memory, and no supported device model is wider than a few hundred qubits).
+MAX_SEED = 2**32 - 1
+MAX_SHOTS = 10**8
+MAX_QUBITS = 156
+MAX_LAYERS = 1000
+
+
+def check_seed(seed, flag: str = "seed") -> int:
+    """A seed in 0 … :data:`MAX_SEED`, else a one-line :class:`BadInputError`."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise BadInputError(f"{flag} must be an integer in 0..{MAX_SEED}, got {echo(seed)}")
+    return seed
 
 
 def _one_line(exc: ValidationError, what: str) -> BadInputError:
@@ -31,7 +46,7 @@ def _one_line(exc: ValidationError, what: str) -> BadInputError:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         msg = str(err.get("msg", "")).removeprefix("Value error, ")
         if "input" in err and err.get("type") != "value_error":
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {echo(err['input'])})"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return BadInputError(f"invalid {what}: " + "; ".join(parts))
 
@@ -104,9 +119,10 @@ class ModelConfig(_Strict):
 
     @field_validator("qubits", "layers")
     @classmethod
-    def _positive(cls, v):
-        if v is not None and v < 1:
-            raise ValueError("must be ≥ 1")
+    def _positive(cls, v, info):
+        top = MAX_QUBITS if info.field_name == "qubits" else MAX_LAYERS
+        if v is not None and not 1 <= v <= top:
+            raise ValueError(f"must be in 1..{top}")
         return v
 
 
@@ -148,6 +164,8 @@ class TrainingConfig(_Strict):
     def _pos(cls, v):
         if v < 1:
             raise ValueError("must be ≥ 1")
+        if v > 10**6:
+            raise ValueError("must be ≤ 1000000")
         return v
 
     @field_validator("lr")
@@ -199,6 +217,8 @@ class BackendConfig(_Strict):
     def _shots(cls, v):
         if v is not None and v <= 0:
             raise ValueError("must be a positive integer, e.g. 1024")
+        if v is not None and v > MAX_SHOTS:
+            raise ValueError(f"must be at most {MAX_SHOTS} (e.g. 1024)")
         return v
 
     @field_validator("noise_scale")
@@ -244,6 +264,13 @@ class RunConfig(_Strict):
     training: TrainingConfig
     backend: BackendConfig
     exclude_forget: Optional[str] = None
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v):
+        if not 0 <= v <= MAX_SEED:
+            raise ValueError(f"must be in 0..{MAX_SEED}")
+        return v
 
     @field_validator("exclude_forget")
     @classmethod
@@ -399,6 +426,9 @@ def resolve_run_config(
             source = os.path.abspath(os.path.expanduser(source))
         circ = load_circuit(source)
         inputs, _ = split_parameters(circ, input_params)
+        if qubits not in (None, circ.num_qubits) or layers not in (None, 1):
+            raise BadInputError(f"the circuit fixes the qubits ({circ.num_qubits}) and layers; "
+                                "drop --qubits/--layers")
         qubits, layers = circ.num_qubits, 1
         data_over.setdefault("n_features", len(inputs))
         circuit_fields = {"circuit": source, "circuit_sha256": circuit_fingerprint(circ),
@@ -417,7 +447,8 @@ def resolve_run_config(
         qubits = 4
     if qubits is None:
         qubits = preset.get("qubits", 8)
-    layers = layers or info.default_layers
+    if layers is None:  # 0 is refused by the model config, never replaced by the default
+        layers = info.default_layers
 
     data_cfg = {"dataset": name, "seed": seed, "input_kind": info.input_kind}
     data_cfg.update(preset["data"])

@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional, Union
 import numpy as np
 
 from ..exceptions import BadInputError
+from ..io import read_regular
 from .bundle import DataBundle
 
 __all__ = ["ForgetSet", "ForgetSpec", "parse_forget_spec", "resolve_forget"]
@@ -174,6 +175,9 @@ def parse_forget_spec(text: Union[str, ForgetSpec]) -> ForgetSpec:
 # --------------------------------------------------------------------------- indices files
 
 
+#: Largest ``indices:FILE`` read (ten million record ids fit in far less).
+MAX_INDICES_BYTES = 64 * 2**20
+
 def _ints(values: list[Any], path: Path, where: str) -> list[int]:
     out = []
     for i, value in enumerate(values):
@@ -241,11 +245,9 @@ def _first(values: Any, limit: int = 5) -> str:
 
 def _resolve_indices(spec: ForgetSpec, bundle: DataBundle) -> tuple[np.ndarray, str]:
     path = Path(str(spec.path)).expanduser()
-    try:
-        content = path.read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"cannot read forget indices file {path} ({exc.strerror or exc}); "
-                            "pass an existing file with --forget indices:FILE") from exc
+    # a regular file of bounded size: a FIFO, /dev/zero or a device is refused, never read
+    content = read_regular(path, max_bytes=MAX_INDICES_BYTES, what="forget indices file",
+                           fix="pass an existing file with --forget indices:FILE")
     ids = _read_ids(path, content)
     if not ids:
         raise BadInputError(f"indices file {path} lists no record ids, so the forget set would "

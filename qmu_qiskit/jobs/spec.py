@@ -27,11 +27,12 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import BackendConfig
-from ..exceptions import BadInputError, QmuError
+from .. import safeyaml
+from ..exceptions import BadInputError, QmuError, echo, shorten
+from ..io import read_regular
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -58,7 +59,7 @@ def _spec_error(exc: ValidationError, source: str) -> BadInputError:
         else:
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
             if err.get("type") != "value_error" and "input" in err:
-                msg = f"{msg} (got {err['input']!r}; see jobs/README.md)"
+                msg = f"{msg} (got {echo(err['input'])}; see jobs/README.md)"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return BadInputError(f"invalid job spec {source}: " + "; ".join(parts))
 
@@ -257,8 +258,8 @@ class JobSpec(_Model):
             return v
         if not v:
             raise ValueError("needs at least one seed, e.g. [0]")
-        if any(s < 0 for s in v) or len(set(v)) != len(v):
-            raise ValueError("must be distinct non-negative integers")
+        if any(not 0 <= s <= 2**32 - 1 for s in v) or len(set(v)) != len(v):
+            raise ValueError("must be distinct integers in 0..4294967295")
         return v
 
     @model_validator(mode="after")
@@ -391,18 +392,15 @@ def load_spec(spec: str | os.PathLike | dict | JobSpec) -> JobSpec:
     if isinstance(spec, dict):
         return parse_spec(spec)
     path = Path(spec)
+    if not (path.exists() or path.is_symlink()):
+        raise BadInputError(f"job spec {shorten(str(path), 200)} does not exist; pass a YAML file such "
+                            "as jobs/hqml_iris.yaml")
+    fix = "pass a YAML file such as jobs/hqml_iris.yaml"
+    raw = read_regular(path, max_bytes=safeyaml.MAX_BYTES, what="job spec", fix=fix)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInputError(f"job spec {path} does not exist; pass a YAML file such as jobs/hqml_iris.yaml") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"job spec {path} is unreadable ({exc})") from None
-    try:
-        obj = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise BadInputError(f"job spec {path} is not valid YAML{where}: {problem}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"job spec {shorten(str(path), 200)} is not UTF-8 text ({exc.reason}); {fix}") from None
+    obj = safeyaml.load(text, what=f"job spec {shorten(str(path), 200)}")
     return parse_spec(obj, source=str(path), base_dir=path.parent)
 
