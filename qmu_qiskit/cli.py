@@ -126,8 +126,13 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runti
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--dataset", default="iris", show_default=True, help="iris, digits, mnist, fashion_mnist or covertype.")
+@click.option("--dataset", default="iris", show_default=True, help="iris, digits, mnist, fashion_mnist, covertype, a plugin's dataset, or your own PATH.csv / PATH.npz (arrays X, y, optional ids).")
+@click.option("--target", default=None, help="CSV only: the label column.")
+@click.option("--id-column", default=None, help="CSV only: a column of integer record ids (what --forget indices:FILE names; default: row numbers).")
 @click.option("--model", default=None, help="hqml-shallow, hqml-deep, hqml-pca, hqml-conv, ... (default: the dataset's preset; see `qmu-qiskit models`).")
+@click.option("--circuit", default=None, help="Your QuantumCircuit: PATH.qpy or module:function; ParameterVector 'x' = inputs, every other parameter a trainable weight.")
+@click.option("--head", default=None, help="Head after a --circuit: linear (default) or mlp:H (Linear→ReLU→Linear, H hidden units).")
+@click.option("--input-params", default=None, help="Name of a --circuit's input ParameterVector (default x).")
 @click.option("--qubits", type=int, default=None, help="Qubits n of the circuit (default: the model's/dataset's).")
 @click.option("--layers", type=int, default=None, help="Variational layers L (default: the model's).")
 @click.option("--readout", type=click.Choice(["estimator", "sampler"]), default="estimator", show_default=True, help="EstimatorQNN ⟨Z⟩ per qubit, or SamplerQNN outcome probabilities.")
@@ -149,7 +154,7 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runti
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<dataset>-<model>-<backend>-s<seed>).")
 @click.option("--overwrite", is_flag=True, help="Replace a complete run in --out instead of refusing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, engine, optimization_level,
+def train(dataset, target, id_column, model, circuit, head, input_params, qubits, layers, readout, backend, shots, noise_scale, engine, optimization_level,
           resilience_level, dynamical_decoupling, twirling, zne, max_time, epochs, batch_size, lr, patience, select, optimizer, momentum, samples_per_class, test_size,
           val_size, data_dir, download, seed, protocol, out, overwrite, no_progress):
     """Train a hybrid QNN classifier (the teacher) into a run directory.
@@ -167,8 +172,12 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
         readout=readout,
         seed=seed,
         protocol=protocol,
+        circuit=circuit,
+        head=head,
+        input_params=input_params,
         data={"data_dir": data_dir, "samples_per_class": samples_per_class, "test_size": test_size,
-              "val_size": val_size, "download": download or None},
+              "val_size": val_size, "download": download or None, "target": target,
+              "id_column": id_column},
         training={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
                   "select": select, "optimizer": optimizer, "momentum": momentum},
         backend=_backend_dict(backend, shots, noise_scale, engine, optimization_level,
@@ -211,7 +220,7 @@ def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="The teacher's run directory (from `qmu-qiskit train`).")
-@click.option("--forget", required=True, help="class:K, subset:F (e.g. subset:0.02) or indices:FILE (record ids).")
+@click.option("--forget", required=True, help="class:K, subset:F (e.g. subset:0.02) or indices:FILE (record ids: row numbers, or the --id-column values of a CSV run).")
 @click.option("--method", "methods", multiple=True, required=True, help="Unlearning method (repeatable); see `qmu-qiskit methods`. The retrain oracle always runs too.")
 @click.option("--option", "option_items", multiple=True, help="Method option METHOD.KEY=VALUE, or KEY=VALUE for every --method (repeatable).")
 @backend_options
@@ -290,7 +299,8 @@ def show_unlearn_table(summaries, teacher_metrics: dict, forget: str) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="A train run, or an unlearning run (<run>/unlearn/<forget>/<method>).")
 @click.option("--mia-nonmembers", type=click.Choice(["heldout", "retain"]), default="heldout", show_default=True, help="MIA non-members: held-out data (default) or HQML's retain subset.")
-def evaluate(run_path, mia_nonmembers):
+@click.option("--metric", "extra_metrics", multiple=True, help="Also compute this metric (repeatable; see `qmu-qiskit metrics`, plugins included).")
+def evaluate(run_path, mia_nonmembers, extra_metrics):
     """Recompute a run's metrics from its saved per-sample outputs (no circuits run)."""
     from . import pipeline
     from .evaluation.metrics import MetricContext
@@ -298,7 +308,8 @@ def evaluate(run_path, mia_nonmembers):
     raw = pipeline.RunDir(run_path)
     raw.require_complete(what="run")
     seed = int(raw.config().get("seed", 0))
-    metrics = pipeline.evaluate(run_path, metric_ctx=MetricContext(seed=seed, mia_nonmembers=mia_nonmembers))
+    kwargs = {"metrics": list(extra_metrics)} if extra_metrics else {}
+    metrics = pipeline.evaluate(run_path, metric_ctx=MetricContext(seed=seed, mia_nonmembers=mia_nonmembers), **kwargs)
     keys = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for k in keys:
         click.echo(f"{k:>22}  {_fmt(metrics[k], 4)}")
@@ -312,7 +323,9 @@ def methods():
 
     for name in available_methods():
         info = METHODS[name]
-        click.echo(f"{name}: {info.summary}  [{info.source}]")
+        origin = METHODS.origin(name)
+        plugin = f" (plugin: {origin})" if origin != "qmu-qiskit" else ""
+        click.echo(f"{name}: {info.summary}  [{info.source}]{plugin}")
         for opt_name, opt in info.options.items():
             default = "dataset-dependent" if callable(opt.default) else repr(opt.default)
             click.echo(f"    {opt_name} ({opt.type.__name__}, default {default}): {opt.help}")
@@ -324,7 +337,34 @@ def models():
     from .models.hybrid import MODELS
 
     for name, info in sorted(MODELS.items()):
-        click.echo(f"{name}: input {info.input_kind}; {info.source}")
+        origin = MODELS.origin(name)
+        plugin = f" (plugin: {origin})" if origin != "qmu-qiskit" else ""
+        click.echo(f"{name}: input {info.input_kind}; {info.source}{plugin}")
+
+
+@cli.command(context_settings=CONTEXT)
+def metrics():
+    """List the audit metrics (`evaluate --metric NAME`, job specs' metrics.extra)."""
+    from .evaluation.metrics import DEFAULT_METRICS, METRICS
+
+    for name in METRICS.names():
+        origin = METRICS.origin(name)
+        plugin = f" (plugin: {origin})" if origin != "qmu-qiskit" else ""
+        default = " [default]" if name in DEFAULT_METRICS else ""
+        doc = " ".join((METRICS[name].__doc__ or "").strip().split("\n\n")[0].split())
+        click.echo(f"{name}{default}: {doc}{plugin}")
+
+
+@cli.command(context_settings=CONTEXT)
+def datasets():
+    """List the datasets (built-in and plugins); your own files need no entry (--dataset PATH.csv)."""
+    from .data.sources import DATASETS
+
+    for name in DATASETS.names():
+        info = DATASETS[name]
+        origin = DATASETS.origin(name)
+        plugin = f" (plugin: {origin})" if origin != "qmu-qiskit" else ""
+        click.echo(f"{name}: {info.num_classes} classes; {info.source}{plugin}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -364,6 +404,9 @@ def main(argv=None) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(sig) in (signal.SIG_DFL, None):
                 signal.signal(sig, _stop_on_signal)
+    from .registry import one_line_plugin_warnings
+
+    one_line_plugin_warnings()
     try:
         cli.main(args=argv, prog_name="qmu-qiskit", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -79,7 +79,8 @@ def check_backend(backend: BackendConfig, qubits: int):
     return spec
 
 
-def model_spec(cfg: RunConfig, bundle: DataBundle | None = None) -> ModelSpec:
+def model_spec(cfg: RunConfig, bundle: DataBundle | None = None, run: RunDir | None = None) -> ModelSpec:
+    """The model to build; ``run``: the directory holding a ``circuit`` model's QPY copy."""
     side = 28
     if bundle is not None and bundle.input_kind == "image":
         side = int(bundle.input_shape[-1])
@@ -89,6 +90,11 @@ def model_spec(cfg: RunConfig, bundle: DataBundle | None = None) -> ModelSpec:
         layers=cfg.model.layers,
         readout=cfg.model.readout,
         image_side=side,
+        circuit=cfg.model.circuit,
+        circuit_sha256=cfg.model.circuit_sha256,
+        head=cfg.model.head,
+        input_params=cfg.model.input_params,
+        circuit_dir=str(run.path) if run is not None else None,
     )
 
 
@@ -151,6 +157,11 @@ def _train_locked(cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, prog
     executor = make_executor(cfg.backend, seed=cfg.seed, run=run, spec=spec)
     try:
         model = build_model(model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed)
+        if cfg.model.circuit is not None:  # the run keeps its circuit: unlearn/evaluate rebuild it
+            from .models.circuit import CIRCUIT_FILE, load_circuit, save_circuit
+
+            save_circuit(load_circuit(cfg.model.circuit, sha256=cfg.model.circuit_sha256),
+                         run.path / CIRCUIT_FILE)
         train_xy = (bundle.X["train"], bundle.y["train"])
         if excluded is not None:  # HQML's Iris teacher never saw the subset forget samples
             train_xy = (train_xy[0][excluded.retain_idx], train_xy[1][excluded.retain_idx])
@@ -251,7 +262,7 @@ class TeacherRun:
 
     def model(self, executor) -> torch.nn.Module:
         model = build_model(
-            model_spec(self.cfg, self.bundle),
+            model_spec(self.cfg, self.bundle, self.run),
             num_classes=self.bundle.num_classes,
             executor=executor,
             seed=self.cfg.seed,
@@ -528,7 +539,7 @@ def _unlearn_one(
                 ctx = UnlearnContext(
                     teacher=model_teacher,
                     make_model=lambda s: build_model(
-                        model_spec(teacher.cfg, bundle), num_classes=bundle.num_classes,
+                        model_spec(teacher.cfg, bundle, teacher.run), num_classes=bundle.num_classes,
                         executor=executor, seed=s,
                     ),
                     retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
@@ -577,11 +588,18 @@ def _unlearn_one(
 # evaluation
 
 
-def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None) -> dict:
+def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None,
+             metrics: list[str] | None = None) -> dict:
     """Recompute an unlearning run's metrics from saved outputs (no circuit runs), or report a
-    teacher run's accuracies. Writes ``metrics.json`` again (atomically) for unlearning runs."""
-    from .io import read_json
+    teacher run's accuracies. Writes ``metrics.json`` again (atomically) for unlearning runs.
 
+    ``metrics``: metric names computed besides the defaults (plugins' included)."""
+    from .evaluation.metrics import DEFAULT_METRICS, METRICS
+
+    extra = [m for m in dict.fromkeys(metrics or []) if m not in DEFAULT_METRICS]
+    for name in extra:
+        if name not in METRICS:
+            raise BadInputError(f"unknown metric {name!r}; available: {', '.join(METRICS.names())}")
     run = RunDir(path)
     run.require_complete(what="run")
     raw = run.config()
@@ -607,7 +625,8 @@ def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None) -> di
         T = Outputs.load(teacher_run.path / "outputs.npz").with_forget(forget_ids)
         oracle_dir = run.path.parent / str(status.get("oracle") or "retrain")
         O = Outputs.load(oracle_dir / "outputs.npz") if RunDir(oracle_dir).is_complete() else None
-        metrics = compute_metrics(U, T, O, ctx=metric_ctx or MetricContext(seed=int(raw.get("seed", 0))))
+        metrics = compute_metrics(U, T, O, names=DEFAULT_METRICS + tuple(extra),
+                                  ctx=metric_ctx or MetricContext(seed=int(raw.get("seed", 0))))
         old = run.read_metrics()
         for key in ("method", "seed", "forget", "forget_size", "method_info", "execution"):
             if key in old:

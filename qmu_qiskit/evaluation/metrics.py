@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..exceptions import BadInputError
+from ..registry import ENTRY_POINT_GROUPS, Registry
 from .outputs import Outputs, aligned
 
 EPS = 1e-8
@@ -37,12 +38,22 @@ class MetricContext:
     kl_shuffled: bool = False
 
 
-METRICS: dict[str, Callable] = {}
+#: Every metric by name: the built-ins of this module, then installed plugins (entry-point
+#: group ``qmu_qiskit.metrics``), loaded on first use.
+METRICS: Registry[Callable] = Registry("metric", group=ENTRY_POINT_GROUPS["metric"])
 
 
 def register_metric(name: str):
+    """Register ``fn(U, T, O, ctx) -> dict[str, float]`` as the metric ``name`` (a decorator).
+
+    ``U``, ``T`` and ``O`` are the unlearned model's, the teacher's and the retrain oracle's
+    :class:`~qmu_qiskit.evaluation.outputs.Outputs` (``O`` may be ``None``), aligned on the same
+    samples; ``ctx`` is the :class:`MetricContext`. The returned keys become columns of
+    ``metrics.json`` and of study tables, so prefix them with the metric's name.
+    """
+
     def deco(fn):
-        METRICS[name] = fn
+        METRICS.register(name, fn)
         return fn
 
     return deco

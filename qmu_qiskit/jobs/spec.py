@@ -101,6 +101,11 @@ class ModelEntry(_Model):
     layers: Optional[int] = Field(default=None, ge=1)
     readout: Literal["estimator", "sampler"] = "estimator"
     training: dict[str, Any] = {}
+    #: model ``circuit`` only: a ``.qpy`` path (relative to the spec) or ``module:function``,
+    #: the head (``linear`` | ``mlp:H``) and the input ParameterVector's name.
+    circuit: Optional[str] = None
+    head: Optional[str] = None
+    input_params: Optional[str] = None
 
 
 class MethodEntry(_Model):
@@ -322,10 +327,50 @@ def parse_spec(obj: dict, *, source: str = "<spec>", base_dir: Path | None = Non
     if base_dir is not None and isinstance(obj.get("forget"), list):
         obj = dict(obj)
         obj["forget"] = [_anchor_indices(f, base_dir) for f in obj["forget"]]
+    if base_dir is not None:
+        obj = _anchor_files(obj, base_dir)
     try:
         return JobSpec(**obj)
     except ValidationError as exc:
         raise _spec_error(exc, source) from None
+
+
+def _anchor_files(obj: dict, base_dir: Path) -> dict:
+    """Data files (``datasets``) and circuit files (``models``) relative to the spec's folder."""
+    from ..data.files import is_data_file
+
+    def anchor(value):
+        if isinstance(value, str) and not Path(os.path.expanduser(value)).is_absolute():
+            return str((base_dir / value).resolve())
+        return value
+
+    def fix(entries, key, test):
+        if isinstance(entries, (str, dict)):
+            entries = [entries]
+        if not isinstance(entries, list):
+            return entries
+        out = []
+        for e in entries:
+            if isinstance(e, str) and key == "name" and test(e):
+                e = anchor(e)
+            elif isinstance(e, dict):
+                if isinstance(e.get(key), str) and test(e[key]):
+                    e = {**e, key: anchor(e[key])}
+                if "models" in e:  # a dataset's own models
+                    e = {**e, "models": fix(e["models"], "circuit", _is_qpy)}
+            out.append(e)
+        return out
+
+    obj = dict(obj)
+    if "datasets" in obj:
+        obj["datasets"] = fix(obj["datasets"], "name", is_data_file)
+    if "models" in obj:
+        obj["models"] = fix(obj["models"], "circuit", _is_qpy)
+    return obj
+
+
+def _is_qpy(text: str) -> bool:
+    return text.strip().lower().endswith(".qpy")
 
 
 def _anchor_indices(item, base_dir: Path):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..exceptions import BadInputError
 from ..jobs.spec import DatasetEntry, JobSpec, MethodEntry, MetricsSpec, ModelEntry, QuirksSpec
+from ..registry import Registry
 
 PI = math.pi
 
@@ -143,6 +144,9 @@ class Protocol:
                 backend=backend.model_dump(),
                 protocol=protocol,
                 exclude_forget=exclude,
+                circuit=model.circuit if model else None,
+                head=model.head if model else None,
+                input_params=model.input_params if model else None,
             )
         except BadInputError as exc:
             raise type(exc)(f"invalid job spec ({where}): {exc}") from None
@@ -208,12 +212,13 @@ HQML_NAMES = {
     "adv_uniform": "ADV-UNIFORM",
 }
 
-PROTOCOLS: dict[str, Protocol] = {}
+#: The study protocols by name (the same registry mechanism as methods and metrics; not
+#: pluggable, since job specs validate ``protocol`` against the four names).
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
 
 
 def _register(p: Protocol) -> Protocol:
-    PROTOCOLS[p.name] = p
-    return p
+    return PROTOCOLS.register(p.name, p)
 
 
 _register(Protocol(

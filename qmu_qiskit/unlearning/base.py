@@ -22,6 +22,7 @@ import torch
 
 from ..exceptions import BadInputError
 from ..io import atomic_torch_save
+from ..registry import ENTRY_POINT_GROUPS, Registry
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,17 @@ class MethodInfo:
             )
 
 
-METHODS: dict[str, MethodInfo] = {}
+def _load_builtins() -> None:
+    # Importing the method modules registers them; cheap, and only when a method is needed.
+    from . import methods  # noqa: F401
+
+
+#: Every unlearning method by name: the built-ins, then installed plugins
+#: (entry-point group ``qmu_qiskit.methods``), loaded on first use.
+METHODS: Registry[MethodInfo] = Registry(
+    "unlearning method", group=ENTRY_POINT_GROUPS["method"], builtins=_load_builtins,
+    hint="see `qmu-qiskit methods`",
+)
 
 
 def register_method(
@@ -84,20 +95,23 @@ def register_method(
     family: str,
     requires_class_forget: bool = False,
 ):
-    """Register ``fn`` as the unlearning method ``name``."""
+    """Register ``fn`` as the unlearning method ``name`` (a decorator).
+
+    A plugin package calls this in the module its ``qmu_qiskit.methods`` entry point names;
+    the method then appears in ``qmu-qiskit methods``, ``unlearn --method`` and job specs.
+    """
 
     def deco(fn):
-        METHODS[name] = MethodInfo(
+        METHODS.register(name, MethodInfo(
             name=name, fn=fn, options=dict(options), summary=summary, source=source, family=family,
             requires_class_forget=requires_class_forget,
-        )
+        ))
         return fn
 
     return deco
 
 
 def get_method(name: str) -> MethodInfo:
-    _load_all()
     if name not in METHODS:
         raise BadInputError(
             f"unknown unlearning method {name!r}; available: {', '.join(sorted(METHODS))} "
@@ -107,13 +121,7 @@ def get_method(name: str) -> MethodInfo:
 
 
 def available_methods() -> list[str]:
-    _load_all()
-    return sorted(METHODS)
-
-
-def _load_all() -> None:
-    # Importing the method modules registers them; cheap, and only when a method is needed.
-    from . import methods  # noqa: F401
+    return METHODS.names()
 
 
 @dataclass(frozen=True)
