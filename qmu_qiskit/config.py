@@ -229,6 +229,8 @@ class RunConfig(_Strict):
         payload = self.model_dump(mode="json")
         payload["data"].pop("data_dir", None)
         payload["data"].pop("download", None)
+        if not payload["data"].get("quirks"):
+            payload["data"].pop("quirks", None)  # configs made before data quirks existed
         if payload.get("exclude_forget") is None:
             # absent from configs made before the option existed: keep their fingerprints
             payload.pop("exclude_forget", None)

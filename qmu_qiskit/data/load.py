@@ -43,6 +43,10 @@ def load_data(cfg: Union[DataConfig, dict[str, Any]]) -> DataBundle:
     """
     cfg = DataConfig.coerce(cfg)
     info = DATASETS[cfg.dataset]
+    if cfg.quirks:  # HQML's draws, reproduced only on request (the faithful protocol)
+        from .hqml import load_hqml
+
+        return load_hqml(cfg, info)
     raw = info.loader(data_dir=resolve_data_dir(cfg.data_dir), download=cfg.download)
     n_records = len(raw.y)
     ids = split_records(
