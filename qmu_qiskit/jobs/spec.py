@@ -156,13 +156,34 @@ class QuirksSpec(_Model):
             in the faithful protocol). Off: a 10% validation split drives selection.
         iris_teacher_without_subset: the Iris teacher is trained without the subset forget
             samples (HQML's Iris script trains it on the subset scenario's D_r).
-        kl_retain_shuffled: KL_retain/JS_retain/Agree_retain on two independently shuffled
-            passes over D_r (HQML's bug), instead of aligned samples.
+        kl_retain_shuffled: KL_retain/JS_retain on two independently shuffled passes over D_r
+            (HQML's bug), instead of aligned samples (Agree_retain stays aligned, as HQML's).
+        scaler_on_all_samples: the MinMax scaler (and PCA) fitted on all samples before the
+            split (HQML's Iris ``load_data``); angle encodings only.
+        subset_from_shuffled_split: the subset forget set drawn from D_tr in the shuffled order
+            HQML's first split returned it, with HQML's seed and ``train_test_split``.
+        torch_class_draws: MNIST/Fashion per-class samples drawn with ``torch.randperm`` from
+            train ∪ test (HQML's CNN branch, ``load_data_cnn``).
     """
 
     test_selection: bool = True
     iris_teacher_without_subset: bool = False
     kl_retain_shuffled: bool = False
+    scaler_on_all_samples: bool = False
+    subset_from_shuffled_split: bool = False
+    torch_class_draws: bool = False
+
+    def data_quirks(self, dataset: str, input_kind: str) -> list[str]:
+        """The :class:`~qmu_qiskit.data.DataConfig` quirks these flags switch on for a dataset
+        (each only where HQML's code has it)."""
+        out = []
+        if self.scaler_on_all_samples and input_kind == "angles":
+            out.append("scaler_on_all")
+        if self.subset_from_shuffled_split:
+            out.append("shuffled_subset")
+        if self.torch_class_draws and dataset in ("mnist", "fashion_mnist"):
+            out.append("torch_class_draws")
+        return out
 
 
 class ExecutorSpec(_Model):
