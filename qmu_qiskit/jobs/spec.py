@@ -128,6 +128,22 @@ class MethodEntry(_Model):
         return self.label or self.method
 
 
+class AuditSpec(_Model):
+    """A per-example audit of the study's methods (:mod:`qmu_qiskit.audit`).
+
+    Attributes:
+        shadows: shadow (retrain, unlearn) pairs per audited method (≥ 4).
+        seed: seeds the shadow forget sets and shadow teachers.
+        methods: labels of the methods to audit (default: every method of the spec).
+        fixed_variance: one pooled σ per side (LiRA's mode for few shadows).
+    """
+
+    shadows: int = Field(ge=4, le=4096)
+    seed: int = Field(default=0, ge=0)
+    methods: Optional[list[str]] = None
+    fixed_variance: bool = False
+
+
 class MetricsSpec(_Model):
     """Metric options (:class:`~qmu_qiskit.evaluation.metrics.MetricContext`).
 
@@ -136,11 +152,14 @@ class MetricsSpec(_Model):
         kl_shuffled: HQML's shuffled KL_retain (the faithful protocol sets it from its quirk).
         extra: metrics beyond every run's defaults (``population_mia``, ``mia_efficacy``,
             ``grey_box_mia``, ``dgqmu``, ...), computed by the study from the saved outputs.
+        audit: run the per-example U-LiRA audit after the grid (``{shadows: 64}``); its numbers
+            go to ``audit_summary.csv`` in the grid directory.
     """
 
     mia_nonmembers: Literal["heldout", "retain"] = "heldout"
     kl_shuffled: bool = False
     extra: list[str] = []
+    audit: Optional[AuditSpec] = None
 
     def context(self, seed: int) -> dict:
         """The :class:`~qmu_qiskit.evaluation.metrics.MetricContext` fields of a cell."""
