@@ -391,8 +391,8 @@ def _tabulate(res: dict, m: np.ndarray, ids: np.ndarray, teacher, fset, target_p
             "success": float(res["per_example_success"][j]), "epsilon": float(eps[j]),
             "target_score_unlearned": _f(su[-1, j]), "target_score_retrained": _f(sr[-1, j]),
         })
-    scored = np.isfinite(eps)
-    finite = eps[scored & np.isfinite(eps)]
+    scored = ~np.isnan(eps)  # ε may be +∞ (a perfect attack): still scored
+    finite = eps[np.isfinite(eps)]
     t_u, t_r = su[-1][np.isfinite(su[-1])], sr[-1][np.isfinite(sr[-1])]
     target_success = (float(0.5 * ((t_u > 0).mean() + (t_r < 0).mean())) if len(t_u) else float("nan"))
     summary = {

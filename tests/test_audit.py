@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from qmu_qiskit.audit import epsilon_from_rates, forgetting_quality, threshold_rates
 
@@ -62,7 +61,7 @@ def test_audit_sanity_anchors_files_and_resume(tiny_run):
     assert s_noop["auc"] > 0.6
     assert s_noop["examples_scored"] > 50 and s_re["examples_scored"] > 50
     # files: per example rows, and a summary with the seed and the configuration
-    rows = list(csv.DictReader((noop.out / "ulira.csv").open()))
+    rows = list(csv.DictReader((noop.out / "ulira.csv").read_text().splitlines()))
     assert len(rows) == s_noop["examples_scored"] and {"record_id", "success", "epsilon"} <= set(rows[0])
     summary = json.loads((noop.out / "summary.json").read_text())
     assert summary["seed"] == 0 and summary["config"]["shadows"] == 6 and summary["config"]["method"] == "noop"
@@ -75,13 +74,25 @@ def test_audit_sanity_anchors_files_and_resume(tiny_run):
     assert again.summary["success"] == s_noop["success"] and again.summary["auc"] == s_noop["auc"]
 
 
-def test_audit_cli_refuses_bad_requests_in_one_line(tiny_run):
-    from qmu_qiskit.cli import cli
+def test_audit_cli_refuses_bad_requests_in_one_line(tiny_run, capsys):
+    from qmu_qiskit.cli import main
 
-    runner = CliRunner()
-    res = runner.invoke(cli, ["audit", "--run", str(tiny_run), "--forget", "subset:0.5", "--method", "nope",
-                              "--shadows", "4"])
-    assert res.exit_code != 0 and "unknown unlearning method 'nope'" in res.output
-    res = runner.invoke(cli, ["audit", "--run", str(tiny_run), "--forget", "subset:0.5", "--method", "noop",
-                              "--shadows", "2"])
-    assert res.exit_code != 0 and "--shadows" in res.output
+    for args, message in (
+        (["--method", "nope", "--shadows", "4"], "unknown unlearning method 'nope'"),
+        (["--method", "noop", "--shadows", "2"], "--shadows"),
+        (["--method", "noop", "--shadows", "4", "--option", "epochs"], "must be KEY=VALUE"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["audit", "--run", str(tiny_run), "--forget", "subset:0.5", *args])
+        err = capsys.readouterr().err
+        assert exc.value.code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_studies_request_the_audit_in_their_metrics():
+    from qmu_qiskit import jobs
+    from qmu_qiskit.exceptions import BadInputError
+
+    spec = jobs.load_spec({"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 64}}})
+    assert spec.metrics.audit.shadows == 64 and spec.metrics.audit.seed == 0
+    with pytest.raises(BadInputError, match="metrics.audit.shadows"):
+        jobs.load_spec({"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 2}}})
