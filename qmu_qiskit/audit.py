@@ -195,7 +195,8 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
             id=cid, kind=kind, path=tdir / "unlearn" / slug / method, deps=tuple(deps),
             coords={**coords(tseed, forget, method), "method_registry": method},
             payload={"kind": kind, "teacher": str(tdir), "forget": forget, "method": method,
-                     "label": method, "options": {"retrain": {}, **({method: given} if kind == "method" else {})},
+                     "label": method,
+                     "options": {"retrain": {}, **({method: given} if kind == "method" else {})},
                      "seed": tseed, "metric_ctx": metric_ctx(tseed)},
         )
         cells.setdefault(cid, cell)
@@ -209,8 +210,8 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
         tdir = grid_dir / "teachers" / f"s{tseed}-{fp[:8]}"
         tid = f"t-{fp}"
         cells.setdefault(tid, Cell(id=tid, kind="teacher", path=tdir, deps=(), coords=coords(tseed),
-                                   payload={"kind": "teacher", "config": scfg.model_dump(mode="json"),
-                                            "path": str(tdir)}))
+                                   payload={"kind": "teacher", "path": str(tdir),
+                                            "config": scfg.model_dump(mode="json")}))
         teacher_ids.append((tid, tseed))
     for s, (tid, tseed) in enumerate(teacher_ids):
         r = unlearn_cell(tid, tseed, forgets[s], "retrain", [tid])
@@ -316,7 +317,8 @@ def audit(
     if method != "retrain":
         resolve_options(method, options, recipe)
     elif options:
-        raise BadInputError("the retrain audit takes no options (it pairs two independent retrains)")
+        raise BadInputError("the retrain audit takes no options (it pairs two independent "
+                            "retrains)")
     fset = resolve_forget(forget, teacher.bundle, seed=teacher.cfg.data.seed)
     info.check_request(fset.kind)
     cfg = AuditConfig(forget=fset.spec, method=method, shadows=shadows, seed=int(seed),
@@ -352,7 +354,8 @@ def audit(
         "config": {"run": str(teacher.run.path), "teacher_fingerprint": teacher.cfg.fingerprint(),
                    "forget": fset.spec, "forget_size": fset.size, "method": method,
                    "options": cfg.options, "shadows": shadows, "fixed_variance": fixed_variance,
-                   "shadow_teacher_seeds": [_teacher_seed(teacher.cfg.seed, cfg.seed, s) for s in range(shadows)],
+                   "shadow_teacher_seeds": [_teacher_seed(teacher.cfg.seed, cfg.seed, s)
+                                            for s in range(shadows)],
                    "shadow_forgets": [cells[u_].payload["forget"] for _, u_ in pairs],
                    "eps_delta": EPS_DELTA, "eps_bins": {"width": EPS_BIN_WIDTH, "count": EPS_BINS},
                    "teacher_config": teacher.cfg.model_dump(mode="json")},
@@ -386,7 +389,8 @@ def _tabulate(res: dict, m: np.ndarray, ids: np.ndarray, teacher, fset, target_p
             continue
         eps[j] = epsilon_from_rates(*threshold_rates(su[ok_u, j], sr[ok_r, j]))
         rows.append({
-            "record_id": int(rid), "label": int(labels[rid]), "in_target_forget": bool(in_target[j]),
+            "record_id": int(rid), "label": int(labels[rid]),
+            "in_target_forget": bool(in_target[j]),
             "observations": int(ok_u.sum()), "shadow_forgotten": int(m[:-1, j].sum()),
             "success": float(res["per_example_success"][j]), "epsilon": float(eps[j]),
             "target_score_unlearned": _f(su[-1, j]), "target_score_retrained": _f(sr[-1, j]),
@@ -394,7 +398,8 @@ def _tabulate(res: dict, m: np.ndarray, ids: np.ndarray, teacher, fset, target_p
     scored = ~np.isnan(eps)  # ε may be +∞ (a perfect attack): still scored
     finite = eps[np.isfinite(eps)]
     t_u, t_r = su[-1][np.isfinite(su[-1])], sr[-1][np.isfinite(sr[-1])]
-    target_success = (float(0.5 * ((t_u > 0).mean() + (t_r < 0).mean())) if len(t_u) else float("nan"))
+    target_success = (float(0.5 * ((t_u > 0).mean() + (t_r < 0).mean())) if len(t_u)
+                      else float("nan"))
     summary = {
         "success": res["success"],
         "auc": res["auc"],
@@ -405,14 +410,18 @@ def _tabulate(res: dict, m: np.ndarray, ids: np.ndarray, teacher, fset, target_p
         "target_success": target_success,
         "target_examples_scored": int(len(t_u)),
         "epsilon": {
-            "median": float(np.median(eps[scored])) if scored.any() else float("nan"),
+            "median": _stat(eps[scored], np.median),
             "mean_finite": float(finite.mean()) if len(finite) else float("nan"),
-            "infinite_fraction": float(np.isinf(eps[scored]).mean()) if scored.any() else float("nan"),
-            "target_median": float(np.median(eps[scored & in_target])) if (scored & in_target).any() else float("nan"),
+            "infinite_fraction": _stat(np.isinf(eps[scored]), np.mean),
+            "target_median": _stat(eps[scored & in_target], np.median),
         },
         "forgetting_quality": forgetting_quality(eps[scored]),
     }
     return rows, summary
+
+
+def _stat(values: np.ndarray, fn) -> float:
+    return float(fn(values)) if len(values) else float("nan")
 
 
 def _f(x) -> Optional[float]:
@@ -423,8 +432,8 @@ def _csv(rows: list[dict]) -> str:
     import io
 
     buf = io.StringIO()
-    fields = ["record_id", "label", "in_target_forget", "observations", "shadow_forgotten", "success",
-              "epsilon", "target_score_unlearned", "target_score_retrained"]
+    fields = ["record_id", "label", "in_target_forget", "observations", "shadow_forgotten",
+              "success", "epsilon", "target_score_unlearned", "target_score_retrained"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for row in rows:

@@ -42,7 +42,8 @@ def _train_and_test(cfg, info):
     from .idx import read_idx
     from .sources import RawDataset, _find, resolve_data_dir
 
-    train = info.loader(data_dir=resolve_data_dir(cfg.data_dir), download=cfg.download)  # checks both files
+    # the loader checks both files; it returns the train file's records
+    train = info.loader(data_dir=resolve_data_dir(cfg.data_dir), download=cfg.download)
     raw_dir = resolve_data_dir(cfg.data_dir) / _IDX_FOLDERS[cfg.dataset] / "raw"
     images = read_idx(_find(raw_dir, "t10k-images-idx3-ubyte"), expect_ndim=3, expect_dtype="uint8")
     labels = read_idx(_find(raw_dir, "t10k-labels-idx1-ubyte"), expect_ndim=1, expect_dtype="uint8")
@@ -51,7 +52,8 @@ def _train_and_test(cfg, info):
                       pixel_max=train.pixel_max)
 
 
-def torch_class_draws(y: np.ndarray, samples_per_class: int, seed: int, num_classes: int) -> np.ndarray:
+def torch_class_draws(y: np.ndarray, samples_per_class: int, seed: int,
+                      num_classes: int) -> np.ndarray:
     """HQML's ``load_data_cnn`` draw: for each class in order, ``torch.randperm`` over that class's
     records (one generator seeded once, shared across classes), keep the first
     ``samples_per_class``. Returns record ids in HQML's order (class by class, draw order)."""
@@ -70,7 +72,8 @@ def torch_class_draws(y: np.ndarray, samples_per_class: int, seed: int, num_clas
     return np.concatenate(chosen).astype(np.int64)
 
 
-def _numpy_class_draws(y: np.ndarray, samples_per_class: int, seed: int, num_classes: int) -> np.ndarray:
+def _numpy_class_draws(y: np.ndarray, samples_per_class: int, seed: int,
+                       num_classes: int) -> np.ndarray:
     """HQML's PCA-branch draw (``rng.choice`` per class), in draw order (not sorted)."""
     rng = np.random.default_rng(seed)
     return np.concatenate([
@@ -108,7 +111,8 @@ def _raw_and_pool(cfg, info):
     return raw, np.arange(len(raw.y), dtype=np.int64)
 
 
-def _split_in_order(pool: np.ndarray, y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split_in_order(pool: np.ndarray, y: np.ndarray,
+                    cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HQML's ``train_test_split(X, y, test_size, stratify=y, random_state=seed)`` on the pool in
     its order; returns (train in the order the split returned it, val, test)."""
     from sklearn.model_selection import train_test_split
@@ -119,7 +123,8 @@ def _split_in_order(pool: np.ndarray, y: np.ndarray, cfg) -> tuple[np.ndarray, n
         train, val = (train_test_split(rest, test_size=cfg.val_size, stratify=y[rest],
                                        random_state=cfg.seed) if cfg.val_size else (rest, rest[:0]))
     except ValueError as exc:
-        raise BadInputError(f"cannot split {cfg.dataset} as HQML did ({exc}); use more samples") from exc
+        raise BadInputError(f"cannot split {cfg.dataset} as HQML did ({exc}); use more "
+                            "samples") from exc
     return np.asarray(train), np.asarray(val), np.asarray(test)
 
 

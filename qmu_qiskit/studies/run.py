@@ -80,8 +80,10 @@ def run_audits(handle, *, workers: int | None = None, on_event: EventFn | None =
         rows.append({"dataset": cell.coords["dataset"], "seed": cell.coords["seed"],
                      "forget": p["forget"], "method": label, "shadows": want.shadows,
                      "ulira_success": s["success"], "ulira_auc": s["auc"],
-                     "tpr_at_1pct_fpr": s["tpr_at_fpr"]["0.01"], "tpr_at_0.1pct_fpr": s["tpr_at_fpr"]["0.001"],
-                     "epsilon_median": s["epsilon"]["median"], "forgetting_quality": s["forgetting_quality"],
+                     "tpr_at_1pct_fpr": s["tpr_at_fpr"]["0.01"],
+                     "tpr_at_0.1pct_fpr": s["tpr_at_fpr"]["0.001"],
+                     "epsilon_median": s["epsilon"]["median"],
+                     "forgetting_quality": s["forgetting_quality"],
                      "audit": str(res.out)})
     buf = io.StringIO()
     if rows:

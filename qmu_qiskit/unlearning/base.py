@@ -310,8 +310,8 @@ class UnlearnContext:
         ck = self._own_checkpoint()
         return dict(ck.get("state", {})) if ck is not None else {}
 
-    def epochs(self, model, optimizer, num_epochs: int, *, state: dict | None = None, desc: str = "",
-               select: bool = True):
+    def epochs(self, model, optimizer, num_epochs: int, *, state: dict | None = None,
+               desc: str = "", select: bool = True):
         """Iterate epochs with a resumable checkpoint after each one, and the per-method
         early-stopping wrapper of the protocol (methods.md §3).
 
@@ -370,7 +370,8 @@ class UnlearnContext:
                     sel["scores"].append(score)
                     if sel["best_score"] is None or score > sel["best_score"]:
                         sel.update(best_score=score, best_epoch=epoch, stale=0,
-                                   best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+                                   best_state={k: v.detach().clone()
+                                               for k, v in model.state_dict().items()})
                     else:
                         sel["stale"] += 1
                     sel["stopped"] = bool(patience) and sel["stale"] >= patience
