@@ -297,6 +297,8 @@ class RunConfig(_Strict):
         if payload["data"].get("sha256") is not None:
             # A data file is identified by its content, not by where it lies.
             payload["data"].pop("path", None)
+        if not payload["data"].get("quirks"):
+            payload["data"].pop("quirks", None)  # configs made before data quirks existed
         if payload.get("exclude_forget") is None:
             # absent from configs made before the option existed: keep their fingerprints
             payload.pop("exclude_forget", None)

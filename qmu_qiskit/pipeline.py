@@ -502,8 +502,9 @@ def _unlearn_one(
     backend: BackendConfig, spec, seed: int, progress: bool, overwrite: bool,
     oracle_outputs: Outputs | None, metric_ctx: MetricContext, oracle_dir: str = "retrain",
 ) -> UnlearnSummary:
+    from .io import read_json
     from .runs import read_run_json
-    from .unlearning.base import UnlearnContext
+    from .unlearning.base import UnlearnContext, method_selection
 
     run = RunDir(path)
     config = unlearn_config(teacher, fset, method, options, backend, seed)
@@ -556,9 +557,12 @@ def _unlearn_one(
                     protocol=teacher.cfg.protocol,
                     executor=executor,
                     fingerprint=fingerprint,
+                    selection=method_selection(teacher.cfg.protocol, teacher.cfg.training.select),
                 )
                 with executor.cost.measure() as phase:
                     result = info.fn(ctx)
+                if ctx.selection_report():  # the epoch the protocol's wrapper returned
+                    result.info.setdefault("selection", ctx.selection_report())
                 result.model.eval()
                 with executor.cost.measure() as eval_phase:
                     outputs = collect_outputs(result.model, bundle, forget_ids=fset.record_ids)

@@ -43,6 +43,10 @@ def study(spec, out_dir, data_dir, workers, methods, seeds, report_only, no_plot
                         max_cells=max_cells)
         status = wait_interruptibly(handle)
     outputs = write_outputs(handle.path, plots=not no_plots)
+    if not report_only and status.state == "complete" and handle.grid.spec.metrics.audit is not None:
+        from ..studies.run import run_audits
+
+        click.echo(f"audit: {run_audits(handle, workers=workers, on_event=ProgressPrinter(True))}")
     click.echo(f"summary: {outputs.summary}")
     if outputs.mean_std is not None:
         click.echo(f"mean ± std: {outputs.mean_std}")

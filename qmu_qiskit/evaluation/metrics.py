@@ -101,9 +101,10 @@ def js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def alignment_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext) -> dict:
     """Agreement and divergence of U with the retrain oracle on aligned retain and test samples.
 
-    HQML computed KL_retain on two independently shuffled passes over D_r (so it compared
-    different samples); here samples are aligned by split and record id unless
-    ``ctx.kl_shuffled`` asks for HQML's behaviour.
+    HQML computed KL_retain and JS_retain on two independently shuffled passes over D_r (so it
+    compared different samples); here samples are aligned by split and record id unless
+    ``ctx.kl_shuffled`` asks for HQML's behaviour. Agree_retain stays aligned even then: HQML's
+    ``agreement_rate`` runs both models on the same batch, so its agreement was aligned.
     """
     if O is None:
         return {}
@@ -118,13 +119,13 @@ def alignment_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricCont
     for split in ("retain", "test"):
         m = U.mask(split)
         a, b = pu[m], po[m]
+        res[f"Agree_{split}"] = (
+            float((a.argmax(1) == b.argmax(1)).mean()) if len(a) else float("nan")
+        )
         if split == "retain" and ctx.kl_shuffled:
             b = b[rng.permutation(len(b))]
         res[f"KL_{split}"] = float(kl(a, b).mean()) if len(a) else float("nan")
         res[f"JS_{split}"] = float(js(a, b).mean()) if len(a) else float("nan")
-        res[f"Agree_{split}"] = (
-            float((a.argmax(1) == b.argmax(1)).mean()) if len(a) else float("nan")
-        )
     return res
 
 
