@@ -502,7 +502,6 @@ def _unlearn_one(
     backend: BackendConfig, spec, seed: int, progress: bool, overwrite: bool,
     oracle_outputs: Outputs | None, metric_ctx: MetricContext, oracle_dir: str = "retrain",
 ) -> UnlearnSummary:
-    from .io import read_json
     from .runs import read_run_json
     from .unlearning.base import UnlearnContext, method_selection
 
