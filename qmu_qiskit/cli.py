@@ -111,6 +111,34 @@ def _runtime_items(resilience_level=None, dynamical_decoupling=False, twirling=F
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _applicable_flags(backend: str | None, *, engine, noise_scale, shots):
+    """Refuse backend flags given on the command line that ``backend`` would not apply, or,
+    where harmless, warn and drop them (so that they are not recorded as applied).
+
+    Returns:
+        The ``noise_scale`` to record (``None`` when dropped).
+    """
+    from .backends import backend_kind
+
+    name = backend or "aer"
+    kind = backend_kind(name)
+    if engine is not None and kind not in (None, "aer"):
+        raise BadInputError(
+            f"--engine {engine} does not apply to backend {name}: the engine chooses how the "
+            "noiseless aer backend runs; drop --engine"
+        )
+    if engine == "exact" and shots is not None and kind == "aer":
+        raise BadInputError(
+            "--engine exact computes exact values and takes no --shots (with --shots, circuits are "
+            "sampled on Aer); drop one of them"
+        )
+    if noise_scale == 1.0 and kind not in (None, "aer_noisy"):
+        click.echo(f"warning: --noise-scale 1 has no effect on backend {name} (only aer_noisy "
+                   "scales noise); ignored", err=True)
+        return None
+    return noise_scale
+
+
 def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runtime: dict | None = None) -> dict:
     out = {
         "name": backend,
@@ -158,6 +186,7 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
     from . import pipeline
     from .config import resolve_run_config
 
+    noise_scale = _applicable_flags(backend, engine=engine, noise_scale=noise_scale, shots=shots)
     cfg = resolve_run_config(
         dataset=dataset,
         model=model,
@@ -173,6 +202,11 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
         backend=_backend_dict(backend, shots, noise_scale, engine, optimization_level,
                               _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time)),
     )
+    n = cfg.data.n_features
+    if qubits is not None and cfg.data.dataset == "iris" and n is not None and n < 4:
+        # applied and recorded (data.n_features), but not what "qubits" alone suggests: say so
+        click.echo(f"note: iris has 4 features; with --qubits {qubits} the model sees their first "
+                   f"{n} principal components (PCA, recorded as data.n_features={n})", err=True)
     if out is None:
         slug = cfg.backend.name.replace(":", "-")
         out = Path("runs") / f"{cfg.data.dataset}-{cfg.model.name}-{slug}-s{seed}"
@@ -232,6 +266,8 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
     teacher_cfg = pipeline.RunDir(run_path)
     teacher_cfg.require_complete(what="trained run")
     base = teacher_cfg.config().get("backend", {})
+    noise_scale = _applicable_flags(backend or base.get("name"), engine=engine,
+                                    noise_scale=noise_scale, shots=shots)
     over = _backend_dict(backend, shots, noise_scale, engine, optimization_level,
                          _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time))
     backend_cfg = None

@@ -1,0 +1,107 @@
+"""Output conventions: flags a backend would not apply are refused (or warned about and not
+recorded), ``evaluate`` never overwrites silently, ``--out`` everywhere, saved audit tables, and
+the ``results`` summary."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from qmu_qiskit import cli
+from qmu_qiskit.config import BackendConfig
+from qmu_qiskit.exceptions import BadInputError
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    try:
+        cli.main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------ flags that do not apply
+
+REFUSED = {
+    "noise_scale_on_aer": (["--noise-scale", "2"], r"noise_scale 2 does not apply to backend aer"),
+    "twirling_on_aer": (["--twirling"], r"twirling \(--twirling\) would not apply to backend aer"),
+    "dd_on_aer_noisy": (["--backend", "aer_noisy", "--dynamical-decoupling"],
+                        r"dynamical_decoupling .* would not apply to backend aer_noisy"),
+    "resilience_on_aer": (["--resilience-level", "1"], r"resilience_level .* would not apply"),
+    "zne_on_aer": (["--zne"], r"zne \(--zne\) would not apply"),
+    "max_time_on_aer": (["--max-time", "60"], r"max_time \(--max-time\) would not apply"),
+    "engine_exact_on_aer_noisy": (["--backend", "aer_noisy", "--engine", "exact"],
+                                  r"--engine exact does not apply to backend aer_noisy"),
+    "engine_aer_on_fake": (["--backend", "fake_brisbane", "--engine", "aer"],
+                           r"--engine aer does not apply to backend fake_brisbane"),
+    "engine_exact_with_shots": (["--engine", "exact", "--shots", "128"], r"takes no --shots"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_train_refuses_a_flag_the_backend_would_not_apply(case, tmp_path, capsys):
+    flags, message = REFUSED[case]
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--epochs", "1", "--out", out, *flags], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert re.search(message, lines[0]), lines[0]
+    assert not out.exists()
+
+
+def test_unlearn_refuses_runtime_flags_on_the_teachers_aer_backend(iris_teacher_copy, capsys):
+    code, _, err = run_cli(["unlearn", "--run", iris_teacher_copy, "--forget", "class:0",
+                            "--method", "ga", "--twirling"], capsys)
+    assert code == 2 and "would not apply to backend aer" in err
+    assert not (iris_teacher_copy / "unlearn").exists()
+
+
+def test_unlearn_refuses_noise_scale_on_aer(iris_teacher_copy, capsys):
+    code, _, err = run_cli(["unlearn", "--run", iris_teacher_copy, "--forget", "class:0",
+                            "--method", "ga", "--noise-scale", "3"], capsys)
+    assert code == 2 and "noise_scale 3 does not apply to backend aer" in err
+
+
+def test_mia_compare_refuses_runtime_flags_without_a_runtime_backend(tmp_path, capsys):
+    code, _, err = run_cli(["mia-compare", "--backends", "aer,aer_noisy", "--twirling",
+                            "--out", tmp_path / "mc"], capsys)
+    assert code == 2 and "--twirling: IBM Runtime options apply only to" in err
+    code, _, err = run_cli(["mia-compare", "--backends", "aer", "--noise-scale", "2",
+                            "--out", tmp_path / "mc"], capsys)
+    assert code == 2 and "--noise-scale 2 applies only to aer_noisy" in err
+    assert not (tmp_path / "mc").exists()
+
+
+def test_a_job_spec_with_runtime_options_on_aer_is_refused():
+    from qmu_qiskit.jobs.spec import parse_spec
+
+    with pytest.raises(BadInputError, match=r"backends\.0.*twirling.*would not apply"):
+        parse_spec({"name": "x", "datasets": ["iris"],
+                    "backends": [{"name": "aer", "runtime": {"twirling": True}}]})
+
+
+def test_backend_config_keeps_what_applies():
+    assert BackendConfig(name="aer_noisy", noise_scale=2.0).noise_scale == 2.0
+    assert BackendConfig(name="fake_brisbane", runtime={"twirling": True}).runtime == {"twirling": True}
+    assert BackendConfig(name="aer", engine="aer", shots=128).engine == "aer"
+    # a stored config of an aer_noisy run carries the engine's default; it must load
+    assert BackendConfig(name="aer_noisy", engine="exact").name == "aer_noisy"
+
+
+def test_harmless_noise_scale_is_warned_about_and_not_applied(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["train", "--epochs", "1", "--no-progress", "--out", out,
+                                 "--noise-scale", "1", "--qubits", "3"], capsys)
+    assert code == 0, err
+    assert "warning: --noise-scale 1 has no effect on backend aer" in err
+    assert "note: iris has 4 features; with --qubits 3 the model sees their first 3 principal" in err
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["data"]["n_features"] == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["execution"]["noise_scale"] is None  # nothing scaled on aer
