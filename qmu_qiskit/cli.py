@@ -324,19 +324,30 @@ def show_unlearn_table(summaries, teacher_metrics: dict, forget: str) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="A train run, or an unlearning run (<run>/unlearn/<forget>/<method>).")
 @click.option("--mia-nonmembers", type=click.Choice(["heldout", "retain"]), default="heldout", show_default=True, help="MIA non-members: held-out data (default) or HQML's retain subset.")
-def evaluate(run_path, mia_nonmembers):
-    """Recompute a run's metrics from its saved per-sample outputs (no circuits run)."""
+@click.option("--overwrite", is_flag=True, help="Replace the run's metrics.json (the old one is kept under evaluations/) instead of writing a new version.")
+def evaluate(run_path, mia_nonmembers, overwrite):
+    """Recompute a run's metrics from its saved per-sample outputs (no circuits run).
+
+    The numbers of an unlearning run go to a new version, <run>/evaluations/<NNN>-<settings>/
+    metrics.json, with the settings that produced them; the run's metrics.json is kept unless
+    --overwrite is given.
+    """
     from . import pipeline
     from .evaluation.metrics import MetricContext
 
     raw = pipeline.RunDir(run_path)
     raw.require_complete(what="run")
     seed = int(raw.config().get("seed", 0))
-    metrics = pipeline.evaluate(run_path, metric_ctx=MetricContext(seed=seed, mia_nonmembers=mia_nonmembers))
+    metrics = pipeline.evaluate(run_path, overwrite=overwrite,
+                                metric_ctx=MetricContext(seed=seed, mia_nonmembers=mia_nonmembers))
     keys = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for k in keys:
         click.echo(f"{k:>22}  {_fmt(metrics[k], 4)}")
-    click.echo(f"metrics: {Path(run_path) / 'metrics.json'}")
+    where = (metrics.get("evaluation") or {}).get("path") or Path(run_path) / "metrics.json"
+    if "evaluation" in metrics:
+        click.echo(f"settings: MIA non-members {metrics['evaluation']['mia_nonmembers']}, "
+                   f"seed {metrics['evaluation']['seed']}")
+    click.echo(f"metrics: {where}")
 
 
 @cli.command(context_settings=CONTEXT)

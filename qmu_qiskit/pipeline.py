@@ -20,6 +20,7 @@ from .config import BackendConfig, RunConfig, TrainingConfig
 from .data import DataBundle, load_data, resolve_forget
 from .evaluation.metrics import MetricContext, compute_metrics
 from .evaluation.outputs import Outputs, collect_outputs
+from .evaluation.versions import settings_of, write_version
 from .exceptions import BackendError, BadInputError, DataError, QmuError, RunError
 from .execution.cost import CostRecord
 from .io import atomic_torch_save, atomic_write_json
@@ -441,6 +442,7 @@ def _unlearn_one(
                 O = outputs if method == "retrain" else oracle_outputs
                 metrics = compute_metrics(outputs, T, O, ctx=metric_ctx)
                 metrics.update({"method": method, "seed": seed, "forget": fset.spec, "forget_size": int(fset.size)})
+                metrics["evaluation"] = settings_of(metric_ctx, source="unlearn")
                 info_out = {k: v for k, v in result.info.items() if k != "history"}
                 if info_out:
                     metrics["method_info"] = info_out
@@ -461,9 +463,16 @@ def _unlearn_one(
 # evaluation
 
 
-def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None) -> dict:
+def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None,
+             overwrite: bool = False) -> dict:
     """Recompute an unlearning run's metrics from saved outputs (no circuit runs), or report a
-    teacher run's accuracies. Writes ``metrics.json`` again (atomically) for unlearning runs."""
+    teacher run's accuracies.
+
+    For an unlearning run the numbers go to a new version, ``evaluations/<NNN>-<settings>/
+    metrics.json`` (:mod:`qmu_qiskit.evaluation.versions`), and ``metrics.json`` is left as it
+    is; ``overwrite=True`` replaces ``metrics.json`` instead (the replaced file is kept as a
+    version). ``metrics["evaluation"]`` records the settings and ``["path"]`` where they went.
+    """
     from .io import read_json
 
     run = RunDir(path)
@@ -483,10 +492,20 @@ def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None) -> di
     T = Outputs.load(teacher_run.path / "outputs.npz").with_forget(forget_ids)
     oracle_dir = run.path.parent / "retrain"
     O = Outputs.load(oracle_dir / "outputs.npz") if RunDir(oracle_dir).is_complete() else None
-    metrics = compute_metrics(U, T, O, ctx=metric_ctx or MetricContext(seed=int(raw.get("seed", 0))))
+    ctx = metric_ctx or MetricContext(seed=int(raw.get("seed", 0)))
+    metrics = compute_metrics(U, T, O, ctx=ctx)
     old = read_json(run.path / "metrics.json") if (run.path / "metrics.json").exists() else {}
     for key in ("method", "seed", "forget", "forget_size", "method_info", "execution"):
         if key in old:
             metrics[key] = old[key]
-    atomic_write_json(run.path / "metrics.json", metrics)
+    metrics["evaluation"] = settings_of(ctx, source="evaluate")
+    with run.lock():
+        if overwrite:
+            if old:
+                write_version(run.path, old)  # nothing is lost: the replaced numbers stay
+            target = run.path / "metrics.json"
+            atomic_write_json(target, metrics)
+        else:
+            target = write_version(run.path, metrics)
+    metrics["evaluation"]["path"] = str(target)
     return metrics

@@ -105,3 +105,64 @@ def test_harmless_noise_scale_is_warned_about_and_not_applied(tmp_path, capsys):
     assert cfg["data"]["n_features"] == 3
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["execution"]["noise_scale"] is None  # nothing scaled on aer
+
+
+# ------------------------------------------------------------------ versioned evaluations
+
+
+@pytest.fixture
+def ga_run(iris_teacher_copy):
+    from qmu_qiskit import pipeline
+
+    summaries = pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], progress=False)
+    return summaries[1].path
+
+
+def test_unlearn_records_the_settings_of_its_metrics(ga_run):
+    ev = json.loads((ga_run / "metrics.json").read_text())["evaluation"]
+    assert ev["mia_nonmembers"] == "heldout" and ev["source"] == "unlearn" and ev["seed"] == 0
+
+
+def test_evaluate_writes_a_new_version_and_keeps_metrics_json(ga_run, capsys):
+    original = (ga_run / "metrics.json").read_bytes()
+    code, out, err = run_cli(["evaluate", "--run", ga_run, "--mia-nonmembers", "retain"], capsys)
+    assert code == 0, err
+    assert (ga_run / "metrics.json").read_bytes() == original
+    first = ga_run / "evaluations" / "001-mia-retain-s0" / "metrics.json"
+    assert f"metrics: {first}" in out and "MIA non-members retain" in out
+    m1 = json.loads(first.read_text())
+    assert m1["evaluation"]["mia_nonmembers"] == "retain" and m1["evaluation"]["source"] == "evaluate"
+    assert m1["method"] == "ga" and m1["forget"] == "class:0"
+    code, out, err = run_cli(["evaluate", "--run", ga_run], capsys)
+    assert code == 0, err
+    second = ga_run / "evaluations" / "002-mia-heldout-s0" / "metrics.json"
+    m2 = json.loads(second.read_text())
+    # the held-out evaluation reproduces the run's own numbers; the retain one is another MIA
+    base = json.loads(original)
+    for key in ("acc_forget_unlearn", "UQI", "KL_test", "MIA_AUC"):
+        assert m2[key] == pytest.approx(base[key])
+    assert m1["acc_forget_unlearn"] == pytest.approx(base["acc_forget_unlearn"])
+    assert (ga_run / "metrics.json").read_bytes() == original
+
+
+def test_evaluate_overwrite_replaces_metrics_json_and_keeps_the_old_one(ga_run, capsys):
+    original = json.loads((ga_run / "metrics.json").read_text())
+    code, out, err = run_cli(["evaluate", "--run", ga_run, "--mia-nonmembers", "retain",
+                              "--overwrite"], capsys)
+    assert code == 0, err
+    now = json.loads((ga_run / "metrics.json").read_text())
+    assert now["evaluation"]["mia_nonmembers"] == "retain"
+    kept = json.loads((ga_run / "evaluations" / "001-mia-heldout-s0" / "metrics.json").read_text())
+    assert kept == original
+
+
+def test_evaluation_versions_ignore_symlinks(ga_run, tmp_path):
+    from qmu_qiskit.evaluation.versions import versions, write_version
+
+    (tmp_path / "elsewhere").mkdir()
+    (ga_run / "evaluations").mkdir()
+    (ga_run / "evaluations" / "007-mia-x-s0").symlink_to(tmp_path / "elsewhere")
+    assert versions(ga_run) == []
+    path = write_version(ga_run, {"evaluation": {"mia_nonmembers": "heldout", "seed": 1}})
+    assert path.parent.name == "001-mia-heldout-s1"
+    assert list((tmp_path / "elsewhere").iterdir()) == []
