@@ -166,3 +166,66 @@ def test_evaluation_versions_ignore_symlinks(ga_run, tmp_path):
     path = write_version(ga_run, {"evaluation": {"mia_nonmembers": "heldout", "seed": 1}})
     assert path.parent.name == "001-mia-heldout-s1"
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+# ------------------------------------------------------------------ one output convention
+
+
+def tiny_spec(path, **fields):
+    spec = {"name": "tiny", "datasets": [{"name": "iris", "training": {"epochs": 2}}],
+            "methods": ["ga"], "forget": ["class:0"], "seeds": [0],
+            "executor": {"kind": "inline"}, **fields}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("flag", ["--out", "--out-dir"])
+def test_jobs_submit_out_and_its_alias_out_dir(flag, tmp_path, capsys):
+    spec = tiny_spec(tmp_path / "tiny.yaml")
+    root = tmp_path / "root"
+    code, out, err = run_cli(["jobs", "submit", spec, flag, root, "--quiet"], capsys)
+    assert code == 0, err
+    grid = (root / "runs" / "tiny").resolve()
+    assert f"grid directory: {grid}" in out
+    assert (grid / "grid.json").is_file()
+    code, out, err = run_cli(["jobs", "status", spec, flag, root], capsys)
+    assert code == 0 and "tiny: complete" in out
+
+
+def test_grids_default_under_runs_of_the_current_directory(tmp_path, monkeypatch, capsys):
+    spec = tiny_spec(tmp_path / "tiny.yaml", out=None)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["jobs", "submit", spec, "--quiet"], capsys)
+    assert code == 0, err
+    assert f"grid directory: {(tmp_path / 'runs' / 'tiny').resolve()}" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "tiny.yaml"]
+
+
+def test_a_grid_is_never_the_output_directory_itself(tmp_path, capsys):
+    spec = tiny_spec(tmp_path / "tiny.yaml", out=".")
+    code, _, err = run_cli(["jobs", "submit", spec, "--out", tmp_path / "root"], capsys)
+    assert code == 2 and "is the output directory itself" in err
+    assert not (tmp_path / "root" / "grid.json").exists()
+
+
+def test_python_api_takes_out_and_refuses_two_different_outputs(tmp_path):
+    from qmu_qiskit import jobs
+
+    spec = yaml.safe_load(tiny_spec(tmp_path / "tiny.yaml").read_text())
+    with pytest.raises(BadInputError, match="one setting"):
+        jobs.submit(spec, out=tmp_path / "a", out_dir=tmp_path / "b")
+    handle = jobs.submit(spec, out=tmp_path / "a")
+    assert handle.wait(timeout=300).state == "complete"
+    assert handle.path == (tmp_path / "a" / "runs" / "tiny").resolve()
+    assert jobs.open_grid(tmp_path / "tiny.yaml", out=tmp_path / "a").path == handle.path
+
+
+def test_jobs_results_out_writes_the_file(tmp_path, capsys):
+    spec = tiny_spec(tmp_path / "tiny.yaml")
+    assert run_cli(["jobs", "submit", spec, "--out", tmp_path, "--quiet"], capsys)[0] == 0
+    target = tmp_path / "res.csv"
+    code, out, err = run_cli(["jobs", "results", tmp_path / "runs" / "tiny", "--format", "csv",
+                              "--out", target], capsys)
+    assert code == 0, err
+    lines = target.read_text().splitlines()
+    assert lines[0].startswith("cell,kind,") and len(lines) == 4  # teacher, oracle, ga
