@@ -50,6 +50,7 @@ LAZY_COMMANDS = {
     "study": ("qmu_qiskit.commands.study", "study"),
     "profiles": ("qmu_qiskit.commands.profiles", "profiles"),
     "mia-compare": ("qmu_qiskit.commands.mia", "mia_compare"),
+    "results": ("qmu_qiskit.commands.results", "results"),
 }
 
 
@@ -287,38 +288,24 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
 
 
 def show_unlearn_table(summaries, teacher_metrics: dict, forget: str) -> None:
-    first = summaries[0].metrics
-    rows = [{
-        "method": "teacher",
-        "acc_retain_unlearn": first.get("acc_retain_orig"),
-        "acc_forget_unlearn": first.get("acc_forget_orig"),
-        "acc_test_unlearn": first.get("acc_test_orig"),
-        "MIA_AUC": first.get("MIA_AUC_teacher"),
-    }]
+    """Print the audit table of this call and save the forget folder's (every complete method
+    there) as audit.csv and audit.md."""
+    from .evaluation.tables import AUDIT_COLUMNS, method_row, teacher_row, write_audit
+
+    rows = [teacher_row(summaries[0].metrics)]
     for s in summaries:
-        row = dict(s.metrics)
-        row["method"] = s.method + (" (oracle)" if s.method == "retrain" else "")
-        row["seconds"] = s.cost.get("method", {}).get("wall_seconds")
-        row["jobs"] = s.cost.get("method", {}).get("jobs")
-        rows.append(row)
+        rows.append(method_row(s.method + (" (oracle)" if s.method == "retrain" else ""),
+                               s.metrics, s.cost))
     print_table(
-        rows,
-        [
-            ("method", "method"),
-            ("acc_retain", "acc_retain_unlearn"),
-            ("acc_forget", "acc_forget_unlearn"),
-            ("acc_test", "acc_test_unlearn"),
-            ("forget_drop", "forget_drop"),
-            ("UQI", "UQI"),
-            ("KL_test", "KL_test"),
-            ("Agree_test", "Agree_test"),
-            ("MIA_AUC", "MIA_AUC"),
-            ("seconds", "seconds"),
-            ("jobs", "jobs"),
-        ],
-        title=f"forget {forget}: accuracies of each model; drops, UQI, KL/agreement vs the retrain oracle; MIA_AUC (0.5 = members look unseen)",
+        rows, AUDIT_COLUMNS,
+        title=f"forget {forget}: accuracies of each model; drops, UQI, KL/agreement vs the retrain "
+              "oracle; MIA_AUC (0.5 = members look unseen); SalUn's UA = 1 − acc_forget, RA, TA, "
+              "MIA-Efficacy",
     )
-    click.echo(f"results: {summaries[0].path.parent}")
+    folder = summaries[0].path.parent
+    csv_path, md_path = write_audit(folder, title=f"forget {forget}")
+    click.echo(f"results: {folder}")
+    click.echo(f"audit table: {csv_path}, {md_path}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -391,6 +378,9 @@ def backends():
 def main(argv=None) -> None:
     """Entry point: one-line errors, non-zero exits, no tracebacks (unless QMU_DEBUG=1)."""
     debug = os.environ.get("QMU_DEBUG") == "1"
+    from .logs import console
+
+    console()
     try:
         cli.main(args=argv, prog_name="qmu-qiskit", standalone_mode=False)
     except click.exceptions.Exit as exc:

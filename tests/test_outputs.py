@@ -229,3 +229,88 @@ def test_jobs_results_out_writes_the_file(tmp_path, capsys):
     assert code == 0, err
     lines = target.read_text().splitlines()
     assert lines[0].startswith("cell,kind,") and len(lines) == 4  # teacher, oracle, ga
+
+
+# ------------------------------------------------------------------ logs, audit tables, results
+
+
+def test_unlearn_logs_saves_its_audit_table_and_writes_no_progress_frames(iris_teacher_copy, capsys):
+    code, out, err = run_cli(["unlearn", "--run", iris_teacher_copy, "--forget", "class:0",
+                              "--method", "ga", "--option", "ga.epochs=3"], capsys)
+    assert code == 0, err
+    assert "\r" not in err and "\r" not in out  # stderr is not a terminal here: no bars
+    folder = iris_teacher_copy / "unlearn" / "class-0"
+    log = (folder / "ga" / "log.txt").read_text()
+    assert "unlearn class:0 with ga" in log and "ga epoch 3/3 done" in log and "complete:" in log
+    assert "\r" not in log
+    header = out.splitlines()[1].split()
+    assert header[:4] == ["method", "acc_retain", "acc_forget", "acc_test"]
+    assert {"UA", "RA", "TA", "MIA-Efficacy"} <= set(header)
+    import csv
+
+    rows = list(csv.DictReader((folder / "audit.csv").read_text().splitlines()))
+    assert [r["method"] for r in rows] == ["teacher", "retrain (oracle)", "ga"]
+    ga = rows[2]
+    assert float(ga["UA"]) == pytest.approx(1 - float(ga["acc_forget_unlearn"]))
+    assert float(ga["RA"]) == pytest.approx(float(ga["acc_retain_unlearn"]))
+    assert ga["TA_classes"] == "remaining" and ga["mia_nonmembers"] == "heldout"
+    assert 0.0 <= float(ga["MIA_Efficacy"]) <= 1.0
+    md = (folder / "audit.md").read_text()
+    assert "| method | acc_retain |" in md and "| ga |" in md and "MIA-Efficacy" in md
+
+
+def test_train_writes_a_log_with_one_line_per_epoch(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(["train", "--epochs", "3", "--out", out], capsys)[0] == 0
+    log = (out / "log.txt").read_text().splitlines()
+    assert [ln.split("qmu_qiskit.training: ")[1].split(":")[0] for ln in log
+            if "qmu_qiskit.training" in ln] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "complete: acc_train" in log[-1]
+
+
+def test_ta_counts_the_remaining_classes_when_a_class_is_forgotten(iris_teacher_copy):
+    import numpy as np
+
+    from qmu_qiskit import pipeline
+    from qmu_qiskit.evaluation.outputs import Outputs
+
+    s = pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], progress=False,
+                         options={"ga": {"epochs": 2}})[1]
+    U = Outputs.load(s.path / "outputs.npz")
+    test = U.mask("test") & (U.labels != 0)
+    expected = float((U.logits[test].argmax(1) == U.labels[test]).mean())
+    assert s.metrics["TA"] == pytest.approx(expected)
+    assert s.metrics["UA"] == pytest.approx(1 - s.metrics["acc_forget_unlearn"])
+    sub = pipeline.unlearn(iris_teacher_copy, "subset:0.05", ["ga"], progress=False,
+                           options={"ga": {"epochs": 2}})[1]
+    assert sub.metrics["TA_classes"] == "all"
+    assert sub.metrics["TA"] == pytest.approx(sub.metrics["acc_test_unlearn"])
+    assert np.isfinite(sub.metrics["MIA_Efficacy"])
+
+
+def test_results_summarises_plain_runs_and_grids_in_one_table(iris_teacher_copy, tmp_path, capsys):
+    from qmu_qiskit import pipeline
+
+    pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], progress=False, options={"ga": {"epochs": 2}})
+    spec = tiny_spec(tmp_path / "tiny.yaml")
+    assert run_cli(["jobs", "submit", spec, "--out", tmp_path / "g", "--quiet"], capsys)[0] == 0
+    code, out, err = run_cli(["results", iris_teacher_copy, tmp_path / "g"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    body = [ln.split() for ln in lines[2:]]
+    kinds = [b[0] for b in body]
+    assert kinds == ["teacher", "oracle", "method", "teacher", "oracle", "method"]
+    target = tmp_path / "all.csv"
+    code, out, err = run_cli(["results", iris_teacher_copy, tmp_path / "g", "--format", "csv",
+                              "--out", target, "--no-teachers"], capsys)
+    assert code == 0 and "wrote 4 rows" in out
+    import csv
+
+    rows = list(csv.DictReader(target.read_text().splitlines()))
+    assert [r["source"] for r in rows] == [iris_teacher_copy.name] * 2 + ["tiny"] * 2
+    assert all(r["UA"] != "" and r["dataset"] == "iris" for r in rows)
+
+
+def test_results_refuses_a_folder_without_runs(tmp_path, capsys):
+    code, _, err = run_cli(["results", tmp_path], capsys)
+    assert code == 2 and "no complete run or grid under" in err

@@ -151,7 +151,8 @@ def results(target, out_dir, fmt, output):
         print_table(rows, [("kind", "kind"), ("dataset", "dataset"), ("model", "model"), ("seed", "seed"),
                            ("forget", "forget"), ("method", "method"), ("acc_retain", "acc_retain_unlearn"),
                            ("acc_forget", "acc_forget_unlearn"), ("acc_test", "acc_test_unlearn"),
-                           ("UQI", "UQI"), ("MIA_AUC", "MIA_AUC"), ("s", "seconds")])
+                           ("UQI", "UQI"), ("MIA_AUC", "MIA_AUC"), ("UA", "UA"), ("RA", "RA"),
+                           ("TA", "TA"), ("MIA-Efficacy", "MIA_Efficacy"), ("s", "seconds")])
         return
     if fmt == "json":
         text = json.dumps(rows, indent=2, default=str) + "\n"

@@ -167,6 +167,11 @@ def _row(cell) -> dict | None:
         if k in _SKIP_KEYS or k in row or isinstance(v, (dict, list)):
             continue
         row[k] = v
+    if cell.kind != "teacher":
+        from ..evaluation.tables import with_salun_names
+
+        with_salun_names(row)
+        row["mia_nonmembers"] = (metrics.get("evaluation") or {}).get("mia_nonmembers")
     phase = cost.get("train" if cell.kind == "teacher" else "method", {})
     row["seconds"] = phase.get("wall_seconds")
     row["jobs"] = phase.get("jobs")

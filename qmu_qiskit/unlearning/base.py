@@ -11,6 +11,7 @@ Adding a method is one module, one :func:`register_method` call and a test.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ import torch
 
 from ..exceptions import BadInputError
 from ..io import atomic_torch_save
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -323,7 +326,8 @@ class UnlearnContext:
             if self.progress and num_epochs > start:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch", leave=False)
+                bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch",
+                           leave=False, disable=None)  # no bar (no \r frames) off a terminal
             for epoch in range(start + 1, num_epochs + 1):
                 yield epoch
                 atomic_torch_save(
@@ -338,6 +342,7 @@ class UnlearnContext:
                         "generators": {k: g.get_state() for k, g in self._generators.items()},
                     },
                 )
+                logger.info("%s epoch %d/%d done", desc or "unlearn", epoch, num_epochs)
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
