@@ -481,6 +481,8 @@ def _unlearn_locked(teacher: TeacherRun, fset, method: str, info, options: dict,
             info_out = {k: v for k, v in result.info.items() if k != "history"}
             if info_out:
                 metrics["method_info"] = info_out
+            if result.info.get("history"):  # per-epoch curves (the oracle's fit), for plots
+                metrics["history"] = result.info["history"]
             cost = {"method": phase.record.to_dict(), "evaluation": eval_phase.record.to_dict()}
             metrics["execution"] = executor.describe()
             atomic_write_json(run.path / "metrics.json", metrics)
