@@ -51,6 +51,7 @@ LAZY_COMMANDS = {
     "profiles": ("qmu_qiskit.commands.profiles", "profiles"),
     "mia-compare": ("qmu_qiskit.commands.mia", "mia_compare"),
     "results": ("qmu_qiskit.commands.results", "results"),
+    "reproduce": ("qmu_qiskit.commands.reproduce", "reproduce"),
 }
 
 

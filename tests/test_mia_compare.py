@@ -179,3 +179,66 @@ def test_the_study_shape_on_mnist(tmp_path):
         assert noisy["teacher"] < exact["teacher"], (model, noisy, exact)
         for m in cc.methods:
             assert exact[m] <= 0.1 and noisy[m] <= 0.1, (model, m, exact, noisy)
+
+
+# ------------------------------------------------------------------------------------------
+# several seeds: mean, std and 95% t-interval per cell, claims judged on the intervals
+
+
+def test_interval_is_the_student_t_interval_of_the_mean():
+    from qmu_qiskit.hardware.mia_compare import interval
+
+    ci = interval([0.9, 1.0, 0.8, None])  # None: a seed without that value
+    assert ci["n"] == 3 and ci["mean"] == pytest.approx(0.9)
+    assert ci["std"] == pytest.approx(0.1)
+    half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t_{0.975, 2}
+    assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((0.9 - half, 0.9 + half))
+    assert interval([0.5])["ci_low"] == interval([0.5])["ci_high"] == 0.5
+    assert interval([None])["mean"] is None
+
+
+def test_claims_hold_only_when_the_intervals_separate():
+    from qmu_qiskit.hardware.mia_compare import aggregate_seeds, shape_claims
+
+    def row(seed, state, success, flagged=None):
+        return {"model": "m", "layers": 1, "backend": "aer", "shots": None, "trained_on": "aer",
+                "amplitude_loading": "exact", "attack_trained_on": "aer", "state": state,
+                "mia_success": success, "nonmember_flagged": flagged, "acc_forget": None,
+                "acc_test": None, "seed": seed}
+
+    rows = []
+    for seed, (before, flagged, ga, rga) in enumerate(
+        [(0.95, 0.9, 0.0, 0.9), (0.97, 0.85, 0.02, 0.7), (0.99, 0.95, 0.01, 1.0)]
+    ):
+        rows += [row(seed, "teacher", before, flagged), row(seed, "ga", ga), row(seed, "rga", rga)]
+    agg = aggregate_seeds(rows)
+    assert len(agg) == 3 and all(a["n_seeds"] == 3 for a in agg)
+    claims = {c["claim"]: c["holds"] for c in shape_claims(agg, ["ga", "rga"])}
+    assert claims == {"after ga < before": True, "after rga < before": False,
+                      "before > non-members flagged": False}
+
+
+def test_several_seeds_end_to_end(tmp_path):
+    from qmu_qiskit.hardware.mia_compare import SEEDS_CSV_COLUMNS, run_compare_seeds
+
+    data = _synthetic_mnist(tmp_path / "data")
+    cc = _tiny(data, backends=("aer",), models=("qmu-hybrid",), shots=(), methods=("ga",),
+               method_options={"ga": {"epochs": 2}})
+    res = run_compare_seeds(cc, tmp_path / "out", seeds=2, progress=False, echo=lambda m: None)
+    assert [r.rows[0]["seed"] for r in res.per_seed] == [0, 1]
+    assert (tmp_path / "out" / "seed-1" / "results.csv").exists()
+    with open(res.csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == SEEDS_CSV_COLUMNS
+    assert {r["state"] for r in rows} == {"teacher", "ga"}
+    for r in rows:
+        assert r["n_seeds"] == "2" and r["seeds"] == "0 1"
+        per_seed = [x["mia_success"] for res_s in res.per_seed for x in res_s.rows
+                    if x["state"] == r["state"]]
+        assert float(r["mia_success_mean"]) == pytest.approx(np.mean(per_seed), abs=1e-4)
+        assert float(r["mia_success_ci_low"]) <= float(r["mia_success_mean"]) <= float(r["mia_success_ci_high"])
+    summary = json.loads((tmp_path / "out" / "summary_seeds.json").read_text())
+    assert summary["seeds"] == [0, 1] and "Student-t" in summary["interval"]
+    assert any(c["claim"] == "after ga < before" for c in summary["claims"])
+    with pytest.raises(BadInputError, match="--seeds"):
+        run_compare_seeds(cc, tmp_path / "out2", seeds=0)

@@ -57,7 +57,10 @@ def _check_applicable(backends: list[str], runtime: dict, noise_scale: float) ->
               help="Folder with MNIST/raw (or set QMU_DATA_DIR).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output directory (default runs/mia-compare-s<seed>); a rerun resumes it.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the runs, the attack data and the attack.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the runs, the attack data and the attack.")
+@click.option("--seeds", "num_seeds", type=click.IntRange(1, 50), default=1, show_default=True,
+              help="Repeat for seeds SEED … SEED+N-1 and report mean ± 95% interval per cell "
+                   "(results_seeds.csv, claims.json); per-seed results stay in <out>/seed-<s>/.")
 @click.option("--shots", "shots", multiple=True, default=("128,512,2048,8192",), show_default=True,
               help="Shot sweep on the sweep backend (comma-separated; 'none' for no sweep).")
 @click.option("--sweep-backend", default=None, help="Backend of the shot sweep (default: the first noisy one).")
@@ -89,7 +92,8 @@ def _check_applicable(backends: list[str], runtime: dict, noise_scale: float) ->
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def mia_compare(backends, models, methods, forget, data_dir, out, seed, shots, sweep_backend, samples_per_class,
                 epochs, basic_layers, hybrid_layers, attack_members, attack_epochs, attack_on, option_items, amplitude_loading, layout,
-                noise_scale, train_on_noisy, resilience_level, dynamical_decoupling, twirling, zne, no_progress):
+                noise_scale, train_on_noisy, resilience_level, dynamical_decoupling, twirling, zne, no_progress,
+                num_seeds=1):
     """QMU's membership-inference comparison (methods.md §5, protocol qmu).
 
     The models are trained and unlearned on the noiseless backend, and evaluated on every backend.
@@ -117,6 +121,10 @@ def mia_compare(backends, models, methods, forget, data_dir, out, seed, shots, s
         attack_on=attack_on,
         runtime=runtime, method_options=_parse_options(option_items, _csv(methods)),
     )
+    if num_seeds > 1:
+        _multi_seed(cc, Path(out) if out else Path("runs") / f"mia-compare-s{seed}-n{num_seeds}",
+                    num_seeds, not no_progress)
+        return
     out = Path(out) if out else Path("runs") / f"mia-compare-s{seed}"
     result = run_compare(cc, out, progress=not no_progress, echo=lambda m: click.echo(m, err=True))
     cols = [("model", "model"), ("backend", "backend"), ("shots", "shots"), ("trained on", "trained_on"),
@@ -134,3 +142,40 @@ def mia_compare(backends, models, methods, forget, data_dir, out, seed, shots, s
     if result.plot:
         click.echo(f"plot: {result.plot}")
     click.echo(f"time: {result.timings.get('total')} s (per part: {result.summary})")
+
+
+def _multi_seed(cc, out: Path, num_seeds: int, progress: bool) -> None:
+    from ..hardware.mia_compare import run_compare_seeds
+
+    res = run_compare_seeds(cc, out, seeds=num_seeds, progress=progress,
+                            echo=lambda m: click.echo(m, err=True))
+
+    def cell(r, key):
+        if r.get(f"{key}_mean") is None:
+            return "-"
+        return f"{r[f'{key}_mean']:.2f} [{r[f'{key}_ci_low']:.2f}, {r[f'{key}_ci_high']:.2f}]"
+
+    wide: dict = {}
+    for r in res.aggregate:
+        k = (r["model"], r["layers"], r["trained_on"], r["backend"], r["shots"] or 0)
+        w = wide.setdefault(k, {"model": f"{r['model']} L={r['layers']}", "backend": r["backend"],
+                                "shots": r["shots"] or "exact", "n": r["n_seeds"]})
+        if r["state"] == "teacher":
+            w["acc_test"] = cell(r, "acc_test")
+            w["before"] = cell(r, "mia_success")
+            w["flagged"] = cell(r, "nonmember_flagged")
+        else:
+            w[f"after_{r['state']}"] = cell(r, "mia_success")
+    cols = [("model", "model"), ("backend", "backend"), ("shots", "shots"), ("seeds", "n"),
+            ("acc_test", "acc_test"), ("before", "before"), ("non-members flagged", "flagged")]
+    cols += [(f"after {m}", f"after_{m}") for m in cc.methods]
+    from ..cli import print_table
+
+    print_table(list(wide.values()), cols,
+                title=f"gray-box MIA success on {cc.forget}: mean [95% t-interval] over "
+                      f"{num_seeds} seeds")
+    for c in res.claims:
+        click.echo(f"{'holds ' if c['holds'] else 'FAILS '} {c['model']} L={c['layers']} "
+                   f"{c['backend']}: {c['claim']}")
+    click.echo(f"results: {res.csv} (per seed: {out}/seed-<s>/results.csv); claims: {out / 'claims.json'}")
+    click.echo(f"time: {res.seconds} s")

@@ -647,3 +647,146 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------------
+# several seeds: the headline numbers as distributions
+
+#: Row fields that identify one cell of the comparison (everything but the seed and results).
+CELL_KEYS = ("model", "layers", "backend", "shots", "trained_on", "amplitude_loading",
+             "attack_trained_on", "state")
+#: Result fields aggregated over seeds.
+VALUE_KEYS = ("mia_success", "nonmember_flagged", "acc_forget", "acc_test")
+SEEDS_CSV_COLUMNS = [*CELL_KEYS, "n_seeds"] + [
+    f"{k}_{s}" for k in VALUE_KEYS for s in ("mean", "std", "ci_low", "ci_high")
+] + ["seeds"]
+
+
+def interval(values) -> dict:
+    """Mean, sample standard deviation and the two-sided 95% Student-t confidence interval of the
+    mean (``ci_low == ci_high == mean`` for one value; ``None`` entries are ignored)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return {"mean": None, "std": None, "ci_low": None, "ci_high": None, "n": 0}
+    mean = float(v.mean())
+    if v.size == 1:
+        return {"mean": mean, "std": 0.0, "ci_low": mean, "ci_high": mean, "n": 1}
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.975, v.size - 1)) * std / math.sqrt(v.size)
+    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": int(v.size)}
+
+
+def aggregate_seeds(rows: list[dict]) -> list[dict]:
+    """One row per cell: mean, std and 95% CI of every result over the seeds that produced it;
+    the per-seed values stay in the per-seed ``results.csv`` files."""
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault(tuple(r.get(k) for k in CELL_KEYS), []).append(r)
+    out = []
+    for key, members in cells.items():
+        row = dict(zip(CELL_KEYS, key))
+        row["n_seeds"] = len(members)
+        row["seeds"] = " ".join(str(m["seed"]) for m in members)
+        for k in VALUE_KEYS:
+            ci = interval([m.get(k) for m in members])
+            for s in ("mean", "std", "ci_low", "ci_high"):
+                row[f"{k}_{s}"] = ci[s]
+        out.append(row)
+    return out
+
+
+def shape_claims(agg: list[dict], methods) -> list[dict]:
+    """QMU's claims judged on the intervals, per model and exact evaluation backend:
+    ``forgets`` — after each method, the success rate's CI lies below the "before" CI;
+    ``above_fpr`` — "before" lies above the attack's false-positive rate on non-members of the
+    same class (otherwise the "before" success is class confidence, not membership)."""
+    claims = []
+    exact = [r for r in agg if not r["shots"]]
+    for r in exact:
+        if r["state"] != "teacher":
+            continue
+        same = [a for a in exact if all(a[k] == r[k] for k in ("model", "layers", "backend", "trained_on"))]
+        for m in methods:
+            after = next((a for a in same if a["state"] == m), None)
+            if after is None or after["mia_success_mean"] is None:
+                continue
+            claims.append({
+                "model": r["model"], "layers": r["layers"], "backend": r["backend"],
+                "claim": f"after {m} < before",
+                "holds": bool(after["mia_success_ci_high"] < r["mia_success_ci_low"]),
+                "before": [r["mia_success_ci_low"], r["mia_success_ci_high"]],
+                "after": [after["mia_success_ci_low"], after["mia_success_ci_high"]],
+            })
+        if r["nonmember_flagged_mean"] is not None:
+            claims.append({
+                "model": r["model"], "layers": r["layers"], "backend": r["backend"],
+                "claim": "before > non-members flagged",
+                "holds": bool(r["mia_success_ci_low"] > r["nonmember_flagged_ci_high"]),
+                "before": [r["mia_success_ci_low"], r["mia_success_ci_high"]],
+                "nonmember_flagged": [r["nonmember_flagged_ci_low"], r["nonmember_flagged_ci_high"]],
+            })
+    return claims
+
+
+@dataclass
+class SeedsResult:
+    per_seed: list[CompareResult]
+    aggregate: list[dict]
+    claims: list[dict]
+    csv: Path
+    summary: Path
+    seconds: float
+
+
+def run_compare_seeds(cc: CompareConfig, out: str | Path, *, seeds: int, progress: bool = True,
+                      echo=print) -> SeedsResult:
+    """:func:`run_compare` for seeds ``cc.seed … cc.seed + seeds − 1`` (each into
+    ``out/seed-<s>``, each resumable), then ``results_seeds.csv`` (mean, std, 95% t-interval per
+    cell), ``claims.json`` (QMU's statements judged on the intervals) and ``summary_seeds.json``.
+
+    Raises:
+        BadInputError: ``seeds`` outside 1 … 50.
+    """
+    if not 1 <= seeds <= 50:
+        raise BadInputError(f"--seeds must be between 1 and 50, not {seeds}")
+    _validate(cc)
+    from dataclasses import replace
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    results = []
+    for s in range(cc.seed, cc.seed + seeds):
+        echo(f"[mia-compare] seed {s} ({s - cc.seed + 1} of {seeds})")
+        results.append(run_compare(replace(cc, seed=s), out / f"seed-{s}", progress=progress, echo=echo))
+    rows = [r for res in results for r in res.rows]
+    agg = aggregate_seeds(rows)
+    claims = shape_claims(agg, cc.methods)
+    csv_path = out / "results_seeds.csv"
+    _write_rows(csv_path, agg, SEEDS_CSV_COLUMNS)
+    seconds = round(time.perf_counter() - t0, 1)
+    summary = out / "summary_seeds.json"
+    atomic_write_json(out / "claims.json", claims)
+    atomic_write_json(summary, {
+        "config": asdict(cc), "seeds": list(range(cc.seed, cc.seed + seeds)),
+        "interval": "two-sided 95% Student-t interval of the mean over seeds",
+        "aggregate": agg, "claims": claims, "seconds": seconds,
+        "per_seed_seconds": {str(res.rows[0]["seed"]) if res.rows else "?": res.timings.get("total")
+                             for res in results},
+    })
+    return SeedsResult(per_seed=results, aggregate=agg, claims=claims, csv=csv_path,
+                       summary=summary, seconds=seconds)
+
+
+def _write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r[k]))
+                    for k in columns})
+    atomic_write_text(path, buf.getvalue())
