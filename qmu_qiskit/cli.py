@@ -178,9 +178,11 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runti
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<dataset>-<model>-<backend>-s<seed>).")
 @click.option("--overwrite", is_flag=True, help="Replace a complete run in --out instead of refusing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--track", type=click.Choice(["tensorboard", "mlflow"]), default=None, help="Also send the curves and final metrics to TensorBoard or MLflow (pip install 'qmu-qiskit[tracking]').")
+@click.option("--track-dir", type=click.Path(file_okay=False), default=None, help="TensorBoard log folder or MLflow file store (default runs/tensorboard, runs/mlruns).")
 def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, engine, optimization_level,
           resilience_level, dynamical_decoupling, twirling, zne, max_time, epochs, batch_size, lr, patience, select, optimizer, momentum, samples_per_class, test_size,
-          val_size, data_dir, download, seed, protocol, out, overwrite, no_progress):
+          val_size, data_dir, download, seed, protocol, out, overwrite, no_progress, track, track_dir):
     """Train a hybrid QNN classifier (the teacher) into a run directory.
 
     An interrupted training resumes from its last checkpoint when the same command is run again.
@@ -188,6 +190,9 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
     from . import pipeline
     from .config import resolve_run_config
 
+    from .tracking import check_tracker
+
+    check_tracker(track)
     noise_scale = _applicable_flags(backend, engine=engine, noise_scale=noise_scale, shots=shots)
     cfg = resolve_run_config(
         dataset=dataset,
@@ -225,6 +230,10 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
     if prof:
         click.echo(f"emulated device: {prof.get('device') or prof.get('name')} (snapshot {prof.get('snapshot_date')}, {prof.get('source')})")
     click.echo(f"run directory: {summary.path}")
+    if track:
+        from .tracking import track_run
+
+        click.echo(f"tracked ({track}): {track_run(summary.path, track, where=track_dir)}")
 
 
 def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict]:
@@ -254,15 +263,20 @@ def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict
 @click.option("--seed", type=int, default=None, help="Seed of the methods (default: the teacher's).")
 @click.option("--overwrite", is_flag=True, help="Recompute methods whose runs are already complete.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--track", type=click.Choice(["tensorboard", "mlflow"]), default=None, help="Also send the curves and final metrics to TensorBoard or MLflow (pip install 'qmu-qiskit[tracking]').")
+@click.option("--track-dir", type=click.Path(file_okay=False), default=None, help="TensorBoard log folder or MLflow file store (default runs/tensorboard, runs/mlruns).")
 def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale, engine,
             optimization_level, resilience_level, dynamical_decoupling, twirling, zne, max_time, oracle_backend,
-            seed, overwrite, no_progress):
+            seed, overwrite, no_progress, track, track_dir):
     """Unlearn a class, a fraction or a list of records with one or more methods, always next to
     the retrain oracle, and print the audit table."""
     from . import pipeline
     from .config import BackendConfig
     from .io import read_json
 
+    from .tracking import check_tracker
+
+    check_tracker(track)
     methods = list(dict.fromkeys(methods))
     options = _parse_options(option_items, [m for m in methods if m != "retrain"])
     teacher_cfg = pipeline.RunDir(run_path)
@@ -286,6 +300,11 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
     )
     teacher_metrics = read_json(Path(run_path) / "metrics.json")
     show_unlearn_table(summaries, teacher_metrics, forget)
+    if track:
+        from .tracking import track_run
+
+        where = [track_run(s.path, track, where=track_dir) for s in summaries]
+        click.echo(f"tracked ({track}): {where[-1]}")
 
 
 def show_unlearn_table(summaries, teacher_metrics: dict, forget: str) -> None:

@@ -314,3 +314,59 @@ def test_results_summarises_plain_runs_and_grids_in_one_table(iris_teacher_copy,
 def test_results_refuses_a_folder_without_runs(tmp_path, capsys):
     code, _, err = run_cli(["results", tmp_path], capsys)
     assert code == 2 and "no complete run or grid under" in err
+
+
+# ------------------------------------------------------------------ optional tracking
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_track_tensorboard_writes_the_curves_and_final_metrics(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, tb = tmp_path / "run", tmp_path / "tb"
+    code, stdout, err = run_cli(["train", "--epochs", "3", "--out", out, "--track", "tensorboard",
+                                 "--track-dir", tb], capsys)
+    assert code == 0, err
+    (logdir,) = list(tb.iterdir())
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    loss = [e.value for e in acc.Scalars("epoch/train_loss")]
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert loss == pytest.approx([h["train_loss"] for h in history], rel=1e-6)
+    final = acc.Scalars("final/acc_test")[0].value
+    assert final == pytest.approx(json.loads((out / "metrics.json").read_text())["acc_test"], rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_track_mlflow_to_a_local_file_store(iris_teacher_copy, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from qmu_qiskit import pipeline
+    from qmu_qiskit.tracking import track_run
+
+    oracle = pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], progress=False,
+                              options={"ga": {"epochs": 2}})[0]
+    uri = track_run(oracle.path, "mlflow", where=tmp_path / "mlruns", name="oracle")
+    assert uri.startswith("file://")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.search_runs([client.get_experiment_by_name("qmu-qiskit").experiment_id])[0]
+    steps = client.get_metric_history(run.info.run_id, "train_loss")
+    history = oracle.metrics["history"]
+    assert [m.step for m in steps] == [h["epoch"] for h in history]
+    assert run.data.metrics["final.UA"] == pytest.approx(oracle.metrics["UA"])
+    assert run.data.params["method"] == "retrain" and run.info.status == "FINISHED"
+
+
+def test_track_refuses_a_missing_library_before_anything_runs(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlflow" else real(name, *a))
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--epochs", "1", "--out", out, "--track", "mlflow"], capsys)
+    assert code == 2 and "--track mlflow needs mlflow; install it with" in err
+    assert not out.exists()
