@@ -263,11 +263,12 @@ def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict
 @click.option("--seed", type=int, default=None, help="Seed of the methods (default: the teacher's).")
 @click.option("--overwrite", is_flag=True, help="Recompute methods whose runs are already complete.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-plots", is_flag=True, help="Do not draw the forget folder's plots (plots/*.png).")
 @click.option("--track", type=click.Choice(["tensorboard", "mlflow"]), default=None, help="Also send the curves and final metrics to TensorBoard or MLflow (pip install 'qmu-qiskit[tracking]').")
 @click.option("--track-dir", type=click.Path(file_okay=False), default=None, help="TensorBoard log folder or MLflow file store (default runs/tensorboard, runs/mlruns).")
 def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale, engine,
             optimization_level, resilience_level, dynamical_decoupling, twirling, zne, max_time, oracle_backend,
-            seed, overwrite, no_progress, track, track_dir):
+            seed, overwrite, no_progress, track, track_dir, no_plots):
     """Unlearn a class, a fraction or a list of records with one or more methods, always next to
     the retrain oracle, and print the audit table."""
     from . import pipeline
@@ -299,7 +300,7 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
         seed=seed, progress=not no_progress, overwrite=overwrite,
     )
     teacher_metrics = read_json(Path(run_path) / "metrics.json")
-    show_unlearn_table(summaries, teacher_metrics, forget)
+    show_unlearn_table(summaries, teacher_metrics, forget, plots=not no_plots)
     if track:
         from .tracking import track_run
 
@@ -307,7 +308,7 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
         click.echo(f"tracked ({track}): {where[-1]}")
 
 
-def show_unlearn_table(summaries, teacher_metrics: dict, forget: str) -> None:
+def show_unlearn_table(summaries, teacher_metrics: dict, forget: str, *, plots: bool = False) -> None:
     """Print the audit table of this call and save the forget folder's (every complete method
     there) as audit.csv and audit.md."""
     from .evaluation.tables import AUDIT_COLUMNS, method_row, teacher_row, write_audit
@@ -326,6 +327,12 @@ def show_unlearn_table(summaries, teacher_metrics: dict, forget: str) -> None:
     csv_path, md_path = write_audit(folder, title=f"forget {forget}")
     click.echo(f"results: {folder}")
     click.echo(f"audit table: {csv_path}, {md_path}")
+    if plots:
+        from .plots import forget_folder_plots
+
+        drawn = forget_folder_plots(folder, title=f"forget {forget}")
+        if drawn:
+            click.echo(f"plots: {drawn[0].parent} ({', '.join(p.name for p in drawn)})")
 
 
 @cli.command(context_settings=CONTEXT)

@@ -356,3 +356,76 @@ def plot_curves(histories: dict[str, list[list[dict]]], path: str | Path, *, tit
     path = Path(path)
     atomic_savefig(fig, path, dpi=120)
     return path
+
+
+# ------------------------------------------------------------------------------------ one forget folder
+
+
+def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
+    """The plots of one forget folder (``<run>/unlearn/<forget>/``, every complete method run in
+    it): ``plots/forget_vs_retain.png``, ``plots/mia_roc.png`` and ``plots/curves.png``, from the
+    saved outputs and histories (no circuit runs).
+
+    Returns:
+        The paths written.
+    """
+    from .evaluation.metrics import MetricContext, mia_sets
+    from .evaluation.outputs import Outputs
+    from .evaluation.tables import forget_folder_rows
+    from .io import read_json
+
+    folder = Path(folder)
+    rows = [r for r in forget_folder_rows(folder) if r.get("path")]
+    if not rows:
+        return []
+    out_dir = folder / "plots"
+    out_dir.mkdir(exist_ok=True)
+    teacher_dir = folder.parent.parent
+    written = []
+    points = [Point(name="retrain (oracle)" if r["method"].startswith("retrain") else r["method"],
+                    x=r["acc_retain_unlearn"], y=r["acc_forget_unlearn"],
+                    kind="oracle" if r["method"].startswith("retrain") else "method")
+              for r in rows if r.get("acc_retain_unlearn") is not None]
+    first = rows[0]
+    if first.get("acc_retain_orig") is not None:
+        points.append(Point(name="teacher", x=first["acc_retain_orig"], y=first["acc_forget_orig"],
+                            kind="teacher"))
+    written.append(plot_forget_vs_retain(points, out_dir / "forget_vs_retain.png",
+                                         title=title or folder.name))
+    series, teacher = [], None
+    for r in rows:
+        path = Path(r["path"])
+        U = Outputs.load(path / "outputs.npz")
+        ev = read_json(path / "metrics.json").get("evaluation") or {}
+        ctx = MetricContext(seed=int(r.get("seed") or 0),
+                            mia_nonmembers=ev.get("mia_nonmembers", "heldout"))
+        members, nonmembers = mia_sets(U, ctx)
+        if len(members) == 0 or len(nonmembers) == 0:
+            continue
+        y = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+
+        def scores(out):
+            p = out.probs.max(1)
+            return np.r_[p[members], p[nonmembers]]
+
+        oracle = r["method"].startswith("retrain")
+        series.append(RocSeries("oracle (retrain)" if oracle else r["method"], [(y, scores(U))],
+                                {"color": "black", "linestyle": ":"} if oracle else {}))
+        if teacher is None and (teacher_dir / "outputs.npz").is_file():
+            T = Outputs.load(teacher_dir / "outputs.npz").with_forget(U.ids[U.forget])
+            teacher = RocSeries("teacher", [(y, scores(T))], {"color": "black", "linestyle": "--"})
+    if teacher is not None:
+        series.append(teacher)
+    roc = plot_roc(series, out_dir / "mia_roc.png", title=title or folder.name)
+    if roc is not None:
+        written.append(roc.path)
+    histories = {}
+    if (teacher_dir / "metrics.json").is_file():
+        histories["teacher"] = [read_json(teacher_dir / "metrics.json").get("history") or []]
+    oracle_dir = folder / "retrain"
+    if (oracle_dir / "metrics.json").is_file():
+        histories["retrain (oracle)"] = [read_json(oracle_dir / "metrics.json").get("history") or []]
+    curves = plot_curves(histories, out_dir / "curves.png", title=title or folder.name)
+    if curves is not None:
+        written.append(curves)
+    return written

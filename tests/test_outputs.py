@@ -257,6 +257,12 @@ def test_unlearn_logs_saves_its_audit_table_and_writes_no_progress_frames(iris_t
     assert 0.0 <= float(ga["MIA_Efficacy"]) <= 1.0
     md = (folder / "audit.md").read_text()
     assert "| method | acc_retain |" in md and "| ga |" in md and "MIA-Efficacy" in md
+    from PIL import Image
+
+    assert f"plots: {folder / 'plots'} (forget_vs_retain.png, mia_roc.png, curves.png)" in out
+    for name in ("forget_vs_retain.png", "mia_roc.png", "curves.png"):
+        with Image.open(folder / "plots" / name) as im:
+            assert im.size[0] > 500
 
 
 def test_train_writes_a_log_with_one_line_per_epoch(tmp_path, capsys):
