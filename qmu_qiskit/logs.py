@@ -87,13 +87,16 @@ class _LowerLevelFormatter(logging.Formatter):
 
 
 def console(level: int = logging.WARNING) -> None:
-    """Show ``qmu_qiskit`` records of ``level`` and above on stderr as ``warning: ...`` lines
-    (the command line calls this once; idempotent)."""
+    """Show ``qmu_qiskit`` records from ``level`` up to (not including) ERROR on stderr as
+    ``warning: ...`` lines (the command line calls this once; idempotent). Errors are left to
+    the command line's one-line error message."""
     logger = logging.getLogger(PACKAGE)
     if any(getattr(h, "_qmu_console", False) for h in logger.handlers):
         return
     handler = _Stderr()
     handler.setLevel(level)
+    # errors reach the user as the command line's one "error: ..." line, not twice
+    handler.addFilter(lambda record: record.levelno < logging.ERROR)
     handler.setFormatter(_LowerLevelFormatter("%(levelname)s: %(message)s"))
     handler._qmu_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
