@@ -141,6 +141,24 @@ def _applicable_flags(backend: str | None, *, engine, noise_scale, shots):
     return noise_scale
 
 
+def _inherited(base: dict, name: str) -> dict:
+    """The teacher's backend settings that backend ``name`` applies (inherited, not given: the
+    others are left out instead of refused)."""
+    from .backends import backend_kind
+    from .config import RUNTIME_OPTIONS
+
+    kind = backend_kind(name)
+    out = {**base, "name": name}
+    if kind != "aer_noisy":
+        out.pop("noise_scale", None)
+    if kind != "aer":
+        out.pop("engine", None)
+    if kind in ("aer", "aer_noisy"):
+        out["runtime"] = {k: v for k, v in (out.get("runtime") or {}).items()
+                          if k not in RUNTIME_OPTIONS}
+    return out
+
+
 def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runtime: dict | None = None) -> dict:
     out = {
         "name": backend,
@@ -189,7 +207,6 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
     """
     from . import pipeline
     from .config import resolve_run_config
-
     from .tracking import check_tracker
 
     check_tracker(track)
@@ -274,7 +291,6 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
     from . import pipeline
     from .config import BackendConfig
     from .io import read_json
-
     from .tracking import check_tracker
 
     check_tracker(track)
@@ -294,7 +310,7 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
             over["runtime"] = {**merged.get("runtime", {}), **over["runtime"]}
         merged.update(over)
         backend_cfg = BackendConfig(**merged)
-    oracle_cfg = BackendConfig(**{**base, "name": oracle_backend}) if oracle_backend else None
+    oracle_cfg = BackendConfig(**_inherited(base, oracle_backend)) if oracle_backend else None
     summaries = pipeline.unlearn(
         run_path, forget, methods, backend=backend_cfg, oracle_backend=oracle_cfg, options=options,
         seed=seed, progress=not no_progress, overwrite=overwrite,

@@ -77,7 +77,8 @@ def small_set_warnings(members: int, nonmembers: int, fprs=LOW_FPRS) -> list[str
     for f in fprs:
         need = math.ceil(1.0 / f)
         if nonmembers < need:
-            out.append(f"TPR at {f:.1%} FPR needs ≥ {need} non-members, this set has {nonmembers}: "
+            out.append(f"TPR at {f:.1%} FPR needs ≥ {need} non-members, this set has "
+                       f"{nonmembers}: "
                        f"the lowest FPR above 0 it can show is {1 / max(nonmembers, 1):.1%}")
     if members < 10:
         out.append(f"only {members} member(s): each TPR step is {1 / max(members, 1):.0%}")
@@ -134,7 +135,8 @@ def plot_roc(series: list[RocSeries], path: str | Path, *, title: str,
         c = np.array(curves)
         mean, std = c.mean(0), (c.std(0, ddof=1) if len(c) > 1 else np.zeros(len(grid)))
         style = {"color": palette[i], **s.style}
-        auc_text = f"AUC {np.mean(aucs):.2f}" + (f"±{np.std(aucs, ddof=1):.2f}" if len(aucs) > 1 else "")
+        auc_text = f"AUC {np.mean(aucs):.2f}" + (
+            f"±{np.std(aucs, ddof=1):.2f}" if len(aucs) > 1 else "")
         ax.plot(grid, np.clip(mean, floor, 1), label=f"{s.name} ({auc_text})", **style)
         if len(c) > 1 and bands:
             ax.fill_between(grid, np.clip(mean - std, floor, 1), np.clip(mean + std, floor, 1),
@@ -162,7 +164,8 @@ def plot_roc(series: list[RocSeries], path: str | Path, *, title: str,
     seeds = max(r["seeds"] for r in rows)
     spread = " (bands: ± std)" if bands else " (AUC ± std in the legend)"
     ax.set_title(f"{title}\n{members} members / {nonmembers} non-members"
-                 + (f", mean over {seeds} seeds{spread}" if seeds > 1 else ", one seed"), fontsize=9)
+                 + (f", mean over {seeds} seeds{spread}" if seeds > 1 else ", one seed"),
+                 fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
     if len(series) > 5:
         fig.set_figwidth(fig.get_figwidth() + 2.6)
@@ -307,7 +310,8 @@ def plot_forget_vs_retain(points: list[Point], path: str | Path, *, title: str, 
 # ------------------------------------------------------------------------------------ curves
 
 
-def plot_curves(histories: dict[str, list[list[dict]]], path: str | Path, *, title: str) -> Path | None:
+def plot_curves(histories: dict[str, list[list[dict]]], path: str | Path, *,
+                title: str) -> Path | None:
     """Per-epoch curves (loss; train/validation/test accuracy) of each named fit, mean ± std
     over seeds where several seeds' histories are given.
 
@@ -327,7 +331,8 @@ def plot_curves(histories: dict[str, list[list[dict]]], path: str | Path, *, tit
     palette = colors(len(histories))
     styles = {"train_acc": "-", "val_acc": "--", "test_acc": ":"}
     for color, (name, runs) in zip(palette, histories.items()):
-        for key, ax, ls in [("train_loss", ax_loss, "-")] + [(k, ax_acc, s) for k, s in styles.items()]:
+        panels = [("train_loss", ax_loss, "-")] + [(k, ax_acc, s) for k, s in styles.items()]
+        for key, ax, ls in panels:
             length = min(len(h) for h in runs)
             vals = [[row.get(key) for row in h[:length]] for h in runs]
             if length == 0 or any(v is None for run in vals for v in run):
@@ -339,7 +344,8 @@ def plot_curves(histories: dict[str, list[list[dict]]], path: str | Path, *, tit
             ax.plot(epochs, mean, linestyle=ls, color=color, label=label)
             if len(arr) > 1:
                 std = arr.std(0, ddof=1)
-                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15,
+                                linewidth=0)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss (cross-entropy)")
     ax_acc.set_xlabel("epoch")
@@ -358,7 +364,7 @@ def plot_curves(histories: dict[str, list[list[dict]]], path: str | Path, *, tit
     return path
 
 
-# ------------------------------------------------------------------------------------ one forget folder
+# ------------------------------------------------------------------------- one forget folder
 
 
 def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
@@ -424,7 +430,8 @@ def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
         histories["teacher"] = [read_json(teacher_dir / "metrics.json").get("history") or []]
     oracle_dir = folder / "retrain"
     if (oracle_dir / "metrics.json").is_file():
-        histories["retrain (oracle)"] = [read_json(oracle_dir / "metrics.json").get("history") or []]
+        oracle_history = read_json(oracle_dir / "metrics.json").get("history") or []
+        histories["retrain (oracle)"] = [oracle_history]
     curves = plot_curves(histories, out_dir / "curves.png", title=title or folder.name)
     if curves is not None:
         written.append(curves)

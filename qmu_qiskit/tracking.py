@@ -139,7 +139,8 @@ def _to_mlflow(uri: str, name: str, config: dict, history: list, final: dict, pa
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("qmu-qiskit")
     exp_id = experiment.experiment_id if experiment else client.create_experiment("qmu-qiskit")
-    mrun = client.create_run(exp_id, run_name=name[-250:], tags={"qmu.kind": str(config.get("kind"))})
+    mrun = client.create_run(exp_id, run_name=name[-250:],
+                             tags={"qmu.kind": str(config.get("kind"))})
     rid = mrun.info.run_id
     try:
         for k, v in _flat(config).items():

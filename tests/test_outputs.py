@@ -88,10 +88,24 @@ def test_a_job_spec_with_runtime_options_on_aer_is_refused():
 
 def test_backend_config_keeps_what_applies():
     assert BackendConfig(name="aer_noisy", noise_scale=2.0).noise_scale == 2.0
-    assert BackendConfig(name="fake_brisbane", runtime={"twirling": True}).runtime == {"twirling": True}
+    twirled = BackendConfig(name="fake_brisbane", runtime={"twirling": True})
+    assert twirled.runtime == {"twirling": True}
     assert BackendConfig(name="aer", engine="aer", shots=128).engine == "aer"
     # a stored config of an aer_noisy run carries the engine's default; it must load
     assert BackendConfig(name="aer_noisy", engine="exact").name == "aer_noisy"
+
+
+def test_oracle_backend_inherits_only_the_teachers_settings_that_apply():
+    from qmu_qiskit.cli import _inherited
+
+    noisy = BackendConfig(name="aer_noisy", noise_scale=2.0, shots=256).model_dump(mode="json")
+    got = BackendConfig(**_inherited(noisy, "aer"))
+    assert (got.name, got.noise_scale, got.shots) == ("aer", 1.0, 256)
+    fake = BackendConfig(name="fake_brisbane", runtime={"twirling": True, "layout": "path"})
+    got = BackendConfig(**_inherited(fake.model_dump(mode="json"), "aer_noisy"))
+    assert got.runtime == {"layout": "path"}
+    assert BackendConfig(**_inherited(fake.model_dump(mode="json"), "ibm_torino")).runtime[
+        "twirling"] is True
 
 
 def test_harmless_noise_scale_is_warned_about_and_not_applied(tmp_path, capsys):
@@ -100,7 +114,8 @@ def test_harmless_noise_scale_is_warned_about_and_not_applied(tmp_path, capsys):
                                  "--noise-scale", "1", "--qubits", "3"], capsys)
     assert code == 0, err
     assert "warning: --noise-scale 1 has no effect on backend aer" in err
-    assert "note: iris has 4 features; with --qubits 3 the model sees their first 3 principal" in err
+    assert ("note: iris has 4 features; with --qubits 3 the model sees their first 3 "
+            "principal") in err
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["data"]["n_features"] == 3
     metrics = json.loads((out / "metrics.json").read_text())
@@ -131,7 +146,8 @@ def test_evaluate_writes_a_new_version_and_keeps_metrics_json(ga_run, capsys):
     first = ga_run / "evaluations" / "001-mia-retain-s0" / "metrics.json"
     assert f"metrics: {first}" in out and "MIA non-members retain" in out
     m1 = json.loads(first.read_text())
-    assert m1["evaluation"]["mia_nonmembers"] == "retain" and m1["evaluation"]["source"] == "evaluate"
+    assert m1["evaluation"]["mia_nonmembers"] == "retain"
+    assert m1["evaluation"]["source"] == "evaluate"
     assert m1["method"] == "ga" and m1["forget"] == "class:0"
     code, out, err = run_cli(["evaluate", "--run", ga_run], capsys)
     assert code == 0, err
@@ -234,7 +250,8 @@ def test_jobs_results_out_writes_the_file(tmp_path, capsys):
 # ------------------------------------------------------------------ logs, audit tables, results
 
 
-def test_unlearn_logs_saves_its_audit_table_and_writes_no_progress_frames(iris_teacher_copy, capsys):
+def test_unlearn_logs_saves_its_audit_table_and_writes_no_progress_frames(iris_teacher_copy,
+                                                                          capsys):
     code, out, err = run_cli(["unlearn", "--run", iris_teacher_copy, "--forget", "class:0",
                               "--method", "ga", "--option", "ga.epochs=3"], capsys)
     assert code == 0, err
@@ -297,7 +314,8 @@ def test_ta_counts_the_remaining_classes_when_a_class_is_forgotten(iris_teacher_
 def test_results_summarises_plain_runs_and_grids_in_one_table(iris_teacher_copy, tmp_path, capsys):
     from qmu_qiskit import pipeline
 
-    pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], progress=False, options={"ga": {"epochs": 2}})
+    pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], progress=False,
+                     options={"ga": {"epochs": 2}})
     spec = tiny_spec(tmp_path / "tiny.yaml")
     assert run_cli(["jobs", "submit", spec, "--out", tmp_path / "g", "--quiet"], capsys)[0] == 0
     code, out, err = run_cli(["results", iris_teacher_copy, tmp_path / "g"], capsys)
@@ -341,7 +359,8 @@ def test_track_tensorboard_writes_the_curves_and_final_metrics(tmp_path, capsys)
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert loss == pytest.approx([h["train_loss"] for h in history], rel=1e-6)
     final = acc.Scalars("final/acc_test")[0].value
-    assert final == pytest.approx(json.loads((out / "metrics.json").read_text())["acc_test"], rel=1e-6)
+    acc_test = json.loads((out / "metrics.json").read_text())["acc_test"]
+    assert final == pytest.approx(acc_test, rel=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -100,7 +100,8 @@ def test_forget_vs_retain_labels_of_twelve_methods_do_not_overlap(tmp_path):
 def test_curves_from_stored_histories(tmp_path):
     hist = [[{"epoch": e, "train_loss": 1 / e, "train_acc": 1 - 1 / (e + 1), "val_acc": 0.5}
              for e in range(1, 6)] for _ in range(2)]
-    path = plots.plot_curves({"teacher": hist, "oracle": [hist[0][:3]]}, tmp_path / "c.png", title="t")
+    path = plots.plot_curves({"teacher": hist, "oracle": [hist[0][:3]]}, tmp_path / "c.png",
+                             title="t")
     assert _png_ok(path)
     assert plots.plot_curves({"teacher": [[]]}, tmp_path / "none.png", title="t") is None
 
