@@ -4,8 +4,9 @@ Every module logs to ``logging.getLogger(__name__)``. The package adds no handle
 beyond a :class:`logging.NullHandler` (a library must not configure logging for its caller);
 :func:`run_log` attaches a file handler for the duration of one run, so each run directory keeps
 a ``log.txt`` of what happened in it (start, configuration, epochs, result or error), and the
-command line (:func:`console`) shows warnings on stderr. Progress bars are drawn only on a
-terminal (:func:`progress_enabled`), so log files and CI logs hold lines, never ``\\r`` frames.
+command line (:func:`console`) shows warnings on stderr. Progress bars (tqdm with
+``disable=None``) are drawn only on a terminal, so log files and CI logs hold lines, never ``\\r``
+frames.
 """
 
 from __future__ import annotations
@@ -100,12 +101,3 @@ def console(level: int = logging.WARNING) -> None:
     handler.setFormatter(_LowerLevelFormatter("%(levelname)s: %(message)s"))
     handler._qmu_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
-
-
-def progress_enabled(requested: bool = True, stream=None) -> bool:
-    """Whether to draw a progress bar: asked for, and ``stream`` (stderr) is a terminal."""
-    stream = stream if stream is not None else sys.stderr
-    try:
-        return bool(requested) and stream.isatty()
-    except (AttributeError, ValueError):  # closed or replaced streams
-        return False
