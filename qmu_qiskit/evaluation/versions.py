@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 from ..io import atomic_write_json
@@ -23,7 +22,8 @@ _VERSION = re.compile(r"^(\d{3,9})-[A-Za-z0-9_.-]+$")
 
 
 def settings_of(ctx: MetricContext, *, source: str) -> dict:
-    """What a run's metrics depend on beyond its outputs (recorded as ``metrics["evaluation"]``).
+    """What a run's metrics depend on beyond its outputs (recorded as ``metrics["evaluation"]``;
+    no timestamp, so the same inputs give the same file).
 
     Args:
         ctx: the metric options used.
@@ -34,7 +34,6 @@ def settings_of(ctx: MetricContext, *, source: str) -> dict:
         "kl_shuffled": bool(ctx.kl_shuffled),
         "seed": int(ctx.seed),
         "source": source,
-        "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 
