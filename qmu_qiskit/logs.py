@@ -52,7 +52,9 @@ def run_log(run_dir: str | os.PathLike, *, level: int = logging.INFO) -> Iterato
     path = Path(run_dir) / LOG_FILE
     if path.is_symlink():  # run directories are untrusted: never write through a link
         path.unlink()
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8", delay=False)
+    # delay: the file is created at the first record, so a run directory cleared after entering
+    # (``--overwrite``) gets a fresh log rather than one whose file was deleted
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8", delay=True)
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(_FORMAT))
     handler.addFilter(_ThreadFilter(threading.get_ident()))

@@ -146,7 +146,8 @@ def train(
                         cfg.data.dataset, cfg.backend.name, cfg.seed,
                         ", resuming" if resumed else "", fingerprint)
             try:
-                metrics = _train_locked(cfg, run, bundle, spec, progress=progress, excluded=excluded)
+                metrics = _train_locked(cfg, run, bundle, spec, progress=progress,
+                                        excluded=excluded)
             except BaseException as exc:
                 run.fail(str(exc) if isinstance(exc, QmuError) else f"{type(exc).__name__}: {exc}")
                 logger.error("failed: %s: %s", type(exc).__name__, exc)
@@ -400,6 +401,7 @@ def _unlearn_one(
     oracle_outputs: Outputs | None, metric_ctx: MetricContext,
 ) -> UnlearnSummary:
     from .io import read_json
+    from .unlearning.base import UnlearnContext
 
     run = RunDir(path)
     config = unlearn_config(teacher, fset, method, options, backend, seed)
@@ -409,92 +411,78 @@ def _unlearn_one(
         metrics = read_json(run.path / "metrics.json")
         cost = read_json(run.path / "cost.json")
         return UnlearnSummary(method, run.path, metrics, cost, {"reused": True})
-    with run.lock():
+    bundle = teacher.bundle
+    with run.lock(), run_log(run.path):  # the log file opens at the first record, after prepare
         run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
         run.start(config, fingerprint=fingerprint, extra={"kind": "unlearn", "method": method, "versions": versions()})
-        with run_log(run.path):
-            logger.info("unlearn %s with %s, backend %s, seed %d, options %s", fset.spec, method,
-                        backend.name, seed, options)
-            summary = _unlearn_locked(teacher, fset, method, info, options, run, backend=backend,
-                                      spec=spec, seed=seed, progress=progress, config=config,
-                                      fingerprint=fingerprint, oracle_outputs=oracle_outputs,
-                                      metric_ctx=metric_ctx)
-            m = summary.metrics
-            logger.info("complete: acc_retain %s, acc_forget %s, acc_test %s, MIA_AUC %s",
-                        *(_num(m.get(k)) for k in ("acc_retain_unlearn", "acc_forget_unlearn",
-                                                   "acc_test_unlearn", "MIA_AUC")))
-            return summary
-
-
-def _unlearn_locked(teacher: TeacherRun, fset, method: str, info, options: dict, run: RunDir, *,
-                    backend: BackendConfig, spec, seed: int, progress: bool, config: dict,
-                    fingerprint: str, oracle_outputs: Outputs | None,
-                    metric_ctx: MetricContext) -> UnlearnSummary:
-    from .unlearning.base import UnlearnContext
-
-    bundle = teacher.bundle
-    try:
-        executor = make_executor(backend, seed=seed, run=run, spec=spec)
+        logger.info("unlearn %s with %s, backend %s, seed %d, options %s", fset.spec, method,
+                    backend.name, seed, options)
         try:
-            model_teacher = teacher.model(executor)
-            model_teacher.eval()
-            train_X, train_y = bundle.X["train"], bundle.y["train"]
-            val_X, val_y = bundle.X["val"], bundle.y["val"]
-            forget_classes = None
-            if fset.kind == "class":
-                forget_classes = sorted({int(v) for v in train_y[fset.train_idx]})
-                keep = ~np.isin(val_y, forget_classes)
-                val_X, val_y = val_X[keep], val_y[keep]
-            ctx = UnlearnContext(
-                teacher=model_teacher,
-                make_model=lambda s: build_model(
-                    model_spec(teacher.cfg, bundle), num_classes=bundle.num_classes,
-                    executor=executor, seed=s,
-                ),
-                retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
-                forget=(train_X[fset.train_idx], train_y[fset.train_idx]),
-                val=(val_X, val_y),
-                test=(bundle.X["test"], bundle.y["test"]),
-                recipe=teacher.cfg.training,
-                options=options,
-                seed=seed,
-                num_classes=bundle.num_classes,
-                forget_classes=forget_classes,
-                workdir=run.path,
-                progress=progress,
-                protocol=teacher.cfg.protocol,
-                executor=executor,
-                fingerprint=fingerprint,
-            )
-            with executor.cost.measure() as phase:
-                result = info.fn(ctx)
-            result.model.eval()
-            with executor.cost.measure() as eval_phase:
-                outputs = collect_outputs(result.model, bundle, forget_ids=fset.record_ids)
-            outputs.save(run.path / "outputs.npz")
-            atomic_torch_save(run.path / "model.pt", result.model.state_dict())
-            T = teacher.outputs.with_forget(fset.record_ids)
-            O = outputs if method == "retrain" else oracle_outputs
-            metrics = compute_metrics(outputs, T, O, ctx=metric_ctx)
-            metrics.update({"method": method, "seed": seed, "forget": fset.spec, "forget_size": int(fset.size)})
-            metrics["evaluation"] = settings_of(metric_ctx, source="unlearn")
-            info_out = {k: v for k, v in result.info.items() if k != "history"}
-            if info_out:
-                metrics["method_info"] = info_out
-            if result.info.get("history"):  # per-epoch curves (the oracle's fit), for plots
-                metrics["history"] = result.info["history"]
-            cost = {"method": phase.record.to_dict(), "evaluation": eval_phase.record.to_dict()}
-            metrics["execution"] = executor.describe()
-            atomic_write_json(run.path / "metrics.json", metrics)
-            atomic_write_json(run.path / "cost.json", cost)
-            run.finish()
-            return UnlearnSummary(method, run.path, metrics, cost, result.info)
-        finally:
-            executor.close()
-    except BaseException as exc:
-        run.fail(str(exc) if isinstance(exc, QmuError) else f"{type(exc).__name__}: {exc}")
-        logger.error("failed: %s: %s", type(exc).__name__, exc)
-        raise
+            executor = make_executor(backend, seed=seed, run=run, spec=spec)
+            try:
+                model_teacher = teacher.model(executor)
+                model_teacher.eval()
+                train_X, train_y = bundle.X["train"], bundle.y["train"]
+                val_X, val_y = bundle.X["val"], bundle.y["val"]
+                forget_classes = None
+                if fset.kind == "class":
+                    forget_classes = sorted({int(v) for v in train_y[fset.train_idx]})
+                    keep = ~np.isin(val_y, forget_classes)
+                    val_X, val_y = val_X[keep], val_y[keep]
+                ctx = UnlearnContext(
+                    teacher=model_teacher,
+                    make_model=lambda s: build_model(
+                        model_spec(teacher.cfg, bundle), num_classes=bundle.num_classes,
+                        executor=executor, seed=s,
+                    ),
+                    retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
+                    forget=(train_X[fset.train_idx], train_y[fset.train_idx]),
+                    val=(val_X, val_y),
+                    test=(bundle.X["test"], bundle.y["test"]),
+                    recipe=teacher.cfg.training,
+                    options=options,
+                    seed=seed,
+                    num_classes=bundle.num_classes,
+                    forget_classes=forget_classes,
+                    workdir=run.path,
+                    progress=progress,
+                    protocol=teacher.cfg.protocol,
+                    executor=executor,
+                    fingerprint=fingerprint,
+                )
+                with executor.cost.measure() as phase:
+                    result = info.fn(ctx)
+                result.model.eval()
+                with executor.cost.measure() as eval_phase:
+                    outputs = collect_outputs(result.model, bundle, forget_ids=fset.record_ids)
+                outputs.save(run.path / "outputs.npz")
+                atomic_torch_save(run.path / "model.pt", result.model.state_dict())
+                T = teacher.outputs.with_forget(fset.record_ids)
+                O = outputs if method == "retrain" else oracle_outputs
+                metrics = compute_metrics(outputs, T, O, ctx=metric_ctx)
+                metrics.update({"method": method, "seed": seed, "forget": fset.spec, "forget_size": int(fset.size)})
+                metrics["evaluation"] = settings_of(metric_ctx, source="unlearn")
+                info_out = {k: v for k, v in result.info.items() if k != "history"}
+                if info_out:
+                    metrics["method_info"] = info_out
+                if result.info.get("history"):  # per-epoch curves (the oracle's fit), for plots
+                    metrics["history"] = result.info["history"]
+                cost = {"method": phase.record.to_dict(), "evaluation": eval_phase.record.to_dict()}
+                metrics["execution"] = executor.describe()
+                atomic_write_json(run.path / "metrics.json", metrics)
+                atomic_write_json(run.path / "cost.json", cost)
+                run.finish()
+                logger.info("complete: acc_retain %s, acc_forget %s, acc_test %s, MIA_AUC %s",
+                            *(_num(metrics.get(k)) for k in (
+                                "acc_retain_unlearn", "acc_forget_unlearn", "acc_test_unlearn",
+                                "MIA_AUC")))
+                return UnlearnSummary(method, run.path, metrics, cost, result.info)
+            finally:
+                executor.close()
+        except BaseException as exc:
+            run.fail(str(exc) if isinstance(exc, QmuError) else f"{type(exc).__name__}: {exc}")
+            logger.error("failed: %s: %s", type(exc).__name__, exc)
+            raise
 
 
 # ---------------------------------------------------------------------------------------------
