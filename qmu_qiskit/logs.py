@@ -38,6 +38,22 @@ class _ThreadFilter(logging.Filter):
         return record.thread == self.thread_id
 
 
+class _PrivateFileHandler(logging.FileHandler):
+    """A log file like every run file: user-only (0600), and never opened through a symbolic
+    link (run directories are untrusted)."""
+
+    def _open(self):
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.baseFilename, flags, 0o600)
+        except OSError:
+            if not os.path.islink(self.baseFilename):
+                raise
+            os.unlink(self.baseFilename)  # a link planted in the run directory: replace it
+            fd = os.open(self.baseFilename, flags, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 @contextmanager
 def run_log(run_dir: str | os.PathLike, *, level: int = logging.INFO) -> Iterator[Path]:
     """Append this thread's ``qmu_qiskit`` log records to ``<run_dir>/log.txt`` while inside.
@@ -54,7 +70,7 @@ def run_log(run_dir: str | os.PathLike, *, level: int = logging.INFO) -> Iterato
         path.unlink()
     # delay: the file is created at the first record, so a run directory cleared after entering
     # (``--overwrite``) gets a fresh log rather than one whose file was deleted
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8", delay=True)
+    handler = _PrivateFileHandler(path, mode="a", encoding="utf-8", delay=True)
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(_FORMAT))
     handler.addFilter(_ThreadFilter(threading.get_ident()))

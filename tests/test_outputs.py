@@ -289,6 +289,7 @@ def test_train_writes_a_log_with_one_line_per_epoch(tmp_path, capsys):
     assert [ln.split("qmu_qiskit.training: ")[1].split(":")[0] for ln in log
             if "qmu_qiskit.training" in ln] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert "complete: acc_train" in log[-1]
+    assert (out / "log.txt").stat().st_mode & 0o077 == 0  # user-only, like every run file
 
 
 def test_ta_counts_the_remaining_classes_when_a_class_is_forgotten(iris_teacher_copy):
