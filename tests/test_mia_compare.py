@@ -195,6 +195,8 @@ def test_interval_is_the_student_t_interval_of_the_mean():
     assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((0.9 - half, 0.9 + half))
     assert interval([0.5])["ci_low"] == interval([0.5])["ci_high"] == 0.5
     assert interval([None])["mean"] is None
+    wide = interval([0.0, 0.0, 1.0], bounds=(0.0, 1.0))  # a rate: the interval stays in [0, 1]
+    assert wide["ci_low"] == 0.0 and wide["ci_high"] == 1.0 and wide["mean"] == pytest.approx(1 / 3)
 
 
 def test_claims_hold_only_when_the_intervals_separate():

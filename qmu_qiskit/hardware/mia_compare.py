@@ -662,9 +662,10 @@ SEEDS_CSV_COLUMNS = [*CELL_KEYS, "n_seeds"] + [
 ] + ["seeds"]
 
 
-def interval(values) -> dict:
+def interval(values, bounds: tuple[float, float] | None = None) -> dict:
     """Mean, sample standard deviation and the two-sided 95% Student-t confidence interval of the
-    mean (``ci_low == ci_high == mean`` for one value; ``None`` entries are ignored)."""
+    mean (``ci_low == ci_high == mean`` for one value; ``None`` entries are ignored). ``bounds``
+    clips the interval to the metric's range (a rate's mean cannot leave [0, 1])."""
     from scipy import stats
 
     v = np.asarray([x for x in values if x is not None], dtype=float)
@@ -675,12 +676,15 @@ def interval(values) -> dict:
         return {"mean": mean, "std": 0.0, "ci_low": mean, "ci_high": mean, "n": 1}
     std = float(v.std(ddof=1))
     half = float(stats.t.ppf(0.975, v.size - 1)) * std / math.sqrt(v.size)
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": int(v.size)}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "n": int(v.size)}
 
 
 def aggregate_seeds(rows: list[dict]) -> list[dict]:
-    """One row per cell: mean, std and 95% CI of every result over the seeds that produced it;
-    the per-seed values stay in the per-seed ``results.csv`` files."""
+    """One row per cell: mean, std and 95% CI (clipped to [0, 1]) of every result over the seeds
+    that produced it; the per-seed values stay in the per-seed ``results.csv`` files."""
     cells: dict = {}
     for r in rows:
         cells.setdefault(tuple(r.get(k) for k in CELL_KEYS), []).append(r)
@@ -690,7 +694,7 @@ def aggregate_seeds(rows: list[dict]) -> list[dict]:
         row["n_seeds"] = len(members)
         row["seeds"] = " ".join(str(m["seed"]) for m in members)
         for k in VALUE_KEYS:
-            ci = interval([m.get(k) for m in members])
+            ci = interval([m.get(k) for m in members], bounds=(0.0, 1.0))  # rates, accuracies
             for s in ("mean", "std", "ci_low", "ci_high"):
                 row[f"{k}_{s}"] = ci[s]
         out.append(row)
