@@ -208,6 +208,17 @@ def test_jobs_submit_out_and_its_alias_out_dir(flag, tmp_path, capsys):
     assert code == 0 and "tiny: complete" in out
 
 
+def test_study_takes_out_and_writes_its_report_there(tmp_path, capsys):
+    spec = tiny_spec(tmp_path / "tiny.yaml")
+    code, out, err = run_cli(["study", spec, "--out", tmp_path / "root", "--quiet", "--no-plots"],
+                             capsys)
+    assert code == 0, err
+    grid = (tmp_path / "root" / "runs" / "tiny").resolve()
+    assert f"grid directory: {grid}" in out and (grid / "report.md").is_file()
+    header = (grid / "results_summary.csv").read_text().splitlines()[0].split(",")
+    assert {"UA", "RA", "TA", "MIA_Efficacy", "mia_nonmembers"} <= set(header)
+
+
 def test_grids_default_under_runs_of_the_current_directory(tmp_path, monkeypatch, capsys):
     spec = tiny_spec(tmp_path / "tiny.yaml", out=None)
     monkeypatch.chdir(tmp_path)
