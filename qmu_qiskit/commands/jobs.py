@@ -73,7 +73,9 @@ def jobs():
 @click.option("--method", "methods", multiple=True, help="Run only this method (repeatable; label or registry name).")
 @click.option("--seed", "seeds", type=int, multiple=True, help="Run only this seed (repeatable).")
 @click.option("--quiet", is_flag=True, help="Print only failures and the summary.")
-def submit(spec, out_dir, data_dir, workers, methods, seeds, quiet):
+@click.option("--max-cells", type=click.IntRange(1), default=None, metavar="N",
+              help="Allow a grid of up to N cells (default 5000).")
+def submit(spec, out_dir, data_dir, workers, methods, seeds, quiet, max_cells):
     """Run the grid of SPEC in the foreground, with one line per finished cell.
 
     Finished cells are skipped, interrupted ones resume from their checkpoints; Ctrl-C stops the
@@ -83,7 +85,8 @@ def submit(spec, out_dir, data_dir, workers, methods, seeds, quiet):
 
     printer = ProgressPrinter(quiet)
     handle = api.submit(spec, out_dir=out_dir, data_dir=data_dir, workers=workers,
-                        methods=list(methods) or None, seeds=list(seeds) or None, on_event=printer)
+                        methods=list(methods) or None, seeds=list(seeds) or None, on_event=printer,
+                        max_cells=max_cells)
     click.echo(f"grid directory: {handle.path}")
     status = wait_interruptibly(handle)
     finish(status, f"qmu-qiskit jobs results {handle.path}")

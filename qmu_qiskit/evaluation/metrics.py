@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..exceptions import BadInputError
+from ..registry import ENTRY_POINT_GROUPS, Registry
 from .outputs import Outputs, aligned
 
 EPS = 1e-8
@@ -37,12 +38,22 @@ class MetricContext:
     kl_shuffled: bool = False
 
 
-METRICS: dict[str, Callable] = {}
+#: Every metric by name: the built-ins of this module, then installed plugins (entry-point
+#: group ``qmu_qiskit.metrics``), loaded on first use.
+METRICS: Registry[Callable] = Registry("metric", group=ENTRY_POINT_GROUPS["metric"])
 
 
 def register_metric(name: str):
+    """Register ``fn(U, T, O, ctx) -> dict[str, float]`` as the metric ``name`` (a decorator).
+
+    ``U``, ``T`` and ``O`` are the unlearned model's, the teacher's and the retrain oracle's
+    :class:`~qmu_qiskit.evaluation.outputs.Outputs` (``O`` may be ``None``), aligned on the same
+    samples; ``ctx`` is the :class:`MetricContext`. The returned keys become columns of
+    ``metrics.json`` and of study tables, so prefix them with the metric's name.
+    """
+
     def deco(fn):
-        METRICS[name] = fn
+        METRICS.register(name, fn)
         return fn
 
     return deco
@@ -90,9 +101,10 @@ def js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def alignment_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext) -> dict:
     """Agreement and divergence of U with the retrain oracle on aligned retain and test samples.
 
-    HQML computed KL_retain on two independently shuffled passes over D_r (so it compared
-    different samples); here samples are aligned by split and record id unless
-    ``ctx.kl_shuffled`` asks for HQML's behaviour.
+    HQML computed KL_retain and JS_retain on two independently shuffled passes over D_r (so it
+    compared different samples); here samples are aligned by split and record id unless
+    ``ctx.kl_shuffled`` asks for HQML's behaviour. Agree_retain stays aligned even then: HQML's
+    ``agreement_rate`` runs both models on the same batch, so its agreement was aligned.
     """
     if O is None:
         return {}
@@ -107,13 +119,13 @@ def alignment_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricCont
     for split in ("retain", "test"):
         m = U.mask(split)
         a, b = pu[m], po[m]
+        res[f"Agree_{split}"] = (
+            float((a.argmax(1) == b.argmax(1)).mean()) if len(a) else float("nan")
+        )
         if split == "retain" and ctx.kl_shuffled:
             b = b[rng.permutation(len(b))]
         res[f"KL_{split}"] = float(kl(a, b).mean()) if len(a) else float("nan")
         res[f"JS_{split}"] = float(js(a, b).mean()) if len(a) else float("nan")
-        res[f"Agree_{split}"] = (
-            float((a.argmax(1) == b.argmax(1)).mean()) if len(a) else float("nan")
-        )
     return res
 
 

@@ -1,7 +1,8 @@
 """Transpile once: an in-memory and on-disk (QPY) cache of ISA circuits.
 
-The key is the circuit's structure (qiskit-machine-learning's ``circuit_cache_key``: gate names,
-qubit indices and parameter *names*, so it is stable across processes), the backend target's
+The key is the circuit's structure (:func:`~qmu_qiskit.execution.structure.structure_key`: gate
+names, qubit indices, parameter *names* and the definitions of composite instructions, so it is
+stable across processes), the backend target's
 fingerprint (instructions, qubit pairs, errors and durations — a recalibrated device is a new
 target), the optimisation level, the transpiler seed and Qiskit's version. A hit never runs the
 pass manager (performance.md lesson 9: re-transpiling each bound circuit would turn a 3.8 s noisy
@@ -22,14 +23,15 @@ took 11 s, L = 6 over 40 s, L = 10 did not finish; after the rewrite L = 10 take
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
 import time
 from pathlib import Path
 
-from ..exceptions import BackendError
-from ..io import _atomic_bytes
+from ..exceptions import BackendError, BadInputError
+from ..io import _atomic_bytes, read_regular, seal, unseal
 
 
 def default_cache_dir() -> Path:
@@ -94,10 +96,11 @@ class TranspileCache:
 
     def key(self, circuit, target, *, optimization_level: int, seed: int | None, extra: str = "") -> str:
         import qiskit
-        from qiskit_machine_learning.utils import circuit_cache_key
+
+        from .structure import structure_key
 
         parts = [
-            circuit_cache_key(circuit),
+            structure_key(circuit),
             target_fingerprint(target),
             str(optimization_level),
             str(seed),
@@ -186,9 +189,17 @@ class TranspileCache:
             return None
         from qiskit import qpy
 
+        # sealed with a keyed content hash when stored: a changed entry is refused (RunError),
+        # an unsealed one (older format, or unreadable) is recomputed
         try:
-            with open(path, "rb") as fh:
-                isa = qpy.load(fh)[0]
+            blob = read_regular(path, max_bytes=256 * 2**20, what="transpile cache entry", follow=False)
+        except BadInputError:
+            return None
+        data = unseal(self.directory, blob, path=path)
+        if data is None:
+            return None
+        try:
+            isa = qpy.load(io.BytesIO(data))[0]
             _check_parameters(circuit, isa)
         except Exception:  # noqa: BLE001 - a damaged cache entry is only a miss
             return None
@@ -198,13 +209,11 @@ class TranspileCache:
         path = self._path(key)
         if path is None:
             return
-        import io
-
         from qiskit import qpy
 
         buf = io.BytesIO()
         qpy.dump(isa, buf)
-        _atomic_bytes(path, buf.getvalue())
+        _atomic_bytes(path, seal(self.directory, buf.getvalue()))
 
 
 _PHASED_1Q = ("u", "u3", "u2", "u1", "p")
