@@ -154,36 +154,42 @@ def load_hqml(cfg, info):
         BadInputError: a quirk that does not apply to the dataset or encoding.
     """
     from .bundle import DataBundle
-    from .features import encode
+    from .features import Encoder
 
     _check(cfg, info)
     raw, pool = _raw_and_pool(cfg, info)
     train, val, test = _split_in_order(pool, raw.y, cfg)
     ids = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
     parts = {split: raw.X[split_ids] for split, split_ids in ids.items()}
+    enc = Encoder(input_kind=cfg.input_kind, dataset=cfg.dataset, pixel_max=raw.pixel_max,
+                  image_shape=info.image_shape, n_features=cfg.n_features,
+                  angle_range=cfg.angle_range)
     if "scaler_on_all" in cfg.quirks:
-        X, shape = _encode_on_all(parts, cfg, raw.pixel_max)
+        X, shape = _encode_on_all(parts, cfg, raw.pixel_max, enc)
     else:
-        X, shape = encode(parts, input_kind=cfg.input_kind, dataset=cfg.dataset,
-                          pixel_max=raw.pixel_max, image_shape=info.image_shape,
-                          n_features=cfg.n_features, angle_range=cfg.angle_range)
-    return DataBundle(
+        enc.fit(parts["train"])
+        X, shape = {s: enc.transform(x) for s, x in parts.items()}, enc.input_shape
+    bundle = DataBundle(
         name=cfg.dataset, X=X, y={s: raw.y[i] for s, i in ids.items()}, ids=ids,
         num_classes=info.num_classes, class_names=info.class_names, input_kind=cfg.input_kind,
         input_shape=shape, n_records=len(raw.y), config=cfg,
     )
+    return bundle, enc
 
 
-def _encode_on_all(parts: dict, cfg, pixel_max: Optional[float]):
+def _encode_on_all(parts: dict, cfg, pixel_max: Optional[float], enc=None):
     """Angles with PCA and MinMax fitted on every selected sample (HQML's ``load_data``):
     ``PCA(n_components, random_state=seed)`` then ``MinMaxScaler(feature_range)`` without
-    clipping (nothing falls outside: the scaler saw every sample)."""
+    clipping (nothing falls outside: the scaler saw every sample). ``enc`` (an unfitted
+    :class:`~qmu_qiskit.data.features.Encoder`) receives these fitted transforms, so a loaded
+    model encodes new records exactly as its training data was encoded."""
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import MinMaxScaler
 
     flat = {s: _flatten(x, pixel_max) for s, x in parts.items()}
     everything = np.concatenate([flat[s] for s in ("train", "val", "test")])
-    width = everything.shape[1]
+    width = flat_width = everything.shape[1]
+    pca = None
     if cfg.n_features is not None and cfg.n_features != width:
         pca = PCA(n_components=cfg.n_features, random_state=cfg.seed).fit(everything)
         flat = {s: _apply(pca.transform, x, cfg.n_features) for s, x in flat.items()}
@@ -192,6 +198,11 @@ def _encode_on_all(parts: dict, cfg, pixel_max: Optional[float]):
     scaler = MinMaxScaler(feature_range=cfg.angle_range).fit(everything)
     out = {s: np.ascontiguousarray(_apply(scaler.transform, x, width), dtype=np.float32)
            for s, x in flat.items()}
+    if enc is not None:
+        enc.raw_width = flat_width
+        enc._pca = pca
+        enc.width = width
+        enc._scaler = scaler
     return out, (width,)
 
 

@@ -156,14 +156,18 @@ def method_selection(protocol: str, recipe_select: str = "val") -> str:
 
     * ``hqml``: the best TEST accuracy with HQML's early stopping (HQML wraps every method in
       ``train_with_es`` on its test loader);
-    * ``fixed`` (the default): the same rule on the validation split (``last`` when the teacher
-      was trained without one, or with ``select: last``);
-    * ``qmu`` and ``dgqmu``: the last epoch (their studies run a fixed budget).
+    * ``fixed`` (the default), ``qmu`` and ``dgqmu``: the last epoch of the method's budget, as
+      the literature evaluates unlearning methods. Selecting a method's epoch on the validation
+      split would reward the epoch that forgot least: the validation data holds only retained
+      classes and records, whose accuracy an unlearning update can only lower, so the rule
+      returns epoch 1 whenever forgetting costs any retained accuracy. ``val`` stays available
+      to :class:`UnlearnContext` for methods and studies that want it.
+
+    ``recipe_select`` (the teacher's rule) does not change a method's rule.
     """
+    del recipe_select
     if protocol == "hqml":
         return "test"
-    if protocol == "fixed" and recipe_select != "last":
-        return "val"
     return "last"
 
 
