@@ -151,7 +151,8 @@ def test_faithful_quirks_applied_and_reported(faithful_study):
         assert f"`{flag}` | **on**" in report
     assert "without subset:0.02" in report and "## Results" in report
     names = sorted(p.name for p in out.plots)
-    assert len(names) == 4 and sum(n.startswith("mia_roc_") for n in names) == 2
+    assert len(names) == 6 and all(sum(n.startswith(k) for n in names) == 2
+                                   for k in ("mia_roc_", "forget_vs_retain_", "curves_"))
     for p in out.plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{p.name}" in report

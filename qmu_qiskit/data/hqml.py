@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from ..exceptions import BadInputError
+from .features import _apply, _flatten
 
 #: Every data quirk a :class:`~qmu_qiskit.data.DataConfig` may name.
 DATA_QUIRKS: tuple[str, ...] = ("scaler_on_all", "shuffled_subset", "torch_class_draws")
@@ -149,11 +150,6 @@ def train_order(cfg) -> np.ndarray:
 def load_hqml(cfg, info):
     """:func:`~qmu_qiskit.data.load_data` with HQML's data quirks (``cfg.quirks``).
 
-    Returns:
-        ``(bundle, encoder)`` as the default loader: the encoder is fitted on D_tr, or on every
-        selected sample under ``scaler_on_all`` (HQML's ``load_data``; PCA inputs use the exact
-        solver, HQML scikit-learn's default — the same subspace up to numerical precision).
-
     Raises:
         BadInputError: a quirk that does not apply to the dataset or encoding.
     """
@@ -164,17 +160,50 @@ def load_hqml(cfg, info):
     raw, pool = _raw_and_pool(cfg, info)
     train, val, test = _split_in_order(pool, raw.y, cfg)
     ids = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
-    fit_on = np.concatenate([train, val, test]) if "scaler_on_all" in cfg.quirks else ids["train"]
+    parts = {split: raw.X[split_ids] for split, split_ids in ids.items()}
     enc = Encoder(input_kind=cfg.input_kind, dataset=cfg.dataset, pixel_max=raw.pixel_max,
                   image_shape=info.image_shape, n_features=cfg.n_features,
-                  angle_range=cfg.angle_range).fit(raw.X[fit_on])
+                  angle_range=cfg.angle_range)
+    if "scaler_on_all" in cfg.quirks:
+        X, shape = _encode_on_all(parts, cfg, raw.pixel_max, enc)
+    else:
+        enc.fit(parts["train"])
+        X, shape = {s: enc.transform(x) for s, x in parts.items()}, enc.input_shape
     bundle = DataBundle(
-        name=cfg.dataset, X={s: enc.transform(raw.X[i]) for s, i in ids.items()},
-        y={s: raw.y[i] for s, i in ids.items()}, ids=ids,
+        name=cfg.dataset, X=X, y={s: raw.y[i] for s, i in ids.items()}, ids=ids,
         num_classes=info.num_classes, class_names=info.class_names, input_kind=cfg.input_kind,
-        input_shape=enc.input_shape, n_records=len(raw.y), config=cfg,
+        input_shape=shape, n_records=len(raw.y), config=cfg,
     )
     return bundle, enc
+
+
+def _encode_on_all(parts: dict, cfg, pixel_max: Optional[float], enc=None):
+    """Angles with PCA and MinMax fitted on every selected sample (HQML's ``load_data``):
+    ``PCA(n_components, random_state=seed)`` then ``MinMaxScaler(feature_range)`` without
+    clipping (nothing falls outside: the scaler saw every sample). ``enc`` (an unfitted
+    :class:`~qmu_qiskit.data.features.Encoder`) receives these fitted transforms, so a loaded
+    model encodes new records exactly as its training data was encoded."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import MinMaxScaler
+
+    flat = {s: _flatten(x, pixel_max) for s, x in parts.items()}
+    everything = np.concatenate([flat[s] for s in ("train", "val", "test")])
+    width = flat_width = everything.shape[1]
+    pca = None
+    if cfg.n_features is not None and cfg.n_features != width:
+        pca = PCA(n_components=cfg.n_features, random_state=cfg.seed).fit(everything)
+        flat = {s: _apply(pca.transform, x, cfg.n_features) for s, x in flat.items()}
+        everything = pca.transform(everything)
+        width = cfg.n_features
+    scaler = MinMaxScaler(feature_range=cfg.angle_range).fit(everything)
+    out = {s: np.ascontiguousarray(_apply(scaler.transform, x, width), dtype=np.float32)
+           for s, x in flat.items()}
+    if enc is not None:
+        enc.raw_width = flat_width
+        enc._pca = pca
+        enc.width = width
+        enc._scaler = scaler
+    return out, (width,)
 
 
 def describe(quirks) -> list[str]:

@@ -182,7 +182,36 @@ def mia_auc_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContex
     return res
 
 
-DEFAULT_METRICS = ("accuracy", "alignment", "mia_auc")
+def forgotten_classes(U: Outputs) -> np.ndarray:
+    """The labels D_f holds every training sample of (class-wise forgetting), else empty."""
+    train = U.mask("train")
+    labels = np.unique(U.labels[U.mask("forget")])
+    whole = [c for c in labels if not np.any(train & ~U.forget & (U.labels == c))]
+    return np.array(whole, dtype=np.int64)
+
+
+@register_metric("salun")
+def salun_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext) -> dict:
+    """SalUn's names (Fan et al. 2024, and Jia et al. 2023 before it): ``UA`` = 1 − accuracy on
+    D_f, ``RA`` = accuracy on D_r, ``TA`` = test accuracy — on the test samples of the remaining
+    classes when whole classes are forgotten (SalUn removes the forgotten class from its test
+    set), else on the whole test split — and ``MIA_Efficacy`` (SalUn's "MIA-Efficacy", see
+    :func:`mia_efficacy_metrics`), each for U with T's and O's values as anchors."""
+    gone = forgotten_classes(U)
+    ta_mask = U.mask("test") & ~np.isin(U.labels, gone)
+    res = {}
+    for suffix, out in (("", U), ("_teacher", T), ("_oracle", O)):
+        if out is None:
+            continue
+        res[f"UA{suffix}"] = 1.0 - _acc(out, U.mask("forget"))
+        res[f"RA{suffix}"] = _acc(out, U.mask("retain"))
+        res[f"TA{suffix}"] = _acc(out, ta_mask)
+    res["TA_classes"] = "remaining" if len(gone) else "all"
+    res.update(mia_efficacy_metrics(U, T, O, ctx))
+    return res
+
+
+DEFAULT_METRICS = ("accuracy", "alignment", "mia_auc", "salun")
 
 
 def compute_metrics(

@@ -329,7 +329,12 @@ class JobSpec(_Model):
         root = Path(root).resolve()
         out = Path(os.path.expanduser(self.out or f"runs/{self.name}"))
         path = (out if out.is_absolute() else root / out).resolve()
-        if path != root and root not in path.parents:
+        if path == root:
+            raise BadInputError(
+                f"out: {self.out!r} is the output directory itself; a grid needs a folder of its "
+                f"own (e.g. out: runs/{self.name})"
+            )
+        if root not in path.parents:
             raise BadInputError(
                 f"out: {self.out!r} is outside the output directory {root}; use a relative "
                 "path without '..' (or choose another output directory)"

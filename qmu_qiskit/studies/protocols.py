@@ -308,9 +308,10 @@ _register(Protocol(
     seeds=(0, 1, 2),
     metrics=MetricsSpec(mia_nonmembers="heldout", extra=["population_mia", "mia_efficacy"]),
     notes=(
-        "A validation split (10% of D_tr) drives early stopping and model selection — of the "
-        "teacher, the oracle and every method (best validation accuracy, the method's patience); "
-        "the test set is only measured.",
+        "A validation split (10% of D_tr) drives early stopping and model selection of the "
+        "teacher and the oracle (best validation accuracy); unlearning methods run their budget "
+        "and return their last epoch (validation accuracy of the retained data would select the "
+        "epoch that forgot least); the test set is only measured.",
         "Paired methods (NegGrad+, Q-MUL, ADV-UNIFORM) cycle the forget loader across a full "
         "retain epoch (`loader: cycle`, the literature form), so a 2% forget set does not starve "
         "them to one step per epoch as HQML's zip does.",

@@ -12,7 +12,8 @@ from .report import StudyOutputs, write_outputs
 def run_study(
     spec,
     *,
-    out_dir: str | Path = ".",
+    out: str | Path | None = None,
+    out_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     methods: list[str] | None = None,
     seeds: list[int] | None = None,
@@ -27,13 +28,14 @@ def run_study(
 
     Args:
         spec: the study's YAML path (or a mapping / :class:`~qmu_qiskit.jobs.JobSpec`).
-        out_dir, data_dir, methods, seeds, workers, on_event: as :func:`qmu_qiskit.jobs.submit`.
+        out, out_dir, data_dir, methods, seeds, workers, on_event: as
+            :func:`qmu_qiskit.jobs.submit`.
         plots: draw the PNG plots.
 
     Returns:
         The paths written and the summary rows; ``.state`` is the grid's final state.
     """
-    handle = submit(spec, out_dir=out_dir, data_dir=data_dir, methods=methods, seeds=seeds,
+    handle = submit(spec, out=out, out_dir=out_dir, data_dir=data_dir, methods=methods, seeds=seeds,
                     workers=workers, on_event=on_event)
     try:
         handle.wait()

@@ -11,6 +11,7 @@ Adding a method is one module, one :func:`register_method` call and a test.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ import torch
 from ..exceptions import BadInputError
 from ..io import atomic_torch_save
 from ..registry import ENTRY_POINT_GROUPS, Registry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -153,14 +156,18 @@ def method_selection(protocol: str, recipe_select: str = "val") -> str:
 
     * ``hqml``: the best TEST accuracy with HQML's early stopping (HQML wraps every method in
       ``train_with_es`` on its test loader);
-    * ``fixed`` (the default): the same rule on the validation split (``last`` when the teacher
-      was trained without one, or with ``select: last``);
-    * ``qmu`` and ``dgqmu``: the last epoch (their studies run a fixed budget).
+    * ``fixed`` (the default), ``qmu`` and ``dgqmu``: the last epoch of the method's budget, as
+      the literature evaluates unlearning methods. Selecting a method's epoch on the validation
+      split would reward the epoch that forgot least: the validation data holds only retained
+      classes and records, whose accuracy an unlearning update can only lower, so the rule
+      returns epoch 1 whenever forgetting costs any retained accuracy. ``val`` stays available
+      to :class:`UnlearnContext` for methods and studies that want it.
+
+    ``recipe_select`` (the teacher's rule) does not change a method's rule.
     """
+    del recipe_select
     if protocol == "hqml":
         return "test"
-    if protocol == "fixed" and recipe_select != "last":
-        return "val"
     return "last"
 
 
@@ -368,7 +375,8 @@ class UnlearnContext:
             if self.progress and num_epochs > start and not sel["stopped"]:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch", leave=False)
+                bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch",
+                           leave=False, disable=None)  # no bar (no \r frames) off a terminal
             epoch = start
             while epoch < num_epochs and not sel["stopped"]:
                 epoch += 1
@@ -396,6 +404,7 @@ class UnlearnContext:
                         "selection": sel,
                     },
                 )
+                logger.info("%s epoch %d/%d done", desc or "unlearn", epoch, num_epochs)
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
