@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= runs/demo-iris
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-threads test-slow bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The method tests once more on one thread: a test that asserts on the exact numbers of a training
+# trajectory (which depend on the CPU's floating-point kernels and thread count) fails here.
+test-threads: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_methods.py
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow

@@ -8,6 +8,24 @@ cause stays available to ``--debug`` and to tests.
 
 from __future__ import annotations
 
+#: The longest message an error carries: values echoed in it are cut first (:func:`shorten`),
+#: and the whole line is cut in the middle beyond this, so the fix at its end stays visible.
+MAX_MESSAGE = 1200
+
+
+def shorten(value, limit: int = 80) -> str:
+    """``repr``-free text of an echoed value, cut to ``limit`` characters (``…`` and the length
+    mark a cut), on one line. Every message that echoes user input goes through this."""
+    text = " ".join(str(value).split())
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(limit - 20, 8)]}… ({len(text)} chars)"
+
+
+def echo(value, limit: int = 80) -> str:
+    """``shorten(repr(value))``: an echoed value with its quotes, bounded."""
+    return shorten(repr(value), limit)
+
 
 class QmuError(Exception):
     """Root of every error qmu-qiskit raises on purpose.
@@ -19,8 +37,15 @@ class QmuError(Exception):
     exit_code = 2
 
     def __init__(self, message: str):
-        # A message spanning several lines would break the one-line contract of the CLI.
-        super().__init__(" ".join(str(message).split()))
+        # A message spanning several lines would break the one-line contract of the CLI; one that
+        # echoes a huge value (a YAML alias bomb) would flood the terminal: keep head and tail.
+        text = str(message)
+        if len(text) > 4 * MAX_MESSAGE:  # before the split: never whitespace-scan megabytes
+            text = f"{text[:MAX_MESSAGE]} {text[-300:]}"
+        text = " ".join(text.split())
+        if len(text) > MAX_MESSAGE:
+            text = f"{text[: MAX_MESSAGE - 300]} … {text[-280:]}"
+        super().__init__(text)
 
 
 class BadInputError(QmuError, ValueError):
@@ -49,6 +74,10 @@ class JobError(QmuError):
 
 class RunError(QmuError):
     """A run directory that is missing, locked, incomplete or from an incompatible config."""
+
+
+class StorageError(RunError):
+    """A write the storage refused: disk full, quota exceeded, read-only or no permission."""
 
 
 class CheckpointError(RunError):

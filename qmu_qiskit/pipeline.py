@@ -8,6 +8,8 @@ directory behind.
 
 from __future__ import annotations
 
+import functools
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -20,12 +22,16 @@ from .config import BackendConfig, RunConfig, TrainingConfig
 from .data import DataBundle, load_data, resolve_forget
 from .evaluation.metrics import MetricContext, compute_metrics
 from .evaluation.outputs import Outputs, collect_outputs
+from .evaluation.versions import settings_of, write_version
 from .exceptions import BackendError, BadInputError, DataError, QmuError, RunError
 from .execution.cost import CostRecord
 from .io import atomic_torch_save, atomic_write_json
+from .logs import run_log
 from .models.hybrid import ModelSpec, build_model, count_parameters
-from .runs import RunDir, is_scratch
+from .runs import RunDir, failure_reason, is_scratch
 from .training import Trainer, accuracy, load_checkpoint, load_state
+
+logger = logging.getLogger(__name__)
 
 
 def versions() -> dict:
@@ -78,7 +84,8 @@ def check_backend(backend: BackendConfig, qubits: int):
     return spec
 
 
-def model_spec(cfg: RunConfig, bundle: DataBundle | None = None) -> ModelSpec:
+def model_spec(cfg: RunConfig, bundle: DataBundle | None = None, run: RunDir | None = None) -> ModelSpec:
+    """The model to build; ``run``: the directory holding a ``circuit`` model's QPY copy."""
     side = 28
     if bundle is not None and bundle.input_kind == "image":
         side = int(bundle.input_shape[-1])
@@ -88,6 +95,11 @@ def model_spec(cfg: RunConfig, bundle: DataBundle | None = None) -> ModelSpec:
         layers=cfg.model.layers,
         readout=cfg.model.readout,
         image_side=side,
+        circuit=cfg.model.circuit,
+        circuit_sha256=cfg.model.circuit_sha256,
+        head=cfg.model.head,
+        input_params=cfg.model.input_params,
+        circuit_dir=str(run.path) if run is not None else None,
     )
 
 
@@ -122,32 +134,52 @@ def train(
         not is_scratch(p) for p in run.path.iterdir()
     ):
         run.prepare(config, fingerprint=fingerprint)  # refuses a folder that is not a run
+    if not overwrite and run.path.is_dir() and (run.path / "run.json").exists():
+        with run.lock(shared=True):  # while unlearn/evaluate use this teacher, it is reusable
+            if run.is_complete() and (run.status() or {}).get("fingerprint") == fingerprint:
+                # The same command after it finished (or after a kill that landed just after the
+                # last write): the run is already there; nothing is recomputed or overwritten.
+                return TrainSummary(path=run.path, metrics=run.read_metrics(), reused=True)
     with run.lock():
         status = run.status() or {}
-        if not overwrite and status.get("status") == "complete" and status.get("fingerprint") == fingerprint:
-            # The same command after it finished (or after a kill that landed just after the last
-            # write): the run is already there; nothing is recomputed or overwritten.
-            from .io import read_json
-
-            return TrainSummary(path=run.path, metrics=read_json(run.path / "metrics.json"), reused=True)
+        if not overwrite and run.is_complete() and status.get("fingerprint") == fingerprint:
+            return TrainSummary(path=run.path, metrics=run.read_metrics(), reused=True)
         resumed = run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
         run.start(
             config,
             fingerprint=fingerprint,
             extra={"kind": "train", "data_fingerprint": bundle.fingerprint, "versions": versions()},
         )
-        try:
-            metrics = _train_locked(cfg, run, bundle, spec, progress=progress, excluded=excluded)
-        except BaseException as exc:
-            run.fail(str(exc) if isinstance(exc, QmuError) else f"{type(exc).__name__}: {exc}")
-            raise
+        with run_log(run.path):
+            logger.info("train %s on %s, backend %s, seed %d%s (config %s)", cfg.model.name,
+                        cfg.data.dataset, cfg.backend.name, cfg.seed,
+                        ", resuming" if resumed else "", fingerprint)
+            try:
+                metrics = _train_locked(cfg, run, bundle, spec, progress=progress,
+                                        excluded=excluded)
+            except BaseException as exc:
+                run.fail(failure_reason(exc))
+                logger.error("failed: %s: %s", type(exc).__name__, exc)
+                raise
+            logger.info("complete: acc_train %s, acc_val %s, acc_test %s, best epoch %s/%s",
+                        *(_num(metrics.get(k)) for k in ("acc_train", "acc_val", "acc_test")),
+                        metrics.get("best_epoch"), metrics.get("epochs_run"))
     return TrainSummary(path=run.path, metrics=metrics, resumed=resumed)
+
+
+def _num(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def _train_locked(cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, progress: bool, excluded=None) -> dict:
     executor = make_executor(cfg.backend, seed=cfg.seed, run=run, spec=spec)
     try:
         model = build_model(model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed)
+        if cfg.model.circuit is not None:  # the run keeps its circuit: unlearn/evaluate rebuild it
+            from .models.circuit import CIRCUIT_FILE, load_circuit, save_circuit
+
+            save_circuit(load_circuit(cfg.model.circuit, sha256=cfg.model.circuit_sha256),
+                         run.path / CIRCUIT_FILE)
         train_xy = (bundle.X["train"], bundle.y["train"])
         if excluded is not None:  # HQML's Iris teacher never saw the subset forget samples
             train_xy = (train_xy[0][excluded.retain_idx], train_xy[1][excluded.retain_idx])
@@ -234,6 +266,8 @@ class TeacherRun:
                 f"{run.path}/config.yaml is from an incompatible version ({exc}); train that "
                 "teacher again with this version (`qmu-qiskit train --out` a new directory)"
             ) from exc
+        run.check_fingerprint(cfg.fingerprint())
+        check_teacher_metrics(run)
         bundle = load_data(cfg.data)
         status = run.status() or {}
         if status.get("data_fingerprint") and status["data_fingerprint"] != bundle.fingerprint:
@@ -246,7 +280,7 @@ class TeacherRun:
 
     def model(self, executor) -> torch.nn.Module:
         model = build_model(
-            model_spec(self.cfg, self.bundle),
+            model_spec(self.cfg, self.bundle, self.run),
             num_classes=self.bundle.num_classes,
             executor=executor,
             seed=self.cfg.seed,
@@ -255,6 +289,68 @@ class TeacherRun:
         state = load_checkpoint_weights(path)
         load_state(model, state, source=f"{path}")
         return model
+
+
+def check_teacher_metrics(run: RunDir) -> dict:
+    """The teacher's ``metrics.json``, checked before any unlearning work starts (the audit table
+    and the metrics read it at the end)."""
+    metrics = run.read_metrics()
+    for key in ("acc_train", "acc_test"):
+        v = metrics.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+            raise RunError(
+                f"{run.path}/metrics.json is corrupt ({key} is not an accuracy); train that "
+                "teacher again (`qmu-qiskit train --overwrite` with its options)"
+            )
+    return metrics
+
+
+def teacher_digest(run: RunDir) -> str:
+    """Content hash of a teacher's weights and outputs: unlearn runs record it, and are refused
+    against a teacher that no longer has it (retrained or replaced)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("model.pt", "outputs.npz"):
+        with open(run.path / name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def check_teacher_of(run: RunDir, teacher: RunDir, raw: dict) -> None:
+    """Refuse an unlearn run whose recorded teacher is not ``teacher`` as it is now."""
+    recorded = (run.status() or {}).get("teacher_digest")
+    problem = None
+    if recorded is not None and recorded != teacher_digest(teacher):
+        problem = "its weights/outputs changed"
+    if problem is None and raw.get("teacher_fingerprint") is not None:
+        try:
+            fp = RunConfig(**teacher.config()).fingerprint()
+        except BadInputError:
+            fp = None
+        if fp != raw["teacher_fingerprint"]:
+            problem = "its config differs"
+    if problem is not None:
+        raise RunError(
+            f"the teacher at {teacher.path} is not the one {run.path} was unlearned from "
+            f"({problem} since); evaluate that run next to its original teacher, or run "
+            "`qmu-qiskit unlearn --overwrite` to recompute it from this teacher"
+        )
+
+
+def _teacher_shared(fn):
+    """Run ``fn(run_path, ...)`` holding the teacher's shared lock: ``train --overwrite`` (or any
+    writer) on the teacher is refused while the unlearning depends on it."""
+
+    @functools.wraps(fn)
+    def wrapper(run_path, *args, **kwargs):
+        teacher = RunDir(run_path)
+        teacher.require_complete(what="trained run")
+        with teacher.lock(shared=True):
+            return fn(run_path, *args, **kwargs)
+
+    return wrapper
 
 
 def load_checkpoint_weights(path: Path) -> dict:
@@ -283,6 +379,7 @@ class UnlearnSummary:
     info: dict = field(default_factory=dict)
 
 
+@_teacher_shared
 def unlearn(
     run_path: str | Path,
     forget: str,
@@ -297,6 +394,8 @@ def unlearn(
     metric_ctx: MetricContext | None = None,
     labels: dict[str, str] | None = None,
     oracle: bool = True,
+    oracle_seed: int | None = None,
+    out: str | Path | None = None,
 ) -> list[UnlearnSummary]:
     """Unlearn ``forget`` from the teacher at ``run_path`` with each method, next to the oracle.
 
@@ -307,6 +406,14 @@ def unlearn(
     directory (so one method can run under several option sets, e.g. DG-QMU's uniform target).
     ``oracle=False`` skips the retrain oracle (its metrics are then absent).
 
+    The oracle's seed is ``oracle_seed`` (default: ``seed``). An oracle on the teacher's backend
+    and seed lives in ``retrain/``; any other one in a folder named by what distinguishes it
+    (``retrain-<backend>-s<seed>``), so several oracles of one forget request coexist. ``out``
+    replaces ``<run>/unlearn/<forget-slug>`` as the folder of the oracle and the methods.
+    ``overwrite`` recomputes the methods and replaces whatever the command would write that holds
+    another config (the oracle included); a complete oracle of the same config is reused, since
+    the same seed gives the same numbers.
+
     Raises:
         QmuError: before any circuit runs for an unknown method or option, an impossible forget
             request, a missing or incomplete teacher run, or a bad backend.
@@ -316,6 +423,11 @@ def unlearn(
     teacher = TeacherRun.load(run_path)
     cfg = teacher.cfg
     seed = cfg.seed if seed is None else int(seed)
+    oracle_seed = seed if oracle_seed is None else int(oracle_seed)
+    from .config import check_seed
+
+    check_seed(seed, "--seed")
+    check_seed(oracle_seed, "--oracle-seed")
     backend = backend or cfg.backend
     oracle_backend = oracle_backend or cfg.backend
     options = dict(options or {})
@@ -338,21 +450,47 @@ def unlearn(
     fset = resolve_forget(forget, teacher.bundle, seed=cfg.data.seed)
     for m in wanted:
         infos[m].check_request(fset.kind)
-    root = teacher.run.path / "unlearn" / fset.slug
+    root = Path(out) if out is not None else teacher.run.path / "unlearn" / fset.slug
+    oracle_dir = oracle_folder(cfg, oracle_backend, oracle_seed)
     summaries = []
     oracle_outputs = None
     for method in wanted:
         use_backend, use_spec = (oracle_backend, oracle_spec) if method == "retrain" else (backend, spec)
+        use_seed, path = seed, root / labels.get(method, method)
+        replace = overwrite
+        if method == "retrain":
+            use_seed, path = oracle_seed, root / oracle_dir
+            same = _fingerprint(unlearn_config(teacher, fset, method, resolved[method], use_backend, use_seed))
+            replace = overwrite and not (RunDir(path).is_complete()
+                                         and (RunDir(path).status() or {}).get("fingerprint") == same)
         summary = _unlearn_one(
-            teacher, fset, method, infos[method], resolved[method], root / labels.get(method, method),
-            backend=use_backend, spec=use_spec, seed=seed, progress=progress,
-            overwrite=overwrite and method != "retrain", oracle_outputs=oracle_outputs,
-            metric_ctx=metric_ctx or MetricContext(seed=seed),
+            teacher, fset, method, infos[method], resolved[method], path,
+            backend=use_backend, spec=use_spec, seed=use_seed, progress=progress,
+            overwrite=replace, oracle_outputs=oracle_outputs,
+            metric_ctx=metric_ctx or MetricContext(seed=seed), oracle_dir=oracle_dir,
         )
         if method == "retrain":
             oracle_outputs = Outputs.load(summary.path / "outputs.npz")
         summaries.append(summary)
     return summaries
+
+
+def oracle_folder(cfg: RunConfig, backend: BackendConfig, seed: int) -> str:
+    """The oracle's folder name: ``retrain`` on the teacher's backend and seed, else named by
+    what differs (``retrain-aer_noisy-ibm_fez-s3``; a hash when only backend settings differ)."""
+    import hashlib
+    import json
+    import re
+
+    parts = []
+    mine, teachers = backend.model_dump(mode="json"), cfg.backend.model_dump(mode="json")
+    if mine != teachers:
+        parts.append(re.sub(r"[^A-Za-z0-9_.-]+", "-", backend.name))
+        if {**mine, "name": None} != {**teachers, "name": None}:
+            parts.append(hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:6])
+    if seed != cfg.seed:
+        parts.append(f"s{seed}")
+    return "-".join(["retrain", *parts])
 
 
 def unlearn_config(teacher: TeacherRun, fset, method, options, backend: BackendConfig, seed: int) -> dict:
@@ -380,23 +518,32 @@ def _fingerprint(config: dict) -> str:
 def _unlearn_one(
     teacher: TeacherRun, fset, method: str, info, options: dict, path: Path, *,
     backend: BackendConfig, spec, seed: int, progress: bool, overwrite: bool,
-    oracle_outputs: Outputs | None, metric_ctx: MetricContext,
+    oracle_outputs: Outputs | None, metric_ctx: MetricContext, oracle_dir: str = "retrain",
 ) -> UnlearnSummary:
-    from .io import read_json
-    from .unlearning.base import UnlearnContext
+    from .runs import read_run_json
+    from .unlearning.base import UnlearnContext, method_selection
 
     run = RunDir(path)
     config = unlearn_config(teacher, fset, method, options, backend, seed)
     fingerprint = _fingerprint(config)
     if not overwrite and run.is_complete() and (run.status() or {}).get("fingerprint") == fingerprint:
         # the same request was answered before: show it instead of paying for it again
-        metrics = read_json(run.path / "metrics.json")
-        cost = read_json(run.path / "cost.json")
+        check_teacher_of(run, teacher.run, config)
+        metrics = read_run_json(run.path / "metrics.json")
+        cost = read_run_json(run.path / "cost.json")
         return UnlearnSummary(method, run.path, metrics, cost, {"reused": True})
     bundle = teacher.bundle
-    with run.lock():
+    with run.lock(), run_log(run.path):  # the log file opens at the first record, after prepare
+        if not overwrite and run.status() is not None:
+            check_teacher_of(run, teacher.run, config)  # never resume onto another teacher
         run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
-        run.start(config, fingerprint=fingerprint, extra={"kind": "unlearn", "method": method, "versions": versions()})
+        run.start(config, fingerprint=fingerprint, extra={
+            "kind": "unlearn", "method": method, "versions": versions(),
+            "teacher_digest": teacher_digest(teacher.run), "teacher_path": str(teacher.run.path.resolve()),
+            "oracle": oracle_dir,
+        })
+        logger.info("unlearn %s with %s, backend %s, seed %d, options %s", fset.spec, method,
+                    backend.name, seed, options)
         try:
             executor = make_executor(backend, seed=seed, run=run, spec=spec)
             try:
@@ -412,7 +559,7 @@ def _unlearn_one(
                 ctx = UnlearnContext(
                     teacher=model_teacher,
                     make_model=lambda s: build_model(
-                        model_spec(teacher.cfg, bundle), num_classes=bundle.num_classes,
+                        model_spec(teacher.cfg, bundle, teacher.run), num_classes=bundle.num_classes,
                         executor=executor, seed=s,
                     ),
                     retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
@@ -429,9 +576,12 @@ def _unlearn_one(
                     protocol=teacher.cfg.protocol,
                     executor=executor,
                     fingerprint=fingerprint,
+                    selection=method_selection(teacher.cfg.protocol, teacher.cfg.training.select),
                 )
                 with executor.cost.measure() as phase:
                     result = info.fn(ctx)
+                if ctx.selection_report():  # the epoch the protocol's wrapper returned
+                    result.info.setdefault("selection", ctx.selection_report())
                 result.model.eval()
                 with executor.cost.measure() as eval_phase:
                     outputs = collect_outputs(result.model, bundle, forget_ids=fset.record_ids)
@@ -441,19 +591,27 @@ def _unlearn_one(
                 O = outputs if method == "retrain" else oracle_outputs
                 metrics = compute_metrics(outputs, T, O, ctx=metric_ctx)
                 metrics.update({"method": method, "seed": seed, "forget": fset.spec, "forget_size": int(fset.size)})
+                metrics["evaluation"] = settings_of(metric_ctx, source="unlearn")
                 info_out = {k: v for k, v in result.info.items() if k != "history"}
                 if info_out:
                     metrics["method_info"] = info_out
+                if result.info.get("history"):  # per-epoch curves (the oracle's fit), for plots
+                    metrics["history"] = result.info["history"]
                 cost = {"method": phase.record.to_dict(), "evaluation": eval_phase.record.to_dict()}
                 metrics["execution"] = executor.describe()
                 atomic_write_json(run.path / "metrics.json", metrics)
                 atomic_write_json(run.path / "cost.json", cost)
                 run.finish()
+                logger.info("complete: acc_retain %s, acc_forget %s, acc_test %s, MIA_AUC %s",
+                            *(_num(metrics.get(k)) for k in (
+                                "acc_retain_unlearn", "acc_forget_unlearn", "acc_test_unlearn",
+                                "MIA_AUC")))
                 return UnlearnSummary(method, run.path, metrics, cost, result.info)
             finally:
                 executor.close()
         except BaseException as exc:
-            run.fail(str(exc) if isinstance(exc, QmuError) else f"{type(exc).__name__}: {exc}")
+            run.fail(failure_reason(exc))
+            logger.error("failed: %s: %s", type(exc).__name__, exc)
             raise
 
 
@@ -461,32 +619,61 @@ def _unlearn_one(
 # evaluation
 
 
-def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None) -> dict:
+def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None,
+             overwrite: bool = False, metrics: list[str] | None = None) -> dict:
     """Recompute an unlearning run's metrics from saved outputs (no circuit runs), or report a
-    teacher run's accuracies. Writes ``metrics.json`` again (atomically) for unlearning runs."""
-    from .io import read_json
+    teacher run's accuracies.
 
+    For an unlearning run the numbers go to a new version, ``evaluations/<NNN>-<settings>/
+    metrics.json`` (:mod:`qmu_qiskit.evaluation.versions`), and ``metrics.json`` is left as it
+    is; ``overwrite=True`` replaces ``metrics.json`` instead (the replaced file is kept as a
+    version). ``metrics["evaluation"]`` records the settings and ``["path"]`` where they went.
+
+    ``metrics``: metric names computed besides the defaults (plugins' included)."""
+    from .evaluation.metrics import DEFAULT_METRICS, METRICS
+
+    extra = [m for m in dict.fromkeys(metrics or []) if m not in DEFAULT_METRICS]
+    for name in extra:
+        if name not in METRICS:
+            raise BadInputError(f"unknown metric {name!r}; available: {', '.join(METRICS.names())}")
     run = RunDir(path)
     run.require_complete(what="run")
     raw = run.config()
     if raw.get("kind") == "train":
-        return read_json(run.path / "metrics.json")
+        try:
+            run.check_fingerprint(RunConfig(**raw).fingerprint())
+        except BadInputError as exc:
+            raise RunError(f"{run.path}/config.yaml is not a valid run config ({exc})") from None
+        return run.read_metrics()
     if raw.get("kind") != "unlearn":
         raise RunError(f"{run.path} is not a qmu-qiskit train or unlearn run")
-    teacher_run = RunDir(raw["teacher"])
+    run.check_fingerprint(_fingerprint(raw))
+    status = run.status() or {}
+    teacher_run = RunDir(status.get("teacher_path") or raw["teacher"])
     if not teacher_run.path.exists():
         # the teacher may have moved together with its unlearn/ folder
         teacher_run = RunDir(run.path.parent.parent.parent)
     teacher_run.require_complete(what="teacher run")
-    U = Outputs.load(run.path / "outputs.npz")
-    forget_ids = U.ids[U.forget]
-    T = Outputs.load(teacher_run.path / "outputs.npz").with_forget(forget_ids)
-    oracle_dir = run.path.parent / "retrain"
-    O = Outputs.load(oracle_dir / "outputs.npz") if RunDir(oracle_dir).is_complete() else None
-    metrics = compute_metrics(U, T, O, ctx=metric_ctx or MetricContext(seed=int(raw.get("seed", 0))))
-    old = read_json(run.path / "metrics.json") if (run.path / "metrics.json").exists() else {}
-    for key in ("method", "seed", "forget", "forget_size", "method_info", "execution"):
-        if key in old:
-            metrics[key] = old[key]
-    atomic_write_json(run.path / "metrics.json", metrics)
+    with run.lock(), teacher_run.lock(shared=True):
+        check_teacher_of(run, teacher_run, raw)
+        U = Outputs.load(run.path / "outputs.npz")
+        forget_ids = U.ids[U.forget]
+        T = Outputs.load(teacher_run.path / "outputs.npz").with_forget(forget_ids)
+        oracle_dir = run.path.parent / str(status.get("oracle") or "retrain")
+        O = Outputs.load(oracle_dir / "outputs.npz") if RunDir(oracle_dir).is_complete() else None
+        ctx = metric_ctx or MetricContext(seed=int(raw.get("seed", 0)))
+        metrics = compute_metrics(U, T, O, names=DEFAULT_METRICS + tuple(extra), ctx=ctx)
+        old = run.read_metrics()
+        for key in ("method", "seed", "forget", "forget_size", "method_info", "execution"):
+            if key in old:
+                metrics[key] = old[key]
+        metrics["evaluation"] = settings_of(ctx, source="evaluate")
+        if overwrite:
+            if old:
+                write_version(run.path, old)  # nothing is lost: the replaced numbers stay
+            target = run.path / "metrics.json"
+            atomic_write_json(target, metrics)
+        else:
+            target = write_version(run.path, metrics)
+    metrics["evaluation"]["path"] = str(target)
     return metrics

@@ -15,6 +15,13 @@ A run is complete only when ``run.json`` says so; that write comes last, so an i
 never looks complete. Re-running the same command on an incomplete directory resumes it; on a
 complete one it refuses (nothing is overwritten silently); on a directory made from a different
 config it refuses too.
+
+A run directory is untrusted input (it may come from someone else): its files are read only when
+they are regular files (never through a symbolic link, never a FIFO or device) of bounded size, a
+tree holding a link is refused before anything in it is used, rewritten or deleted, and a
+``config.yaml`` that no longer matches the fingerprint in ``run.json`` is refused. A "complete"
+run whose ``metrics.json``/``cost.json`` is corrupt or whose result files are missing counts as
+damaged, not complete: the same command recomputes it from its checkpoints.
 """
 
 from __future__ import annotations
@@ -24,10 +31,56 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import json
+
 import yaml
 
-from .exceptions import RunError
-from .io import atomic_write_json, atomic_write_text, directory_lock, read_json
+from . import safeyaml
+from .exceptions import BadInputError, QmuError, RunError, shorten
+from .io import (
+    MAX_JSON_BYTES,
+    atomic_write_json,
+    atomic_write_text,
+    directory_lock,
+    read_regular,
+    refuse_links,
+    safe_rmtree,
+)
+
+#: Files every complete run holds; a complete run missing one (or with unreadable JSON) is damaged.
+RESULT_FILES = ("metrics.json", "cost.json", "outputs.npz", "model.pt", "config.yaml")
+#: Largest config.yaml read back.
+MAX_CONFIG_BYTES = 1 * 2**20
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The ``error`` a failed run records: the one-line message of a QmuError, ``interrupted``
+    for Ctrl-C / SIGTERM / SIGHUP (the same command resumes it), else the exception's type and
+    text."""
+    if isinstance(exc, KeyboardInterrupt):
+        detail = str(exc)
+        return detail if detail.startswith("interrupted") else "interrupted"
+    if isinstance(exc, QmuError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def read_run_json(path: Path, *, what: str = "") -> dict:
+    """A JSON object from a run directory: a regular file (no link), bounded, parsed.
+
+    Raises:
+        RunError: missing, a link or special file, too large, not JSON, or not an object.
+    """
+    try:
+        data = json.loads(read_regular(path, max_bytes=MAX_JSON_BYTES, what=what or "run file",
+                                       follow=False, fix="remove it and run the command again"))
+    except BadInputError as exc:
+        raise RunError(str(exc)) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is corrupt (not JSON: {shorten(exc, 80)})") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} is corrupt (a JSON {type(data).__name__}, not an object)")
+    return data
 
 STATUS_FILE = "run.json"
 
@@ -65,31 +118,68 @@ class RunDir:
         return self.path / STATUS_FILE
 
     def status(self) -> dict | None:
-        if not self.status_path.exists():
+        if not (self.status_path.exists() or self.status_path.is_symlink()):
             return None
         try:
-            return read_json(self.status_path)
-        except (OSError, ValueError) as exc:
+            return read_run_json(self.status_path, what="run status")
+        except RunError as exc:
             raise RunError(
-                f"{self.status_path} is unreadable ({exc}); remove the run directory {self.path} "
-                "and run the command again"
-            ) from exc
+                f"{exc}; remove the run directory {shorten(str(self.path), 200)} and run the "
+                "command again"
+            ) from None
 
     def is_complete(self) -> bool:
+        """Complete and intact: ``run.json`` says complete and no result file is damaged."""
         st = self.status()
-        return bool(st) and st.get("status") == "complete"
+        return bool(st) and st.get("status") == "complete" and self.damaged() is None
+
+    def damaged(self) -> str | None:
+        """What is wrong with a run marked complete (a missing or unreadable result file), or
+        ``None``. The same command recomputes a damaged run from its checkpoints."""
+        for name in RESULT_FILES:
+            path = self.path / name
+            if path.is_symlink() or not path.is_file():
+                return f"{path} is missing or not a regular file"
+            if name.endswith(".json"):
+                try:
+                    read_run_json(path)
+                except RunError as exc:
+                    return str(exc)
+        return None
+
+    def read_metrics(self) -> dict:
+        """``metrics.json``, checked to be a readable JSON object (one-line RunError if not)."""
+        return read_run_json(self.path / "metrics.json", what="metrics")
+
+    def check_fingerprint(self, fingerprint: str) -> None:
+        """Refuse a run whose ``config.yaml`` no longer gives the fingerprint in ``run.json``
+        (edited after the run was made: its results are not what the config says).
+
+        Args:
+            fingerprint: the fingerprint computed from this run's config.yaml now.
+        """
+        recorded = (self.status() or {}).get("fingerprint")
+        if recorded is not None and recorded != fingerprint:
+            raise RunError(
+                f"{shorten(str(self.path), 200)}/config.yaml does not match run.json (config "
+                f"fingerprint {shorten(fingerprint, 20)}, recorded {shorten(recorded, 20)}): the "
+                "config was edited after the run was made; restore it, or train a new run"
+            )
 
     def exists(self) -> bool:
         return self.path.exists() and any(self.path.iterdir())
 
     def config(self) -> dict:
         path = self.path / "config.yaml"
-        if not path.exists():
+        if not (path.exists() or path.is_symlink()):
             raise RunError(f"{self.path} has no config.yaml; it is not a qmu-qiskit run directory")
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
+            text = read_regular(path, max_bytes=MAX_CONFIG_BYTES, what="run config", follow=False,
+                                fix="remove the run directory and run the command again")
+            data = safeyaml.parse(text)
+        except BadInputError as exc:
+            raise RunError(str(exc)) from None
+        except (yaml.YAMLError, RecursionError) as exc:
             raise RunError(
                 f"{path} is not a valid run config ({type(exc).__name__}); remove the run "
                 "directory and run the command again"
@@ -104,10 +194,19 @@ class RunDir:
             raise RunError(
                 f"no {what} at {self.path}; train one first with `qmu-qiskit train --out {self.path}`"
             )
-        if not self.is_complete():
+        refuse_links(self.path, skip=("unlearn",))
+        status = self.status() or {}
+        command = "train" if what in ("trained run", "teacher run") else "train` or `unlearn"
+        if status.get("status") != "complete":
             raise RunError(
-                f"the {what} at {self.path} is not complete; run its `qmu-qiskit train` command "
+                f"the {what} at {self.path} is not complete; run its `qmu-qiskit {command}` command "
                 "again to resume it"
+            )
+        damage = self.damaged()
+        if damage is not None:
+            raise RunError(
+                f"the {what} at {self.path} is damaged ({damage}); run its `qmu-qiskit {command}` "
+                "command again to recompute it"
             )
 
     # ------------------------------------------------------------------ lifecycle
@@ -131,7 +230,7 @@ class RunDir:
                     f"{self.path} holds a run made from a different config; use --overwrite to "
                     "replace it, or choose another output directory"
                 )
-            if status.get("status") == "complete":
+            if status.get("status") == "complete" and self.damaged() is None:
                 raise RunError(
                     f"{self.path} already holds a complete run; use another output directory, or "
                     "--overwrite to replace it"
@@ -144,15 +243,16 @@ class RunDir:
         return False
 
     def _clear(self) -> None:
-        import shutil
-
+        # Checked for links before the first deletion: a refusal leaves the run whole, and no
+        # deletion can follow a link out of the tree.
+        refuse_links(self.path)
         # A kill while deleting must not leave a "complete" status over missing files.
         self.fail("being replaced (--overwrite); run the command again with --overwrite")
         for child in self.path.iterdir():
             if child.name == ".lock":
                 continue
             if child.is_dir():
-                shutil.rmtree(child)
+                safe_rmtree(child)
             else:
                 child.unlink()
 
@@ -192,15 +292,24 @@ class RunDir:
         atomic_write_json(self.status_path, status)
 
     def fail(self, message: str) -> None:
-        status = self.status()
-        if status is None:
-            return
-        status.update({"status": "failed", "error": message, "updated": time.time()})
-        atomic_write_json(self.status_path, status)
+        """Mark the run failed (best effort: on a full or read-only disk the status stays
+        ``running``, which resumes the same way; the original error is what the user sees)."""
+        try:
+            status = self.status()
+            if status is None:
+                return
+            status.update({"status": "failed", "error": shorten(message, 500), "updated": time.time()})
+            atomic_write_json(self.status_path, status)
+        except (OSError, QmuError):
+            pass
 
     @contextmanager
-    def lock(self):
-        with directory_lock(self.path, what="run directory"):
+    def lock(self, *, shared: bool = False):
+        """Exclusive (a command writing this run) or shared (a command depending on it, e.g.
+        ``unlearn`` on its teacher). The tree is checked for links once the lock is held; a
+        teacher's ``unlearn/`` runs are checked by their own locks."""
+        with directory_lock(self.path, what="run directory", shared=shared):
+            refuse_links(self.path, skip=("unlearn",))
             yield
 
     # ------------------------------------------------------------------ paths

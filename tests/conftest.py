@@ -22,6 +22,45 @@ def _isolated_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def fake_iam():
+    """A local stand-in for IBM Cloud IAM on 127.0.0.1 that answers every token request as IAM
+    answers a wrong API key (HTTP 400, "Provided API key could not be found"). Point
+    qiskit-ibm-runtime at it with ``IAM_URL`` (and ``QISKIT_IBM_URL``): the bad-token path runs
+    for real, and no test ever contacts an external address.
+
+    Yields:
+        ``{"IAM_URL": ..., "QISKIT_IBM_URL": ...}`` for the environment of a command.
+    """
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _refuse(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.dumps({"errorCode": "BXNIM0415E", "context": {},
+                               "errorMessage": "Provided API key could not be found."}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _refuse
+
+        def log_message(self, *args):  # quiet: the test output is the commands'
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    yield {"IAM_URL": url, "QISKIT_IBM_URL": url}
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
 def iris_teacher(tmp_path_factory) -> Path:
     """A trained HQML-shallow Iris teacher on the exact noiseless backend (seed 0, ~2 s)."""
     from qmu_qiskit import pipeline

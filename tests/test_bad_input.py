@@ -54,6 +54,9 @@ class Case:
         leaves: the case may leave an incomplete run directory (a failure after the run began,
             e.g. a checkpoint found corrupt on resume); never a complete one.
         code: the exit code, when a specific one is promised (2 bad input, 3 backend).
+        check: ``fn(ctx)`` asserting what must still hold afterwards (a file a link pointed to
+            is untouched, a refused --overwrite deleted nothing, ...).
+        seconds: the case must fail within this many seconds (alias bombs, FIFOs, devices).
     """
 
     id: str
@@ -67,15 +70,18 @@ class Case:
     env: dict = field(default_factory=dict)
     leaves: bool = False
     code: int | None = None
+    check: Callable | None = None
+    seconds: float | None = None
 
 
 class Ctx:
     """Per-case workspace: ``tmp`` (empty), a private teacher copy on demand, data folders."""
 
-    def __init__(self, tmp: Path, teacher_src: Path, data: Path):
+    def __init__(self, tmp: Path, teacher_src: Path, data: Path, iam: dict | None = None):
         self.tmp = tmp
         self._teacher_src = teacher_src
         self.data = data
+        self.iam = iam or {}
         self._teacher = None
 
     @property
@@ -88,6 +94,8 @@ class Ctx:
     def fill(self, text: str) -> str:
         if "{teacher}" in text:
             text = text.replace("{teacher}", str(self.teacher))
+        for key, value in self.iam.items():
+            text = text.replace("{" + key + "}", value)
         return text.replace("{tmp}", str(self.tmp)).replace("{data}", str(self.data)).replace(
             "{spec}", str(self.tmp / "spec.yaml"))
 
@@ -185,6 +193,58 @@ def fake_service(*devices):
     def prep(ctx: Ctx):
         ctx.service = FakeService(*devices)
     return prep
+
+
+def link(rel: str, target: str, *, content: str | None = None):
+    """``{teacher}/rel`` replaced by a symbolic link to ``target`` (created with ``content``)."""
+    def prep(ctx: Ctx):
+        path, dst = ctx.teacher / rel, Path(ctx.fill(target))
+        if content is not None:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(content, encoding="utf-8")
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        path.symlink_to(dst)
+    return prep
+
+
+def unchanged(path: str, content: str):
+    def check(ctx: Ctx):
+        assert Path(ctx.fill(path)).read_text(encoding="utf-8") == content, f"{path} was changed"
+    return check
+
+
+def teacher_whole(ctx: Ctx) -> None:
+    for name in ("model.pt", "metrics.json", "outputs.npz", "config.yaml", "run.json"):
+        assert (ctx.teacher / name).is_file(), f"a refused command deleted {name}"
+
+
+def fifo(rel: str):
+    def prep(ctx: Ctx):
+        os.mkfifo(ctx.tmp / rel)
+    return prep
+
+
+def edit_teacher_config(old: str, new: str):
+    def edit(path: Path):
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new))
+    return teacher_file("config.yaml", edit)
+
+
+#: A 342-byte YAML alias bomb: nine levels of nine references, 9⁹ values once expanded.
+ALIAS_BOMB = "".join(
+    f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9 if i else ['"lol"'] * 9) + "]\n"
+    for i in range(9)
+)
+
+
+def big_grid():
+    methods = ["ga", "finetune", "neggrad_plus", "fisher", "cf_k", "eu_k", "scrub", "qmul", "lca", "ssd"]
+    return spec(seeds=list(range(200)), methods=methods, forget=["class:0", "class:1", "class:2"])
 
 
 # API calls
@@ -296,7 +356,6 @@ CASES = [
     Case("circuit-wider-than-ibm-device", "cli", r"needs 4 qubits but ibm_tiny has 3", r"use a larger device or --qubits", TRAIN + ("--backend", "ibm_tiny"), prepare=fake_service(FakeDevice("ibm_tiny", 3)), code=3),
     Case("retired-backend", "cli", r"device 'ibm_melbourne' is not available to this account \(unknown or retired\)", r"emulate it offline with aer_noisy:ibm_melbourne or fake_melbourne", TRAIN + ("--backend", "ibm_melbourne"), prepare=fake_service(FakeDevice("ibm_torino", 133)), code=3),
     Case("credentials-missing", "cli", r"no IBM Quantum account found", r"set QISKIT_IBM_TOKEN", TRAIN + ("--backend", "ibm_torino"), sub=True, code=3),
-    Case("credentials-invalid", "cli", r"IBM Quantum refused the account", r"check or renew the token", TRAIN + ("--backend", "ibm_torino"), sub=True, env={"QISKIT_IBM_TOKEN": FAKE_TOKEN}, code=3),
     Case("token-on-command-line", "cli", r"No such option:? '?--token", r"see qmu-qiskit train --help", TRAIN + ("--token", FAKE_TOKEN), sub=True, code=2),
     # --- YAML job specs ----------------------------------------------------------------------------
     Case("spec-missing-field", "yaml", r"datasets: required field is missing", r"add e\.g\. `datasets: \[iris\]`", SUBMIT, prepare=spec(datasets=None)),
@@ -325,7 +384,76 @@ CASES = [
     Case("api-idx-truncated", "api", r"is truncated", r"download it again", api=api_load_data("truncated")),
     Case("api-spec-missing-field", "api", r"datasets: required field is missing", r"add e\.g\. `datasets: \[iris\]`", api=api_submit(datasets=None)),
     Case("api-spec-out-escapes", "api", r"outside the output directory", r"use a relative path", api=api_submit(out="../x")),
+    # --- issue 13: run directories are untrusted input ------------------------------------------
+    Case("lock-is-symlink", "cli", r"\.lock is a symbolic link", r"delete the link", ("train", "--no-progress", "--out", "{teacher}") + TEACHER_ARGS, prepare=link(".lock", "{tmp}/victim.txt", content="precious\n"), check=unchanged("{tmp}/victim.txt", "precious\n"), sub=True),
+    Case("overwrite-symlinked-subdir", "cli", r"holds a symbolic link .*checkpoints", r"remove it .*run the command again", ("train", "--no-progress", "--out", "{teacher}", "--overwrite") + TEACHER_ARGS, prepare=link("checkpoints", "{tmp}/elsewhere"), check=teacher_whole),
+    Case("teacher-model-symlink", "cli", r"holds a symbolic link .*model\.pt", r"cp -rL", UNLEARN + ("--forget", "class:0", "--method", "ga"), prepare=link("model.pt", "{tmp}/other.pt", content="x")),
+    Case("teacher-config-edited", "cli", r"config\.yaml does not match run\.json", r"restore it, or train a new run", UNLEARN + ("--forget", "class:0", "--method", "ga"), prepare=edit_teacher_config("lr: 0.01", "lr: 0.5"), sub=True),
+    Case("teacher-metrics-garbage", "cli", r"metrics\.json is corrupt", r"run its `qmu-qiskit train` command again", UNLEARN + ("--forget", "class:0", "--method", "ga"), prepare=teacher_file("metrics.json", b"\x00garbage")),
+    Case("teacher-metrics-bad-values", "cli", r"metrics\.json is corrupt \(acc_test is not an accuracy\)", r"train that teacher again", UNLEARN + ("--forget", "class:0", "--method", "ga"), prepare=teacher_file("metrics.json", b'{"acc_test": "high", "acc_train": 0.9}')),
+    Case("run-config-alias-bomb", "cli", r"config\.yaml is not a valid run config \(AliasExpansionError\)", r"remove the run directory", UNLEARN + ("--forget", "class:0", "--method", "ga"), prepare=teacher_file("config.yaml", ALIAS_BOMB.encode()), seconds=20),
+    # --- issue 13: every input validated before any work -------------------------------------------
+    Case("seed-negative-unlearn", "cli", r"Invalid value for '--seed': -5 is not in the range", r"see qmu-qiskit unlearn --help", UNLEARN + ("--forget", "class:0", "--method", "ga", "--seed", "-5"), sub=True, code=2),
+    Case("seed-negative-train", "cli", r"Invalid value for '--seed'", r"see qmu-qiskit train --help", TRAIN + ("--seed", "-1"), code=2),
+    Case("oracle-seed-negative", "cli", r"Invalid value for '--oracle-seed'", r"see qmu-qiskit unlearn --help", UNLEARN + ("--forget", "class:0", "--method", "ga", "--oracle-seed", "-2"), code=2),
+    Case("layers-zero", "cli", r"layers: must be in 1\.\.1000", r"1\.\.1000", TRAIN + ("--layers", "0"), code=2),
+    Case("qubits-huge", "cli", r"qubits: must be in 1\.\.156", r"1\.\.156", TRAIN + ("--dataset", "digits", "--qubits", "100000")),
+    Case("shots-huge", "cli", r"shots: must be at most 100000000", r"e\.g\. 1024", TRAIN + ("--shots", "100000000000000000000"), code=2),
+    Case("spec-shots-1e20", "yaml", r"shots: must be at most 100000000", r"e\.g\. 1024", SUBMIT, prepare=spec(backends=[{"name": "aer", "shots": 10**20}])),
+    Case("spec-seed-negative", "yaml", r"seeds: .*distinct integers in 0\.\.4294967295", r"0\.\.4294967295", SUBMIT, prepare=spec(seeds=[-5])),
+    Case("spec-grid-too-large", "yaml", r"the grid has \d+ cells, more than the maximum of 5000", r"pass --max-cells N", SUBMIT, prepare=big_grid(), sub=True, seconds=30),
+    Case("max-cells-zero", "cli", r"Invalid value for '--max-cells'", r"see qmu-qiskit jobs submit --help", SUBMIT + ("--max-cells", "0"), prepare=spec(), code=2),
+    Case("spec-alias-bomb", "yaml", r"is not valid YAML: it expands to more than 20000 values", r"nested anchors/aliases", SUBMIT, prepare=write("spec.yaml", ALIAS_BOMB), sub=True, seconds=30),
+    Case("spec-huge-echoed-value", "yaml", r"seeds: .*valid list .*… \(200000 chars\)", r"see jobs/README\.md", SUBMIT, prepare=spec(seeds="z" * 199998)),
+    Case("indices-fifo", "cli", r"forget indices file .*ids\.fifo is a FIFO, not a regular file", r"pass an existing file", UNLEARN + ("--forget", "indices:{tmp}/ids.fifo", "--method", "ga"), prepare=fifo("ids.fifo"), seconds=30),
+    Case("indices-dev-zero", "cli", r"forget indices file /dev/zero is a device, not a regular file", r"pass an existing file", UNLEARN + ("--forget", "indices:/dev/zero", "--method", "ga"), sub=True, seconds=30),
+    Case("idx-absurd-header", "cli", r"header claiming 2147483648×2147483648×28×28 values .* more than", r"download it again", TRAIN + ("--dataset", "mnist", "--data-dir", "{data}/absurd"), sub=True),
+    Case("idx-fifo", "cli", r"MNIST files not found .*missing train-images-idx3-ubyte", r"pass --data-dir", TRAIN + ("--dataset", "mnist", "--data-dir", "{data}/fifo"), seconds=30),
+    Case("api-idx-fifo", "api", r"train-images-idx3-ubyte is not a regular file", r"pass the downloaded MNIST files", api=lambda ctx: __import__("qmu_qiskit.data.idx", fromlist=["read_idx"]).read_idx(ctx.data / "fifo" / "MNIST" / "raw" / "train-images-idx3-ubyte"), seconds=30),
+    Case("api-idx-absurd-header", "api", r"more than the 2147483648 bytes allowed", r"download it again", api=api_load_data("absurd")),
+    Case("api-seed-negative", "api", r"--seed must be an integer in 0\.\.4294967295, got -5", r"0\.\.4294967295", api=api_unlearn("class:0", ["ga"], seed=-5)),
+    Case("api-grid-too-large", "api", r"more than the maximum of 50", r"--max-cells", api=lambda ctx: __import__("qmu_qiskit.jobs", fromlist=["submit"]).submit(spec_dict(seeds=list(range(30))), out_dir=ctx.tmp / "out", max_cells=50)),
+    # --- issue 13: backend errors say what happened ---------------------------------------------------
+    Case("credentials-invalid", "cli", r"IBM Quantum refused the account \(HTTP 400\)", r"check or renew the token", TRAIN + ("--backend", "ibm_torino"), sub=True, env={"QISKIT_IBM_TOKEN": FAKE_TOKEN, "IAM_URL": "{IAM_URL}", "QISKIT_IBM_URL": "{QISKIT_IBM_URL}"}, code=3),
+    Case("ibm-no-network", "cli", r"cannot reach IBM Quantum: the host name iam\.qmu-test\.invalid does not resolve", r"check the network connection, or run offline with a fake_<device>", TRAIN + ("--backend", "ibm_torino"), sub=True, env={"QISKIT_IBM_TOKEN": FAKE_TOKEN, "QISKIT_IBM_URL": "https://qmu-test.invalid"}, code=3),
+    Case("ibm-instance-malformed", "cli", r"QISKIT_IBM_INSTANCE is malformed \(got 'hub/group/project!!'\)", r"set it to the instance's CRN", TRAIN + ("--backend", "ibm_torino"), sub=True, env={"QISKIT_IBM_TOKEN": FAKE_TOKEN, "QISKIT_IBM_INSTANCE": "hub/group/project!!", "QISKIT_IBM_URL": "https://qmu-test.invalid"}, code=3),
+    Case("dask-scheduler-unreachable", "yaml", r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:\d+", r"check that it runs", SUBMIT, prepare=lambda ctx: spec(executor={"kind": "dask", "address": f"tcp://127.0.0.1:{_closed_port()}"})(ctx), env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}, code=3, seconds=60, leaves=True),
+    Case("dask-address-not-dask", "yaml", r"does not answer as a Dask scheduler", r"check the host and port", SUBMIT, prepare=lambda ctx: spec(executor={"kind": "dask", "address": f"tcp://127.0.0.1:{_garbage_server()}"})(ctx), env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}, code=3, seconds=60, leaves=True),
 ]
+
+
+def _garbage_server() -> int:
+    """A local port whose server answers every connection at once with bytes that are not Dask's
+    protocol (as a web server on the wrong port would); returns the port."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def serve():
+        with server:
+            server.settimeout(60)
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4)
+                conn.recv(1024)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def _closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -354,6 +482,12 @@ def data_dirs(tmp_path_factory) -> Path:
     (raw / "train-labels-idx1-ubyte").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     raw = _mnist(root / "labels")
     write_idx(raw / "train-labels-idx1-ubyte", np.zeros(19, dtype=np.uint8))
+    raw = _mnist(root / "absurd")  # a 20-byte header claiming 2³¹ × 2³¹ images of 28 × 28
+    (raw / "train-images-idx3-ubyte").write_bytes(
+        bytes([0, 0, 8, 4]) + b"".join(int(d).to_bytes(4, "big") for d in (2**31, 2**31, 28, 28)))
+    raw = _mnist(root / "fifo")
+    (raw / "train-images-idx3-ubyte").unlink()
+    os.mkfifo(raw / "train-images-idx3-ubyte")
     return root
 
 
@@ -396,8 +530,10 @@ def no_service_cache(monkeypatch):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, tmp_path, iris_teacher, data_dirs, capsys, monkeypatch, no_service_cache,
-                   record_bad_input):
-    ctx = Ctx(tmp_path, iris_teacher, data_dirs)
+                   record_bad_input, fake_iam):
+    import time
+
+    ctx = Ctx(tmp_path, iris_teacher, data_dirs, fake_iam)
     ctx.teacher  # the private teacher copy exists before the snapshot below
     if case.prepare is not None:
         case.prepare(ctx)
@@ -405,7 +541,9 @@ def test_bad_input(case: Case, tmp_path, iris_teacher, data_dirs, capsys, monkey
     if service is not None:
         monkeypatch.setattr(no_service_cache, "_service", service)
     argv = [ctx.fill(a) for a in case.argv]
+    env = {k: ctx.fill(v) for k, v in case.env.items()}
     before_tree, before_complete = _tree(tmp_path), _complete_runs(tmp_path)
+    started = time.monotonic()
 
     if case.surface == "api":
         with pytest.raises(QmuError) as err:
@@ -413,10 +551,10 @@ def test_bad_input(case: Case, tmp_path, iris_teacher, data_dirs, capsys, monkey
         code, stderr = err.value.exit_code, f"error: {err.value}\n"
     elif case.sub:
         res = subprocess.run([sys.executable, "-m", "qmu_qiskit.cli", *argv], capture_output=True, text=True,
-                             env=_sub_env(tmp_path, case.env), timeout=120)
+                             env=_sub_env(tmp_path, env), timeout=120)
         code, stderr = res.returncode, res.stderr
     else:
-        for k, v in case.env.items():
+        for k, v in env.items():
             monkeypatch.setenv(k, v)
         capsys.readouterr()
         try:
@@ -437,13 +575,18 @@ def test_bad_input(case: Case, tmp_path, iris_teacher, data_dirs, capsys, monkey
     assert re.search(case.problem, line), f"the problem is not named ({case.problem!r}): {line}"
     assert re.search(case.fix, line), f"the fix is not named ({case.fix!r}): {line}"
     assert FAKE_TOKEN not in line
+    assert len(line) <= 1300, f"the line echoes too much ({len(line)} chars)"
+    if case.seconds is not None:
+        assert time.monotonic() - started < case.seconds, "the refusal took too long"
+    if case.check is not None:
+        case.check(ctx)
     print(f"[{case.surface}{' subprocess' if case.sub else ''}] {case.id} -> exit {code}: {line}")
 
     # nothing that looks complete appeared or changed; fail-fast cases created nothing at all
     after_complete = _complete_runs(tmp_path)
     assert after_complete == before_complete, "a run directory was completed or rewritten"
     new = sorted(str(p.relative_to(tmp_path)) for p in _tree(tmp_path) - before_tree
-                 if not p.is_relative_to(tmp_path / "home") and p.name != ".lock")
+                 if not p.is_relative_to(tmp_path / "home") and p.name not in (".lock", "dask-scratch-space"))
     if not case.leaves:
         assert not new, f"the failed command left files behind: {new[:5]}"
     assert not (tmp_path / "pwned").exists() and not (ctx.tmp / "teacher" / "pwned").exists()
@@ -454,4 +597,6 @@ def test_the_matrix_is_big_enough():
     by_surface = {s: sum(c.surface == s for c in CASES) for s in ("cli", "yaml", "api")}
     assert len(CASES) >= 25 and all(by_surface.values()), by_surface
     assert sum(c.sub for c in CASES) >= 8
+    # issue 13: links, fingerprints, bounds, YAML bombs, special files, backend messages
+    assert len(CASES) >= 100
     assert len({c.id for c in CASES}) == len(CASES)

@@ -269,7 +269,9 @@ def test_pipeline_run_resumes_after_interruption(shared_teacher, monkeypatch):
 def test_ga_raises_the_forget_loss(teacher, tmp_path):
     ctx, result = run(teacher, tmp_path, "ga", options={"epochs": 2})
     Xf, yf = ctx.tensors("forget")
-    assert ce(result.model, Xf, yf) > ce(teacher.model, Xf, yf) + 0.05
+    # the forget CE rises by 0.062 … 0.278 over 9 trajectories (teacher seeds 0-2 × method seeds
+    # 0-2); the threshold keeps a 3× margin below the smallest, so other FP kernels pass too
+    assert ce(result.model, Xf, yf) > ce(teacher.model, Xf, yf) + 0.02
 
 
 def test_fisher_penalty_pulls_towards_the_teacher(teacher, tmp_path):
@@ -362,13 +364,19 @@ def test_eu_k_hqml_reinitialises_linear_layers_then_trains_everything(teacher, t
     assert not torch.equal(trained.model.head[0].weight, teacher.model.head[0].weight)
 
 
-@pytest.mark.parametrize("method, with_max, without_max", [
+# Margins measured over 9 trajectories (conftest's teacher recipe with teacher seeds 0-2 × method
+# seeds 0-2, OMP_NUM_THREADS=1 and 2; `python benchmarks/method_margins.py 0,1,2 0,1,2`):
+#   KL_f(with max-steps) / KL_f(without):   scrub 58 … 3055,   scrub_hqml 169 … 6211
+#   KL_f / KL_r of the same student:        scrub 5.0 … 14.5,  scrub_hqml 1.85 … 5.2
+# scrub_hqml's second ratio is bimodal (≈5 or ≈2 depending on the trajectory; 2.8 on the machine
+# of issue 13), so the thresholds sit well below the smallest measured value, not at a typical one.
+@pytest.mark.parametrize("method, with_max, without_max, vs_plain, vs_retain", [
     # γ = 0: the min-step only distils the teacher on D_r, so any divergence comes from the max-steps
-    ("scrub", {"epochs": 2, "msteps": 2, "gamma": 0.0, "beta": 1.0}, {"msteps": 0}),
-    ("scrub_hqml", {"epochs": 3}, {"lam_f": 0.0}),
+    ("scrub", {"epochs": 2, "msteps": 2, "gamma": 0.0, "beta": 1.0}, {"msteps": 0}, 10.0, 2.0),
+    ("scrub_hqml", {"epochs": 3}, {"lam_f": 0.0}, 10.0, 1.2),
 ])
 def test_scrub_moves_the_student_away_from_the_teacher_on_the_forget_set(
-    teacher, tmp_path, method, with_max, without_max
+    teacher, tmp_path, method, with_max, without_max, vs_plain, vs_retain
 ):
     from qmu_qiskit.unlearning.methods._common import clamped_kl
 
@@ -379,8 +387,8 @@ def test_scrub_moves_the_student_away_from_the_teacher_on_the_forget_set(
     def kl(model, X):
         return float(clamped_kl(probs(teacher.model, X), probs(model, X)))
 
-    assert kl(result.model, Xf) > 10 * kl(plain.model, Xf)
-    assert kl(result.model, Xf) > 3 * kl(result.model, Xr)
+    assert kl(result.model, Xf) > vs_plain * kl(plain.model, Xf)
+    assert kl(result.model, Xf) > vs_retain * kl(result.model, Xr)
 
 
 def test_scrub_r_returns_the_rewind_checkpoint(teacher, tmp_path):
@@ -475,7 +483,9 @@ def test_qmul_steers_forget_samples_by_the_similar_label_map(teacher, tmp_path, 
     rows = torch.arange(len(yf))
     before = float(probs(teacher.model, Xf)[rows, target].mean())
     after = float(probs(result.model, Xf)[rows, target].mean())
-    assert sign * (after - before) > 0.01
+    # measured over 9 trajectories (teacher seeds 0-2 × method seeds 0-2): qmul moves the target
+    # probability by +0.030 … +0.098, qmul_hqml by −0.022 … −0.087; the sign is the property
+    assert sign * (after - before) > 0.005
 
 
 def test_lca_complement_set():
@@ -508,7 +518,8 @@ def test_adv_uniform_raises_forget_uncertainty(teacher, tmp_path):
         p = probs(model, Xf)
         return float(-(p * p.clamp_min(1e-30).log()).sum(1).mean())
 
-    assert entropy(result.model) > entropy(teacher.model) + 0.05
+    # the entropy rises by 0.076 … 0.181 over 9 trajectories (teacher seeds 0-2 × method seeds 0-2)
+    assert entropy(result.model) > entropy(teacher.model) + 0.02
     # the perturbation flows through the circuit of a tabular model and is clipped to the data range
     model = ctx.copy_teacher()
     x_adv = fgsm_towards_confidence(model, Xf, 0.1, *result.info["input_range"])
@@ -585,7 +596,9 @@ def test_dg_moves_forgotten_mass_to_its_target_and_keeps_anchors(teacher, tmp_pa
     assert after < 0.5 * before
     assert float(probs(result.model, Xf)[:, 0].mean()) < float(p0[:, 0].mean()) - 0.2
     assert result.info["anchors"] == 2 * 8
-    assert result.info["anchor_kl"] <= ctx.options["delta"] * 1.5
+    # the constraint is enforced by penalty, not projection: anchor KL / δ measured 1.07 … 1.35
+    # over 9 trajectories (teacher seeds 0-2 × method seeds 0-2); far below it without the anchor
+    assert result.info["anchor_kl"] <= ctx.options["delta"] * 2.0
     # the uniform-target baseline spreads the retained mass evenly
     _, uniform = run(teacher, tmp_path / "u", "dg", forget="class:0", options={"epochs": 1, "target": "uniform"})
     assert uniform.info["target"][1] == pytest.approx(0.495) and uniform.info["target"][2] == pytest.approx(0.495)

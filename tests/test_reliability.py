@@ -616,13 +616,15 @@ def test_permissions_of_ledgers_and_run_files(train_ref, aer_teacher):
         assert (root / "ledger" / "results").stat().st_mode & 0o077 == 0
 
 
-def test_fake_token_never_reaches_runs_or_output(train_ref, grid_ref, env):
+def test_fake_token_never_reaches_runs_or_output(train_ref, grid_ref, env, fake_iam):
     """The runs above all had a (fake) IBM token in their environment; none of their files holds
-    it. A command that does use the account fails on it without echoing it."""
+    it. A command that does use the account fails on it without echoing it (against a local
+    stand-in for IAM: no test contacts an external address)."""
     assert_no_token(train_ref)
     for path in grid_ref.values():
         assert_no_token(path)
-    res = cli_run(["train", "--backend", "ibm_torino", "--epochs", "1", "--out", "/nonexistent/x"], env)
+    res = cli_run(["train", "--backend", "ibm_torino", "--epochs", "1", "--out", "/nonexistent/x"],
+                  {**env, **fake_iam})
     assert res.returncode == 3 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert FAKE_TOKEN not in res.stderr and "token" in res.stderr
 
@@ -669,3 +671,265 @@ def test_yaml_is_loaded_safely(tmp_path):
         assert not re.search(r"yaml\.(load|unsafe_load|full_load)\(|yaml\.(Unsafe|Full)?Loader\b", text), py
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, f"{py}: {call}"
+
+
+# ------------------------------------------------------------------------------ issue 13
+# Run directories as untrusted input, signals, full and read-only disks, dead cells, corrupt
+# cell results. Each test is small (the Iris teacher of conftest, a few epochs).
+
+
+def _one_line_error(res: subprocess.CompletedProcess, pattern: str) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode not in (0, None) and len(lines) == 1, res.stdout + res.stderr
+    assert lines[0].startswith("error: ") and "unexpected" not in lines[0], lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
+@pytest.mark.timeout(300)
+def test_teacher_is_locked_shared_while_unlearn_works(iris_teacher, tmp_path, env, capsys, record_kill):
+    """`train --overwrite` on a teacher while `unlearn` runs on it is refused (the unlearn holds
+    the teacher's lock shared); a second unlearn may share it; the first unlearn then finishes
+    with its config and fingerprint."""
+    t = teacher_copy(iris_teacher, tmp_path / "t")
+    args = ["unlearn", "--run", t, "--forget", "class:0", "--method", "ga", "--option", "ga.epochs=2",
+            "--no-progress"]
+    proc = launch(args, env)
+    oracle = t / "unlearn" / "class-0" / "retrain" / "checkpoints" / "method.pt"
+    refused = []
+
+    def while_stopped():
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["train", "--dataset", "iris", "--seed", "0", "--epochs", "30", "--no-progress",
+                      "--out", str(t), "--overwrite"])
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and err.count("\n") == 0, err
+        assert "in use by another command that depends on it" in err, err
+        refused.append(err)
+        # the same (finished) train command without --overwrite is still answered
+        assert cli_run(["train", "--dataset", "iris", "--seed", "0", "--epochs", "30",
+                        "--no-progress", "--out", t], env).returncode == 0
+
+    try:
+        end = time.monotonic() + 120
+        while ckpt_epoch(oracle) < 1:
+            assert proc.poll() is None and time.monotonic() < end, proc.stdout.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            while_stopped()
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 0, out
+    assert refused and (t / "model.pt").is_file()
+    for name in ("retrain", "ga"):
+        run = RunDir(t / "unlearn" / "class-0" / name)
+        assert run.is_complete() and run.config()["kind"] == "unlearn" and run.status()["fingerprint"]
+    record_kill("unlearn", "train --overwrite on its teacher while it runs: refused")
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_and_sighup_stop_like_ctrl_c(train_ref, tmp_path, env, record_kill):
+    """SIGTERM and SIGHUP end a run like Ctrl-C: one line, exit 130, status `failed` with error
+    `interrupted (...)`, no pid left running; the same command resumes to the uninterrupted
+    numbers."""
+    out = tmp_path / "run"
+    args = [*TRAIN, "--out", out]
+    last = out / "checkpoints" / "last.pt"
+    for sig, epoch in ((signal.SIGTERM, 1), (signal.SIGHUP, 3)):
+        proc = launch(args, env)
+        try:
+            ready = progressed(lambda: last, epoch)
+            end = time.monotonic() + 120
+            while not ready():
+                assert proc.poll() is None and time.monotonic() < end, proc.stdout.read()
+                time.sleep(0.05)
+            proc.send_signal(sig)
+            text, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+        assert proc.returncode == 130, text
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        assert lines[-1].startswith("error: interrupted") and "Traceback" not in text, text
+        st = RunDir(out).status()
+        assert st["status"] == "failed" and st["error"] == f"interrupted ({sig.name})", st
+        scan(out)
+        record_kill("train", f"{sig.name} at epoch {epoch}: failed: interrupted, resumed")
+    res = cli_run(args, env)
+    assert res.returncode == 0, res.stderr
+    assert_same_numbers(out, train_ref)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 2 MiB tmpfs (root only): full and read-only disks, no mocking."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs needs root ({res.stderr.strip()})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.timeout(300)
+def test_full_and_read_only_disks_are_one_line_errors_and_resumable(train_ref, small_fs, env, record_kill):
+    """A training run on a disk that fills up, then on a read-only one: each stops with one line
+    naming the cause (exit 2, no 'unexpected'), and the same command finishes the run once space
+    is back, with the uninterrupted numbers."""
+    out = small_fs / "run"
+    args = [*TRAIN, "--out", out]
+    filler = small_fs / "filler"
+    with open(filler, "wb") as fh:  # leave ~48 kB: the ledger and a checkpoint do not fit
+        try:
+            fh.write(b"\0" * (2 * 2**20 - 48 * 1024))
+        except OSError:
+            pass
+    _one_line_error(cli_run(args, env), r"cannot write .*: the disk is full; free space .* run the same command again")
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    try:
+        _one_line_error(cli_run(args, env), r"the file system is read-only|read-only file system")
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    res = cli_run(args, env)
+    assert res.returncode == 0, res.stderr
+    scan(out, final=True)
+    assert_same_numbers(out, train_ref)
+    record_kill("train", "ENOSPC then EROFS: one line, resumed")
+
+
+def _tiny_grid(tmp: Path, name: str) -> tuple[Path, Path]:
+    spec = write_grid_spec(tmp / f"{name}.yaml", name)
+    return spec, tmp / "runs" / name
+
+
+@pytest.mark.timeout(300)
+def test_dead_cells_and_corrupt_cell_results(tmp_path, env, record_kill):
+    """After a SIGKILL `jobs status` says the interrupted cell is dead (not running) and prints
+    nothing on stderr; a corrupt cell metrics.json is named by `jobs results` and
+    `study --report-only`, and `jobs submit` recomputes it to the same numbers."""
+    spec, grid_dir = _tiny_grid(tmp_path, "dead")
+    args = ["jobs", "submit", spec, "--out-dir", tmp_path]
+    proc = launch(args, env)
+    kill_when(proc, progressed(lambda: grid_paths(grid_dir)["teacher"], 1), delay=0.1,
+              what="teacher epoch 1")
+    res = cli_run(["jobs", "status", spec, "--out-dir", tmp_path, "--all"], env)
+    assert res.returncode == 0 and res.stderr.strip() == "", res.stderr
+    assert re.search(r"\bdead\b", res.stdout) and not re.search(r"\brunning\b", res.stdout), res.stdout
+    res = cli_run(args, env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    method = grid_paths(grid_dir)["method"].parent.parent
+    good = json.loads((method / "metrics.json").read_text())
+    (method / "metrics.json").write_text('{"acc_test": 0.5, "trunc')
+    for cmd in (["jobs", "results", spec, "--out-dir", tmp_path],
+                ["study", spec, "--out-dir", tmp_path, "--report-only", "--no-plots"]):
+        _one_line_error(cli_run(cmd, env), r"cell .*finetune.* is damaged \(.*metrics\.json is corrupt.*run `qmu-qiskit jobs submit`")
+    res = cli_run(args, env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    again = json.loads((method / "metrics.json").read_text())
+    assert flat(again) == flat(good)
+    assert cli_run(["jobs", "results", spec, "--out-dir", tmp_path], env).returncode == 0
+    record_kill("jobs submit", "SIGKILL: jobs status says dead; corrupt metrics.json recomputed")
+
+
+def test_tampered_transpile_cache_entry_is_refused(tmp_path):
+    """A QPY entry of the transpile cache changed after it was written is refused with one line
+    naming it; an entry without the seal (an older format) is recomputed, not trusted."""
+    from qiskit.circuit.library import real_amplitudes
+    from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+    from qmu_qiskit.exceptions import RunError
+    from qmu_qiskit.execution.transpile import TranspileCache
+
+    circuit = real_amplitudes(3, reps=1)
+    target = FakeManilaV2().target
+    first = TranspileCache(tmp_path).get_or_transpile(circuit, target)
+    (entry,) = (tmp_path / "transpiled").glob("*.qpy")
+    blob = entry.read_bytes()
+    assert blob.startswith(b"QMU-SEALED-1\n")
+    entry.write_bytes(blob[:-8] + bytes(b ^ 0xFF for b in blob[-8:]))
+    with pytest.raises(RunError, match=r"cache entry .*\.qpy does not match its content hash"):
+        TranspileCache(tmp_path).get_or_transpile(circuit, target)
+    entry.write_bytes(blob.split(b"\n", 2)[2])  # unsealed: recomputed and sealed again
+    again = TranspileCache(tmp_path).get_or_transpile(circuit, target)
+    assert again == first and entry.read_bytes().startswith(b"QMU-SEALED-1\n")
+
+
+def test_fingerprints_are_checked_before_use(iris_teacher, tmp_path):
+    """An unlearn run is refused against a teacher that was replaced, and after its own config
+    was edited; a new oracle seed gets its own folder, and --overwrite (oracle included) and
+    --out are the advice that works."""
+    from qmu_qiskit.exceptions import RunError
+
+    t = teacher_copy(iris_teacher, tmp_path / "t")
+    opts = {"ga": {"epochs": 1}}
+    first = pipeline.unlearn(t, "class:0", ["ga"], options=opts, progress=False)
+    ga = first[-1].path
+    before = pipeline.evaluate(ga)
+    # another oracle seed: its own folder, next to the first oracle; the method run refuses to be
+    # replaced silently, and --overwrite replaces it (not the first oracle)
+    with pytest.raises(RunError, match="holds a run made from a different config; use --overwrite"):
+        pipeline.unlearn(t, "class:0", ["ga"], options=opts, progress=False, seed=1)
+    again = pipeline.unlearn(t, "class:0", ["ga"], options=opts, progress=False, seed=1, overwrite=True)
+    assert again[0].path.name == "retrain-s1" and (ga.parent / "retrain").is_dir()
+    assert RunDir(ga).status()["oracle"] == "retrain-s1"
+    other = pipeline.unlearn(t, "class:0", ["ga"], options=opts, progress=False, out=tmp_path / "elsewhere")
+    assert other[-1].path == tmp_path / "elsewhere" / "ga"
+    assert pipeline.evaluate(tmp_path / "elsewhere" / "ga")["forget_size"] == before["forget_size"]
+    # the unlearn run's own config edited: refused before its metrics are rewritten
+    config = (ga / "config.yaml").read_text()
+    (ga / "config.yaml").write_text(config.replace("epochs: 1", "epochs: 9"))
+    with pytest.raises(RunError, match=r"config\.yaml does not match run\.json"):
+        pipeline.evaluate(ga)
+    (ga / "config.yaml").write_text(config)
+    # the teacher replaced by another training: evaluate refuses, and the metrics are untouched
+    metrics = (ga / "metrics.json").read_bytes()
+    state = torch.load(t / "model.pt", weights_only=True)
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, t / "model.pt")
+    with pytest.raises(RunError, match=r"is not the one .* was unlearned from \(its weights/outputs changed"):
+        pipeline.evaluate(ga)
+    assert (ga / "metrics.json").read_bytes() == metrics
+
+
+@pytest.mark.timeout(300)
+def test_killed_local_pool_prints_no_semaphore_warnings(tmp_path, env):
+    """A `jobs submit` on the local process pool SIGKILLed mid-cell: what its worker and resource
+    tracker print until they exit holds no multi-line leaked-semaphore warning, and `jobs status`
+    calls the cell dead."""
+    spec = tmp_path / "pool.yaml"
+    spec.write_text(yaml.safe_dump({"name": "pool", **GRID, "executor": {"kind": "local", "workers": 1}}),
+                    encoding="utf-8")
+    grid_dir = tmp_path / "runs" / "pool"
+    proc = subprocess.Popen([sys.executable, "-m", "qmu_qiskit.cli", "jobs", "submit", str(spec),
+                             "--out-dir", str(tmp_path), "--quiet"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 120
+        while ckpt_epoch(grid_paths(grid_dir)["teacher"]) < 1:
+            assert proc.poll() is None and time.monotonic() < end, proc.stdout.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        out = proc.stdout.read()  # EOF once the orphaned worker and the tracker have exited
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        proc.stdout.close()
+    assert "leaked semaphore" not in out and "resource_tracker" not in out, out
+    status = cli_run(["jobs", "status", spec, "--out-dir", tmp_path, "--all"], env)
+    assert status.returncode == 0 and status.stderr.strip() == "", status.stderr
+    assert not re.search(r"\brunning\b", status.stdout), status.stdout

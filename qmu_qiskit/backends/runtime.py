@@ -19,10 +19,11 @@ only the ``BaseEstimatorV2``/``BaseSamplerV2`` interface of whichever class it i
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 
-from ..exceptions import BackendError, CredentialsError
+from ..exceptions import BackendError, CredentialsError, QmuError, echo, shorten
 
 _service_lock = threading.Lock()
 _service = None
@@ -31,6 +32,91 @@ CREDENTIALS_HINT = (
     "set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) in the environment, or save an account once "
     "with QiskitRuntimeService.save_account(...); tokens are never taken on the command line"
 )
+
+
+def _chain(exc: BaseException):
+    """``exc`` and its causes/contexts (the network error behind an account error)."""
+    seen = []
+    while exc is not None and exc not in seen and len(seen) < 12:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _http_status(exc: BaseException) -> int | None:
+    for attr in ("status_code", "code", "status"):
+        v = getattr(exc, attr, None)
+        if isinstance(v, int) and 100 <= v < 600:
+            return v
+    response = getattr(exc, "response", None)
+    v = getattr(response, "status_code", None)
+    return v if isinstance(v, int) else None
+
+
+#: What the account settings may look like: a CRN (IBM Cloud) or an instance name / hub/group/project.
+_INSTANCE_CRN = re.compile(r"^crn:v1:[A-Za-z0-9:/._-]+$")
+_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _./-]{0,127}$")
+
+
+def check_instance(instance: str | None) -> None:
+    """Refuse a malformed ``QISKIT_IBM_INSTANCE`` before anything is sent."""
+    if instance is None:
+        return
+    ok = _INSTANCE_CRN.match(instance) if instance.startswith("crn:") else _INSTANCE_NAME.match(instance)
+    if not ok or (instance.startswith("crn:") and instance.count(":") < 8):
+        raise CredentialsError(
+            f"QISKIT_IBM_INSTANCE is malformed (got {echo(instance, 60)}); set it to the instance's "
+            "CRN (crn:v1:bluemix:public:quantum-computing:<region>:a/<account>:<id>::) or its name, "
+            "or unset it"
+        )
+
+
+def service_error(exc: BaseException, *, token: bool) -> QmuError:
+    """The one-line error for a failure to open the runtime service, saying what happened:
+    no network (DNS), unreachable host, refused token, unknown instance, or no account."""
+    chain = _chain(exc)
+    names = " ".join(type(e).__name__ for e in chain)
+    text = " ".join(str(e) for e in chain)
+    low = text.lower()
+    host = re.search(r"host='([^']+)'", text)
+    where = f" {host.group(1)}" if host else ""
+    if ("NameResolutionError" in names or "gaierror" in names or "failed to resolve" in low
+            or "name or service not known" in low or "temporary failure in name resolution" in low):
+        return BackendError(
+            f"cannot reach IBM Quantum: the host name{where} does not resolve (no network or no "
+            "DNS); check the network connection, or run offline with a fake_<device> backend"
+        )
+    if any(isinstance(e, (ConnectionError, TimeoutError)) for e in chain) or any(
+            n in names for n in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "ProxyError",
+                                 "SSLError", "MaxRetryError")):
+        return BackendError(
+            f"cannot reach IBM Quantum{' at' + where if where else ''} (connection failed: "
+            f"{type(chain[-1]).__name__}); check the network or proxy, or run offline with a "
+            "fake_<device> backend"
+        )
+    status = next((s for s in map(_http_status, chain) if s is not None), None)
+    # IBM Cloud IAM answers a wrong API key with 400 ("Provided API key could not be found")
+    if status in (401, 403) or "IBMNotAuthorizedError" in names or (status == 400 and "api key" in low):
+        return CredentialsError(
+            f"IBM Quantum refused the account (HTTP {status or 401}); check or renew the token, "
+            f"then {CREDENTIALS_HINT}"
+        )
+    if not token and ("no account" in low or "accountnotfound" in names.lower() or "saved" in low):
+        return CredentialsError(f"no IBM Quantum account found; {CREDENTIALS_HINT}")
+    if "instance" in low and os.environ.get("QISKIT_IBM_INSTANCE"):
+        return CredentialsError(
+            f"IBM Quantum does not accept the instance in QISKIT_IBM_INSTANCE ({type(exc).__name__}: "
+            f"{shorten(exc, 120)}); check it against your IBM Cloud instances, or unset it"
+        )
+    if "401" in low or "unauthori" in low or "invalid" in low or "token" in low:
+        return CredentialsError(
+            f"IBM Quantum refused the account ({type(exc).__name__}); check or renew the token, "
+            f"then {CREDENTIALS_HINT}"
+        )
+    return BackendError(
+        f"IBM Quantum could not be used ({type(exc).__name__}: {shorten(exc, 120)}); check the "
+        "account settings (QISKIT_IBM_*), or run offline with a fake_<device> backend"
+    )
 
 
 def runtime_service():
@@ -51,7 +137,10 @@ def runtime_service():
             kwargs["token"] = token
             kwargs["channel"] = os.environ.get("QISKIT_IBM_CHANNEL", "ibm_quantum_platform")
             if os.environ.get("QISKIT_IBM_INSTANCE"):
+                check_instance(os.environ["QISKIT_IBM_INSTANCE"])
                 kwargs["instance"] = os.environ["QISKIT_IBM_INSTANCE"]
+            if os.environ.get("QISKIT_IBM_URL"):  # another endpoint (a private deployment)
+                kwargs["url"] = os.environ["QISKIT_IBM_URL"]
         import logging
 
         # qiskit-ibm-runtime logs account discovery at WARNING level ("Loading account with the
@@ -64,19 +153,7 @@ def runtime_service():
                 warnings.simplefilter("ignore")
                 _service = QiskitRuntimeService(**kwargs)
         except Exception as exc:  # noqa: BLE001 - account errors come in several types
-            name = type(exc).__name__
-            text = str(exc).lower()
-            if not token and ("no account" in text or "accountnotfound" in name.lower() or "saved" in text):
-                raise CredentialsError(f"no IBM Quantum account found; {CREDENTIALS_HINT}") from None
-            if "401" in text or "unauthori" in text or "invalid" in text or "token" in text:
-                raise CredentialsError(
-                    f"IBM Quantum refused the account ({name}); check or renew the token, then "
-                    f"{CREDENTIALS_HINT}"
-                ) from None
-            raise BackendError(
-                f"cannot reach IBM Quantum ({name}); check the network, or use a fake_<device> "
-                "backend to run offline"
-            ) from None
+            raise service_error(exc, token=bool(token)) from exc
         finally:
             runtime_logger.setLevel(previous_level)
         return _service
@@ -93,6 +170,9 @@ def ibm_backend(name: str):
     try:
         available = sorted(b.name for b in service.backends())
     except Exception as exc:  # noqa: BLE001
+        mapped = service_error(exc, token=True)
+        if isinstance(mapped, CredentialsError) or "resolve" in str(mapped) or "reach" in str(mapped):
+            raise mapped from exc
         raise BackendError(f"cannot list IBM Quantum devices ({type(exc).__name__}); try again later") from None
     if name not in available:
         raise BackendError(

@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional, Union
 import numpy as np
 
 from ..exceptions import BadInputError
+from ..io import read_regular
 from .bundle import DataBundle
 
 __all__ = ["ForgetSet", "ForgetSpec", "parse_forget_spec", "resolve_forget"]
@@ -174,6 +175,9 @@ def parse_forget_spec(text: Union[str, ForgetSpec]) -> ForgetSpec:
 # --------------------------------------------------------------------------- indices files
 
 
+#: Largest ``indices:FILE`` read (ten million record ids fit in far less).
+MAX_INDICES_BYTES = 64 * 2**20
+
 def _ints(values: list[Any], path: Path, where: str) -> list[int]:
     out = []
     for i, value in enumerate(values):
@@ -241,11 +245,9 @@ def _first(values: Any, limit: int = 5) -> str:
 
 def _resolve_indices(spec: ForgetSpec, bundle: DataBundle) -> tuple[np.ndarray, str]:
     path = Path(str(spec.path)).expanduser()
-    try:
-        content = path.read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"cannot read forget indices file {path} ({exc.strerror or exc}); "
-                            "pass an existing file with --forget indices:FILE") from exc
+    # a regular file of bounded size: a FIFO, /dev/zero or a device is refused, never read
+    content = read_regular(path, max_bytes=MAX_INDICES_BYTES, what="forget indices file",
+                           fix="pass an existing file with --forget indices:FILE")
     ids = _read_ids(path, content)
     if not ids:
         raise BadInputError(f"indices file {path} lists no record ids, so the forget set would "
@@ -265,12 +267,20 @@ def _resolve_indices(spec: ForgetSpec, bundle: DataBundle) -> tuple[np.ndarray, 
     in_train = np.isin(wanted, train)
     if not in_train.all():
         bad = wanted[~in_train]
-        out_of_range = bad[(bad < 0) | (bad >= bundle.n_records)]
+        if bundle.config is not None and bundle.config.is_file:
+            # The file's own ids are not a range: an id in no split is not in the file.
+            known = np.concatenate([bundle.ids[s] for s in ("train", "val", "test")])
+            out_of_range = bad[~np.isin(bad, known)] if bundle.config.samples_per_class is None \
+                else bad[:0]
+        else:
+            out_of_range = bad[(bad < 0) | (bad >= bundle.n_records)]
         in_val = bad[np.isin(bad, bundle.ids["val"])]
         in_test = bad[np.isin(bad, bundle.ids["test"])]
         unused = bad[~np.isin(bad, np.concatenate([out_of_range, in_val, in_test]))]
         parts = []
-        if len(out_of_range):
+        if len(out_of_range) and bundle.config is not None and bundle.config.is_file:
+            parts.append(f"not record ids of the file: {_first(out_of_range)}")
+        elif len(out_of_range):
             parts.append(f"out of range (ids are 0..{bundle.n_records - 1}): "
                          f"{_first(out_of_range)}")
         if len(in_val):
@@ -345,7 +355,15 @@ def resolve_forget(spec: Union[str, ForgetSpec], bundle: DataBundle, seed: int =
             raise BadInputError(f"forget set {spec.text} covers all {n_train} training samples "
                                 f"of {bundle.name}: nothing would be retained; use a smaller "
                                 "fraction")
-        train_idx = _stratified_draw(y_train, n, seed)
+        quirks = getattr(bundle.config, "quirks", ()) if bundle.config is not None else ()
+        if "shuffled_subset" in quirks:
+            # HQML drew the subset from D_tr in the order its first split returned it
+            from .hqml import train_order
+
+            order = bundle.positions(train_order(bundle.config), "train")
+            train_idx = order[_stratified_draw(y_train[order], n, seed)]
+        else:
+            train_idx = _stratified_draw(y_train, n, seed)
         slug = f"subset-{fraction!r}"
     else:
         train_idx, slug = _resolve_indices(spec, bundle)

@@ -6,13 +6,18 @@ digits", section "File formats"): a 4-byte magic number ``0x00 0x00 <dtype code>
 Files may be gzip-compressed (``.gz``), as distributed and as torchvision stores them.
 
 The reader checks everything it can before trusting the payload, so a truncated download fails
-here with the file's name instead of later as a baffling reshape error.
+here with the file's name instead of later as a baffling reshape error. It reads only regular files
+(a FIFO or a device is refused, never read), and only as many bytes as the header declares, up to
+:data:`MAX_IDX_BYTES`: a header claiming absurd sizes (or a gzip bomb) is refused before the
+payload is read.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -36,17 +41,60 @@ IDX_DTYPES: dict[int, np.dtype] = {
 
 _GZIP_SUFFIX = ".gz"
 
+#: Largest payload an IDX file may declare: 2 GiB (the full MNIST training images are 47 MB).
+MAX_IDX_BYTES = 2 * 2**30
+#: Most dimensions an IDX header may declare (MNIST uses 1 and 3).
+MAX_IDX_NDIM = 8
+
 
 def _redownload(path: Path) -> str:
     return f"delete {path} and download it again"
 
 
+def _open_regular(path: Path):
+    """``path`` opened for reading if it is a regular file (non-blocking open: a FIFO cannot
+    hang it); a device, FIFO or folder is refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DataError(f"IDX file {path} is not a regular file (a FIFO, device or folder); "
+                        "pass the downloaded MNIST files")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _read_bounded(stream, path: Path) -> bytes:
+    """The header, then exactly the payload it declares (plus one byte, to see a longer file),
+    refusing a declared size beyond :data:`MAX_IDX_BYTES` before reading the payload."""
+    head = stream.read(4)
+    if len(head) < 4 or head[0] or head[1] or head[2] not in IDX_DTYPES or not head[3]:
+        return head  # read_idx names the problem (truncated / bad magic / dtype)
+    ndim = head[3]
+    if ndim > MAX_IDX_NDIM:
+        raise DataError(f"IDX file {path} declares {ndim} dimensions (at most {MAX_IDX_NDIM}); "
+                        f"{_redownload(path)}")
+    dims_raw = stream.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        return head + dims_raw
+    dims = struct.unpack(f">{ndim}I", dims_raw)
+    expected = math.prod(dims) * IDX_DTYPES[head[2]].itemsize
+    if expected > MAX_IDX_BYTES:
+        raise DataError(
+            f"IDX file {path} has a header claiming {'×'.join(map(str, dims))} values "
+            f"({expected} bytes), more than the {MAX_IDX_BYTES} bytes allowed; the file is "
+            f"corrupt: {_redownload(path)}"
+        )
+    return head + dims_raw + stream.read(expected + 1)
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
-        if path.name.endswith(_GZIP_SUFFIX):
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
+        with _open_regular(path) as raw_fh:
+            if path.name.endswith(_GZIP_SUFFIX):
+                with gzip.GzipFile(fileobj=raw_fh, mode="rb") as fh:
+                    return _read_bounded(fh, path)
+            return _read_bounded(raw_fh, path)
     except FileNotFoundError as exc:
         raise DataError(
             f"IDX file not found: {path}; check the path or the data directory"
@@ -99,7 +147,7 @@ def read_idx(
         raise DataError(f"IDX file {path} is truncated inside its header; {_redownload(path)}")
     dims = struct.unpack(f">{ndim}I", raw[4:header_len])
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize
     got = len(raw) - header_len
     if got != expected:
         what = "truncated" if got < expected else "longer than its header says"

@@ -23,14 +23,15 @@ took 11 s, L = 6 over 40 s, L = 10 did not finish; after the rewrite L = 10 take
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
 import time
 from pathlib import Path
 
-from ..exceptions import BackendError
-from ..io import _atomic_bytes
+from ..exceptions import BackendError, BadInputError
+from ..io import _atomic_bytes, read_regular, seal, unseal
 
 
 def default_cache_dir() -> Path:
@@ -188,9 +189,17 @@ class TranspileCache:
             return None
         from qiskit import qpy
 
+        # sealed with a keyed content hash when stored: a changed entry is refused (RunError),
+        # an unsealed one (older format, or unreadable) is recomputed
         try:
-            with open(path, "rb") as fh:
-                isa = qpy.load(fh)[0]
+            blob = read_regular(path, max_bytes=256 * 2**20, what="transpile cache entry", follow=False)
+        except BadInputError:
+            return None
+        data = unseal(self.directory, blob, path=path)
+        if data is None:
+            return None
+        try:
+            isa = qpy.load(io.BytesIO(data))[0]
             _check_parameters(circuit, isa)
         except Exception:  # noqa: BLE001 - a damaged cache entry is only a miss
             return None
@@ -200,13 +209,11 @@ class TranspileCache:
         path = self._path(key)
         if path is None:
             return
-        import io
-
         from qiskit import qpy
 
         buf = io.BytesIO()
         qpy.dump(isa, buf)
-        _atomic_bytes(path, buf.getvalue())
+        _atomic_bytes(path, seal(self.directory, buf.getvalue()))
 
 
 _PHASED_1Q = ("u", "u3", "u2", "u1", "p")

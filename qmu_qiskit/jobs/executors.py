@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
-from ..exceptions import BadInputError
+from ..exceptions import BadInputError, shorten
 from .spec import ExecutorSpec
 
 
@@ -34,16 +35,22 @@ def plan_workers(spec: ExecutorSpec, cores: int | None = None) -> tuple[int, int
 
 
 class LocalPool:
-    """A ``spawn`` process pool; each worker limited to its share of the cores."""
+    """A ``spawn`` process pool; each worker limited to its share of the cores. Workers do not
+    re-run the submitting script (:mod:`.spawn`), so a plain script may call ``jobs.submit``."""
 
     def __init__(self, workers: int, threads: int):
-        import multiprocessing
-
+        from .spawn import WORKER_CONTEXT
         from .worker import init_worker
 
         self.workers, self.threads = workers, threads
+        # After a SIGKILL of this process the resource tracker (started with this interpreter's
+        # -W options) frees the pool's semaphores and says so in a two-line UserWarning per
+        # kill, on the user's terminal: expected and harmless after a kill, so not shown.
+        quiet = "ignore:resource_tracker:UserWarning"
+        if quiet not in sys.warnoptions:
+            sys.warnoptions.append(quiet)
         self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            max_workers=workers, mp_context=WORKER_CONTEXT,
             initializer=init_worker, initargs=(threads,),
         )
 
@@ -87,6 +94,32 @@ class InlinePool:
         pass
 
 
+def _connect(client_cls, address: str):
+    """A Dask client of the scheduler at ``address``, or a one-line error saying what happened
+    (the connect timeout is Dask's ``distributed.comm.timeouts.connect``)."""
+    from ..exceptions import BackendError
+
+    shown = shorten(address, 100)
+    try:
+        return client_cls(address)
+    except ValueError as exc:
+        raise BadInputError(
+            f"executor.address {shown!r} is not a Dask scheduler address ({shorten(exc, 80)}); "
+            "write it as tcp://HOST:PORT (the scheduler's port is usually 8786)"
+        ) from None
+    except (OSError, TimeoutError) as exc:
+        raise BackendError(
+            f"cannot reach the Dask scheduler at {shown} ({shorten(exc, 120)}); check that it runs "
+            "and that executor.address names it, or use executor.kind local"
+        ) from None
+    except (MemoryError, EOFError, UnicodeDecodeError) as exc:
+        # a service that is not a Dask scheduler answers with bytes Dask reads as a frame size
+        raise BackendError(
+            f"{shown} does not answer as a Dask scheduler ({type(exc).__name__} on its reply); "
+            "check the host and port (usually 8786), or use executor.kind local"
+        ) from None
+
+
 class DaskPool:
     """Cells as Dask tasks (``pip install qmu-qiskit[dask]``). The grid directory must be on a
     file system every worker can reach; a cell that is running when the grid is cancelled
@@ -102,7 +135,7 @@ class DaskPool:
             ) from None
         self.workers, self.threads = workers, threads
         if address:  # the user's cluster: its workers are sized by whoever started it
-            self._client = Client(address)
+            self._client = _connect(Client, address)
         else:  # a local cluster of worker processes, each limited to its share of the cores
             self._client = Client(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=None)

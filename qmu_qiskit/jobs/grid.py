@@ -140,6 +140,17 @@ def _backend_slug(backend) -> str:
     return backend.name.replace(":", "-")
 
 
+#: Most cells a grid may have unless ``max_cells`` (``--max-cells``) says otherwise: each cell
+#: is a run directory and a row in the ledger; the largest shipped study has a few hundred.
+MAX_CELLS = 5000
+
+
+def count_cells(spec, proto, entries) -> int:
+    """Cells the grid will have (an upper bound when cells are shared), before any is built."""
+    teachers = sum(len(proto.models_for(spec, d)) for d in spec.datasets) * len(spec.backends) * len(spec.seeds)
+    return teachers * (1 + len(spec.forget or []) * (1 + len(entries)))
+
+
 def expand(
     spec,
     *,
@@ -147,6 +158,7 @@ def expand(
     data_dir: str | Path | None = None,
     methods: list[str] | None = None,
     seeds: list[int] | None = None,
+    max_cells: int | None = None,
 ) -> Grid:
     """Expand a spec into its grid, validating everything that can be checked without circuits.
 
@@ -156,9 +168,11 @@ def expand(
         data_dir: folder with the MNIST / Fashion-MNIST files (overrides the spec's).
         methods: run only these methods (labels or registry names; others are added).
         seeds: run only these seeds.
+        max_cells: refuse a grid of more cells (default :data:`MAX_CELLS`).
 
     Raises:
-        BadInputError: a bad field, method, option, backend, forget request or data folder.
+        BadInputError: a bad field, method, option, backend, forget request or data folder, or
+            a grid larger than ``max_cells``.
     """
     from ..data import load_data, resolve_forget
     from ..pipeline import check_backend
@@ -182,6 +196,13 @@ def expand(
     where = f"invalid job spec {source}"
 
     entries = [m for m in spec.methods if m.method != "retrain"]
+    limit = MAX_CELLS if max_cells is None else int(max_cells)
+    total = count_cells(spec, proto, entries)
+    if total > limit:
+        raise BadInputError(
+            f"{where}: the grid has {total} cells, more than the maximum of {limit}; narrow it "
+            "(fewer seeds, methods or forget requests), or pass --max-cells N to allow more"
+        )
     for i, m in enumerate(entries):
         try:
             get_method(m.method)

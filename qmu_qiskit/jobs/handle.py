@@ -7,8 +7,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..exceptions import RunError
-from ..io import directory_lock, read_json
+from ..exceptions import QmuError, RunError
+from ..io import directory_lock
 from ..runs import sweep_scratch
 from .executors import make_pool
 from .grid import GRID_FILE, LEDGER_FILE, Grid, expand
@@ -81,15 +81,22 @@ class JobHandle:
             last = ledger.last_session()
         cells = []
         counts: dict[str, int] = {}
+        pid = _holder(self.path)
+        alive = pid is not None or (self._thread is not None and self._thread.is_alive())
         for c in grid.cells:
             row = rows.get(c.id) or {"status": "pending", "attempts": 0, "seconds": None, "error": None}
             status = row["status"]
+            if status == "running" and not alive and _cell_lock_free(c.path):
+                # the ledger says running, but no scheduler holds the grid and no process holds
+                # the cell's run directory: its process died (SIGKILL, lost machine)
+                status = "dead"
+                row = {**row, "error": row.get("error") or "its process died; submit the same spec "
+                       "again to resume it"}
             counts[status] = counts.get(status, 0) + 1
             cells.append({"id": c.id, "kind": c.kind, "label": c.label, "status": status,
                           "attempts": row["attempts"], "seconds": row["seconds"], "error": row["error"],
                           "path": str(c.path)})
-        pid = _holder(self.path)
-        if pid is not None or (self._thread is not None and self._thread.is_alive()):
+        if alive:
             state = "running"
         elif counts.get("done", 0) == len(grid.cells):
             state = "complete"
@@ -149,14 +156,29 @@ class JobHandle:
         return rows
 
 
+def _cell_lock_free(path: Path) -> bool:
+    from .scheduler import _lock_free
+
+    try:
+        return _lock_free(path)
+    except QmuError:
+        return False
+
+
 def _row(cell) -> dict | None:
-    from ..runs import RunDir
+    from ..runs import RunDir, read_run_json
 
     run = RunDir(cell.path)
     if not run.is_complete():
+        damage = run.damaged() if (run.status() or {}).get("status") == "complete" else None
+        if damage is not None:
+            raise RunError(
+                f"cell {cell.label} is damaged ({damage}); run `qmu-qiskit jobs submit` with the "
+                "same spec to recompute it"
+            )
         return None
-    metrics = read_json(cell.path / "metrics.json")
-    cost = read_json(cell.path / "cost.json") if (cell.path / "cost.json").exists() else {}
+    metrics = read_run_json(cell.path / "metrics.json")
+    cost = read_run_json(cell.path / "cost.json")
     c = cell.coords
     row = {
         "cell": cell.id, "kind": cell.kind, "dataset": c["dataset"], "model": c["model"],
@@ -167,6 +189,11 @@ def _row(cell) -> dict | None:
         if k in _SKIP_KEYS or k in row or isinstance(v, (dict, list)):
             continue
         row[k] = v
+    if cell.kind != "teacher":
+        from ..evaluation.tables import with_salun_names
+
+        with_salun_names(row)
+        row["mia_nonmembers"] = (metrics.get("evaluation") or {}).get("mia_nonmembers")
     phase = cost.get("train" if cell.kind == "teacher" else "method", {})
     row["seconds"] = phase.get("wall_seconds")
     row["jobs"] = phase.get("jobs")
@@ -191,27 +218,48 @@ def _holder(path: Path) -> int | None:
             return -1
 
 
+def output_root(out: str | Path | None = None, out_dir: str | Path | None = None) -> Path:
+    """The output directory of a grid call: ``out``, or its older name ``out_dir`` (default: the
+    current directory, where a spec's ``out:`` defaults to ``runs/<name>``).
+
+    Raises:
+        BadInputError: both are given and differ.
+    """
+    if out is not None and out_dir is not None and Path(out) != Path(out_dir):
+        from ..exceptions import BadInputError
+
+        raise BadInputError(f"out ({out}) and out_dir ({out_dir}) are one setting (out_dir is "
+                            "its older name); give only out")
+    chosen = out if out is not None else out_dir
+    return Path(chosen) if chosen is not None else Path(".")
+
+
 def submit(
     spec,
     *,
-    out_dir: str | Path = ".",
+    out: str | Path | None = None,
+    out_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     methods: list[str] | None = None,
     seeds: list[int] | None = None,
     workers: int | None = None,
     on_event: EventFn | None = None,
+    max_cells: int | None = None,
 ) -> JobHandle:
     """Expand and validate a job spec, then run its grid in a background thread.
 
     Args:
         spec: a YAML path (``jobs/<name>.yaml``), a mapping or a :class:`JobSpec`.
-        out_dir: the output directory; the spec's ``out`` (default ``runs/<name>``) is relative
-            to it and may not leave it.
+        out: the output directory (default: the current one); the spec's ``out`` (default
+            ``runs/<name>``) is relative to it and may not leave it. The grid's directory is
+            ``handle.path``.
+        out_dir: the older name of ``out``.
         data_dir: folder with MNIST / Fashion-MNIST (``../shared/data``).
         methods: run only these methods (labels or registry names).
         seeds: run only these seeds.
         workers: parallel cells (default: the spec's, else one per core).
         on_event: progress callback ``fn(event, cell, info)``.
+        max_cells: refuse a grid of more cells (default ``jobs.grid.MAX_CELLS``).
 
     Returns:
         A :class:`JobHandle`; ``handle.wait()`` blocks until the grid is finished.
@@ -227,7 +275,8 @@ def submit(
         'complete'
         >>> rows = handle.results()                               # doctest: +SKIP
     """
-    grid = expand(spec, root=out_dir, data_dir=data_dir, methods=methods, seeds=seeds)
+    grid = expand(spec, root=output_root(out, out_dir), data_dir=data_dir, methods=methods, seeds=seeds,
+                  max_cells=max_cells)
     grid.dir.mkdir(parents=True, exist_ok=True)
     stack = contextlib.ExitStack()
     stack.enter_context(directory_lock(grid.dir, what="job grid"))
@@ -262,7 +311,8 @@ def submit(
     return handle
 
 
-def open_grid(target: str | Path, *, out_dir: str | Path = ".") -> JobHandle:
+def open_grid(target: str | Path, *, out: str | Path | None = None,
+              out_dir: str | Path | None = None) -> JobHandle:
     """A handle on an existing grid: its directory, or the spec that made it.
 
     Raises:
@@ -273,7 +323,7 @@ def open_grid(target: str | Path, *, out_dir: str | Path = ".") -> JobHandle:
     if target.is_file():
         from .spec import load_spec
 
-        path = load_spec(target).out_dir(out_dir)
+        path = load_spec(target).out_dir(output_root(out, out_dir))
     else:
         path = target
     if not (path / GRID_FILE).exists():
