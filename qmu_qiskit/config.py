@@ -13,7 +13,14 @@ import math
 import os
 from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .data import DataConfig
 from .data.files import is_data_file as _is_data_file
@@ -244,6 +251,36 @@ class BackendConfig(_Strict):
             raise ValueError("must be 0, 1, 2 or 3")
         return v
 
+    @model_validator(mode="after")
+    def _applicable(self):
+        # A setting the chosen backend would not apply must not be recorded as if it had been.
+        from .backends import backend_kind
+
+        kind = backend_kind(self.name)
+        if kind is None:
+            return self  # parse_backend names what is valid, when the backend is used
+        if self.noise_scale != 1.0 and kind != "aer_noisy":
+            raise BadInputError(
+                f"noise_scale {self.noise_scale:g} does not apply to backend {self.name}: only "
+                "aer_noisy[:PROFILE] scales a device snapshot's noise; drop --noise-scale or use "
+                "--backend aer_noisy"
+            )
+        if self.engine != "exact" and kind != "aer":
+            raise BadInputError(
+                f"engine {self.engine!r} does not apply to backend {self.name}: the engine "
+                "chooses how the noiseless aer backend runs; drop --engine"
+            )
+        given = sorted(k for k in RUNTIME_OPTIONS if self.runtime.get(k) not in (None, False))
+        if given and kind in ("aer", "aer_noisy"):
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            many = len(given) > 1
+            raise BadInputError(
+                f"IBM Runtime option{'s' if many else ''} {', '.join(given)} ({flags}) would not "
+                f"apply to backend {self.name}: Aer runs circuits without qiskit-ibm-runtime; "
+                f"drop {'them' if many else 'it'} or use a fake_<device> or ibm_<device> backend"
+            )
+        return self
+
 
 class RunConfig(_Strict):
     """Everything that determines a training run.
@@ -297,6 +334,8 @@ class RunConfig(_Strict):
         if payload["data"].get("sha256") is not None:
             # A data file is identified by its content, not by where it lies.
             payload["data"].pop("path", None)
+        if not payload["data"].get("quirks"):
+            payload["data"].pop("quirks", None)  # configs made before data quirks existed
         if payload.get("exclude_forget") is None:
             # absent from configs made before the option existed: keep their fingerprints
             payload.pop("exclude_forget", None)

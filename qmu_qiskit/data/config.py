@@ -24,7 +24,7 @@ InputKind = Literal["angles", "image", "amplitude"]
 
 _HINT = (
     "valid fields: dataset, path, target, id_column, sha256, data_dir, input_kind, n_features, "
-    "angle_range, samples_per_class, test_size, val_size, seed, download"
+    "angle_range, samples_per_class, test_size, val_size, seed, download, quirks"
 )
 
 
@@ -84,6 +84,8 @@ class DataConfig(BaseModel):
         seed: seeds subsampling and splits (HQML: 0).
         download: allow fetching missing files (torchvision for MNIST/Fashion-MNIST,
             scikit-learn for covertype).
+        quirks: HQML's data draws, reproduced only when named (:mod:`qmu_qiskit.data.hqml`):
+            ``scaler_on_all``, ``shuffled_subset``, ``torch_class_draws``. Empty by default.
 
     Raises:
         BadInputError: on any invalid field or combination.
@@ -110,6 +112,7 @@ class DataConfig(BaseModel):
     val_size: float = 0.1
     seed: int = 0
     download: bool = False
+    quirks: tuple[Literal["scaler_on_all", "shuffled_subset", "torch_class_draws"], ...] = ()
 
     def __init__(self, **data: Any):
         try:
@@ -262,6 +265,9 @@ class DataConfig(BaseModel):
                                  "tabular features, use 'angles' or 'amplitude'")
             return self
         info = DATASETS[self.dataset]
+        if len(set(self.quirks)) != len(self.quirks):
+            raise ValueError("quirks lists a quirk twice; name each once")
+        object.__setattr__(self, "quirks", tuple(sorted(self.quirks)))
         if self.input_kind == "image":
             if not info.is_image:
                 images = ", ".join(n for n, i in DATASETS.items() if i.is_image)

@@ -355,7 +355,15 @@ def resolve_forget(spec: Union[str, ForgetSpec], bundle: DataBundle, seed: int =
             raise BadInputError(f"forget set {spec.text} covers all {n_train} training samples "
                                 f"of {bundle.name}: nothing would be retained; use a smaller "
                                 "fraction")
-        train_idx = _stratified_draw(y_train, n, seed)
+        quirks = getattr(bundle.config, "quirks", ()) if bundle.config is not None else ()
+        if "shuffled_subset" in quirks:
+            # HQML drew the subset from D_tr in the order its first split returned it
+            from .hqml import train_order
+
+            order = bundle.positions(train_order(bundle.config), "train")
+            train_idx = order[_stratified_draw(y_train[order], n, seed)]
+        else:
+            train_idx = _stratified_draw(y_train, n, seed)
         slug = f"subset-{fraction!r}"
     else:
         train_idx, slug = _resolve_indices(spec, bundle)

@@ -61,6 +61,10 @@ def _load(cfg: DataConfig) -> tuple[DataBundle, Encoder]:
     if cfg.is_file:
         return _load_file(cfg)
     info = DATASETS[cfg.dataset]
+    if cfg.quirks:  # HQML's draws, reproduced only on request (the faithful protocol)
+        from .hqml import load_hqml
+
+        return load_hqml(cfg, info)
     raw = info.loader(data_dir=resolve_data_dir(cfg.data_dir), download=cfg.download)
     n_records = len(raw.y)
     ids = split_records(
