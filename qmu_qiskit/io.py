@@ -60,7 +60,9 @@ def as_storage_error(exc: BaseException) -> StorageError | None:
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc).lower()
         why = ("the disk is full" if "full" in text else "the file system is read-only"
-               if "readonly" in text or "read-only" in text else None)
+               if "readonly" in text or "read-only" in text
+               # SQLite says "disk I/O error" when it cannot grow its WAL file on a full disk
+               else "the disk is full or failing" if "disk i/o error" in text else None)
         if why is not None:
             return StorageError(
                 f"cannot write a job ledger (SQLite: {shorten(exc, 60)}): {why}; free space or fix "
