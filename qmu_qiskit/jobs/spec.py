@@ -356,6 +356,6 @@ def load_spec(spec: str | os.PathLike | dict | JobSpec) -> JobSpec:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInputError(f"job spec {shorten(str(path), 200)} is not UTF-8 text ({exc.reason}); {fix}") from None
-    obj = safeyaml.load(text, what=f"job spec {shorten(str(path), 200)}")
+    obj = safeyaml.load_untrusted(text, what=f"job spec {shorten(str(path), 200)}")
     return parse_spec(obj, source=str(path), base_dir=path.parent)
 
