@@ -268,7 +268,8 @@ def check_teacher_metrics(run: RunDir) -> dict:
     metrics = run.read_metrics()
     for key in ("acc_train", "acc_test"):
         v = metrics.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if v is not None and not (number and 0 <= v <= 1):
             raise RunError(
                 f"{run.path}/metrics.json is corrupt ({key} is not an accuracy); train that "
                 "teacher again (`qmu-qiskit train --overwrite` with its options)"
@@ -431,9 +432,11 @@ def unlearn(
         replace = overwrite
         if method == "retrain":
             use_seed, path = oracle_seed, root / oracle_dir
-            same = _fingerprint(unlearn_config(teacher, fset, method, resolved[method], use_backend, use_seed))
-            replace = overwrite and not (RunDir(path).is_complete()
-                                         and (RunDir(path).status() or {}).get("fingerprint") == same)
+            same = _fingerprint(unlearn_config(teacher, fset, method, resolved[method],
+                                               use_backend, use_seed))
+            existing = RunDir(path)
+            replace = overwrite and not (existing.is_complete()
+                                         and (existing.status() or {}).get("fingerprint") == same)
         summary = _unlearn_one(
             teacher, fset, method, infos[method], resolved[method], path,
             backend=use_backend, spec=use_spec, seed=use_seed, progress=progress,
@@ -510,7 +513,8 @@ def _unlearn_one(
         run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
         run.start(config, fingerprint=fingerprint, extra={
             "kind": "unlearn", "method": method, "versions": versions(),
-            "teacher_digest": teacher_digest(teacher.run), "teacher_path": str(teacher.run.path.resolve()),
+            "teacher_digest": teacher_digest(teacher.run),
+            "teacher_path": str(teacher.run.path.resolve()),
             "oracle": oracle_dir,
         })
         try:
@@ -607,7 +611,8 @@ def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None) -> di
         T = Outputs.load(teacher_run.path / "outputs.npz").with_forget(forget_ids)
         oracle_dir = run.path.parent / str(status.get("oracle") or "retrain")
         O = Outputs.load(oracle_dir / "outputs.npz") if RunDir(oracle_dir).is_complete() else None
-        metrics = compute_metrics(U, T, O, ctx=metric_ctx or MetricContext(seed=int(raw.get("seed", 0))))
+        ctx = metric_ctx or MetricContext(seed=int(raw.get("seed", 0)))
+        metrics = compute_metrics(U, T, O, ctx=ctx)
         old = run.read_metrics()
         for key in ("method", "seed", "forget", "forget_size", "method_info", "execution"):
             if key in old:
