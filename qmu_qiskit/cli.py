@@ -50,7 +50,9 @@ LAZY_COMMANDS = {
     "study": ("qmu_qiskit.commands.study", "study"),
     "profiles": ("qmu_qiskit.commands.profiles", "profiles"),
     "mia-compare": ("qmu_qiskit.commands.mia", "mia_compare"),
+    "results": ("qmu_qiskit.commands.results", "results"),
     "reproduce": ("qmu_qiskit.commands.reproduce", "reproduce"),
+    "audit": ("qmu_qiskit.commands.audit", "audit"),
 }
 
 
@@ -112,6 +114,52 @@ def _runtime_items(resilience_level=None, dynamical_decoupling=False, twirling=F
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _applicable_flags(backend: str | None, *, engine, noise_scale, shots):
+    """Refuse backend flags given on the command line that ``backend`` would not apply, or,
+    where harmless, warn and drop them (so that they are not recorded as applied).
+
+    Returns:
+        The ``noise_scale`` to record (``None`` when dropped).
+    """
+    from .backends import backend_kind
+
+    name = backend or "aer"
+    kind = backend_kind(name)
+    if engine is not None and kind not in (None, "aer"):
+        raise BadInputError(
+            f"--engine {engine} does not apply to backend {name}: the engine chooses how the "
+            "noiseless aer backend runs; drop --engine"
+        )
+    if engine == "exact" and shots is not None and kind == "aer":
+        raise BadInputError(
+            "--engine exact computes exact values and takes no --shots (with --shots, circuits are "
+            "sampled on Aer); drop one of them"
+        )
+    if noise_scale == 1.0 and kind not in (None, "aer_noisy"):
+        click.echo(f"warning: --noise-scale 1 has no effect on backend {name} (only aer_noisy "
+                   "scales noise); ignored", err=True)
+        return None
+    return noise_scale
+
+
+def _inherited(base: dict, name: str) -> dict:
+    """The teacher's backend settings that backend ``name`` applies (inherited, not given: the
+    others are left out instead of refused)."""
+    from .backends import backend_kind
+    from .config import RUNTIME_OPTIONS
+
+    kind = backend_kind(name)
+    out = {**base, "name": name}
+    if kind != "aer_noisy":
+        out.pop("noise_scale", None)
+    if kind != "aer":
+        out.pop("engine", None)
+    if kind in ("aer", "aer_noisy"):
+        out["runtime"] = {k: v for k, v in (out.get("runtime") or {}).items()
+                          if k not in RUNTIME_OPTIONS}
+    return out
+
+
 def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runtime: dict | None = None) -> dict:
     out = {
         "name": backend,
@@ -126,8 +174,13 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runti
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--dataset", default="iris", show_default=True, help="iris, digits, mnist, fashion_mnist or covertype.")
+@click.option("--dataset", default="iris", show_default=True, help="iris, digits, mnist, fashion_mnist, covertype, a plugin's dataset, or your own PATH.csv / PATH.npz (arrays X, y, optional ids).")
+@click.option("--target", default=None, help="CSV only: the label column.")
+@click.option("--id-column", default=None, help="CSV only: a column of integer record ids (what --forget indices:FILE names; default: row numbers).")
 @click.option("--model", default=None, help="hqml-shallow, hqml-deep, hqml-pca, hqml-conv, ... (default: the dataset's preset; see `qmu-qiskit models`).")
+@click.option("--circuit", default=None, help="Your QuantumCircuit: PATH.qpy or module:function; ParameterVector 'x' = inputs, every other parameter a trainable weight.")
+@click.option("--head", default=None, help="Head after a --circuit: linear (default) or mlp:H (Linear→ReLU→Linear, H hidden units).")
+@click.option("--input-params", default=None, help="Name of a --circuit's input ParameterVector (default x).")
 @click.option("--qubits", type=int, default=None, help="Qubits n of the circuit (default: the model's/dataset's).")
 @click.option("--layers", type=int, default=None, help="Variational layers L (default: the model's).")
 @click.option("--readout", type=click.Choice(["estimator", "sampler"]), default="estimator", show_default=True, help="EstimatorQNN ⟨Z⟩ per qubit, or SamplerQNN outcome probabilities.")
@@ -149,16 +202,21 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runti
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<dataset>-<model>-<backend>-s<seed>).")
 @click.option("--overwrite", is_flag=True, help="Replace a complete run in --out instead of refusing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, engine, optimization_level,
+@click.option("--track", type=click.Choice(["tensorboard", "mlflow"]), default=None, help="Also send the curves and final metrics to TensorBoard or MLflow (pip install 'qmu-qiskit[tracking]').")
+@click.option("--track-dir", type=click.Path(file_okay=False), default=None, help="TensorBoard log folder or MLflow file store (default runs/tensorboard, runs/mlruns).")
+def train(dataset, target, id_column, model, circuit, head, input_params, qubits, layers, readout, backend, shots, noise_scale, engine, optimization_level,
           resilience_level, dynamical_decoupling, twirling, zne, max_time, epochs, batch_size, lr, patience, select, optimizer, momentum, samples_per_class, test_size,
-          val_size, data_dir, download, seed, protocol, out, overwrite, no_progress):
+          val_size, data_dir, download, seed, protocol, out, overwrite, no_progress, track, track_dir):
     """Train a hybrid QNN classifier (the teacher) into a run directory.
 
     An interrupted training resumes from its last checkpoint when the same command is run again.
     """
     from . import pipeline
     from .config import resolve_run_config
+    from .tracking import check_tracker
 
+    check_tracker(track)
+    noise_scale = _applicable_flags(backend, engine=engine, noise_scale=noise_scale, shots=shots)
     cfg = resolve_run_config(
         dataset=dataset,
         model=model,
@@ -167,13 +225,22 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
         readout=readout,
         seed=seed,
         protocol=protocol,
+        circuit=circuit,
+        head=head,
+        input_params=input_params,
         data={"data_dir": data_dir, "samples_per_class": samples_per_class, "test_size": test_size,
-              "val_size": val_size, "download": download or None},
+              "val_size": val_size, "download": download or None, "target": target,
+              "id_column": id_column},
         training={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
                   "select": select, "optimizer": optimizer, "momentum": momentum},
         backend=_backend_dict(backend, shots, noise_scale, engine, optimization_level,
                               _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time)),
     )
+    n = cfg.data.n_features
+    if qubits is not None and cfg.data.dataset == "iris" and n is not None and n < 4:
+        # applied and recorded (data.n_features), but not what "qubits" alone suggests: say so
+        click.echo(f"note: iris has 4 features; with --qubits {qubits} the model sees their first "
+                   f"{n} principal components (PCA, recorded as data.n_features={n})", err=True)
     if out is None:
         slug = cfg.backend.name.replace(":", "-")
         out = Path("runs") / f"{cfg.data.dataset}-{cfg.model.name}-{slug}-s{seed}"
@@ -190,6 +257,10 @@ def train(dataset, model, qubits, layers, readout, backend, shots, noise_scale, 
     if prof:
         click.echo(f"emulated device: {prof.get('device') or prof.get('name')} (snapshot {prof.get('snapshot_date')}, {prof.get('source')})")
     click.echo(f"run directory: {summary.path}")
+    if track:
+        from .tracking import track_run
+
+        click.echo(f"tracked ({track}): {track_run(summary.path, track, where=track_dir)}")
 
 
 def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict]:
@@ -211,7 +282,7 @@ def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="The teacher's run directory (from `qmu-qiskit train`).")
-@click.option("--forget", required=True, help="class:K, subset:F (e.g. subset:0.02) or indices:FILE (record ids).")
+@click.option("--forget", required=True, help="class:K, subset:F (e.g. subset:0.02) or indices:FILE (record ids: row numbers, or the --id-column values of a CSV run).")
 @click.option("--method", "methods", multiple=True, required=True, help="Unlearning method (repeatable); see `qmu-qiskit methods`. The retrain oracle always runs too.")
 @click.option("--option", "option_items", multiple=True, help="Method option METHOD.KEY=VALUE, or KEY=VALUE for every --method (repeatable).")
 @backend_options
@@ -221,19 +292,26 @@ def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Folder of the oracle and method runs (default: <run>/unlearn/<forget>).")
 @click.option("--overwrite", is_flag=True, help="Recompute the methods, and replace any run (the oracle included) made from another config.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-plots", is_flag=True, help="Do not draw the forget folder's plots (plots/*.png).")
+@click.option("--track", type=click.Choice(["tensorboard", "mlflow"]), default=None, help="Also send the curves and final metrics to TensorBoard or MLflow (pip install 'qmu-qiskit[tracking]').")
+@click.option("--track-dir", type=click.Path(file_okay=False), default=None, help="TensorBoard log folder or MLflow file store (default runs/tensorboard, runs/mlruns).")
 def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale, engine,
             optimization_level, resilience_level, dynamical_decoupling, twirling, zne, max_time, oracle_backend,
-            seed, oracle_seed, out, overwrite, no_progress):
+            seed, oracle_seed, out, overwrite, no_progress, track, track_dir, no_plots):
     """Unlearn a class, a fraction or a list of records with one or more methods, always next to
     the retrain oracle, and print the audit table."""
     from . import pipeline
     from .config import BackendConfig
+    from .tracking import check_tracker
 
+    check_tracker(track)
     methods = list(dict.fromkeys(methods))
     options = _parse_options(option_items, [m for m in methods if m != "retrain"])
     teacher_cfg = pipeline.RunDir(run_path)
     teacher_cfg.require_complete(what="trained run")
     base = teacher_cfg.config().get("backend", {})
+    noise_scale = _applicable_flags(backend or base.get("name"), engine=engine,
+                                    noise_scale=noise_scale, shots=shots)
     over = _backend_dict(backend, shots, noise_scale, engine, optimization_level,
                          _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time))
     backend_cfg = None
@@ -243,66 +321,77 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
             over["runtime"] = {**merged.get("runtime", {}), **over["runtime"]}
         merged.update(over)
         backend_cfg = BackendConfig(**merged)
-    oracle_cfg = BackendConfig(**{**base, "name": oracle_backend}) if oracle_backend else None
+    oracle_cfg = BackendConfig(**_inherited(base, oracle_backend)) if oracle_backend else None
     summaries = pipeline.unlearn(
         run_path, forget, methods, backend=backend_cfg, oracle_backend=oracle_cfg, options=options,
         seed=seed, progress=not no_progress, overwrite=overwrite, oracle_seed=oracle_seed, out=out,
     )
     teacher_metrics = pipeline.RunDir(run_path).read_metrics()
-    show_unlearn_table(summaries, teacher_metrics, forget)
+    show_unlearn_table(summaries, teacher_metrics, forget, plots=not no_plots)
+    if track:
+        from .tracking import track_run
+
+        where = [track_run(s.path, track, where=track_dir) for s in summaries]
+        click.echo(f"tracked ({track}): {where[-1]}")
 
 
-def show_unlearn_table(summaries, teacher_metrics: dict, forget: str) -> None:
-    first = summaries[0].metrics
-    rows = [{
-        "method": "teacher",
-        "acc_retain_unlearn": first.get("acc_retain_orig"),
-        "acc_forget_unlearn": first.get("acc_forget_orig"),
-        "acc_test_unlearn": first.get("acc_test_orig"),
-        "MIA_AUC": first.get("MIA_AUC_teacher"),
-    }]
+def show_unlearn_table(summaries, teacher_metrics: dict, forget: str, *, plots: bool = False) -> None:
+    """Print the audit table of this call and save the forget folder's (every complete method
+    there) as audit.csv and audit.md."""
+    from .evaluation.tables import AUDIT_COLUMNS, method_row, teacher_row, write_audit
+
+    rows = [teacher_row(summaries[0].metrics)]
     for s in summaries:
-        row = dict(s.metrics)
-        row["method"] = s.method + (" (oracle)" if s.method == "retrain" else "")
-        row["seconds"] = s.cost.get("method", {}).get("wall_seconds")
-        row["jobs"] = s.cost.get("method", {}).get("jobs")
-        rows.append(row)
+        rows.append(method_row(s.method + (" (oracle)" if s.method == "retrain" else ""),
+                               s.metrics, s.cost))
     print_table(
-        rows,
-        [
-            ("method", "method"),
-            ("acc_retain", "acc_retain_unlearn"),
-            ("acc_forget", "acc_forget_unlearn"),
-            ("acc_test", "acc_test_unlearn"),
-            ("forget_drop", "forget_drop"),
-            ("UQI", "UQI"),
-            ("KL_test", "KL_test"),
-            ("Agree_test", "Agree_test"),
-            ("MIA_AUC", "MIA_AUC"),
-            ("seconds", "seconds"),
-            ("jobs", "jobs"),
-        ],
-        title=f"forget {forget}: accuracies of each model; drops, UQI, KL/agreement vs the retrain oracle; MIA_AUC (0.5 = members look unseen)",
+        rows, AUDIT_COLUMNS,
+        title=f"forget {forget}: accuracies of each model; drops, UQI, KL/agreement vs the retrain "
+              "oracle; MIA_AUC (0.5 = members look unseen); SalUn's UA = 1 − acc_forget, RA, TA, "
+              "MIA-Efficacy",
     )
-    click.echo(f"results: {summaries[0].path.parent}")
+    folder = summaries[0].path.parent
+    csv_path, md_path = write_audit(folder, title=f"forget {forget}")
+    click.echo(f"results: {folder}")
+    click.echo(f"audit table: {csv_path}, {md_path}")
+    if plots:
+        from .plots import forget_folder_plots
+
+        drawn = forget_folder_plots(folder, title=f"forget {forget}")
+        if drawn:
+            click.echo(f"plots: {drawn[0].parent} ({', '.join(p.name for p in drawn)})")
 
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="A train run, or an unlearning run (<run>/unlearn/<forget>/<method>).")
 @click.option("--mia-nonmembers", type=click.Choice(["heldout", "retain"]), default="heldout", show_default=True, help="MIA non-members: held-out data (default) or HQML's retain subset.")
-def evaluate(run_path, mia_nonmembers):
-    """Recompute a run's metrics from its saved per-sample outputs (no circuits run)."""
+@click.option("--metric", "extra_metrics", multiple=True, help="Also compute this metric (repeatable; see `qmu-qiskit metrics`, plugins included).")
+@click.option("--overwrite", is_flag=True, help="Replace the run's metrics.json (the old one is kept under evaluations/) instead of writing a new version.")
+def evaluate(run_path, mia_nonmembers, extra_metrics, overwrite):
+    """Recompute a run's metrics from its saved per-sample outputs (no circuits run).
+
+    The numbers of an unlearning run go to a new version, <run>/evaluations/<NNN>-<settings>/
+    metrics.json, with the settings that produced them; the run's metrics.json is kept unless
+    --overwrite is given.
+    """
     from . import pipeline
     from .evaluation.metrics import MetricContext
 
     raw = pipeline.RunDir(run_path)
     raw.require_complete(what="run")
     seed = int(raw.config().get("seed", 0))
-    metrics = pipeline.evaluate(run_path, metric_ctx=MetricContext(seed=seed, mia_nonmembers=mia_nonmembers))
+    kwargs = {"metrics": list(extra_metrics)} if extra_metrics else {}
+    metrics = pipeline.evaluate(run_path, overwrite=overwrite,
+                                metric_ctx=MetricContext(seed=seed, mia_nonmembers=mia_nonmembers),
+                                **kwargs)
     keys = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for k in keys:
         click.echo(f"{k:>22}  {_fmt(metrics[k], 4)}")
-    click.echo(f"metrics: {Path(run_path) / 'metrics.json'}")
+    where = (metrics.get("evaluation") or {}).get("path") or Path(run_path) / "metrics.json"
+    if "evaluation" in metrics:
+        click.echo(f"settings: MIA non-members {metrics['evaluation']['mia_nonmembers']}, "
+                   f"seed {metrics['evaluation']['seed']}")
+    click.echo(f"metrics: {where}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -312,7 +401,9 @@ def methods():
 
     for name in available_methods():
         info = METHODS[name]
-        click.echo(f"{name}: {info.summary}  [{info.source}]")
+        origin = METHODS.origin(name)
+        plugin = f" (plugin: {origin})" if origin != "qmu-qiskit" else ""
+        click.echo(f"{name}: {info.summary}  [{info.source}]{plugin}")
         for opt_name, opt in info.options.items():
             default = "dataset-dependent" if callable(opt.default) else repr(opt.default)
             click.echo(f"    {opt_name} ({opt.type.__name__}, default {default}): {opt.help}")
@@ -324,7 +415,34 @@ def models():
     from .models.hybrid import MODELS
 
     for name, info in sorted(MODELS.items()):
-        click.echo(f"{name}: input {info.input_kind}; {info.source}")
+        origin = MODELS.origin(name)
+        plugin = f" (plugin: {origin})" if origin != "qmu-qiskit" else ""
+        click.echo(f"{name}: input {info.input_kind}; {info.source}{plugin}")
+
+
+@cli.command(context_settings=CONTEXT)
+def metrics():
+    """List the audit metrics (`evaluate --metric NAME`, job specs' metrics.extra)."""
+    from .evaluation.metrics import DEFAULT_METRICS, METRICS
+
+    for name in METRICS.names():
+        origin = METRICS.origin(name)
+        plugin = f" (plugin: {origin})" if origin != "qmu-qiskit" else ""
+        default = " [default]" if name in DEFAULT_METRICS else ""
+        doc = " ".join((METRICS[name].__doc__ or "").strip().split("\n\n")[0].split())
+        click.echo(f"{name}{default}: {doc}{plugin}")
+
+
+@cli.command(context_settings=CONTEXT)
+def datasets():
+    """List the datasets (built-in and plugins); your own files need no entry (--dataset PATH.csv)."""
+    from .data.sources import DATASETS
+
+    for name in DATASETS.names():
+        info = DATASETS[name]
+        origin = DATASETS.origin(name)
+        plugin = f" (plugin: {origin})" if origin != "qmu-qiskit" else ""
+        click.echo(f"{name}: {info.num_classes} classes; {info.source}{plugin}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -360,10 +478,16 @@ def main(argv=None) -> None:
     import threading
 
     debug = os.environ.get("QMU_DEBUG") == "1"
+    from .logs import console
+
+    console()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(sig) in (signal.SIG_DFL, None):
                 signal.signal(sig, _stop_on_signal)
+    from .registry import one_line_plugin_warnings
+
+    one_line_plugin_warnings()
     try:
         cli.main(args=argv, prog_name="qmu-qiskit", standalone_mode=False)
     except click.exceptions.Exit as exc:

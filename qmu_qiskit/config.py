@@ -10,11 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .data import DataConfig
+from .data.files import is_data_file as _is_data_file
 from .exceptions import BadInputError, QmuError, echo
 
 PROTOCOLS = ("fixed", "hqml", "qmu", "dgqmu")
@@ -78,6 +87,11 @@ class ModelConfig(_Strict):
         qubits: qubits n (``None``: the model's or dataset's default).
         layers: variational layers L (``None``: the model's default).
         readout: ``estimator`` (⟨Z⟩ on each qubit) or ``sampler`` (outcome probabilities).
+        circuit: model ``circuit`` only: a ``.qpy`` path or ``module:function`` returning a
+            ``QuantumCircuit`` (see :mod:`qmu_qiskit.models.circuit`).
+        circuit_sha256: the circuit's fingerprint, filled in when the config is resolved.
+        head: model ``circuit`` only: ``linear`` or ``mlp:H``.
+        input_params: model ``circuit`` only: name of the input ParameterVector (``x``).
     """
 
     _what: ClassVar[str] = "model config"
@@ -85,6 +99,30 @@ class ModelConfig(_Strict):
     qubits: Optional[int] = None
     layers: Optional[int] = None
     readout: Literal["estimator", "sampler"] = "estimator"
+    circuit: Optional[str] = None
+    circuit_sha256: Optional[str] = None
+    head: Optional[str] = None
+    input_params: Optional[str] = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_circuit(self, handler):
+        # Unset circuit fields are left out of config.yaml and payloads: the studies' models
+        # are recorded as they were before these fields existed.
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("circuit", "circuit_sha256", "head", "input_params"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
+
+    @field_validator("head")
+    @classmethod
+    def _head(cls, v):
+        if v is not None:
+            from .models.circuit import check_head
+
+            v = check_head(v)
+        return v
 
     @field_validator("qubits", "layers")
     @classmethod
@@ -213,6 +251,36 @@ class BackendConfig(_Strict):
             raise ValueError("must be 0, 1, 2 or 3")
         return v
 
+    @model_validator(mode="after")
+    def _applicable(self):
+        # A setting the chosen backend would not apply must not be recorded as if it had been.
+        from .backends import backend_kind
+
+        kind = backend_kind(self.name)
+        if kind is None:
+            return self  # parse_backend names what is valid, when the backend is used
+        if self.noise_scale != 1.0 and kind != "aer_noisy":
+            raise BadInputError(
+                f"noise_scale {self.noise_scale:g} does not apply to backend {self.name}: only "
+                "aer_noisy[:PROFILE] scales a device snapshot's noise; drop --noise-scale or use "
+                "--backend aer_noisy"
+            )
+        if self.engine != "exact" and kind != "aer":
+            raise BadInputError(
+                f"engine {self.engine!r} does not apply to backend {self.name}: the engine "
+                "chooses how the noiseless aer backend runs; drop --engine"
+            )
+        given = sorted(k for k in RUNTIME_OPTIONS if self.runtime.get(k) not in (None, False))
+        if given and kind in ("aer", "aer_noisy"):
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            many = len(given) > 1
+            raise BadInputError(
+                f"IBM Runtime option{'s' if many else ''} {', '.join(given)} ({flags}) would not "
+                f"apply to backend {self.name}: Aer runs circuits without qiskit-ibm-runtime; "
+                f"drop {'them' if many else 'it'} or use a fake_<device> or ibm_<device> backend"
+            )
+        return self
+
 
 class RunConfig(_Strict):
     """Everything that determines a training run.
@@ -256,6 +324,18 @@ class RunConfig(_Strict):
         payload = self.model_dump(mode="json")
         payload["data"].pop("data_dir", None)
         payload["data"].pop("download", None)
+        # Fields added for user data and circuits are left out while unset, so the runs made
+        # before they existed keep their fingerprints.
+        for section, keys in (("data", ("path", "target", "id_column", "sha256")),
+                              ("model", ("circuit", "circuit_sha256", "head", "input_params"))):
+            for key in keys:
+                if payload[section].get(key) is None:
+                    payload[section].pop(key, None)
+        if payload["data"].get("sha256") is not None:
+            # A data file is identified by its content, not by where it lies.
+            payload["data"].pop("path", None)
+        if not payload["data"].get("quirks"):
+            payload["data"].pop("quirks", None)  # configs made before data quirks existed
         if payload.get("exclude_forget") is None:
             # absent from configs made before the option existed: keep their fingerprints
             payload.pop("exclude_forget", None)
@@ -298,9 +378,24 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def _feature_count(name: str, file_data: Optional[dict], data_over: dict) -> int:
+    """Number of raw features of a data file or a registered dataset (reads the records)."""
+    import numpy as np
+
+    if file_data is not None:
+        from .data.files import read_data_file
+
+        return int(read_data_file(DataConfig(**{**file_data, **data_over})).X.shape[1])
+    from .data.sources import DATASETS, resolve_data_dir
+
+    raw = DATASETS[name].loader(data_dir=resolve_data_dir(data_over.get("data_dir")),
+                                download=bool(data_over.get("download")))
+    return int(np.prod(raw.X.shape[1:]))
+
+
 def resolve_run_config(
     *,
-    dataset: str,
+    dataset: Any,
     model: Optional[str] = None,
     qubits: Optional[int] = None,
     layers: Optional[int] = None,
@@ -311,12 +406,21 @@ def resolve_run_config(
     backend: Optional[dict] = None,
     protocol: str = "fixed",
     exclude_forget: Optional[str] = None,
+    circuit: Optional[str] = None,
+    head: Optional[str] = None,
+    input_params: Optional[str] = None,
 ) -> RunConfig:
     """Fill in the dataset's preset and the model's defaults; validate everything.
 
     Args:
-        dataset: dataset name.
+        dataset: dataset name, a ``.csv``/``.npz`` path (``data`` then carries ``target`` and
+            ``id_column``), or a :class:`~qmu_qiskit.data.DataConfig` (e.g. from
+            :func:`~qmu_qiskit.data.from_arrays`), whose fields ``data`` overrides.
         model, qubits, layers, readout: model choice (``None``: preset / model default).
+        circuit: a ``.qpy`` path or ``module:function``; implies model ``circuit``, whose
+            qubits and input features the circuit fixes.
+        head: the ``circuit`` model's head, ``linear`` (default) or ``mlp:H``.
+        input_params: the ``circuit`` model's input ParameterVector name (default ``x``).
         seed: the run seed (also the data split seed unless ``data['seed']`` is given).
         data, training, backend: overrides of the preset's sections (``None`` values ignored).
         protocol: ``fixed`` (default) or a study protocol.
@@ -328,13 +432,51 @@ def resolve_run_config(
     from .data.sources import canonical_dataset_name
     from .models.hybrid import get_model_info
 
-    name = canonical_dataset_name(dataset)
-    preset = PRESETS.get(name, PRESETS["iris"])
-    info = get_model_info(model or preset["model"])
     data_over = {k: v for k, v in (data or {}).items() if v is not None}
+    file_data: Optional[dict] = None
+    if isinstance(dataset, DataConfig):
+        file_data = dataset.model_dump(exclude={"seed"}) if dataset.is_file else None
+        dataset = dataset.dataset if file_data is None else dataset.path
+    if file_data is None and isinstance(dataset, str) and _is_data_file(dataset):
+        file_data = {"path": dataset, "dataset": None}
+    if file_data is not None:
+        # a user's file: validated (and hashed) once here; the generic preset applies
+        file_data = DataConfig(**{**file_data, **data_over, "seed": seed}).model_dump()
+        name = file_data["dataset"]
+        data_over = {k: v for k, v in file_data.items() if k != "seed" and v is not None}
+    else:
+        name = canonical_dataset_name(dataset)
+    preset = PRESETS.get(name, PRESETS["iris"])
+    if circuit is not None:
+        if model not in (None, "circuit"):
+            raise BadInputError(f"--circuit builds the model 'circuit'; drop --model {model}")
+        model = "circuit"
+    elif model == "circuit":
+        raise BadInputError("model 'circuit' needs --circuit PATH.qpy or module:function")
+    elif head is not None or input_params is not None:
+        raise BadInputError("--head and --input-params apply to --circuit models only")
+    info = get_model_info(model or preset["model"])
+    circuit_fields: dict = {}
+    if circuit is not None:
+        from .models.circuit import check_head, circuit_fingerprint, load_circuit, split_parameters
+
+        source = str(circuit)
+        if source.lower().endswith(".qpy"):
+            source = os.path.abspath(os.path.expanduser(source))
+        circ = load_circuit(source)
+        inputs, _ = split_parameters(circ, input_params)
+        qubits, layers = circ.num_qubits, 1
+        data_over.setdefault("n_features", len(inputs))
+        circuit_fields = {"circuit": source, "circuit_sha256": circuit_fingerprint(circ),
+                          "head": check_head(head or "linear"), "input_params": input_params}
     train_over = {k: v for k, v in (training or {}).items() if v is not None}
     backend_over = {k: v for k, v in (backend or {}).items() if v is not None}
 
+    if qubits is None and not info.default_qubits and info.input_kind != "image" and (
+            file_data is not None or name not in PRESETS):
+        # a user's table or a plugin's dataset: one qubit per feature, up to 8 (more are
+        # reduced by PCA), rather than a preset made for another dataset
+        qubits = min(_feature_count(name, file_data, data_over), 8)
     if qubits is None:
         qubits = info.default_qubits or preset.get("qubits")
     if qubits is None and name in ("iris",):
@@ -351,6 +493,11 @@ def resolve_run_config(
         data_cfg["n_features"] = features
     data_cfg.update(data_over)
     data_model = DataConfig(**data_cfg)
+    if circuit_fields and data_model.n_features != data_over["n_features"]:
+        raise BadInputError(
+            f"the circuit takes {data_over['n_features']} inputs but the data are set to "
+            f"n_features={data_model.n_features}; drop the n_features override"
+        )
     if name == "iris" and data_model.n_features and data_model.n_features > 4:
         raise BadInputError(
             f"iris has 4 features, so the model can use at most 4 qubits (got {qubits}); "
@@ -362,7 +509,8 @@ def resolve_run_config(
         seed=seed,
         protocol=protocol,
         data=data_model,
-        model=ModelConfig(name=info.name, qubits=qubits, layers=layers, readout=readout),
+        model=ModelConfig(name=info.name, qubits=qubits, layers=layers, readout=readout,
+                          **circuit_fields),
         training=TrainingConfig(**train_cfg),
         backend=BackendConfig(**backend_over),
         exclude_forget=exclude_forget,

@@ -9,6 +9,7 @@ directory behind.
 from __future__ import annotations
 
 import functools
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -21,12 +22,16 @@ from .config import BackendConfig, RunConfig, TrainingConfig
 from .data import DataBundle, load_data, resolve_forget
 from .evaluation.metrics import MetricContext, compute_metrics
 from .evaluation.outputs import Outputs, collect_outputs
+from .evaluation.versions import settings_of, write_version
 from .exceptions import BackendError, BadInputError, DataError, QmuError, RunError
 from .execution.cost import CostRecord
 from .io import atomic_torch_save, atomic_write_json
+from .logs import run_log
 from .models.hybrid import ModelSpec, build_model, count_parameters
 from .runs import RunDir, failure_reason, is_scratch
 from .training import Trainer, accuracy, load_checkpoint, load_state
+
+logger = logging.getLogger(__name__)
 
 
 def versions() -> dict:
@@ -79,7 +84,8 @@ def check_backend(backend: BackendConfig, qubits: int):
     return spec
 
 
-def model_spec(cfg: RunConfig, bundle: DataBundle | None = None) -> ModelSpec:
+def model_spec(cfg: RunConfig, bundle: DataBundle | None = None, run: RunDir | None = None) -> ModelSpec:
+    """The model to build; ``run``: the directory holding a ``circuit`` model's QPY copy."""
     side = 28
     if bundle is not None and bundle.input_kind == "image":
         side = int(bundle.input_shape[-1])
@@ -89,6 +95,11 @@ def model_spec(cfg: RunConfig, bundle: DataBundle | None = None) -> ModelSpec:
         layers=cfg.model.layers,
         readout=cfg.model.readout,
         image_side=side,
+        circuit=cfg.model.circuit,
+        circuit_sha256=cfg.model.circuit_sha256,
+        head=cfg.model.head,
+        input_params=cfg.model.input_params,
+        circuit_dir=str(run.path) if run is not None else None,
     )
 
 
@@ -139,18 +150,36 @@ def train(
             fingerprint=fingerprint,
             extra={"kind": "train", "data_fingerprint": bundle.fingerprint, "versions": versions()},
         )
-        try:
-            metrics = _train_locked(cfg, run, bundle, spec, progress=progress, excluded=excluded)
-        except BaseException as exc:
-            run.fail(failure_reason(exc))
-            raise
+        with run_log(run.path):
+            logger.info("train %s on %s, backend %s, seed %d%s (config %s)", cfg.model.name,
+                        cfg.data.dataset, cfg.backend.name, cfg.seed,
+                        ", resuming" if resumed else "", fingerprint)
+            try:
+                metrics = _train_locked(cfg, run, bundle, spec, progress=progress,
+                                        excluded=excluded)
+            except BaseException as exc:
+                run.fail(failure_reason(exc))
+                logger.error("failed: %s: %s", type(exc).__name__, exc)
+                raise
+            logger.info("complete: acc_train %s, acc_val %s, acc_test %s, best epoch %s/%s",
+                        *(_num(metrics.get(k)) for k in ("acc_train", "acc_val", "acc_test")),
+                        metrics.get("best_epoch"), metrics.get("epochs_run"))
     return TrainSummary(path=run.path, metrics=metrics, resumed=resumed)
+
+
+def _num(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def _train_locked(cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, progress: bool, excluded=None) -> dict:
     executor = make_executor(cfg.backend, seed=cfg.seed, run=run, spec=spec)
     try:
         model = build_model(model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed)
+        if cfg.model.circuit is not None:  # the run keeps its circuit: unlearn/evaluate rebuild it
+            from .models.circuit import CIRCUIT_FILE, load_circuit, save_circuit
+
+            save_circuit(load_circuit(cfg.model.circuit, sha256=cfg.model.circuit_sha256),
+                         run.path / CIRCUIT_FILE)
         train_xy = (bundle.X["train"], bundle.y["train"])
         if excluded is not None:  # HQML's Iris teacher never saw the subset forget samples
             train_xy = (train_xy[0][excluded.retain_idx], train_xy[1][excluded.retain_idx])
@@ -251,7 +280,7 @@ class TeacherRun:
 
     def model(self, executor) -> torch.nn.Module:
         model = build_model(
-            model_spec(self.cfg, self.bundle),
+            model_spec(self.cfg, self.bundle, self.run),
             num_classes=self.bundle.num_classes,
             executor=executor,
             seed=self.cfg.seed,
@@ -495,7 +524,7 @@ def _unlearn_one(
     oracle_outputs: Outputs | None, metric_ctx: MetricContext, oracle_dir: str = "retrain",
 ) -> UnlearnSummary:
     from .runs import read_run_json
-    from .unlearning.base import UnlearnContext
+    from .unlearning.base import UnlearnContext, method_selection
 
     run = RunDir(path)
     config = unlearn_config(teacher, fset, method, options, backend, seed)
@@ -507,7 +536,7 @@ def _unlearn_one(
         cost = read_run_json(run.path / "cost.json")
         return UnlearnSummary(method, run.path, metrics, cost, {"reused": True})
     bundle = teacher.bundle
-    with run.lock():
+    with run.lock(), run_log(run.path):  # the log file opens at the first record, after prepare
         if not overwrite and run.status() is not None:
             check_teacher_of(run, teacher.run, config)  # never resume onto another teacher
         run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
@@ -517,6 +546,8 @@ def _unlearn_one(
             "teacher_path": str(teacher.run.path.resolve()),
             "oracle": oracle_dir,
         })
+        logger.info("unlearn %s with %s, backend %s, seed %d, options %s", fset.spec, method,
+                    backend.name, seed, options)
         try:
             executor = make_executor(backend, seed=seed, run=run, spec=spec)
             try:
@@ -532,7 +563,7 @@ def _unlearn_one(
                 ctx = UnlearnContext(
                     teacher=model_teacher,
                     make_model=lambda s: build_model(
-                        model_spec(teacher.cfg, bundle), num_classes=bundle.num_classes,
+                        model_spec(teacher.cfg, bundle, teacher.run), num_classes=bundle.num_classes,
                         executor=executor, seed=s,
                     ),
                     retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
@@ -549,9 +580,12 @@ def _unlearn_one(
                     protocol=teacher.cfg.protocol,
                     executor=executor,
                     fingerprint=fingerprint,
+                    selection=method_selection(teacher.cfg.protocol, teacher.cfg.training.select),
                 )
                 with executor.cost.measure() as phase:
                     result = info.fn(ctx)
+                if ctx.selection_report():  # the epoch the protocol's wrapper returned
+                    result.info.setdefault("selection", ctx.selection_report())
                 result.model.eval()
                 with executor.cost.measure() as eval_phase:
                     outputs = collect_outputs(result.model, bundle, forget_ids=fset.record_ids)
@@ -561,19 +595,27 @@ def _unlearn_one(
                 O = outputs if method == "retrain" else oracle_outputs
                 metrics = compute_metrics(outputs, T, O, ctx=metric_ctx)
                 metrics.update({"method": method, "seed": seed, "forget": fset.spec, "forget_size": int(fset.size)})
+                metrics["evaluation"] = settings_of(metric_ctx, source="unlearn")
                 info_out = {k: v for k, v in result.info.items() if k != "history"}
                 if info_out:
                     metrics["method_info"] = info_out
+                if result.info.get("history"):  # per-epoch curves (the oracle's fit), for plots
+                    metrics["history"] = result.info["history"]
                 cost = {"method": phase.record.to_dict(), "evaluation": eval_phase.record.to_dict()}
                 metrics["execution"] = executor.describe()
                 atomic_write_json(run.path / "metrics.json", metrics)
                 atomic_write_json(run.path / "cost.json", cost)
                 run.finish()
+                logger.info("complete: acc_retain %s, acc_forget %s, acc_test %s, MIA_AUC %s",
+                            *(_num(metrics.get(k)) for k in (
+                                "acc_retain_unlearn", "acc_forget_unlearn", "acc_test_unlearn",
+                                "MIA_AUC")))
                 return UnlearnSummary(method, run.path, metrics, cost, result.info)
             finally:
                 executor.close()
         except BaseException as exc:
             run.fail(failure_reason(exc))
+            logger.error("failed: %s: %s", type(exc).__name__, exc)
             raise
 
 
@@ -581,11 +623,23 @@ def _unlearn_one(
 # evaluation
 
 
-def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None) -> dict:
+def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None,
+             overwrite: bool = False, metrics: list[str] | None = None) -> dict:
     """Recompute an unlearning run's metrics from saved outputs (no circuit runs), or report a
-    teacher run's accuracies. Writes ``metrics.json`` again (atomically) for unlearning runs."""
-    from .io import read_json
+    teacher run's accuracies.
 
+    For an unlearning run the numbers go to a new version, ``evaluations/<NNN>-<settings>/
+    metrics.json`` (:mod:`qmu_qiskit.evaluation.versions`), and ``metrics.json`` is left as it
+    is; ``overwrite=True`` replaces ``metrics.json`` instead (the replaced file is kept as a
+    version). ``metrics["evaluation"]`` records the settings and ``["path"]`` where they went.
+
+    ``metrics``: metric names computed besides the defaults (plugins' included)."""
+    from .evaluation.metrics import DEFAULT_METRICS, METRICS
+
+    extra = [m for m in dict.fromkeys(metrics or []) if m not in DEFAULT_METRICS]
+    for name in extra:
+        if name not in METRICS:
+            raise BadInputError(f"unknown metric {name!r}; available: {', '.join(METRICS.names())}")
     run = RunDir(path)
     run.require_complete(what="run")
     raw = run.config()
@@ -612,10 +666,18 @@ def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None) -> di
         oracle_dir = run.path.parent / str(status.get("oracle") or "retrain")
         O = Outputs.load(oracle_dir / "outputs.npz") if RunDir(oracle_dir).is_complete() else None
         ctx = metric_ctx or MetricContext(seed=int(raw.get("seed", 0)))
-        metrics = compute_metrics(U, T, O, ctx=ctx)
+        metrics = compute_metrics(U, T, O, names=DEFAULT_METRICS + tuple(extra), ctx=ctx)
         old = run.read_metrics()
         for key in ("method", "seed", "forget", "forget_size", "method_info", "execution"):
             if key in old:
                 metrics[key] = old[key]
-        atomic_write_json(run.path / "metrics.json", metrics)
+        metrics["evaluation"] = settings_of(ctx, source="evaluate")
+        if overwrite:
+            if old:
+                write_version(run.path, old)  # nothing is lost: the replaced numbers stay
+            target = run.path / "metrics.json"
+            atomic_write_json(target, metrics)
+        else:
+            target = write_version(run.path, metrics)
+    metrics["evaluation"]["path"] = str(target)
     return metrics

@@ -9,6 +9,7 @@ one with the same seed.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from torch import nn
 from .config import TrainingConfig
 from .exceptions import CheckpointError
 from .io import atomic_torch_save
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -269,6 +272,8 @@ class Trainer:
                     # selected epoch's own val/test predictions are not (the final outputs repeat
                     # them), so pruning them would pay for those jobs twice.
                     self.on_checkpoint(best_eval_started if best_eval_started is not None else time.time())
+            logger.info("epoch %d/%d: %s", epoch, cfg.epochs, ", ".join(
+                f"{k} {v:.4f}" for k, v in row.items() if k != "epoch" and isinstance(v, float)))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: round(v, 3) for k, v in row.items() if k.endswith("acc")})

@@ -149,13 +149,68 @@ def test_probability_jacobian_and_amplitude_encoding():
 
 
 def test_unsupported_circuits_are_refused_clearly():
+    """What has no exact pure-state value is refused with one line, never evaluated."""
+    from qiskit.circuit.library import RVGate
+
+    a = ParameterVector("a", 3)
+    cases = []
     qc = QuantumCircuit(2, 1)
     qc.h(0)
     qc.measure(0, 0)
-    with pytest.raises(BadInputError, match="unitary"):
-        CompiledCircuit(qc)
-    a = ParameterVector("a", 1)
-    qc2 = QuantumCircuit(1)
-    qc2.rx(a[0] * a[0], 0)
-    with pytest.raises(BadInputError, match="affine"):
-        CompiledCircuit(qc2)
+    qc.x(1)
+    cases.append((qc, "unitary"))  # a measurement (the runners strip final ones first)
+    qc = QuantumCircuit(1)
+    qc.h(0)
+    qc.reset(0)
+    cases.append((qc, "reset"))
+    qc = QuantumCircuit(2)
+    qc.x(0)
+    qc.initialize([0, 1], [0])
+    cases.append((qc, "initialize"))
+    qc = QuantumCircuit(1, 1)
+    with qc.if_test((qc.clbits[0], 1)):
+        qc.x(0)
+    cases.append((qc, "classical control"))
+    qc = QuantumCircuit(1)
+    qc.append(RVGate(a[0], a[1], a[2]), [0])
+    cases.append((qc, "rv"))
+    for circuit, match in cases:
+        with pytest.raises(BadInputError, match=match):
+            CompiledCircuit(circuit)
+
+
+def test_fresh_resets_initialize_and_zero_parameters_are_exact():
+    qc = QuantumCircuit(3)
+    qc.reset(1)  # a no-op on a fresh qubit
+    qc.initialize([0.6, 0.8j], [2])
+    qc.h(0)
+    qc.cx(0, 1)
+    cc = CompiledCircuit(qc)
+    assert cc.num_parameters == 0
+    ref = Statevector(qc).data
+    for vals in (torch.zeros(3, 0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)):
+        sv = cc.statevector(vals).numpy()
+        np.testing.assert_allclose(sv, np.broadcast_to(ref, sv.shape), atol=1e-12)
+    obs = [SparsePauliOp("ZZI"), SparsePauliOp("XXX")]
+    ev, jac = cc.value_and_jacobian(np.zeros((2, 0)), obs)
+    assert jac.shape == (2, 2, 0)
+    np.testing.assert_allclose(ev[0], [Statevector(qc).expectation_value(o).real for o in obs])
+
+
+def test_feature_map_ladders_compile_to_one_diagonal_per_layer():
+    """CX · P(φ) · CX ladders (zz_feature_map) stay diagonal in a permuted frame: one phase
+    vector per feature-map layer, no dense or permutation step (the fast path for user circuits)."""
+    from qiskit.circuit.library import zz_feature_map
+
+    from qmu_qiskit.execution.statevector import _Dense, _Diagonal, _Permutation
+
+    qc = zz_feature_map(4, reps=2)
+    cc = CompiledCircuit(qc)
+    kinds = [type(step) for step in cc._program]
+    assert kinds.count(_Diagonal) == 2
+    assert _Dense not in kinds and _Permutation not in kinds
+    vals = np.random.default_rng(1).uniform(0, np.pi, (2, 4))
+    sv = cc.statevector(torch.tensor(vals)).numpy()
+    for b in range(2):
+        np.testing.assert_allclose(sv[b], Statevector(qc.assign_parameters(vals[b])).data,
+                                   atol=1e-12)

@@ -36,12 +36,16 @@ def test_hqml_recipe_and_quirks():
     assert cfg.data.val_size == 0.0 and cfg.data.test_size == 0.2 and cfg.data.seed == 0
     assert cfg.data.angle_range == (-math.pi, math.pi)
     assert (cfg.training.select, cfg.training.epochs, cfg.training.batch_size) == ("test", 100, 32)
-    assert cfg.protocol == "hqml" and cfg.exclude_forget is None
+    # a terse hqml spec gets every HQML quirk that applies to Iris
+    assert cfg.protocol == "hqml" and cfg.exclude_forget == "subset:0.02"
+    assert cfg.data.quirks == ("scaler_on_all", "shuffled_subset")
     assert teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"]}, seed=5).data.seed == 0
 
+    plain = teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"], "quirks": {}})
+    assert plain.exclude_forget is None and plain.data.quirks == ()
     quirky = teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"],
                              "quirks": {"iris_teacher_without_subset": True}})
-    assert quirky.exclude_forget == "subset:0.02" and quirky.fingerprint() != cfg.fingerprint()
+    assert quirky.exclude_forget == "subset:0.02" and quirky.fingerprint() != plain.fingerprint()
 
     honest = teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"],
                              "quirks": {"test_selection": False}})
@@ -55,6 +59,7 @@ def test_hqml_recipe_and_quirks():
 
     fashion = teacher_config({"name": "h", "protocol": "hqml", "datasets": ["fashion_mnist"]})
     assert (fashion.model.name, fashion.model.qubits, fashion.data.samples_per_class) == ("hqml-conv", 10, 800)
+    assert fashion.data.quirks == ("shuffled_subset", "torch_class_draws")  # no scaler on images
     fixed = teacher_config({"name": "f", "datasets": ["mnist"]})
     assert (fixed.training.select, fixed.data.val_size, fixed.protocol) == ("val", 0.1, "fixed")
     spec = get_protocol("hqml").complete(jobs.load_spec({"name": "h", "protocol": "hqml", "datasets": ["iris"]}))
@@ -146,7 +151,8 @@ def test_faithful_quirks_applied_and_reported(faithful_study):
         assert f"`{flag}` | **on**" in report
     assert "without subset:0.02" in report and "## Results" in report
     names = sorted(p.name for p in out.plots)
-    assert len(names) == 4 and sum(n.startswith("mia_roc_") for n in names) == 2
+    assert len(names) == 6 and all(sum(n.startswith(k) for n in names) == 2
+                                   for k in ("mia_roc_", "forget_vs_retain_", "curves_"))
     for p in out.plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{p.name}" in report

@@ -95,6 +95,21 @@ class BackendSpec:
         return out
 
 
+def backend_kind(name: str) -> str | None:
+    """The kind (``aer``, ``aer_noisy``, ``fake``, ``ibm``) a backend name has, from its form
+    alone (nothing is loaded); ``None`` for a name :func:`parse_backend` would refuse."""
+    low = name.strip().lower() if isinstance(name, str) else ""
+    if low == "aer":
+        return "aer"
+    if low == "aer_noisy" or low.startswith("aer_noisy:"):
+        return "aer_noisy"
+    if low.startswith("fake_"):
+        return "fake"
+    if low.startswith(("ibm_", "ibmq_")):
+        return "ibm"
+    return None
+
+
 def _valid_names_hint() -> str:
     from .profiles import list_profiles
 

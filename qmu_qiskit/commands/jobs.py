@@ -11,7 +11,14 @@ import click
 from ..cli import CONTEXT, print_table
 from ..exceptions import JobError
 
-OUT_DIR_HELP = "Output directory the spec's `out:` is relative to (and may not leave)."
+OUT_DIR_HELP = ("Output directory the spec's `out:` (default runs/<name>) is relative to, and may "
+                "not leave (default: the current directory; --out-dir is its older name).")
+
+
+def out_option(help_text: str = OUT_DIR_HELP):
+    """``--out`` (``--out-dir`` kept as an alias): one output option on every command."""
+    return click.option("--out", "--out-dir", "out_dir", type=click.Path(file_okay=False),
+                        default=".", show_default=True, help=help_text)
 
 
 class ProgressPrinter:
@@ -60,7 +67,7 @@ def jobs():
 
 @jobs.command(context_settings=CONTEXT)
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help=OUT_DIR_HELP)
+@out_option()
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST/raw and FashionMNIST/raw (e.g. ../shared/data).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Cells run in parallel (default: one per core; Aer/torch threads are divided between them).")
 @click.option("--method", "methods", multiple=True, help="Run only this method (repeatable; label or registry name).")
@@ -80,6 +87,7 @@ def submit(spec, out_dir, data_dir, workers, methods, seeds, quiet, max_cells):
     handle = api.submit(spec, out_dir=out_dir, data_dir=data_dir, workers=workers,
                         methods=list(methods) or None, seeds=list(seeds) or None, on_event=printer,
                         max_cells=max_cells)
+    click.echo(f"grid directory: {handle.path}")
     status = wait_interruptibly(handle)
     finish(status, f"qmu-qiskit jobs results {handle.path}")
 
@@ -112,7 +120,7 @@ def finish(status, next_step: str) -> None:
 
 @jobs.command(context_settings=CONTEXT)
 @click.argument("target", type=click.Path())
-@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help=OUT_DIR_HELP)
+@out_option()
 @click.option("--all", "show_all", is_flag=True, help="List every cell, not only the unfinished ones.")
 def status(target, out_dir, show_all):
     """State of a grid: counts per status and the cells not finished.
@@ -132,9 +140,10 @@ def status(target, out_dir, show_all):
 
 @jobs.command(context_settings=CONTEXT)
 @click.argument("target", type=click.Path())
-@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help=OUT_DIR_HELP)
+@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Output directory the spec was submitted with (only when TARGET is a spec).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout (csv/json).")
+@click.option("--output", "--out", "output", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout (csv/json).")
 def results(target, out_dir, fmt, output):
     """Metrics of every finished cell of a grid."""
     from .. import jobs as api
@@ -145,7 +154,8 @@ def results(target, out_dir, fmt, output):
         print_table(rows, [("kind", "kind"), ("dataset", "dataset"), ("model", "model"), ("seed", "seed"),
                            ("forget", "forget"), ("method", "method"), ("acc_retain", "acc_retain_unlearn"),
                            ("acc_forget", "acc_forget_unlearn"), ("acc_test", "acc_test_unlearn"),
-                           ("UQI", "UQI"), ("MIA_AUC", "MIA_AUC"), ("s", "seconds")])
+                           ("UQI", "UQI"), ("MIA_AUC", "MIA_AUC"), ("UA", "UA"), ("RA", "RA"),
+                           ("TA", "TA"), ("MIA-Efficacy", "MIA_Efficacy"), ("s", "seconds")])
         return
     if fmt == "json":
         text = json.dumps(rows, indent=2, default=str) + "\n"
@@ -165,7 +175,7 @@ def results(target, out_dir, fmt, output):
 
 @jobs.command(context_settings=CONTEXT)
 @click.argument("target", type=click.Path())
-@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help=OUT_DIR_HELP)
+@out_option()
 def cancel(target, out_dir):
     """Stop a running grid: no new cells start, running cells stop and stay resumable."""
     from .. import jobs as api
@@ -180,7 +190,7 @@ def cancel(target, out_dir):
 
 
 @jobs.command("list", context_settings=CONTEXT)
-@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help="Where to look for grids.")
+@out_option("Where to look for grids (--out-dir is its older name).")
 def list_(out_dir):
     """Grids under the output directory and their state."""
     from .. import jobs as api

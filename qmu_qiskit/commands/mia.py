@@ -30,6 +30,20 @@ def _shots(values: tuple[str, ...]) -> tuple[int, ...]:
         raise BadInputError(f"--shots takes shot counts like 128,512,2048,8192 (or none), got {','.join(items)}") from None
 
 
+def _check_applicable(backends: list[str], runtime: dict, noise_scale: float) -> None:
+    """Refuse options that no backend of the comparison would apply."""
+    from ..backends import backend_kind
+
+    kinds = {backend_kind(b) for b in backends}
+    if runtime and not kinds & {"fake", "ibm"}:
+        flags = ", ".join("--" + k.replace("_", "-") for k in runtime)
+        raise BadInputError(f"{flags}: IBM Runtime options apply only to fake_<device> and "
+                            "ibm_<device> backends, and --backends has none; drop them")
+    if noise_scale != 1.0 and "aer_noisy" not in kinds:
+        raise BadInputError(f"--noise-scale {noise_scale:g} applies only to aer_noisy backends, and "
+                            "--backends has none; drop it or add aer_noisy[:PROFILE]")
+
+
 @click.command("mia-compare", context_settings=CONTEXT)
 @click.option("--backends", "backends", multiple=True, default=("aer,aer_noisy:ibm_brisbane",), show_default=True,
               help="Comma-separated backends: aer (noiseless reference, where the models are trained) and "
@@ -97,6 +111,7 @@ def mia_compare(backends, models, methods, forget, data_dir, out, seed, shots, s
     from ..hardware.mia_compare import CompareConfig, run_compare, wide_rows
 
     runtime = _runtime_items(resilience_level, dynamical_decoupling, twirling, zne)
+    _check_applicable(_csv(backends), runtime, noise_scale)
     cc = CompareConfig(
         backends=tuple(_csv(backends)), models=tuple(_csv(models)), methods=tuple(_csv(methods)),
         forget=forget, seed=seed, data_dir=data_dir, samples_per_class=samples_per_class, epochs=epochs,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from ..cli import CONTEXT
-from .jobs import OUT_DIR_HELP, ProgressPrinter, finish, wait_interruptibly
+from .jobs import ProgressPrinter, finish, out_option, wait_interruptibly
 
 
 @click.command(context_settings=CONTEXT)
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help=OUT_DIR_HELP)
+@out_option()
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST/raw and FashionMNIST/raw (e.g. ../shared/data).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Cells run in parallel (default: one per core).")
 @click.option("--method", "methods", multiple=True, help="Run only this method (repeatable); the report says so.")
@@ -40,9 +40,14 @@ def study(spec, out_dir, data_dir, workers, methods, seeds, report_only, no_plot
         printer = ProgressPrinter(quiet)
         handle = api.submit(spec, out_dir=out_dir, data_dir=data_dir, workers=workers,
                             methods=list(methods) or None, seeds=list(seeds) or None, on_event=printer,
-                        max_cells=max_cells)
+                            max_cells=max_cells)
+        click.echo(f"grid directory: {handle.path}")
         status = wait_interruptibly(handle)
     outputs = write_outputs(handle.path, plots=not no_plots)
+    if not report_only and status.state == "complete" and handle.grid.spec.metrics.audit is not None:
+        from ..studies.run import run_audits
+
+        click.echo(f"audit: {run_audits(handle, workers=workers, on_event=ProgressPrinter(True))}")
     click.echo(f"summary: {outputs.summary}")
     if outputs.mean_std is not None:
         click.echo(f"mean ± std: {outputs.mean_std}")

@@ -14,19 +14,25 @@ from __future__ import annotations
 
 from .bundle import DataBundle
 from .config import DataConfig
+from .files import from_arrays, from_torch
 from .forget import ForgetSet, ForgetSpec, parse_forget_spec, resolve_forget
 from .idx import read_idx
 from .load import load_data
-from .sources import DATASETS
+from .sources import DATASETS, DatasetInfo, RawDataset, register_dataset
 
 __all__ = [
     "DATASETS",
     "DataBundle",
     "DataConfig",
+    "DatasetInfo",
     "ForgetSet",
     "ForgetSpec",
+    "RawDataset",
+    "from_arrays",
+    "from_torch",
     "load_data",
     "parse_forget_spec",
     "read_idx",
+    "register_dataset",
     "resolve_forget",
 ]

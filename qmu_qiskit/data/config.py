@@ -6,7 +6,14 @@ import math
 import os
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ..exceptions import BadInputError, QmuError
 from .sources import DATASETS, canonical_dataset_name
@@ -16,8 +23,8 @@ __all__ = ["DataConfig", "InputKind"]
 InputKind = Literal["angles", "image", "amplitude"]
 
 _HINT = (
-    "valid fields: dataset, data_dir, input_kind, n_features, angle_range, samples_per_class, "
-    "test_size, val_size, seed, download"
+    "valid fields: dataset, path, target, id_column, sha256, data_dir, input_kind, n_features, "
+    "angle_range, samples_per_class, test_size, val_size, seed, download, quirks"
 )
 
 
@@ -49,7 +56,15 @@ class DataConfig(BaseModel):
 
     Args:
         dataset: a name in :data:`~qmu_qiskit.data.DATASETS` (``iris``, ``digits``, ``mnist``,
-            ``fashion_mnist``, ``covertype``); case and ``-``/``_`` are forgiven.
+            ``fashion_mnist``, ``covertype``, or a plugin's); case and ``-``/``_`` are
+            forgiven. A ``.csv`` or ``.npz`` path here is moved to ``path`` and the dataset is
+            named after the file (``my.csv`` → ``my``).
+        path: a user's data file (``.csv`` with a header line, or ``.npz`` with arrays ``X``,
+            ``y`` and optionally ``ids``); stored absolute. See :mod:`qmu_qiskit.data.files`.
+        target: the CSV column holding the labels (required for ``.csv``).
+        id_column: the CSV column holding integer record ids (default: row numbers 0..N-1).
+        sha256: the file's SHA-256, filled in on construction and checked on every load, so a
+            run never silently uses a changed file.
         data_dir: folder holding ``MNIST/raw`` / ``FashionMNIST/raw`` in torchvision's layout;
             ``None`` means ``$QMU_DATA_DIR``, else ``./data``. Resolved when loading, so a
             stored config stays portable. Not used by the scikit-learn datasets (covertype is
@@ -69,6 +84,8 @@ class DataConfig(BaseModel):
         seed: seeds subsampling and splits (HQML: 0).
         download: allow fetching missing files (torchvision for MNIST/Fashion-MNIST,
             scikit-learn for covertype).
+        quirks: HQML's data draws, reproduced only when named (:mod:`qmu_qiskit.data.hqml`):
+            ``scaler_on_all``, ``shuffled_subset``, ``torch_class_draws``. Empty by default.
 
     Raises:
         BadInputError: on any invalid field or combination.
@@ -82,6 +99,10 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     dataset: str
+    path: Optional[str] = None
+    target: Optional[str] = None
+    id_column: Optional[str] = None
+    sha256: Optional[str] = None
     data_dir: Optional[str] = None
     input_kind: InputKind = "angles"
     n_features: Optional[int] = None
@@ -91,6 +112,7 @@ class DataConfig(BaseModel):
     val_size: float = 0.1
     seed: int = 0
     download: bool = False
+    quirks: tuple[Literal["scaler_on_all", "shuffled_subset", "torch_class_draws"], ...] = ()
 
     def __init__(self, **data: Any):
         try:
@@ -138,17 +160,55 @@ class DataConfig(BaseModel):
 
     # ----------------------------------------------------------------------- validators
 
-    @field_validator("dataset", mode="before")
+    @model_serializer(mode="wrap")
+    def _drop_unset_file_fields(self, handler):
+        # A built-in dataset's config is recorded without the (unset) file fields, as before
+        # they existed.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("path") is None:
+            for key in ("path", "target", "id_column", "sha256"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
+
+    @property
+    def is_file(self) -> bool:
+        """Whether the data come from a user's file (``path``)."""
+        return self.path is not None
+
+    @model_validator(mode="before")
     @classmethod
-    def _known_dataset(cls, value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError(f"dataset must be a name, got {value!r}; use one of: "
-                             f"{', '.join(DATASETS)}")
-        try:
-            return canonical_dataset_name(value)
-        except BadInputError as exc:
-            # pydantic only collects ValueError; the message is already the user-facing one.
-            raise ValueError(str(exc)) from None
+    def _file_dataset(cls, data: Any) -> Any:
+        # `--dataset my.csv` arrives as the dataset; the file becomes `path`, the name its stem.
+        if not isinstance(data, dict):
+            return data
+        from .files import is_data_file, prepare_file_fields
+
+        dataset = data.get("dataset")
+        if isinstance(dataset, os.PathLike):
+            dataset = os.fspath(dataset)
+        if data.get("path") is None and isinstance(dataset, str) and is_data_file(dataset):
+            data = {**data, "path": dataset, "dataset": None}
+        if data.get("path") is not None:
+            try:
+                data = prepare_file_fields(data)
+            except QmuError as exc:
+                raise ValueError(str(exc)) from None
+            return data
+        if any(data.get(k) is not None for k in ("target", "id_column", "sha256")):
+            raise ValueError("target, id_column and sha256 apply only to a data file; pass "
+                             "--dataset PATH.csv (or .npz)")
+        if "dataset" in data:
+            value = dataset
+            if not isinstance(value, str):
+                raise ValueError(f"dataset must be a name or a .csv/.npz file, got {value!r}; "
+                                 f"use one of: {', '.join(DATASETS)}")
+            try:
+                data = {**data, "dataset": canonical_dataset_name(value)}
+            except BadInputError as exc:
+                # pydantic only collects ValueError; the message is already the user-facing one.
+                raise ValueError(str(exc)) from None
+        return data
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -199,7 +259,15 @@ class DataConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataConfig":
+        if self.path is not None:
+            if self.input_kind == "image":
+                raise ValueError("input_kind 'image' needs an image dataset; a data file gives "
+                                 "tabular features, use 'angles' or 'amplitude'")
+            return self
         info = DATASETS[self.dataset]
+        if len(set(self.quirks)) != len(self.quirks):
+            raise ValueError("quirks lists a quirk twice; name each once")
+        object.__setattr__(self, "quirks", tuple(sorted(self.quirks)))
         if self.input_kind == "image":
             if not info.is_image:
                 images = ", ".join(n for n, i in DATASETS.items() if i.is_image)

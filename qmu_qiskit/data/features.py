@@ -14,7 +14,7 @@ import numpy as np
 
 from ..exceptions import BadInputError
 
-__all__ = ["encode"]
+__all__ = ["Encoder", "encode"]
 
 # Below this L2 norm a row is treated as the zero vector (float64 PCA output; real rows are
 # many orders of magnitude larger).
@@ -34,28 +34,17 @@ def _apply(transform, x: np.ndarray, width: int) -> np.ndarray:
     return transform(x)
 
 
-def _pca(flat: dict[str, np.ndarray], n_features: Optional[int], *, dataset: str
-         ) -> dict[str, np.ndarray]:
-    dim = flat["train"].shape[1]
-    if n_features is None or n_features == dim:
-        return flat
+def _check_pca(dim: int, n_train: int, n_features: int, dataset: str) -> None:
     if n_features > dim:
         raise BadInputError(
             f"n_features={n_features} exceeds the {dim} features of {dataset}; use at most {dim} "
             "or leave n_features unset"
         )
-    n_train = len(flat["train"])
     if n_features > n_train:
         raise BadInputError(
             f"PCA to n_features={n_features} needs at least {n_features} training samples, the "
             f"train split of {dataset} has {n_train}; lower n_features or use more samples"
         )
-    from sklearn.decomposition import PCA
-
-    # svd_solver="full" is exact LAPACK SVD: no randomised solver, so the same train split
-    # always yields the same components (sign fixed by scikit-learn's svd_flip).
-    pca = PCA(n_components=n_features, svd_solver="full").fit(flat["train"])
-    return {split: _apply(pca.transform, x, n_features) for split, x in flat.items()}
 
 
 def _unit_rows(z: np.ndarray) -> np.ndarray:
@@ -69,6 +58,112 @@ def _unit_rows(z: np.ndarray) -> np.ndarray:
     return out
 
 
+class Encoder:
+    """The input encoding of a run, fitted on the training split only.
+
+    :func:`encode` fits one on the training split and applies it to every split; a loaded model
+    (:func:`qmu_qiskit.models.load_model`) refits the same encoder on the same training split
+    and applies it to new raw records, so ``predict`` takes data as it comes from the source.
+
+    Args:
+        input_kind: ``angles``, ``image`` or ``amplitude``.
+        dataset: dataset name, for messages.
+        pixel_max: pixel value that maps to 1.0 for image data; ``None`` for tabular data.
+        image_shape: ``(H, W)`` for image data.
+        n_features: PCA components, or ``None`` to keep every feature.
+        angle_range: ``(low, high)`` of the ``angles`` encoding.
+    """
+
+    def __init__(self, *, input_kind: str, dataset: str, pixel_max: Optional[float],
+                 image_shape: Optional[tuple[int, int]], n_features: Optional[int],
+                 angle_range: tuple[float, float]):
+        if input_kind not in ("angles", "image", "amplitude"):
+            raise BadInputError(
+                f"unknown input_kind {input_kind!r}; use 'angles', 'image' or 'amplitude'"
+            )
+        if input_kind == "image" and (image_shape is None or pixel_max is None):
+            raise BadInputError(
+                f"input_kind 'image' needs an image dataset, {dataset} is tabular; use 'angles' "
+                "or 'amplitude'"
+            )
+        self.input_kind = input_kind
+        self.dataset = dataset
+        self.pixel_max = pixel_max
+        self.image_shape = image_shape
+        self.n_features = n_features
+        self.angle_range = angle_range
+        self.raw_width: Optional[int] = None
+        self.width: Optional[int] = None
+        self._pca = None
+        self._scaler = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the encoded inputs (after :meth:`fit`)."""
+        if self.input_kind == "image":
+            height, width = self.image_shape  # type: ignore[misc]
+            return (1, height, width)
+        if self.width is None:
+            raise BadInputError("the encoder is not fitted yet; call fit(train_records) first")
+        return (self.width,)
+
+    def fit(self, train: np.ndarray) -> "Encoder":
+        """Fit PCA / scaling on the raw training records."""
+        if self.input_kind == "image":
+            return self
+        flat = _flatten(train, self.pixel_max)
+        self.raw_width = dim = flat.shape[1]
+        if self.n_features is not None and self.n_features != dim:
+            _check_pca(dim, len(flat), self.n_features, self.dataset)
+            from sklearn.decomposition import PCA
+
+            # svd_solver="full" is exact LAPACK SVD: no randomised solver, so the same train
+            # split always yields the same components (sign fixed by scikit-learn's svd_flip).
+            self._pca = PCA(n_components=self.n_features, svd_solver="full").fit(flat)
+            flat = self._pca.transform(flat)
+        self.width = flat.shape[1]
+        if self.input_kind == "angles":
+            from sklearn.preprocessing import MinMaxScaler
+
+            # clip=True: validation/test points can fall slightly outside the train range.
+            # Past the ends of (0, π) a rotation angle folds back (a rotation of |0> gives
+            # <Z> = cos θ, symmetric about 0 and π, so π + δ reads like π − δ), so an unclipped
+            # outlier would be encoded like an inlier from the wrong side; clipping keeps the
+            # encoding monotone and inside the interval the model was trained on.
+            self._scaler = MinMaxScaler(feature_range=self.angle_range, clip=True).fit(flat)
+        return self
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Encode raw records with the fitted transforms.
+
+        Raises:
+            BadInputError: the records have another shape than the training records.
+        """
+        if self.input_kind == "image":
+            height, width = self.image_shape  # type: ignore[misc]
+            if tuple(raw.shape[1:]) not in ((height, width), (1, height, width)):
+                raise BadInputError(f"expected {height}x{width} images, got records of shape "
+                                    f"{tuple(raw.shape[1:])}")
+            # Divide in float32, like torchvision's ToTensor, so pixels match HQML's inputs bit
+            # for bit; 0 and pixel_max map exactly to 0.0 and 1.0.
+            scale = np.float32(self.pixel_max)
+            return (raw.astype(np.float32) / scale).reshape(len(raw), 1, height, width)
+        if self.width is None:
+            raise BadInputError("the encoder is not fitted yet; call fit(train_records) first")
+        flat = _flatten(raw, self.pixel_max)
+        if flat.shape[1] != self.raw_width:
+            raise BadInputError(f"expected records with {self.raw_width} features ({self.dataset}),"
+                                f" got {flat.shape[1]}; pass the same columns the model was "
+                                "trained on")
+        if self._pca is not None:
+            flat = _apply(self._pca.transform, flat, self.width)
+        if self.input_kind == "angles":
+            out64 = _apply(self._scaler.transform, flat, self.width)  # type: ignore[union-attr]
+        else:
+            out64 = _unit_rows(flat)
+        return np.ascontiguousarray(out64, dtype=np.float32)
+
+
 def encode(
     raw: dict[str, np.ndarray],
     *,
@@ -79,7 +174,7 @@ def encode(
     n_features: Optional[int],
     angle_range: tuple[float, float],
 ) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
-    """Encode the raw records of every split.
+    """Encode the raw records of every split with an :class:`Encoder` fitted on ``train``.
 
     Args:
         raw: split name -> raw records (``(N, d)`` or ``(N, H, W)``); must contain ``train``.
@@ -97,39 +192,7 @@ def encode(
         BadInputError: ``n_features`` exceeds the feature count or the training-set size, or
             ``image`` is asked of tabular data.
     """
-    if input_kind == "image":
-        if image_shape is None or pixel_max is None:
-            raise BadInputError(
-                f"input_kind 'image' needs an image dataset, {dataset} is tabular; use 'angles' "
-                "or 'amplitude'"
-            )
-        height, width = image_shape
-        # Divide in float32, like torchvision's ToTensor, so pixels match HQML's inputs bit
-        # for bit; 0 and pixel_max map exactly to 0.0 and 1.0.
-        scale = np.float32(pixel_max)
-        out = {
-            split: (x.astype(np.float32) / scale).reshape(len(x), 1, height, width)
-            for split, x in raw.items()
-        }
-        return out, (1, height, width)
-
-    flat = _pca({s: _flatten(x, pixel_max) for s, x in raw.items()}, n_features, dataset=dataset)
-    width = flat["train"].shape[1]
-
-    if input_kind == "angles":
-        from sklearn.preprocessing import MinMaxScaler
-
-        # clip=True: validation/test points can fall slightly outside the train range. Past
-        # the ends of (0, π) a rotation angle folds back (a rotation of |0> gives <Z> = cos θ,
-        # symmetric about 0 and π, so π + δ reads like π − δ), so an unclipped outlier would be
-        # encoded like an inlier from the wrong side; clipping keeps the encoding monotone and
-        # inside the interval the model was trained on.
-        scaler = MinMaxScaler(feature_range=angle_range, clip=True).fit(flat["train"])
-        out64 = {s: _apply(scaler.transform, x, width) for s, x in flat.items()}
-    elif input_kind == "amplitude":
-        out64 = {s: _unit_rows(x) for s, x in flat.items()}
-    else:
-        raise BadInputError(
-            f"unknown input_kind {input_kind!r}; use 'angles', 'image' or 'amplitude'"
-        )
-    return {s: np.ascontiguousarray(x, dtype=np.float32) for s, x in out64.items()}, (width,)
+    enc = Encoder(input_kind=input_kind, dataset=dataset, pixel_max=pixel_max,
+                  image_shape=image_shape, n_features=n_features, angle_range=angle_range)
+    enc.fit(raw["train"])
+    return {s: enc.transform(x) for s, x in raw.items()}, enc.input_shape

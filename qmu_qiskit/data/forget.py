@@ -267,12 +267,20 @@ def _resolve_indices(spec: ForgetSpec, bundle: DataBundle) -> tuple[np.ndarray, 
     in_train = np.isin(wanted, train)
     if not in_train.all():
         bad = wanted[~in_train]
-        out_of_range = bad[(bad < 0) | (bad >= bundle.n_records)]
+        if bundle.config is not None and bundle.config.is_file:
+            # The file's own ids are not a range: an id in no split is not in the file.
+            known = np.concatenate([bundle.ids[s] for s in ("train", "val", "test")])
+            out_of_range = bad[~np.isin(bad, known)] if bundle.config.samples_per_class is None \
+                else bad[:0]
+        else:
+            out_of_range = bad[(bad < 0) | (bad >= bundle.n_records)]
         in_val = bad[np.isin(bad, bundle.ids["val"])]
         in_test = bad[np.isin(bad, bundle.ids["test"])]
         unused = bad[~np.isin(bad, np.concatenate([out_of_range, in_val, in_test]))]
         parts = []
-        if len(out_of_range):
+        if len(out_of_range) and bundle.config is not None and bundle.config.is_file:
+            parts.append(f"not record ids of the file: {_first(out_of_range)}")
+        elif len(out_of_range):
             parts.append(f"out of range (ids are 0..{bundle.n_records - 1}): "
                          f"{_first(out_of_range)}")
         if len(in_val):
@@ -347,7 +355,15 @@ def resolve_forget(spec: Union[str, ForgetSpec], bundle: DataBundle, seed: int =
             raise BadInputError(f"forget set {spec.text} covers all {n_train} training samples "
                                 f"of {bundle.name}: nothing would be retained; use a smaller "
                                 "fraction")
-        train_idx = _stratified_draw(y_train, n, seed)
+        quirks = getattr(bundle.config, "quirks", ()) if bundle.config is not None else ()
+        if "shuffled_subset" in quirks:
+            # HQML drew the subset from D_tr in the order its first split returned it
+            from .hqml import train_order
+
+            order = bundle.positions(train_order(bundle.config), "train")
+            train_idx = order[_stratified_draw(y_train[order], n, seed)]
+        else:
+            train_idx = _stratified_draw(y_train, n, seed)
         slug = f"subset-{fraction!r}"
     else:
         train_idx, slug = _resolve_indices(spec, bundle)

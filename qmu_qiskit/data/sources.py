@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Callable, Mapping, Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
 from ..exceptions import BadInputError, DataError
+from ..registry import ENTRY_POINT_GROUPS, Registry
 from .idx import read_idx
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "DatasetInfo",
     "RawDataset",
     "canonical_dataset_name",
+    "register_dataset",
     "resolve_data_dir",
 ]
 
@@ -254,10 +255,35 @@ def _idx_loader(*, title: str, folder: str, num_classes: int) -> Loader:
 
 _DIGIT_NAMES = tuple(str(d) for d in range(10))
 
-#: Registry of datasets by name. Read-only.
-DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
-    {
-        "iris": DatasetInfo(
+#: Every dataset by name: the built-ins below, then installed plugins (entry-point group
+#: ``qmu_qiskit.datasets``), loaded on first use. Files (``.csv``/``.npz``) need no entry:
+#: see :mod:`qmu_qiskit.data.files`.
+DATASETS: Registry[DatasetInfo] = Registry("dataset", group=ENTRY_POINT_GROUPS["dataset"])
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Register a dataset under ``info.name``.
+
+    A plugin calls this in the module its ``qmu_qiskit.datasets`` entry point names; the
+    dataset then works with ``train --dataset NAME`` and in job specs. Its ``loader`` returns
+    every record in a fixed order (the row index is the record id) as a :class:`RawDataset`.
+
+    Returns:
+        ``info``.
+
+    Raises:
+        BadInputError: the name is not a plain lower-case name, or the info is inconsistent.
+    """
+    if not info.name or info.name != info.name.strip().lower().replace("-", "_"):
+        raise BadInputError(f"dataset name {info.name!r} must be lower case with '_' (e.g. "
+                            "'two_moons'), the form canonical_dataset_name produces")
+    if len(info.class_names) < 2:
+        raise BadInputError(f"dataset {info.name!r} needs at least 2 class names")
+    return DATASETS.register(info.name, info)
+
+
+for _info in (
+        DatasetInfo(
             name="iris",
             title="iris",
             class_names=("setosa", "versicolor", "virginica"),
@@ -266,7 +292,7 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
             offline=True,
             loader=_load_iris,
         ),
-        "digits": DatasetInfo(
+        DatasetInfo(
             name="digits",
             title="digits",
             class_names=_DIGIT_NAMES,
@@ -275,7 +301,7 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
             offline=True,
             loader=_load_digits,
         ),
-        "mnist": DatasetInfo(
+        DatasetInfo(
             name="mnist",
             title="MNIST",
             class_names=_DIGIT_NAMES,
@@ -284,7 +310,7 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
             offline=False,
             loader=_idx_loader(title="MNIST", folder="MNIST", num_classes=10),
         ),
-        "fashion_mnist": DatasetInfo(
+        DatasetInfo(
             name="fashion_mnist",
             title="FashionMNIST",
             # Label order of Zalando's fashion-mnist README.
@@ -297,7 +323,7 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
             offline=False,
             loader=_idx_loader(title="FashionMNIST", folder="FashionMNIST", num_classes=10),
         ),
-        "covertype": DatasetInfo(
+        DatasetInfo(
             name="covertype",
             title="covertype",
             # UCI Covertype cover types 1..7, shifted to labels 0..6.
@@ -310,8 +336,8 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
             offline=False,
             loader=_load_covertype,
         ),
-    }
-)
+):
+    register_dataset(_info)
 
 _ALIASES = {
     "fashion": "fashion_mnist",
@@ -339,6 +365,6 @@ def canonical_dataset_name(name: str) -> str:
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
         raise BadInputError(
-            f"unknown dataset {name!r}; use one of: {', '.join(DATASETS)}"
+            f"unknown dataset {name!r}; use one of: {', '.join(DATASETS)}, or a .csv/.npz file"
         )
     return key

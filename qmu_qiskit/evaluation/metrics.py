@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..exceptions import BadInputError
+from ..registry import ENTRY_POINT_GROUPS, Registry
 from .outputs import Outputs, aligned
 
 EPS = 1e-8
@@ -37,12 +38,22 @@ class MetricContext:
     kl_shuffled: bool = False
 
 
-METRICS: dict[str, Callable] = {}
+#: Every metric by name: the built-ins of this module, then installed plugins (entry-point
+#: group ``qmu_qiskit.metrics``), loaded on first use.
+METRICS: Registry[Callable] = Registry("metric", group=ENTRY_POINT_GROUPS["metric"])
 
 
 def register_metric(name: str):
+    """Register ``fn(U, T, O, ctx) -> dict[str, float]`` as the metric ``name`` (a decorator).
+
+    ``U``, ``T`` and ``O`` are the unlearned model's, the teacher's and the retrain oracle's
+    :class:`~qmu_qiskit.evaluation.outputs.Outputs` (``O`` may be ``None``), aligned on the same
+    samples; ``ctx`` is the :class:`MetricContext`. The returned keys become columns of
+    ``metrics.json`` and of study tables, so prefix them with the metric's name.
+    """
+
     def deco(fn):
-        METRICS[name] = fn
+        METRICS.register(name, fn)
         return fn
 
     return deco
@@ -90,9 +101,10 @@ def js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def alignment_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext) -> dict:
     """Agreement and divergence of U with the retrain oracle on aligned retain and test samples.
 
-    HQML computed KL_retain on two independently shuffled passes over D_r (so it compared
-    different samples); here samples are aligned by split and record id unless
-    ``ctx.kl_shuffled`` asks for HQML's behaviour.
+    HQML computed KL_retain and JS_retain on two independently shuffled passes over D_r (so it
+    compared different samples); here samples are aligned by split and record id unless
+    ``ctx.kl_shuffled`` asks for HQML's behaviour. Agree_retain stays aligned even then: HQML's
+    ``agreement_rate`` runs both models on the same batch, so its agreement was aligned.
     """
     if O is None:
         return {}
@@ -107,13 +119,13 @@ def alignment_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricCont
     for split in ("retain", "test"):
         m = U.mask(split)
         a, b = pu[m], po[m]
+        res[f"Agree_{split}"] = (
+            float((a.argmax(1) == b.argmax(1)).mean()) if len(a) else float("nan")
+        )
         if split == "retain" and ctx.kl_shuffled:
             b = b[rng.permutation(len(b))]
         res[f"KL_{split}"] = float(kl(a, b).mean()) if len(a) else float("nan")
         res[f"JS_{split}"] = float(js(a, b).mean()) if len(a) else float("nan")
-        res[f"Agree_{split}"] = (
-            float((a.argmax(1) == b.argmax(1)).mean()) if len(a) else float("nan")
-        )
     return res
 
 
@@ -170,7 +182,36 @@ def mia_auc_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContex
     return res
 
 
-DEFAULT_METRICS = ("accuracy", "alignment", "mia_auc")
+def forgotten_classes(U: Outputs) -> np.ndarray:
+    """The labels D_f holds every training sample of (class-wise forgetting), else empty."""
+    train = U.mask("train")
+    labels = np.unique(U.labels[U.mask("forget")])
+    whole = [c for c in labels if not np.any(train & ~U.forget & (U.labels == c))]
+    return np.array(whole, dtype=np.int64)
+
+
+@register_metric("salun")
+def salun_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext) -> dict:
+    """SalUn's names (Fan et al. 2024, and Jia et al. 2023 before it): ``UA`` = 1 − accuracy on
+    D_f, ``RA`` = accuracy on D_r, ``TA`` = test accuracy — on the test samples of the remaining
+    classes when whole classes are forgotten (SalUn removes the forgotten class from its test
+    set), else on the whole test split — and ``MIA_Efficacy`` (SalUn's "MIA-Efficacy", see
+    :func:`mia_efficacy_metrics`), each for U with T's and O's values as anchors."""
+    gone = forgotten_classes(U)
+    ta_mask = U.mask("test") & ~np.isin(U.labels, gone)
+    res = {}
+    for suffix, out in (("", U), ("_teacher", T), ("_oracle", O)):
+        if out is None:
+            continue
+        res[f"UA{suffix}"] = 1.0 - _acc(out, U.mask("forget"))
+        res[f"RA{suffix}"] = _acc(out, U.mask("retain"))
+        res[f"TA{suffix}"] = _acc(out, ta_mask)
+    res["TA_classes"] = "remaining" if len(gone) else "all"
+    res.update(mia_efficacy_metrics(U, T, O, ctx))
+    return res
+
+
+DEFAULT_METRICS = ("accuracy", "alignment", "mia_auc", "salun")
 
 
 def compute_metrics(

@@ -43,7 +43,8 @@ import numpy as np
 from ..exceptions import BackendError, BadInputError, JobError
 from .cost import CostTracker
 from .ledger import JobLedger
-from .runners import AerEstimatorRunner, AerShotsRunner, ExactRunner, Prepared, Pub, Runner
+from .runners import Prepared, Pub, Runner, make_runner, typed_result
+from .structure import exact_evolutions, structure_key
 from .transpile import TranspileCache, default_cache_dir, target_fingerprint
 
 #: Engines of the noiseless ``aer`` backend.
@@ -146,8 +147,11 @@ class Executor:
             )
         self.engine = engine
         self.noise_scale = noise_scale
-        self.runner: Runner = self._make_runner(engine, noise_scale)
-        kind = "runtime" if self.spec.is_runtime else ("exact" if isinstance(self.runner, ExactRunner) else "aer")
+        self.runner: Runner = make_runner(
+            self.spec, engine=engine, shots=self.shots, noise_scale=noise_scale,
+            runtime_options=self.runtime_options, run_id=self.run_id,
+        )
+        kind = self.runner.kind
         self.max_parameter_sets = max_parameter_sets or DEFAULT_MAX_PARAMETER_SETS[kind]
         self.max_circuits = max_circuits or DEFAULT_MAX_CIRCUITS["runtime" if kind == "runtime" else "aer"]
         if max_prepared < 1:
@@ -159,43 +163,28 @@ class Executor:
         self._amplitude_circuits = 0
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ construction
-    def _make_runner(self, engine: str, noise_scale: float) -> Runner:
-        spec = self.spec
-        if spec.kind == "aer":
-            if self.shots is not None:
-                return AerShotsRunner(spec=spec, shots=self.shots)
-            if engine == "exact":
-                return ExactRunner(spec=spec)
-            return AerEstimatorRunner(spec=spec, method="statevector")
-        if spec.kind == "aer_noisy":
-            device = spec.device_backend()
-            if self.shots is not None:
-                return AerShotsRunner(spec=spec, device=device, shots=self.shots, noise_scale=noise_scale)
-            return AerEstimatorRunner(
-                spec=spec, device=device, method="density_matrix", noise_scale=noise_scale
-            )
-        from ..backends.runtime import RuntimeRunner
-
-        return RuntimeRunner(
-            spec=spec,
-            shots=self.shots or 1024,
-            options=self.runtime_options,
-            run_id=self.run_id,
-        )
-
     @property
     def exact(self) -> bool:
         """Whether outputs are exact expectation values (no shot noise)."""
         return self.runner.exact
 
     @property
+    def exact_probabilities(self) -> bool:
+        """Whether :meth:`probabilities` gives exact distributions (else shot frequencies)."""
+        return self.runner.exact_probabilities
+
+    @property
+    def default_shots(self) -> int:
+        """Shots of a sampling job that asks for none: ``--shots``, else 1024."""
+        return self.shots or 1024
+
+    @property
     def supports_exact_gradients(self) -> bool:
-        return isinstance(self.runner, ExactRunner)
+        return self.runner.exact_gradients
 
     def describe(self) -> dict:
         """What a run records about how its circuits were executed."""
-        exact_engine = isinstance(self.runner, ExactRunner)
+        exact_engine = self.runner.kind == "exact"
         if exact_engine or self.runner.target is None:
             loading = "exact (noiseless simulation)"
         elif self.amplitude_loading == "ideal":
@@ -283,15 +272,16 @@ class Executor:
 
     def _prepare(self, circuit, *, initially_zero: bool = True, keep_virtual: bool = False,
                  layout_hint: dict | None = None) -> Prepared:
-        from qiskit_machine_learning.utils import circuit_cache_key
-
         target = self.runner.target
-        structure = circuit_cache_key(circuit)
+        structure = structure_key(circuit)
         if target is None:
             isa = circuit
             sim_key = hashlib.sha256(f"{structure}|noiseless".encode()).hexdigest()
         else:
-            isa, where = self._transpile(circuit, target, initially_zero=initially_zero, hint=layout_hint)
+            # a transpiler synthesises PauliEvolutionGates as Trotter products: make them exact
+            isa, where = self._transpile(
+                exact_evolutions(circuit), target, initially_zero=initially_zero, hint=layout_hint
+            )
             sim_key = hashlib.sha256(
                 f"{structure}|{target_fingerprint(target)}|{self.optimization_level}|"
                 f"{self.seed_transpiler}|{where}|{initially_zero}|{self.noise_scale}".encode()
@@ -351,7 +341,7 @@ class Executor:
     def _amplitude_plan(self, circuit) -> "_AmplitudePlan | None":
         """How to split a circuit with a leading amplitude encoding (``None``: it has none, or
         the runner evaluates it natively — the exact engine)."""
-        if isinstance(self.runner, ExactRunner):
+        if self.runner.native_amplitude_encoding:
             return None
         with self._lock:
             entry = self._plans.get(id(circuit))
@@ -413,7 +403,9 @@ class Executor:
                 pubs.append(Pub(prepared, rest[rows], obs, state))
             with self._lock:
                 self._amplitude_circuits += len(pubs)
-            arrays = self._job(kind, pubs, observables=observables, precision=precision, shots=shots)
+            arrays = self._job(
+                kind, pubs, observables=observables, precision=precision, shots=shots
+            ).arrays()
             rows = np.concatenate([rows_of[u] for u in chunk])
             if out is None:
                 out = _scatter_init(kind, arrays, len(values))
@@ -422,9 +414,7 @@ class Executor:
 
     def _prepare_content(self, bound, plan) -> Prepared:
         """A bound (per-sample) circuit, prepared once per content (LRU)."""
-        from qiskit_machine_learning.utils import circuit_cache_key
-
-        slot = ("content", circuit_cache_key(bound))
+        slot = ("content", structure_key(bound))
         with self._lock:
             entry = self._prepared.get(slot)
             if entry is not None:
@@ -447,7 +437,10 @@ class Executor:
         return chunks
 
     # ------------------------------------------------------------------ evaluation
-    def expectation_values(self, circuit, observables, values, *, precision: float | None = None):
+    def expectation_values(
+        self, circuit, observables, values, *, precision: float | None = None,
+        shots: int | None = None,
+    ):
         """All expectation values of ``observables`` at every row of ``values``.
 
         Args:
@@ -457,36 +450,49 @@ class Executor:
             precision: target precision for estimators that take one (Aer adds Gaussian noise of
                 that size; runtime estimators pick shots from it). ``None``/0 = exact where
                 possible.
+            shots: shots per parameter set on shot-based backends (default: the executor's).
 
         Returns:
             ``(evs, stds)``, both (O, N).
         """
         values = _as_values(values, circuit)
+        if circuit.num_parameters == 0 and len(values) > 1:
+            # one evaluation serves every row (Aer runs one experiment for an unbound circuit)
+            evs, stds = self.expectation_values(
+                circuit, observables, values[:1], precision=precision, shots=shots
+            )
+            return np.repeat(evs, len(values), 1), np.repeat(stds, len(values), 1)
         plan = self._amplitude_plan(circuit)
         if plan is not None:
             out = self._amplitude_jobs(
-                "estimate", plan, values, observables=list(observables), precision=precision
+                "estimate", plan, values, observables=list(observables), precision=precision,
+                shots=shots,
             )
             return out["evs"], out["stds"]
         prepared = self.prepare(circuit)
         obs = prepared.observables(observables)
         evs, stds = [], []
         for chunk in self._chunks(values, len(obs)):
-            arrays = self._job("estimate", [Pub(prepared, chunk, obs)], observables=obs, precision=precision)
-            evs.append(arrays["evs"])
-            stds.append(arrays["stds"])
+            arrays = self._job(
+                "estimate", [Pub(prepared, chunk, obs)], observables=obs, precision=precision,
+                shots=shots,
+            )
+            evs.append(arrays.evs)
+            stds.append(arrays.stds)
         return np.concatenate(evs, 1), np.concatenate(stds, 1)
 
     def probabilities(self, circuit, values, *, shots: int | None = None):
         """Outcome distributions (N, 2**num_clbits) of a measured circuit at every row."""
         values = _as_values(values, circuit)
+        if circuit.num_parameters == 0 and len(values) > 1:
+            return np.repeat(self.probabilities(circuit, values[:1], shots=shots), len(values), 0)
         shots = shots or self.shots or 1024
         plan = self._amplitude_plan(circuit)
         if plan is not None:
             return self._amplitude_jobs("sample", plan, values, shots=shots)["probs"]
         prepared = self.prepare(circuit)
         out = [
-            self._job("sample", [Pub(prepared, chunk)], shots=shots)["probs"]
+            self._job("sample", [Pub(prepared, chunk)], shots=shots).probs
             for chunk in self._chunks(values, 1)
         ]
         return np.concatenate(out, 0)
@@ -494,7 +500,7 @@ class Executor:
     def value_and_jacobian(self, circuit, observables, values, columns):
         """Exact values (N, O) and Jacobian (N, O, C) in one evaluation (exact engine only)."""
         runner = self.runner
-        if not isinstance(runner, ExactRunner):
+        if not runner.exact_gradients:
             raise BackendError("exact gradients need the noiseless 'aer' backend with engine 'exact'")
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
@@ -503,7 +509,7 @@ class Executor:
 
     def probs_and_jacobian(self, circuit, values, columns):
         runner = self.runner
-        if not isinstance(runner, ExactRunner):
+        if not runner.exact_gradients:
             raise BackendError("exact gradients need the noiseless 'aer' backend with engine 'exact'")
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
@@ -540,14 +546,15 @@ class Executor:
             h.update(np.ascontiguousarray(pub.values).tobytes())
         return h.hexdigest()
 
-    def _job(self, kind, pubs, *, observables=None, precision=None, shots=None) -> dict:
+    def _job(self, kind, pubs, *, observables=None, precision=None, shots=None):
         """One job for ``pubs`` (usually one; one per sample for data-dependent circuits):
-        ledger lookup, submission with retries, record, result."""
+        ledger lookup, submission with retries, record, result (typed: ``Estimates`` or
+        ``Distributions``)."""
         runner = self.runner
         n = sum(len(p.values) for p in pubs)
         evals = n * (len(observables) if observables is not None else 1)
         shots_used = 0 if runner.exact and kind == "estimate" else (shots or runner.shots or 1024)
-        record = self.ledger is not None and not isinstance(runner, ExactRunner)
+        record = self.ledger is not None and runner.records_jobs
         fp = self._fingerprint_pubs(kind, pubs, observables, precision, shots)
         if record:
             reused = self._from_ledger(fp)
@@ -583,18 +590,18 @@ class Executor:
                 "run the command again (finished jobs are not re-run)"
             ) from exc
         if record:
-            self.ledger.record_done(handle.job_id, arrays)
+            self.ledger.record_done(handle.job_id, arrays.arrays())
         self.cost.add(
             jobs=1, pubs=len(pubs), circuit_evaluations=evals, shots=shots_used * n,
             qpu_seconds=getattr(handle, "qpu_seconds", 0.0),
         )
         return arrays
 
-    def _from_ledger(self, fp: str) -> dict | None:
+    def _from_ledger(self, fp: str):
         rows = self.ledger.find(fp)
         for row in rows:
             if row.status == "done":
-                return self.ledger.load_result(row)
+                return typed_result(self.ledger.load_result(row))
         for row in rows:
             if row.status != "submitted":
                 continue
@@ -609,7 +616,7 @@ class Executor:
                         f"job {row.job_id} on {row.backend} failed: {exc}; run the command again "
                         "to resubmit it"
                     ) from exc
-                self.ledger.record_done(row.job_id, arrays)
+                self.ledger.record_done(row.job_id, arrays.arrays())
                 self.cost.add(jobs_reused=1)
                 return arrays
             if row.pid != os.getpid() and not _pid_alive(row.pid):
@@ -625,9 +632,12 @@ class Executor:
                     if single:
                         p = pubs[0]
                         return self.runner.submit_estimate(
-                            p.prepared, p.observables, p.values, precision=precision, seed=seed
+                            p.prepared, p.observables, p.values, precision=precision, seed=seed,
+                            shots=shots,
                         )
-                    return self.runner.submit_estimate_pubs(pubs, precision=precision, seed=seed)
+                    return self.runner.submit_estimate_pubs(
+                        pubs, precision=precision, seed=seed, shots=shots
+                    )
                 if single:
                     return self.runner.submit_sample(pubs[0].prepared, pubs[0].values, shots=shots, seed=seed)
                 return self.runner.submit_sample_pubs(pubs, shots=shots, seed=seed)
@@ -743,9 +753,10 @@ def _pid_alive(pid: int | None) -> bool:
 def _as_values(values, circuit) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim == 1:
-        arr = arr.reshape(1, -1) if circuit.num_parameters else arr.reshape(-1, 0)
+        arr = arr.reshape(1, -1) if circuit.num_parameters or arr.size == 0 else arr.reshape(-1, 0)
     if arr.shape[-1] != circuit.num_parameters:
         raise BadInputError(
             f"expected {circuit.num_parameters} parameter values per row, got {arr.shape[-1]}"
         )
-    return np.ascontiguousarray(arr.reshape(-1, circuit.num_parameters))
+    rows = int(np.prod(arr.shape[:-1], dtype=int))
+    return np.ascontiguousarray(arr.reshape(rows, circuit.num_parameters))

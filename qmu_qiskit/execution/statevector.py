@@ -14,17 +14,21 @@ program of vectorised steps:
   matrix is built for the whole batch at once (one tensor op per gate kind), the per-qubit products
   are formed with batched matmuls, and each active qubit gets one einsum on the state;
 * diagonal gates (CZ, CP, RZZ, ...) are merged into one phase vector;
+* gates that permute basis states (CX, SWAP, Toffoli, ...) collect in a pending permutation
+  that diagonals are conjugated through, applied as one gather when an amplitude-mixing gate
+  follows;
 * other gates apply their (fixed or parameterised) unitary to their qubits.
 
-Gate angles may be any affine function of the circuit's parameters (``2*x + 1``). A leading
-``ParameterizedInitialize`` (qiskit-machine-learning's ``raw_feature_vector``) loads the
+The circuit is first lowered by :mod:`qmu_qiskit.execution.lowering`: composite instructions are
+decomposed, every gate angle becomes affine in a column of an extended value matrix (non-affine
+expressions are per-sample virtual columns, their gradients folded back by the chain rule). A
+leading ``ParameterizedInitialize`` (qiskit-machine-learning's ``raw_feature_vector``) loads the
 L2-normalised parameter vector as the initial state (amplitude encoding). Qubit order follows
 Qiskit: qubit 0 is the least significant bit of the basis-state index.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -32,141 +36,31 @@ import numpy as np
 import torch
 
 from ..exceptions import BadInputError
+from .lowering import (
+    Angle,
+    Expressions,
+    Leaf,
+    builder_derivatives,
+    flatten,
+    rot_derivatives,
+    rot_matrix,
+    stack2,
+)
 
-_SKIP = frozenset({"barrier", "delay", "id"})
 # Rotations exp(-i a/2 σ): their derivative generator G^† dG = -i/2 σ is constant.
 _PAULI_GENERATOR = {
     "rx": [[0, 1], [1, 0]],
     "ry": [[0, -1j], [1j, 0]],
     "rz": [[1, 0], [0, -1]],
 }
-# Parameterised single-qubit gates built in closed form for a whole batch of angles.
-_ROT1 = frozenset({"rx", "ry", "rz", "p", "u1", "u", "u3", "u2", "r"})
-# Parameterised two-qubit gates that are diagonal in the computational basis.
-_DIAG2 = frozenset({"rzz", "cp", "cu1", "crz"})
+_Angle = Angle
+_rot_matrix = rot_matrix
+_stack2 = stack2
+_rot_derivatives = rot_derivatives
+# rz / p / u1 as exp(i a g) with g over the qubit's bit (for the permuted-frame diagonals)
+_ROT1_DIAGONAL = {"rz": [-0.5, 0.5], "p": [0.0, 1.0], "u1": [0.0, 1.0]}
 
 
-@dataclass
-class _Angle:
-    """An affine angle ``offset + coeffs · values[:, index]``."""
-
-    index: np.ndarray
-    coeffs: np.ndarray
-    offset: float
-
-    def evaluate(self, values: torch.Tensor) -> torch.Tensor:
-        if self.index.size == 0:
-            return values.new_full((values.shape[0],), self.offset)
-        coeffs = torch.as_tensor(self.coeffs, dtype=values.dtype)
-        return values[:, self.index] @ coeffs + self.offset
-
-
-def _angle(expr, param_index: dict) -> _Angle:
-    """Turn a gate parameter (float or ParameterExpression) into an affine :class:`_Angle`."""
-    from qiskit.circuit import ParameterExpression
-
-    if not isinstance(expr, ParameterExpression):
-        return _Angle(np.zeros(0, dtype=np.int64), np.zeros(0), float(expr))
-    params = list(expr.parameters)
-    if not params:
-        return _Angle(np.zeros(0, dtype=np.int64), np.zeros(0), float(expr))
-    coeffs = []
-    for p in params:
-        grad = expr.gradient(p)
-        if isinstance(grad, ParameterExpression) and grad.parameters:
-            raise BadInputError(
-                f"gate angle {expr} is not affine in its parameters; the exact engine supports "
-                "angles of the form a*x + b (use the Aer engine for other circuits)"
-            )
-        coeffs.append(float(grad))
-    offset = float(expr.bind({p: 0.0 for p in params}))
-    index = np.array([param_index[p] for p in params], dtype=np.int64)
-    return _Angle(index, np.array(coeffs, dtype=np.float64), offset)
-
-
-def _rot_matrix(name: str, angles: list[torch.Tensor]) -> torch.Tensor:
-    """Batched 2×2 matrices (B, 2, 2) of a parameterised single-qubit gate (Qiskit conventions)."""
-    if name == "rx":
-        h = angles[0] / 2
-        c, s = torch.cos(h), torch.sin(h)
-        return _stack2(c + 0j, -1j * s, -1j * s, c + 0j)
-    if name == "ry":
-        h = angles[0] / 2
-        c, s = torch.cos(h), torch.sin(h)
-        return _stack2(c + 0j, -s + 0j, s + 0j, c + 0j)
-    if name == "rz":
-        h = angles[0] / 2
-        zero = torch.zeros_like(h) + 0j
-        return _stack2(torch.exp(-1j * h), zero, zero, torch.exp(1j * h))
-    if name in ("p", "u1"):
-        one = torch.ones_like(angles[0]) + 0j
-        zero = one * 0
-        return _stack2(one, zero, zero, torch.exp(1j * angles[0]))
-    if name in ("u", "u3", "u2"):
-        if name == "u2":
-            theta = torch.full_like(angles[0], math.pi / 2)
-            phi, lam = angles
-        else:
-            theta, phi, lam = angles
-        c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-        return _stack2(
-            c + 0j,
-            -torch.exp(1j * lam) * s,
-            torch.exp(1j * phi) * s,
-            torch.exp(1j * (phi + lam)) * c,
-        )
-    if name == "r":
-        theta, phi = angles
-        c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-        return _stack2(
-            c + 0j,
-            -1j * torch.exp(-1j * phi) * s,
-            -1j * torch.exp(1j * phi) * s,
-            c + 0j,
-        )
-    raise AssertionError(name)
-
-
-def _rot_derivatives(name: str, angles: list[torch.Tensor]) -> list[torch.Tensor]:
-    """dG/d(angle_k) for every angle argument of a parameterised single-qubit gate, (B, G, 2, 2)."""
-    if name in ("rx", "ry", "rz"):
-        # G = exp(-i a/2 σ)  =>  dG = -i/2 σ G
-        sigma = {
-            "rx": [[0, 1], [1, 0]],
-            "ry": [[0, -1j], [1j, 0]],
-            "rz": [[1, 0], [0, -1]],
-        }[name]
-        g = _rot_matrix(name, angles)
-        return [(-0.5j * torch.as_tensor(sigma, dtype=g.dtype)) @ g]
-    if name in ("p", "u1"):
-        zero = torch.zeros_like(angles[0]) + 0j
-        return [_stack2(zero, zero, zero, 1j * torch.exp(1j * angles[0]))]
-    if name in ("u", "u3", "u2"):
-        if name == "u2":
-            theta = torch.full_like(angles[0], math.pi / 2)
-            phi, lam = angles
-        else:
-            theta, phi, lam = angles
-        c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-        ephi, elam, eboth = torch.exp(1j * phi), torch.exp(1j * lam), torch.exp(1j * (phi + lam))
-        zero = torch.zeros_like(c) + 0j
-        d_theta = _stack2(-s / 2 + 0j, -elam * c / 2, ephi * c / 2, -eboth * s / 2)
-        d_phi = _stack2(zero, zero, 1j * ephi * s, 1j * eboth * c)
-        d_lam = _stack2(zero, -1j * elam * s, zero, 1j * eboth * c)
-        return [d_phi, d_lam] if name == "u2" else [d_theta, d_phi, d_lam]
-    if name == "r":
-        theta, phi = angles
-        c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-        em, ep = torch.exp(-1j * phi), torch.exp(1j * phi)
-        d_theta = _stack2(-s / 2 + 0j, -0.5j * em * c, -0.5j * ep * c, -s / 2 + 0j)
-        zero = torch.zeros_like(c) + 0j
-        d_phi = _stack2(zero, -em * s, ep * s, zero)
-        return [d_theta, d_phi]
-    raise AssertionError(name)
-
-
-def _stack2(a, b, c, d) -> torch.Tensor:
-    return torch.stack([torch.stack([a, b], -1), torch.stack([c, d], -1)], -2)
 
 
 class _Segment:
@@ -270,20 +164,58 @@ class _Dense:
 
     qubits: list[int]
     matrix: np.ndarray | None  # fixed unitary, or None when parameterised
-    name: str = ""
+    build: object = None  # parameterised: angles -> (B, 2**k, 2**k), see lowering.gate_builder
     angles: list[_Angle] = field(default_factory=list)
+
+
+@dataclass
+class _Permutation:
+    """A fixed gate (or product of gates) that maps basis states to basis states with phases:
+    (M ψ)[i] = phase[i] ψ[src[i]]."""
+
+    src: np.ndarray
+    phase: np.ndarray
+    _tensors: dict = field(default_factory=dict)
+
+    def tensors(self, cdtype):
+        if cdtype not in self._tensors:
+            inverse = np.empty_like(self.src)
+            inverse[self.src] = np.arange(len(self.src))
+            ones = bool(np.all(self.phase == 1))
+            phase = None if ones else torch.as_tensor(self.phase, dtype=cdtype)
+            self._tensors[cdtype] = (
+                torch.as_tensor(self.src), torch.as_tensor(inverse), phase
+            )
+        return self._tensors[cdtype]
+
+    def apply(self, state: torch.Tensor) -> torch.Tensor:
+        src, _, phase = self.tensors(state.dtype)
+        out = state[..., src]
+        return out if phase is None else out * phase
+
+    def apply_adjoint(self, state: torch.Tensor) -> torch.Tensor:
+        _, inverse, phase = self.tensors(state.dtype)
+        if phase is not None:
+            state = state * phase.conj()
+        return state[..., inverse]
 
 
 class CompiledCircuit:
     """A parameterised circuit compiled to batched torch operations.
+
+    Any unitary Qiskit circuit is accepted: composite instructions are decomposed once (see
+    :mod:`qmu_qiskit.execution.lowering`), gate angles may be any real expression of the
+    parameters (non-affine ones are evaluated per sample, with exact chain-rule gradients), and
+    trailing measurements should be removed by the caller.
 
     Args:
         circuit: the circuit; its ``parameters`` order (Qiskit's sorted order) is the column order
             of the ``values`` given to :meth:`statevector` and :meth:`expectation`.
 
     Raises:
-        BadInputError: the circuit contains measurements, resets, classical control or a gate whose
-            angles are not affine in the parameters.
+        BadInputError: the circuit contains measurements, classical control, a reset or
+            ``initialize`` after a gate acted on the qubit, or a parameterised gate without a
+            closed form or parameter-safe definition.
 
     Example:
         >>> cc = CompiledCircuit(circuit)
@@ -294,30 +226,41 @@ class CompiledCircuit:
         self.num_qubits = circuit.num_qubits
         self.parameters = list(circuit.parameters)
         self.num_parameters = len(self.parameters)
-        # A symbolic global phase (after transpiling) cannot change expectation values; only a
-        # numeric one is kept so that statevectors match Qiskit's exactly.
-        phase = circuit.global_phase
-        self.global_phase = 0.0 if getattr(phase, "parameters", None) else float(phase)
-        index = {p: i for i, p in enumerate(self.parameters)}
-        self._index = index
+        self._expressions = Expressions(self.parameters)
+        leaves, phase, phase_angles = flatten(circuit, self._expressions)
+        # A global phase changes statevectors, never expectation values or probabilities: it is
+        # applied to :meth:`statevector` output and contributes nothing to gradients.
+        self.global_phase = phase
+        self._phase_angles = phase_angles
+        self._num_columns = self._expressions.num_columns
         self._init_amplitudes: np.ndarray | None = None
         self._program: list = []
-        self._compile(circuit)
+        self._compile(leaves)
         self._observable_cache: dict = {}
 
     # ------------------------------------------------------------------ compilation
-    def _compile(self, circuit) -> None:
+    def _compile(self, leaves: list[Leaf]) -> None:
+        """Turn the leaves into vectorised steps.
+
+        Besides grouping single-qubit runs into segments and merging diagonals, gates that only
+        permute basis states (CX, SWAP, Toffoli, X, with phases) are not applied one by one: they
+        accumulate in a pending permutation ``frame`` (true state = frame · computed state), and
+        diagonal gates met meanwhile are conjugated into the computed frame, where they stay
+        diagonal. A ZZ feature map's CX · P(φ) · CX ladders thus become one phase vector; the
+        frame is applied as one gather before the next gate that mixes amplitudes.
+        """
         n = self.num_qubits
-        index = self._index
+        dim = 2**n
         pending: dict[int, list[tuple]] = {}
         diag: _Diagonal | None = None
+        frame: list = [None]  # (src, phase) with (M s)[i] = phase[i] s[src[i]], or None for I
 
         def flush_segment():
             keys = sorted(pending)
             if not keys:
                 return
             flush_diag()
-            seg = _Segment(keys, [pending.pop(q) for q in keys], self.num_parameters)
+            seg = _Segment(keys, [pending.pop(q) for q in keys], self._num_columns)
             self._program.append(seg)
 
         def flush_diag():
@@ -326,106 +269,129 @@ class CompiledCircuit:
                 self._program.append(diag)
                 diag = None
 
+        def flush_frame():
+            flush_segment()
+            flush_diag()
+            if frame[0] is not None:
+                src, phase = frame[0]
+                frame[0] = None
+                if not np.array_equal(src, np.arange(dim)) or np.any(phase != 1):
+                    self._program.append(_Permutation(src=src, phase=phase))
+
         def get_diag() -> _Diagonal:
             nonlocal diag
             if diag is None:
-                diag = _Diagonal(fixed=np.ones(2**n, dtype=np.complex128))
+                diag = _Diagonal(fixed=np.ones(dim, dtype=np.complex128))
             return diag
 
-        for pos, inst in enumerate(circuit.data):
-            op = inst.operation
-            name = op.name
-            qubits = [circuit.find_bit(q).index for q in inst.qubits]
-            if name in _SKIP:
+        def to_frame(vec: np.ndarray) -> np.ndarray:
+            """A diagonal D (full space) in the computed frame: M^-1 D M, d'[src[i]] = d[i]."""
+            if frame[0] is None:
+                return vec
+            out = np.empty_like(vec)
+            out[frame[0][0]] = vec
+            return out
+
+        def add_diagonal(qubits, *, fixed=None, angle=None, gen=None):
+            # The pending single-qubit gates on its qubits happen first. Flushing every pending
+            # gate (not just those) is equally correct — gates on other qubits commute with this
+            # diagonal — and keeps whole layers in one vectorised segment.
+            if any(q in pending for q in qubits):
+                flush_segment()
+            d = get_diag()
+            if fixed is not None:
+                d.fixed = d.fixed * to_frame(_embed_diagonal(fixed, qubits, n))
+            else:
+                d.angles.append(angle)
+                d.generators.append(to_frame(_embed_diagonal(gen, qubits, n)))
+
+        for leaf in leaves:
+            qubits = leaf.qubits
+            if leaf.kind == "amplitudes":
+                # flatten() guarantees it is the first operation, on every qubit
+                self._init_amplitudes = leaf.data
                 continue
-            if name == "ParameterizedInitialize":
-                if pos != 0 or len(qubits) != n:
-                    raise BadInputError(
-                        "amplitude encoding (ParameterizedInitialize) must be the first instruction "
-                        "and act on every qubit"
-                    )
-                self._init_amplitudes = np.array([index[p] for p in op.params], dtype=np.int64)
-                continue
-            if name in ("measure", "reset") or getattr(op, "condition", None) is not None:
-                raise BadInputError(
-                    f"the exact engine evaluates unitary circuits; remove '{name}' from the circuit"
-                )
-            if not hasattr(op, "to_matrix") and name not in _ROT1 | _DIAG2:
-                # Composite instructions (e.g. a composed sub-circuit) are flattened first.
-                definition = op.definition
-                if definition is None:
-                    raise BadInputError(f"gate '{name}' has no matrix; decompose the circuit first")
-                raise BadInputError(
-                    f"gate '{name}' is a composite instruction; call circuit.decompose() first"
-                )
-            parameterised = any(
-                hasattr(p, "parameters") and len(p.parameters) > 0 for p in op.params
-            )
-            if len(qubits) == 1:
-                q = qubits[0]
-                if parameterised or name in _ROT1:
-                    if name not in _ROT1:
-                        raise BadInputError(f"parameterised gate '{name}' is not supported")
-                    angles = [_angle(p, index) for p in op.params]
-                    pending.setdefault(q, []).append(("param", (name, angles)))
+            matrix = leaf.data if leaf.kind == "fixed" else None
+            if matrix is not None and _is_diagonal_matrix(matrix):
+                if len(qubits) == 1 and frame[0] is None:
+                    pending.setdefault(qubits[0], []).append(("fixed", matrix))
                 else:
-                    pending.setdefault(q, []).append(("fixed", np.array(op.to_matrix(), dtype=np.complex128)))
+                    add_diagonal(qubits, fixed=np.diag(matrix))
                 continue
-            if name == "cz" or name in _DIAG2 or (not parameterised and _is_diagonal(op)):
-                # The pending single-qubit gates on its qubits happen first. Flushing every
-                # pending gate (not just those) is equally correct — gates on other qubits commute
-                # with this diagonal — and keeps whole layers in one vectorised segment.
-                if any(q in pending for q in qubits):
-                    flush_segment()
-                d = get_diag()
-                if parameterised or name in _DIAG2:
-                    self._add_param_diagonal(d, name, qubits, op.params)
+            if leaf.kind == "pdiag":
+                angle, gen = leaf.data
+                add_diagonal(qubits, angle=angle, gen=gen)
+                continue
+            monomial = _monomial(matrix) if matrix is not None else None
+            if monomial is not None and (len(qubits) > 1 or frame[0] is not None):
+                # earlier single-qubit gates come first; the open diagonal (in the computed
+                # frame) stays open: later diagonals are conjugated into the same frame
+                flush_segment()
+                gsrc, gphase = _embed_monomial(*monomial, qubits, n)
+                if frame[0] is None:
+                    frame[0] = (gsrc, gphase)
                 else:
-                    d.fixed = d.fixed * _embed_diagonal(np.diag(op.to_matrix()), qubits, n)
+                    src, phase = frame[0]
+                    frame[0] = (src[gsrc], gphase * phase[gsrc])
+                continue
+            if leaf.kind == "rot1" and frame[0] is not None:
+                name, angles = leaf.data
+                gen = _ROT1_DIAGONAL.get(name)
+                if gen is not None:  # rz / p / u1 stay diagonal in the permuted frame
+                    add_diagonal(qubits, angle=angles[0], gen=np.asarray(gen))
+                    continue
+            if frame[0] is not None:
+                flush_frame()
+            if leaf.kind == "rot1":
+                pending.setdefault(qubits[0], []).append(("param", leaf.data))
+                continue
+            if matrix is not None and len(qubits) == 1:
+                pending.setdefault(qubits[0], []).append(("fixed", matrix))
                 continue
             # a dense gate must see all earlier pending gates that touch the state
             flush_segment()
             flush_diag()
-            if parameterised:
-                raise BadInputError(f"parameterised multi-qubit gate '{name}' is not supported")
-            self._program.append(_Dense(qubits=qubits, matrix=np.asarray(op.to_matrix())))
-        flush_segment()
-        flush_diag()
-
-    def _add_param_diagonal(self, d: _Diagonal, name, qubits, params) -> None:
-        """Diagonal two-qubit gates written as phase * exp(i * angle * generator)."""
-        n = self.num_qubits
-        idx = np.arange(2**n)
-        b0 = (idx >> qubits[0]) & 1
-        b1 = (idx >> qubits[1]) & 1
-        angle = _angle(params[0], self._index)
-        if name == "rzz":  # exp(-i θ/2 Z⊗Z)
-            gen = -0.5 * (1 - 2 * (b0 ^ b1)).astype(np.float64)
-        elif name in ("cp", "cu1"):  # phase e^{iθ} on |11>
-            gen = (b0 & b1).astype(np.float64)
-        elif name == "crz":  # control qubits[0], target qubits[1]: rz on target when control=1
-            gen = b0 * (-0.5 * (1 - 2 * b1)).astype(np.float64)
-        else:  # pragma: no cover - guarded by _DIAG2
-            raise AssertionError(name)
-        d.angles.append(angle)
-        d.generators.append(gen)
+            if matrix is not None:
+                self._program.append(_Dense(qubits=qubits, matrix=matrix))
+            else:
+                build, angles = leaf.data
+                self._program.append(_Dense(qubits=qubits, matrix=None, build=build, angles=angles))
+        flush_frame()
 
     # ------------------------------------------------------------------ evaluation
-    def _check(self, values: torch.Tensor) -> None:
+    def _check(self, values: torch.Tensor) -> torch.Tensor:
+        """Validate (B, P) values; a 1-D vector of length P (P may be 0) is one row."""
+        if values.dim() == 1 and values.shape[0] == self.num_parameters:
+            values = values[None, :]
         if values.dim() != 2 or values.shape[1] != self.num_parameters:
             raise BadInputError(
                 f"expected parameter values of shape (batch, {self.num_parameters}), "
                 f"got {tuple(values.shape)}"
             )
+        if not values.is_floating_point():
+            values = values.to(torch.float64)
+        return values
 
     def _zero_state(self, batch: int, cdtype) -> torch.Tensor:
         state = torch.zeros(batch, 2**self.num_qubits, dtype=cdtype)
         state[:, 0] = 1
         return state
 
-    def _run(self, values: torch.Tensor, tape: list | None = None) -> torch.Tensor:
-        """Evolve the batch; when ``tape`` is a list, record what the adjoint sweep needs."""
-        self._check(values)
+    def _run(self, values: torch.Tensor) -> torch.Tensor:
+        """Evolve the batch, global phase included."""
+        values = self._check(values)
+        ext = self._expressions.extend(values)
+        state = self._evolve(ext)
+        if self.global_phase:
+            state = state * complex(np.exp(1j * self.global_phase))
+        if self._phase_angles:
+            phase = torch.stack([a.evaluate(ext) for a in self._phase_angles], 1).sum(1)
+            state = state * torch.exp(1j * phase).to(state.dtype)[:, None]
+        return state
+
+    def _evolve(self, values: torch.Tensor, tape: list | None = None) -> torch.Tensor:
+        """Evolve the batch without the global phase (``values`` over the extended columns);
+        when ``tape`` is a list, record what the adjoint sweep needs."""
         n = self.num_qubits
         cdtype = torch.complex128 if values.dtype == torch.float64 else torch.complex64
         batch = values.shape[0]
@@ -450,14 +416,22 @@ class CompiledCircuit:
                 state = state * phase
                 if tape is not None:
                     tape.append((step, state_in, state, phase))
-            else:
+            elif isinstance(step, _Permutation):
+                state = step.apply(state)
+                if tape is not None:
+                    tape.append((step, state_in, state, None))
+            elif step.matrix is not None:
                 state = _apply_dense(state, step.matrix, step.qubits, n, cdtype)
                 if tape is not None:
                     tape.append((step, state_in, state, None))
+            else:
+                angles = [a.evaluate(values) for a in step.angles]
+                mat = step.build(angles).to(cdtype)
+                state = _apply_batched(state, mat, step.qubits, n)
+                if tape is not None:
+                    tape.append((step, state_in, state, (angles, mat)))
         if state is None:
             state = self._zero_state(batch, cdtype)
-        if self.global_phase:
-            state = state * complex(np.exp(1j * self.global_phase))
         return state
 
     def statevector(self, values: torch.Tensor) -> torch.Tensor:
@@ -569,17 +543,19 @@ class CompiledCircuit:
         Returns:
             ``(out, jac)``: out (B, O) and jac (B, O, len(columns)).
         """
-        vals = torch.as_tensor(np.asarray(values, dtype=dtype))
+        vals = self._check(torch.as_tensor(np.asarray(values, dtype=dtype)))
         tape: list = []
         with torch.no_grad():
-            state = self._run(vals, tape)
+            ext = self._expressions.extend(vals)
+            state = self._evolve(ext, tape)
             if probabilities:
                 out = state.real**2 + state.imag**2
                 local = None
             else:
                 out = self.expectation_from_state(state, observables)
                 local = self._local_z(observables)
-            grad = self._adjoint(vals, tape, state, observables, local)  # (B, O, P)
+            grad = self._adjoint(ext, tape, state, observables, local)  # (B, O, P + K)
+            grad = self._expressions.chain(vals, grad)  # (B, O, P)
         if columns is not None:
             grad = grad[:, :, list(columns)]
         return out.numpy(), grad.numpy()
@@ -635,7 +611,7 @@ class CompiledCircuit:
             not np.any(_as_spo(o).paulis.x) for o in observables
         )
         num_out = 2**n if observables is None else len(observables)
-        grad = torch.zeros(batch, num_out, self.num_parameters, dtype=rdtype)
+        grad = torch.zeros(batch, num_out, self._num_columns, dtype=rdtype)
         if diagonal_obs:
             while steps and isinstance(steps[-1][0], _Diagonal):
                 steps.pop()
@@ -665,16 +641,23 @@ class CompiledCircuit:
             elif isinstance(step, _Segment):
                 slots, prefix, prod = extra
                 if state_in is None:  # first layer on |0...0>; nothing before it needs λ
-                    reduced = self._product_input_transitions(step, lam, state_out, prod)
-                    self._segment_gradient(step, values, reduced, prefix, grad)
+                    if step.kinds:
+                        reduced = self._product_input_transitions(step, lam, state_out, prod)
+                        self._segment_gradient(step, values, reduced, prefix, grad)
                     continue
                 mu = self._apply_segment(lam, step, prod, batch, adjoint=True)
                 if step.kinds:
                     reduced = self._reduced(step, mu, state_in)
                     self._segment_gradient(step, values, reduced, prefix, grad)
                 lam = mu
-            elif isinstance(step, _Dense):
+            elif isinstance(step, _Permutation):
+                lam = step.apply_adjoint(lam)
+            elif isinstance(step, _Dense) and step.matrix is not None:
                 lam = _apply_dense(lam, step.matrix.conj().T, step.qubits, n, lam.dtype)
+            elif isinstance(step, _Dense):
+                angles, mat = extra
+                self._dense_gradient(step, values, angles, lam, state_in, grad)
+                lam = _apply_batched(lam, mat.conj().transpose(-1, -2), step.qubits, n)
             elif step == "init":
                 # psi0 = a/|a| with real a: dO/da = (g - psi0 (psi0·g)) / |a|, g = 2 Re(λ0)
                 norm = extra
@@ -683,6 +666,19 @@ class CompiledCircuit:
                 g_amp = (g - psi * (psi * g).sum(-1, keepdim=True)) / norm[:, None, :]
                 grad[:, :, self._init_amplitudes] += g_amp
         return grad
+
+    def _dense_gradient(self, step, values, angles, lam, state_in, grad) -> None:
+        """A parameterised k-qubit gate U: d<O>/da = 2 Re Σ_ji dU[j, i] R[j, i] with the
+        reduced transition R[j, i] = Σ_rest conj(λ[j, rest]) ψ_in[i, rest] on its qubits."""
+        n = self.num_qubits
+        red = _reduced_dense(lam, state_in, step.qubits, n)  # (B, O, K, K)
+        derivs = builder_derivatives(step.build, angles)
+        for angle, d in zip(step.angles, derivs):
+            if d is None or not angle.index.size:
+                continue
+            g = 2 * (d.to(red.dtype)[:, None] * red).sum((-1, -2)).real  # (B, O)
+            coeffs = torch.as_tensor(angle.coeffs, dtype=values.dtype)
+            grad[:, :, angle.index] += g[:, :, None] * coeffs
 
     def _local_last_segment(self, seg, values, state_in, local, slots, prefix, prod, grad):
         """Trailing layer with single-qubit Z observables: returns the cotangent before it.
@@ -1003,12 +999,69 @@ def _apply_dense(state, matrix, qubits, n, cdtype) -> torch.Tensor:
     return out.permute(perm).reshape(lead + [2**n])
 
 
-def _is_diagonal(op) -> bool:
-    try:
-        m = np.asarray(op.to_matrix())
-    except Exception:  # noqa: BLE001 - gates without a matrix are simply not diagonal
-        return False
-    return bool(np.allclose(m, np.diag(np.diag(m))))
+def _qubit_axes(qubits, n, lead: int) -> tuple[list[int], list[int]]:
+    """Axes of a (lead..., 2, ..., 2) state view: the gate's qubits in its matrix order (most
+    significant first) and the remaining qubit axes."""
+    k = len(qubits)
+    axes = [lead + (n - 1 - qubits[k - 1 - i]) for i in range(k)]
+    rest = [a for a in range(lead, lead + n) if a not in axes]
+    return axes, rest
+
+
+def _apply_batched(state, mat, qubits, n) -> torch.Tensor:
+    """Apply per-sample k-qubit unitaries (B, K, K) to a (B, 2**n) or (B, O, 2**n) state."""
+    lead = list(state.shape[:-1])
+    nl = len(lead)
+    k = len(qubits)
+    axes, rest = _qubit_axes(qubits, n, nl)
+    perm = list(range(nl)) + rest + axes
+    psi = state.reshape(lead + [2] * n).permute(perm).reshape(lead + [2 ** (n - k), 2**k])
+    m = mat.reshape([mat.shape[0]] + [1] * (nl - 1) + [2**k, 2**k])
+    out = (psi @ m.transpose(-1, -2)).reshape(lead + [2] * n)
+    inverse = [0] * len(perm)
+    for pos, a in enumerate(perm):
+        inverse[a] = pos
+    return out.permute(inverse).reshape(lead + [2**n])
+
+
+def _reduced_dense(lam, psi, qubits, n) -> torch.Tensor:
+    """R[b, o, j, i] = Σ_rest conj(λ[b, o, j, rest]) ψ[b, i, rest] over the gate's qubits."""
+    batch, num_out = lam.shape[0], lam.shape[1]
+    k = len(qubits)
+    axes, rest = _qubit_axes(qubits, n, 2)
+    lam_v = lam.reshape([batch, num_out] + [2] * n).permute([0, 1] + rest + axes)
+    lam_v = lam_v.reshape(batch, num_out, 2 ** (n - k), 2**k)
+    axes1, rest1 = _qubit_axes(qubits, n, 1)
+    psi_v = psi.reshape([batch] + [2] * n).permute([0] + rest1 + axes1)
+    psi_v = psi_v.reshape(batch, 2 ** (n - k), 2**k)
+    return torch.einsum("borj,bri->boji", lam_v.conj(), psi_v)
+
+
+def _monomial(m: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(col, value) per row when the matrix has exactly one nonzero per row and column."""
+    nz = m != 0
+    if not (np.all(nz.sum(0) == 1) and np.all(nz.sum(1) == 1)):
+        return None
+    col = nz.argmax(1)
+    return col, m[np.arange(m.shape[0]), col]
+
+
+def _embed_monomial(col, value, qubits, n) -> tuple[np.ndarray, np.ndarray]:
+    """A k-qubit monomial gate on the full space: (G s)[i] = phase[i] s[src[i]]."""
+    idx = np.arange(2**n)
+    local = np.zeros(2**n, dtype=np.int64)
+    for j, q in enumerate(qubits):
+        local |= ((idx >> q) & 1) << j
+    src = idx.copy()
+    target = col[local]
+    for j, q in enumerate(qubits):
+        src = (src & ~(1 << q)) | (((target >> j) & 1) << q)
+    return src, np.asarray(value[local], dtype=np.complex128)
+
+
+def _is_diagonal_matrix(m: np.ndarray) -> bool:
+    # exact zeros only: a numerically tiny off-diagonal entry must not be dropped
+    return not np.any(m[~np.eye(m.shape[0], dtype=bool)])
 
 
 def _embed_diagonal(diag_k: np.ndarray, qubits: list[int], n: int) -> np.ndarray:
@@ -1028,6 +1081,9 @@ def jacobian_autograd(
     evs = compiled.expectation(x, observables)  # (B, O)
     rows = []
     for o in range(evs.shape[1]):
-        (g,) = torch.autograd.grad(evs[:, o].sum(), x, retain_graph=True)
-        rows.append(g)
+        if not evs.requires_grad:  # the outputs do not depend on the parameters
+            rows.append(torch.zeros_like(x))
+            continue
+        (g,) = torch.autograd.grad(evs[:, o].sum(), x, retain_graph=True, allow_unused=True)
+        rows.append(torch.zeros_like(x) if g is None else g)
     return evs.detach().numpy(), torch.stack(rows, 1).numpy()

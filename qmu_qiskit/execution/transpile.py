@@ -1,7 +1,8 @@
 """Transpile once: an in-memory and on-disk (QPY) cache of ISA circuits.
 
-The key is the circuit's structure (qiskit-machine-learning's ``circuit_cache_key``: gate names,
-qubit indices and parameter *names*, so it is stable across processes), the backend target's
+The key is the circuit's structure (:func:`~qmu_qiskit.execution.structure.structure_key`: gate
+names, qubit indices, parameter *names* and the definitions of composite instructions, so it is
+stable across processes), the backend target's
 fingerprint (instructions, qubit pairs, errors and durations — a recalibrated device is a new
 target), the optimisation level, the transpiler seed and Qiskit's version. A hit never runs the
 pass manager (performance.md lesson 9: re-transpiling each bound circuit would turn a 3.8 s noisy
@@ -95,10 +96,11 @@ class TranspileCache:
 
     def key(self, circuit, target, *, optimization_level: int, seed: int | None, extra: str = "") -> str:
         import qiskit
-        from qiskit_machine_learning.utils import circuit_cache_key
+
+        from .structure import structure_key
 
         parts = [
-            circuit_cache_key(circuit),
+            structure_key(circuit),
             target_fingerprint(target),
             str(optimization_level),
             str(seed),

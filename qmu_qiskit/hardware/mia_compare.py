@@ -607,10 +607,24 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
         for j, st in enumerate(states):
             vals = [next((r["mia_success"] for r in exact if r["backend"] == b and r["state"] == st), math.nan)
                     for b in backends]
-            ax.bar(np.arange(len(backends)) + (j - (len(states) - 1) / 2) * width, vals, width,
-                   label="before (teacher)" if st == "teacher" else f"after {st}")
+            # an outline keeps a zero-height bar visible (a line at 0), and every bar is labelled
+            bars = ax.bar(np.arange(len(backends)) + (j - (len(states) - 1) / 2) * width, vals, width,
+                          edgecolor="black", linewidth=0.6,
+                          label="before (teacher)" if st == "teacher" else f"after {st}")
+            ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.2f}" for v in vals],
+                         fontsize=6, padding=1)
+        # the attack's false-positive rate on non-members of the class: the level "before" and
+        # "after" must be read against
+        labelled = False
+        for k, b in enumerate(backends):
+            fp = next((r.get("nonmember_flagged") for r in exact
+                       if r["backend"] == b and r["state"] == "teacher"), None)
+            if fp is not None and not math.isnan(fp):
+                ax.hlines(fp, k - 0.45, k + 0.45, colors="crimson", linestyles="--", linewidth=1.2,
+                          label=None if labelled else "non-members flagged (false-positive baseline)")
+                labelled = True
         ax.set_xticks(np.arange(len(backends)), [b.replace("aer_noisy:", "noisy:") for b in backends], fontsize=8)
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.12)
         ax.set_ylabel("MIA success (forget class)")
         ax.set_title(f"{model} L={layers}, trained on {trained_on}", fontsize=9)
         ax.legend(fontsize=7)

@@ -35,11 +35,11 @@ def plan_workers(spec: ExecutorSpec, cores: int | None = None) -> tuple[int, int
 
 
 class LocalPool:
-    """A ``spawn`` process pool; each worker limited to its share of the cores."""
+    """A ``spawn`` process pool; each worker limited to its share of the cores. Workers do not
+    re-run the submitting script (:mod:`.spawn`), so a plain script may call ``jobs.submit``."""
 
     def __init__(self, workers: int, threads: int):
-        import multiprocessing
-
+        from .spawn import WORKER_CONTEXT
         from .worker import init_worker
 
         self.workers, self.threads = workers, threads
@@ -50,7 +50,7 @@ class LocalPool:
         if quiet not in sys.warnoptions:
             sys.warnoptions.append(quiet)
         self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            max_workers=workers, mp_context=WORKER_CONTEXT,
             initializer=init_worker, initargs=(threads,),
         )
 

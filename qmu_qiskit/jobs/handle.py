@@ -189,6 +189,11 @@ def _row(cell) -> dict | None:
         if k in _SKIP_KEYS or k in row or isinstance(v, (dict, list)):
             continue
         row[k] = v
+    if cell.kind != "teacher":
+        from ..evaluation.tables import with_salun_names
+
+        with_salun_names(row)
+        row["mia_nonmembers"] = (metrics.get("evaluation") or {}).get("mia_nonmembers")
     phase = cost.get("train" if cell.kind == "teacher" else "method", {})
     row["seconds"] = phase.get("wall_seconds")
     row["jobs"] = phase.get("jobs")
@@ -213,10 +218,27 @@ def _holder(path: Path) -> int | None:
             return -1
 
 
+def output_root(out: str | Path | None = None, out_dir: str | Path | None = None) -> Path:
+    """The output directory of a grid call: ``out``, or its older name ``out_dir`` (default: the
+    current directory, where a spec's ``out:`` defaults to ``runs/<name>``).
+
+    Raises:
+        BadInputError: both are given and differ.
+    """
+    if out is not None and out_dir is not None and Path(out) != Path(out_dir):
+        from ..exceptions import BadInputError
+
+        raise BadInputError(f"out ({out}) and out_dir ({out_dir}) are one setting (out_dir is "
+                            "its older name); give only out")
+    chosen = out if out is not None else out_dir
+    return Path(chosen) if chosen is not None else Path(".")
+
+
 def submit(
     spec,
     *,
-    out_dir: str | Path = ".",
+    out: str | Path | None = None,
+    out_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     methods: list[str] | None = None,
     seeds: list[int] | None = None,
@@ -228,8 +250,10 @@ def submit(
 
     Args:
         spec: a YAML path (``jobs/<name>.yaml``), a mapping or a :class:`JobSpec`.
-        out_dir: the output directory; the spec's ``out`` (default ``runs/<name>``) is relative
-            to it and may not leave it.
+        out: the output directory (default: the current one); the spec's ``out`` (default
+            ``runs/<name>``) is relative to it and may not leave it. The grid's directory is
+            ``handle.path``.
+        out_dir: the older name of ``out``.
         data_dir: folder with MNIST / Fashion-MNIST (``../shared/data``).
         methods: run only these methods (labels or registry names).
         seeds: run only these seeds.
@@ -251,8 +275,8 @@ def submit(
         'complete'
         >>> rows = handle.results()                               # doctest: +SKIP
     """
-    grid = expand(spec, root=out_dir, data_dir=data_dir, methods=methods, seeds=seeds,
-                  max_cells=max_cells)
+    grid = expand(spec, root=output_root(out, out_dir), data_dir=data_dir, methods=methods,
+                  seeds=seeds, max_cells=max_cells)
     grid.dir.mkdir(parents=True, exist_ok=True)
     stack = contextlib.ExitStack()
     stack.enter_context(directory_lock(grid.dir, what="job grid"))
@@ -287,7 +311,8 @@ def submit(
     return handle
 
 
-def open_grid(target: str | Path, *, out_dir: str | Path = ".") -> JobHandle:
+def open_grid(target: str | Path, *, out: str | Path | None = None,
+              out_dir: str | Path | None = None) -> JobHandle:
     """A handle on an existing grid: its directory, or the spec that made it.
 
     Raises:
@@ -298,7 +323,7 @@ def open_grid(target: str | Path, *, out_dir: str | Path = ".") -> JobHandle:
     if target.is_file():
         from .spec import load_spec
 
-        path = load_spec(target).out_dir(out_dir)
+        path = load_spec(target).out_dir(output_root(out, out_dir))
     else:
         path = target
     if not (path / GRID_FILE).exists():

@@ -15,6 +15,7 @@ from their checkpoints (the pipeline does that).
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +28,8 @@ from ..runs import RunDir
 from .grid import KIND_ORDER, Cell, Grid
 from .ledger import CellLedger
 from .worker import run_cell
+
+logger = logging.getLogger(__name__)
 
 EventFn = Callable[[str, "Cell | None", dict], None]
 
@@ -80,7 +83,16 @@ class Scheduler:
         self.grid = grid
         self.make_pool = make_pool
         self.cancel = cancel or threading.Event()
-        self.on_event = on_event or (lambda *a: None)
+        user = on_event or (lambda *a: None)
+
+        def emit(event: str, cell, info: dict) -> None:
+            if cell is not None:
+                error = info.get("error") if isinstance(info, dict) else None
+                # INFO, failures too: the command line prints each cell's event itself
+                logger.info("cell %s: %s%s", cell.label, event, f" ({error})" if error else "")
+            user(event, cell, info)
+
+        self.on_event = emit
         self.ledger = CellLedger(grid.ledger_path)
 
     # ------------------------------------------------------------------ reconcile

@@ -101,6 +101,11 @@ class ModelEntry(_Model):
     layers: Optional[int] = Field(default=None, ge=1)
     readout: Literal["estimator", "sampler"] = "estimator"
     training: dict[str, Any] = {}
+    #: model ``circuit`` only: a ``.qpy`` path (relative to the spec) or ``module:function``,
+    #: the head (``linear`` | ``mlp:H``) and the input ParameterVector's name.
+    circuit: Optional[str] = None
+    head: Optional[str] = None
+    input_params: Optional[str] = None
 
 
 class MethodEntry(_Model):
@@ -129,6 +134,22 @@ class MethodEntry(_Model):
         return self.label or self.method
 
 
+class AuditSpec(_Model):
+    """A per-example audit of the study's methods (:mod:`qmu_qiskit.audit`).
+
+    Attributes:
+        shadows: shadow (retrain, unlearn) pairs per audited method (≥ 4).
+        seed: seeds the shadow forget sets and shadow teachers.
+        methods: labels of the methods to audit (default: every method of the spec).
+        fixed_variance: one pooled σ per side (LiRA's mode for few shadows).
+    """
+
+    shadows: int = Field(ge=4, le=4096)
+    seed: int = Field(default=0, ge=0)
+    methods: Optional[list[str]] = None
+    fixed_variance: bool = False
+
+
 class MetricsSpec(_Model):
     """Metric options (:class:`~qmu_qiskit.evaluation.metrics.MetricContext`).
 
@@ -137,11 +158,14 @@ class MetricsSpec(_Model):
         kl_shuffled: HQML's shuffled KL_retain (the faithful protocol sets it from its quirk).
         extra: metrics beyond every run's defaults (``population_mia``, ``mia_efficacy``,
             ``grey_box_mia``, ``dgqmu``, ...), computed by the study from the saved outputs.
+        audit: run the per-example U-LiRA audit after the grid (``{shadows: 64}``); its numbers
+            go to ``audit_summary.csv`` in the grid directory.
     """
 
     mia_nonmembers: Literal["heldout", "retain"] = "heldout"
     kl_shuffled: bool = False
     extra: list[str] = []
+    audit: Optional[AuditSpec] = None
 
     def context(self, seed: int) -> dict:
         """The :class:`~qmu_qiskit.evaluation.metrics.MetricContext` fields of a cell."""
@@ -157,13 +181,34 @@ class QuirksSpec(_Model):
             in the faithful protocol). Off: a 10% validation split drives selection.
         iris_teacher_without_subset: the Iris teacher is trained without the subset forget
             samples (HQML's Iris script trains it on the subset scenario's D_r).
-        kl_retain_shuffled: KL_retain/JS_retain/Agree_retain on two independently shuffled
-            passes over D_r (HQML's bug), instead of aligned samples.
+        kl_retain_shuffled: KL_retain/JS_retain on two independently shuffled passes over D_r
+            (HQML's bug), instead of aligned samples (Agree_retain stays aligned, as HQML's).
+        scaler_on_all_samples: the MinMax scaler (and PCA) fitted on all samples before the
+            split (HQML's Iris ``load_data``); angle encodings only.
+        subset_from_shuffled_split: the subset forget set drawn from D_tr in the shuffled order
+            HQML's first split returned it, with HQML's seed and ``train_test_split``.
+        torch_class_draws: MNIST/Fashion per-class samples drawn with ``torch.randperm`` from
+            train ∪ test (HQML's CNN branch, ``load_data_cnn``).
     """
 
     test_selection: bool = True
     iris_teacher_without_subset: bool = False
     kl_retain_shuffled: bool = False
+    scaler_on_all_samples: bool = False
+    subset_from_shuffled_split: bool = False
+    torch_class_draws: bool = False
+
+    def data_quirks(self, dataset: str, input_kind: str) -> list[str]:
+        """The :class:`~qmu_qiskit.data.DataConfig` quirks these flags switch on for a dataset
+        (each only where HQML's code has it)."""
+        out = []
+        if self.scaler_on_all_samples and input_kind == "angles":
+            out.append("scaler_on_all")
+        if self.subset_from_shuffled_split:
+            out.append("shuffled_subset")
+        if self.torch_class_draws and dataset in ("mnist", "fashion_mnist"):
+            out.append("torch_class_draws")
+        return out
 
 
 class ExecutorSpec(_Model):
@@ -284,7 +329,12 @@ class JobSpec(_Model):
         root = Path(root).resolve()
         out = Path(os.path.expanduser(self.out or f"runs/{self.name}"))
         path = (out if out.is_absolute() else root / out).resolve()
-        if path != root and root not in path.parents:
+        if path == root:
+            raise BadInputError(
+                f"out: {self.out!r} is the output directory itself; a grid needs a folder of its "
+                f"own (e.g. out: runs/{self.name})"
+            )
+        if root not in path.parents:
             raise BadInputError(
                 f"out: {self.out!r} is outside the output directory {root}; use a relative "
                 "path without '..' (or choose another output directory)"
@@ -322,10 +372,50 @@ def parse_spec(obj: dict, *, source: str = "<spec>", base_dir: Path | None = Non
     if base_dir is not None and isinstance(obj.get("forget"), list):
         obj = dict(obj)
         obj["forget"] = [_anchor_indices(f, base_dir) for f in obj["forget"]]
+    if base_dir is not None:
+        obj = _anchor_files(obj, base_dir)
     try:
         return JobSpec(**obj)
     except ValidationError as exc:
         raise _spec_error(exc, source) from None
+
+
+def _anchor_files(obj: dict, base_dir: Path) -> dict:
+    """Data files (``datasets``) and circuit files (``models``) relative to the spec's folder."""
+    from ..data.files import is_data_file
+
+    def anchor(value):
+        if isinstance(value, str) and not Path(os.path.expanduser(value)).is_absolute():
+            return str((base_dir / value).resolve())
+        return value
+
+    def fix(entries, key, test):
+        if isinstance(entries, (str, dict)):
+            entries = [entries]
+        if not isinstance(entries, list):
+            return entries
+        out = []
+        for e in entries:
+            if isinstance(e, str) and key == "name" and test(e):
+                e = anchor(e)
+            elif isinstance(e, dict):
+                if isinstance(e.get(key), str) and test(e[key]):
+                    e = {**e, key: anchor(e[key])}
+                if "models" in e:  # a dataset's own models
+                    e = {**e, "models": fix(e["models"], "circuit", _is_qpy)}
+            out.append(e)
+        return out
+
+    obj = dict(obj)
+    if "datasets" in obj:
+        obj["datasets"] = fix(obj["datasets"], "name", is_data_file)
+    if "models" in obj:
+        obj["models"] = fix(obj["models"], "circuit", _is_qpy)
+    return obj
+
+
+def _is_qpy(text: str) -> bool:
+    return text.strip().lower().endswith(".qpy")
 
 
 def _anchor_indices(item, base_dir: Path):

@@ -39,6 +39,9 @@ def init_worker(threads: int | None) -> None:
             os.environ[var] = str(threads)
     # Ctrl-C reaches the whole process group; the scheduler decides what stops, and how.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ..registry import one_line_plugin_warnings
+
+    one_line_plugin_warnings()  # a broken plugin: one line per worker, not a traceback
     _die_with_parent()
     set_threads(threads)
 

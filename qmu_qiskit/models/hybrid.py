@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..exceptions import BadInputError
+from ..registry import ENTRY_POINT_GROUPS, Registry
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,24 @@ class ModelInfo:
     features: Callable[[int], int | None] = lambda qubits: qubits
 
 
-MODELS: dict[str, ModelInfo] = {}
+def _load_builtins() -> None:
+    # The study models and the from-circuit model register themselves on import.
+    from . import circuit as _circuit  # noqa: F401
+    from . import studies as _studies  # noqa: F401
+
+
+#: Every hybrid model by name: the built-ins, then installed plugins (entry-point group
+#: ``qmu_qiskit.models``), loaded on first use.
+MODELS: Registry[ModelInfo] = Registry(
+    "model", group=ENTRY_POINT_GROUPS["model"], builtins=_load_builtins,
+    hint="see `qmu-qiskit models`",
+)
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
-    MODELS[info.name] = info
-    return info
+    """Register a model under ``info.name``; a plugin calls it in its ``qmu_qiskit.models``
+    entry-point module, and the model appears in ``qmu-qiskit models`` and ``train --model``."""
+    return MODELS.register(info.name, info)
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -112,6 +125,51 @@ class HybridModel(nn.Module):
             if any(True for _ in mod.parameters(recurse=False)):
                 groups.append((f"head.{name}", mod))
         return groups
+
+    # ------------------------------------------------------------------ prediction
+    #: Set by :func:`qmu_qiskit.models.load_model`: the run's input encoding (fitted on its
+    #: training split), so :meth:`predict` takes raw records; ``None``: inputs are encoded.
+    preprocess = None
+    #: Class names in label order, when known (set by ``load_model``).
+    class_names: tuple[str, ...] | None = None
+
+    def predict_proba(self, X, *, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (softmax of the logits) of ``X``.
+
+        Args:
+            X: records as a numpy array or tensor: raw records as in the data source for a model
+                from :func:`~qmu_qiskit.models.load_model` (its encoding is applied), else the
+                encoded model inputs (e.g. angles).
+            batch_size: records per circuit job.
+
+        Returns:
+            ``(N, num_classes)`` float64 probabilities.
+        """
+        if hasattr(X, "detach"):
+            X = X.detach().cpu().numpy()
+        X = np.asarray(X)
+        if self.preprocess is not None:
+            X = self.preprocess.transform(X)
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if batch_size < 1:
+            raise BadInputError(f"batch_size must be ≥ 1, got {batch_size}")
+        was_training = self.training
+        self.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(X), batch_size):
+                    logits = self(torch.from_numpy(X[start:start + batch_size]))
+                    out.append(torch.softmax(logits.double(), dim=-1).numpy())
+        finally:
+            self.train(was_training)
+        width = self.last_linear.out_features
+        return np.concatenate(out) if out else np.empty((0, width))
+
+    def predict(self, X, *, batch_size: int = 256) -> np.ndarray:
+        """Predicted labels (``0..C-1``, the index into :attr:`class_names`) of ``X``; see
+        :meth:`predict_proba` for what ``X`` is."""
+        return self.predict_proba(X, batch_size=batch_size).argmax(axis=1).astype(np.int64)
 
     def quantum_parameters(self) -> list[nn.Parameter]:
         return list(self.quantum.parameters())
@@ -271,6 +329,13 @@ class ModelSpec:
     layers: int
     readout: str = "estimator"
     image_side: int = 28
+    #: ``circuit`` model only: where the circuit comes from, its fingerprint, the head, the
+    #: name of the input ParameterVector, and the run directory holding its QPY copy.
+    circuit: str | None = None
+    circuit_sha256: str | None = None
+    head: str | None = None
+    input_params: str | None = None
+    circuit_dir: str | None = None
 
 
 def build_model(spec: ModelSpec, *, num_classes: int, executor, seed: int) -> HybridModel:
@@ -295,6 +360,3 @@ def count_parameters(model: nn.Module) -> dict:
 def numpy_weights(model: nn.Module) -> np.ndarray:
     return np.concatenate([p.detach().cpu().numpy().ravel() for p in model.parameters()])
 
-
-# The QMU and DG-QMU study models register themselves on import (kept in their own module).
-from . import studies as _studies  # noqa: E402,F401

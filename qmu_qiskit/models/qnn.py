@@ -11,6 +11,7 @@ inference (``torch.no_grad``) only the values are computed.
 from __future__ import annotations
 
 import hashlib
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -95,10 +96,16 @@ class FusedEstimatorQNN(_FusedMixin, EstimatorQNN):
 class FusedSamplerQNN(_FusedMixin, SamplerQNN):
     """``SamplerQNN`` with fused forward + Jacobian, reading probabilities as arrays.
 
+    Outcomes are read as ``SamplerQNN`` reads them (integers over the clbits, those at or above
+    ``2**num_virtual_qubits`` dropped) and mapped through ``interpret`` once, so an
+    ``interpret`` with a multi-dimensional ``output_shape`` (a tuple per outcome) works too.
+    Forward values are exact outcome probabilities on the exact engine and shot frequencies
+    elsewhere.
+
     Args:
         executor: the executor providing sampler and gradient.
-        **kwargs: ``SamplerQNN`` arguments (``circuit`` with measurements, ``input_params``,
-            ``weight_params``, ``interpret``, ``output_shape``, ``input_gradients``).
+        **kwargs: ``SamplerQNN`` arguments (``circuit``, ``input_params``, ``weight_params``,
+            ``interpret``, ``output_shape``, ``input_gradients``).
     """
 
     def __init__(self, *, executor, **kwargs):
@@ -106,17 +113,23 @@ class FusedSamplerQNN(_FusedMixin, SamplerQNN):
         self.executor = executor
         self._init_fusion()
         num_bits = self._circuit.num_clbits
-        # outcome → output index, so interpretation is one vectorised scatter
-        if self._interpret is None:
-            self._index = np.arange(2**num_bits)
-        else:
-            self._index = np.array([int(self._interpret(k)) for k in range(2**num_bits)])
-        self._out = int(np.prod(self._output_shape))
+        shape = tuple(int(d) for d in self._output_shape)
+        outcomes = np.arange(2**num_bits)
+        valid = outcomes < 2**self.num_virtual_qubits
+        index = []
+        for k in outcomes[valid]:
+            key = self._interpret(int(k))
+            idx = (int(key),) if isinstance(key, Integral) else tuple(int(i) for i in key)
+            index.append(np.ravel_multi_index(idx, shape))
+        # outcome → flat output index, so interpretation is one vectorised scatter
+        self._valid = valid
+        self._index = np.asarray(index, dtype=np.int64)
+        self._out = int(np.prod(shape))
 
     def _to_outputs(self, probs: np.ndarray) -> np.ndarray:
-        """(N, 2**k, ...) outcome values → (N, outputs, ...) through ``interpret``."""
+        """(N, 2**clbits, ...) outcome values → (N, *output_shape, ...) through ``interpret``."""
         out = np.zeros((probs.shape[0], self._out) + probs.shape[2:])
-        np.add.at(out, (slice(None), self._index), probs)
+        np.add.at(out, (slice(None), self._index), probs[:, self._valid])
         return out.reshape((probs.shape[0],) + tuple(self._output_shape) + probs.shape[2:])
 
     def _columns(self, num_params: int) -> list[int]:
@@ -130,14 +143,16 @@ class FusedSamplerQNN(_FusedMixin, SamplerQNN):
             probs, jac = self.gradient.probs_and_jacobian(self._circuit, parameter_values, cols)
             self._cached = (_key(parameter_values), self._split(self._to_outputs(jac), num_samples))
             return self._to_outputs(probs)
-        result = self.sampler.run([(self._circuit, parameter_values)]).result()[0]
-        return self._to_outputs(np.asarray(result.data.probabilities).reshape(num_samples, -1))
+        probs = self.sampler.probabilities(self._circuit, parameter_values)
+        return self._to_outputs(probs.reshape(num_samples, -1))
 
     def _backward(self, input_data, weights):
         parameter_values, num_samples = self._preprocess_forward(input_data, weights)
         cached = self._take_cached(parameter_values)
         if cached is not None:
             return cached
+        if parameter_values.size == 0 or parameter_values.shape[1] == 0:
+            return None, None
         cols = self._columns(parameter_values.shape[1])
         _, jac = self.gradient.probs_and_jacobian(self._circuit, parameter_values, cols)
         return self._split(self._to_outputs(jac), num_samples)

@@ -27,8 +27,15 @@ from dataclasses import dataclass, field
 
 from ..exceptions import BadInputError
 from ..jobs.spec import DatasetEntry, JobSpec, MethodEntry, MetricsSpec, ModelEntry, QuirksSpec
+from ..registry import Registry
 
 PI = math.pi
+
+#: The hqml protocol's quirks when a spec names none: every HQML quirk, each applied only where
+#: HQML's code has it (Iris-only and MNIST/Fashion-only flags are ignored elsewhere).
+HQML_QUIRKS = QuirksSpec(test_selection=True, iris_teacher_without_subset=True,
+                         kl_retain_shuffled=True, scaler_on_all_samples=True,
+                         subset_from_shuffled_split=True, torch_class_draws=True)
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class Protocol:
     # ------------------------------------------------------------------ spec completion
     def complete(self, spec: JobSpec) -> JobSpec:
         """The spec with every ``None`` field replaced by this protocol's default."""
-        quirks = spec.quirks if spec.quirks is not None else (QuirksSpec() if self.name == "hqml" else None)
+        quirks = spec.quirks if spec.quirks is not None else (HQML_QUIRKS if self.name == "hqml" else None)
         metrics = spec.metrics or self.metrics
         if quirks is not None and quirks.kl_retain_shuffled and not metrics.kl_shuffled:
             metrics = metrics.model_copy(update={"kl_shuffled": True})
@@ -130,6 +137,17 @@ class Protocol:
                     )
                 exclude = subsets[0]
         where = f"dataset {dataset.name}"
+        if quirks is not None:
+            from ..models.hybrid import get_model_info
+
+            try:
+                kind = data.get("input_kind") or get_model_info(model.name if model else
+                                                                _preset_model(name)).input_kind
+            except BadInputError:
+                kind = "angles"
+            wanted_quirks = quirks.data_quirks(name, kind)
+            if wanted_quirks:
+                data["quirks"] = sorted(set(data.get("quirks", ())) | set(wanted_quirks))
         try:
             return resolve_run_config(
                 dataset=dataset.name,
@@ -143,6 +161,9 @@ class Protocol:
                 backend=backend.model_dump(),
                 protocol=protocol,
                 exclude_forget=exclude,
+                circuit=model.circuit if model else None,
+                head=model.head if model else None,
+                input_params=model.input_params if model else None,
             )
         except BadInputError as exc:
             raise type(exc)(f"invalid job spec ({where}): {exc}") from None
@@ -161,9 +182,26 @@ class Protocol:
              "the Iris teacher is trained without the subset forget samples (HQML's Iris script "
              "trains it on the subset scenario's D_r), so its 'forget' samples were never seen"),
             ("kl_retain_shuffled", q.kl_retain_shuffled,
-             "KL_retain / JS_retain / Agree_retain compare U and O on two independently shuffled "
-             "passes over D_r (HQML's bug) instead of the same samples"),
+             "KL_retain / JS_retain compare U and O on two independently shuffled passes over D_r "
+             "(HQML's bug) instead of the same samples; Agree_retain stays aligned (HQML's was)"),
+            ("scaler_on_all_samples", q.scaler_on_all_samples,
+             "the MinMax scaler (and PCA) is fitted on all samples before the split (HQML's Iris "
+             "load_data), so test data shape the encoding; off: fitted on D_tr"),
+            ("subset_from_shuffled_split", q.subset_from_shuffled_split,
+             "the subset forget set is drawn from D_tr in the shuffled order HQML's first split "
+             "returned it (train_test_split, HQML's seed), so the same records are forgotten as "
+             "in HQML; off: drawn from D_tr sorted by record id"),
+            ("torch_class_draws", q.torch_class_draws,
+             "MNIST/Fashion samples per class are drawn with torch.randperm from train ∪ test "
+             "(HQML's CNN branch; record ids ≥ 60000 are t10k rows); off: numpy draws from the "
+             "train file"),
         ]
+
+
+def _preset_model(name: str) -> str:
+    from ..config import PRESETS
+
+    return PRESETS.get(name, PRESETS["iris"])["model"]
 
 
 def _canonical(name: str) -> str:
@@ -208,12 +246,13 @@ HQML_NAMES = {
     "adv_uniform": "ADV-UNIFORM",
 }
 
-PROTOCOLS: dict[str, Protocol] = {}
+#: The study protocols by name (the same registry mechanism as methods and metrics; not
+#: pluggable, since job specs validate ``protocol`` against the four names).
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
 
 
 def _register(p: Protocol) -> Protocol:
-    PROTOCOLS[p.name] = p
-    return p
+    return PROTOCOLS.register(p.name, p)
 
 
 _register(Protocol(
@@ -238,6 +277,17 @@ _register(Protocol(
         "Method variants are HQML's (`*_hqml`); `certified_hqml` is noisy fine-tuning and certifies "
         "nothing.",
         "The Oracle row is the retrain oracle itself (HQML did not list it).",
+        "Every method runs inside HQML's early-stopping wrapper: after each epoch its TEST "
+        "accuracy is measured, epoch 1 is the first best, a later epoch wins only if strictly "
+        "better, and the loop stops after `patience` epochs without improvement (HQML: 15 on "
+        "Iris; 6 on MNIST/Fashion, 8 for SCRUB); the best epoch's weights are returned "
+        "(method_info.selection in each metrics.json says which).",
+        "What still cannot be matched: HQML ran PennyLane's default.qubit in float32/float64 "
+        "torch with its own initialisation and DataLoader shuffling; this project runs Qiskit "
+        "circuits (exact statevector) with its own seeded initialisation and batch order, so "
+        "trajectories, and hence the selected epochs, differ even where the data, recipes and "
+        "rules are HQML's. The MIA non-members are HQML's kind (a random subset of D_r) but not "
+        "its draw (numpy's global RNG after model initialisation).",
     ),
     method_names=HQML_NAMES,
     scenario_names={"subset:0.02": "subset2pct", "class:0": "fullclass"},
@@ -249,14 +299,22 @@ _register(Protocol(
     source="methods.md §5 'fixed'; models and budgets of HQML",
     recipes={k: _with_validation(v) for k, v in
              {"iris": _HQML_IRIS, "mnist": _HQML_MNIST, "fashion_mnist": _HQML_FASHION}.items()},
-    methods=_m("finetune", "ga", "fisher", "neggrad_plus", "cf_k", "eu_k", "scrub", "scrub_r",
-               "certified", "qmul", "lca", "adv_uniform"),
+    methods=_m("finetune", "ga", "fisher")
+    + (MethodEntry(method="neggrad_plus", options={"loader": "cycle"}),)
+    + _m("cf_k", "eu_k", "scrub", "scrub_r", "certified")
+    + (MethodEntry(method="qmul", options={"loader": "cycle"}), _m("lca")[0],
+       MethodEntry(method="adv_uniform", options={"loader": "cycle"})),
     forget=("subset:0.02", "class:0"),
     seeds=(0, 1, 2),
     metrics=MetricsSpec(mia_nonmembers="heldout", extra=["population_mia", "mia_efficacy"]),
     notes=(
-        "A validation split (10% of D_tr) drives early stopping and model selection; the test set "
-        "is only measured.",
+        "A validation split (10% of D_tr) drives early stopping and model selection of the "
+        "teacher and the oracle (best validation accuracy); unlearning methods run their budget "
+        "and return their last epoch (validation accuracy of the retained data would select the "
+        "epoch that forgot least); the test set is only measured.",
+        "Paired methods (NegGrad+, Q-MUL, ADV-UNIFORM) cycle the forget loader across a full "
+        "retain epoch (`loader: cycle`, the literature form), so a 2% forget set does not starve "
+        "them to one step per epoch as HQML's zip does.",
         "MIA_AUC uses held-out non-members (never trained on, class-matched to D_f): 0.5 means "
         "'the forget samples look unseen'. MIA_AUC_teacher / MIA_AUC_oracle are the anchors.",
         "KL/JS/Agree compare U with the oracle on the same samples.",

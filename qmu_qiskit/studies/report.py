@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_savefig, atomic_write_text
+from ..io import atomic_write_text
 from ..jobs.grid import Grid
 from ..jobs.handle import JobHandle
 from .protocols import Protocol, get_protocol
@@ -32,8 +32,9 @@ HQML_COLUMNS = [
 OUR_COLUMNS = [
     "dataset", "model", "backend", "seed", "method_registry", "method_source", "scenario_source",
     "acc_retain_oracle", "acc_forget_oracle", "acc_test_oracle", "MIA_AUC_teacher",
-    "MIA_AUC_oracle", "mia_members", "forget_size", "seconds", "oracle_seconds", "speedup", "jobs",
-    "circuit_evaluations",
+    "MIA_AUC_oracle", "mia_members", "mia_nonmembers", "UA", "RA", "TA", "TA_classes",
+    "MIA_Efficacy", "MIA_Efficacy_teacher", "MIA_Efficacy_oracle", "forget_size", "seconds",
+    "oracle_seconds", "speedup", "jobs", "circuit_evaluations",
 ]
 _TAIL = ["cell", "path"]
 _NOT_METRICS = {"kind", "forget", "finished", "config_fingerprint", "data_fingerprint"}
@@ -178,8 +179,27 @@ def _slug(*parts) -> str:
     return "-".join(str(p).replace(":", "-").replace("/", "-") for p in parts)
 
 
+def _roc_lines(roc) -> list[str]:
+    """The report's lines under an ROC plot: TPR at low FPRs (± std over seeds), warnings."""
+    from ..plots import LOW_FPRS
+
+    head = ["model", "AUC"] + [f"TPR @ {f:.1%} FPR" for f in LOW_FPRS]
+    body = []
+    for r in roc.rows:
+        pm = (lambda k: f"{r[k]:.3f}" + (f" ± {r[k + '_std']:.3f}" if r["seeds"] > 1 else ""))
+        body.append([r["name"], f"{r['AUC']:.3f}" + (f" ± {r['AUC_std']:.3f}" if r["seeds"] > 1 else "")]
+                    + [pm(f"TPR@{f:g}") for f in LOW_FPRS])
+    out = [f"Membership attack on {roc.members} members / {roc.nonmembers} non-members:", "",
+           _table(head, body), ""]
+    if roc.warnings:
+        out += ["**Warning** — the sets are too small for the FPRs shown:", ""]
+        out += [f"- {w}" for w in roc.warnings] + [""]
+    return out
+
+
 def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path], state: str,
-                 extra_keys: list[str] = (), extra_errors: list[str] = ()) -> str:
+                 extra_keys: list[str] = (), extra_errors: list[str] = (), *,
+                 rocs: dict | None = None) -> str:
     spec = grid.spec
     handle = JobHandle(grid.dir)
     status = handle.status()
@@ -252,6 +272,8 @@ def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path
                 _cell_value(members, "KL_test"), _cell_value(members, "Agree_test"),
                 f"{_cell_value(members, 'MIA_AUC')} ({_cell_value(members, 'MIA_AUC_teacher')} / "
                 f"{_cell_value(members, 'MIA_AUC_oracle')})",
+                _cell_value(members, "UA"), _cell_value(members, "TA"),
+                _cell_value(members, "MIA_Efficacy"),
                 _cell_value(members, "seconds", 1)
                 + ("" if method == "retrain" else f" (×{_cell_value(members, 'speedup', 1)})"),
             ])
@@ -260,7 +282,7 @@ def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path
                 f"{_fmt(first.get('acc_forget_orig'))}, acc_test {_fmt(first.get('acc_test_orig'))}"
                 + (" (first seed)" if len(spec.seeds) > 1 else "") + ".", ""]
         out += [_table(["method", "acc_retain", "acc_forget", "acc_test", "UQI", "KL_test", "Agree_test",
-                        "MIA_AUC (T / O)", "s (× oracle)"], body), ""]
+                        "MIA_AUC (T / O)", "UA", "TA", "MIA-Efficacy", "s (× oracle)"], body), ""]
         main_keys = [k for k in extra_keys if not k.endswith(("_teacher", "_oracle"))]
         if main_keys:
             out += [f"Further metrics ({', '.join(grid.spec.metrics.extra)}; teacher / oracle in brackets):", ""]
@@ -277,8 +299,12 @@ def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path
             out += [_table(["method"] + main_keys, body), ""]
         for p in plots:
             if p.stem.endswith(_slug(ds, model, backend, scenario)):
-                kind = "forget vs retain accuracy" if p.stem.startswith("forget_vs_retain") else "MIA ROC"
+                kind = {"forget_vs_retain": "forget vs retain accuracy", "mia_roc": "MIA ROC (log-log)",
+                        "curves": "training curves"}.get(p.stem.split("_" + _slug(ds))[0], p.stem)
                 out += [f"![{kind}](plots/{p.name})", ""]
+                roc = (rocs or {}).get(p)
+                if roc is not None:
+                    out += _roc_lines(roc)
 
     if extra_errors:
         out += ["## Metrics that could not be computed", ""] + [f"- {e}" for e in extra_errors] + [""]
@@ -293,98 +319,107 @@ def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path
             "(scenario, method, acc_retain_unlearn, …, MIA_AUC), then ours.",
             "- `results_summary_mean_std.csv`: the same over seeds (mean, sample std)." if len(spec.seeds) > 1 else
             "- one seed: no mean ± std table.",
-            "- `plots/`: forget vs retain accuracy per method; MIA ROC curves (U, teacher, oracle) "
-            "from the saved per-sample outputs.", ""]
+            "- `plots/`: forget vs retain accuracy per method (numbered markers, mean ± std over "
+            "seeds); log-log MIA ROC curves (U, teacher, oracle; mean ± std over seeds; TPR at "
+            "1% / 0.1% FPR marked) from the saved per-sample outputs; per-epoch curves of the "
+            "teachers and the oracles.",
+            "- SalUn's names: UA = 1 − acc_forget, RA = acc_retain, TA = test accuracy (remaining "
+            "classes when whole classes are forgotten), MIA-Efficacy (column MIA_Efficacy); "
+            "docs/metrics.md defines every column.", ""]
     return "\n".join(out)
 
 
 # ------------------------------------------------------------------------------------ plots
 
-def _figure(**kw):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=kw.pop("figsize", (6.4, 4.8)), layout="constrained", **kw)
+def _mean_std(vals: list[float]) -> tuple[float, float]:
+    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
 
 
 def plot_forget_vs_retain(rows: list[dict], title: str, path: Path) -> Path:
     """Mean accuracy of U on D_f against D_r per method (error bars: std over seeds); the
-    teacher and the oracle as reference points."""
-    fig = _figure()
-    ax = fig.add_subplot()
+    teacher and the oracle as reference points (:func:`qmu_qiskit.plots.plot_forget_vs_retain`)."""
+    from ..plots import Point
+    from ..plots import plot_forget_vs_retain as draw
+
     by_method: dict[str, list[dict]] = {}
     for r in rows:
         by_method.setdefault(r["method"], []).append(r)
+    points = []
     for method, members in by_method.items():
         xs = [m["acc_retain_unlearn"] for m in members if _num(m.get("acc_retain_unlearn"))]
         ys = [m["acc_forget_unlearn"] for m in members if _num(m.get("acc_forget_unlearn"))]
         if not xs or not ys:
             continue
-        x, y = float(np.mean(xs)), float(np.mean(ys))
-        xe = float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
-        ye = float(np.std(ys, ddof=1)) if len(ys) > 1 else 0.0
+        (x, xe), (y, ye) = _mean_std(xs), _mean_std(ys)
         oracle = method == "retrain"
-        ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="s" if oracle else "o", capsize=3,
-                    color="black" if oracle else None, label="oracle (retrain)" if oracle else method)
-        ax.annotate("oracle" if oracle else method, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    t = [(r.get("acc_retain_orig"), r.get("acc_forget_orig")) for r in rows]
-    t = [(a, b) for a, b in t if _num(a) and _num(b)]
+        points.append(Point(name="retrain (oracle)" if oracle else method, x=x, y=y, xerr=xe,
+                            yerr=ye, kind="oracle" if oracle else "method"))
+    t = {r["seed"]: (r.get("acc_retain_orig"), r.get("acc_forget_orig")) for r in rows}
+    t = [(a, b) for a, b in t.values() if _num(a) and _num(b)]
     if t:
-        ax.plot([float(np.mean([a for a, _ in t]))], [float(np.mean([b for _, b in t]))], "*",
-                markersize=14, color="gold", markeredgecolor="black", label="teacher")
-    ax.set_xlabel("accuracy on D_r (retain)")
-    ax.set_ylabel("accuracy on D_f (forget)")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="best")
-    atomic_savefig(fig, path, dpi=110)
-    return path
+        (x, xe), (y, ye) = _mean_std([a for a, _ in t]), _mean_std([b for _, b in t])
+        points.append(Point(name="teacher", x=x, y=y, xerr=xe, yerr=ye, kind="teacher"))
+    seeds = len({r["seed"] for r in rows})
+    return draw(points, path, title=title + (f" — mean ± std over {seeds} seeds" if seeds > 1 else ""))
 
 
-def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path) -> Path | None:
-    """ROC curves of the max-softmax membership attack (members D_f, the study's non-members)
-    for U of every method, the teacher and the oracle, from saved per-sample outputs."""
-    from sklearn.metrics import auc, roc_curve
+def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path):
+    """Log-log ROC curves of the max-softmax membership attack (members D_f, the study's
+    non-members) for U of every method, the teacher and the oracle, mean ± std over seeds, from
+    the saved per-sample outputs (:func:`qmu_qiskit.plots.plot_roc`).
 
+    Returns:
+        The :class:`~qmu_qiskit.plots.RocSummary`, or ``None`` when no set could be drawn.
+    """
     from ..evaluation.metrics import MetricContext, mia_sets
     from ..evaluation.outputs import Outputs
+    from ..plots import RocSeries, plot_roc
 
-    seed = min(r["seed"] for r in rows)
-    chosen = [r for r in rows if r["seed"] == seed]
-    fig = _figure()
-    ax = fig.add_subplot()
-    drew = False
-    teacher_done = False
-    for r in chosen:
+    series: dict[str, RocSeries] = {}
+    teacher_seeds: set = set()
+
+    def add(name: str, out: Outputs, members, nonmembers, style=None) -> None:
+        score = out.probs.max(1)
+        y = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+        s = series.setdefault(name, RocSeries(name=name, style=style or {}))
+        s.runs.append((y, np.r_[score[members], score[nonmembers]]))
+
+    for r in rows:
         cell = grid.cell(r["cell"])
         ctx = MetricContext(**cell.payload["metric_ctx"])
         U = Outputs.load(cell.path / "outputs.npz")
         members, nonmembers = mia_sets(U, ctx)
         if len(members) == 0 or len(nonmembers) == 0:
             continue
-        labels = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
-        curves = [(r["method"] if r["method"] != "retrain" else "oracle (retrain)", U)]
-        if not teacher_done:
+        oracle = r["method"] == "retrain"
+        add("oracle (retrain)" if oracle else r["method"], U, members, nonmembers,
+            {"color": "black", "linestyle": ":"} if oracle else None)
+        if r["seed"] not in teacher_seeds:
             T = Outputs.load(Path(cell.payload["teacher"]) / "outputs.npz").with_forget(U.ids[U.forget])
-            curves.append(("teacher", T))
-            teacher_done = True
-        for name, out in curves:
-            score = out.probs.max(1)
-            fpr, tpr, _ = roc_curve(labels, np.r_[score[members], score[nonmembers]])
-            style = {"teacher": dict(color="black", linestyle="--"),
-                     "oracle (retrain)": dict(color="black", linestyle=":")}.get(name, {})
-            ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.2f})", **style)
-            drew = True
-    if not drew:
-        return None
-    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(f"{title} (seed {seed})", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-    atomic_savefig(fig, path, dpi=110)
-    return path
+            add("teacher", T, members, nonmembers, {"color": "black", "linestyle": "--"})
+            teacher_seeds.add(r["seed"])
+    order = [k for k in series if k not in ("teacher", "oracle (retrain)")]
+    ordered = [series[k] for k in order] + [series[k] for k in ("oracle (retrain)", "teacher") if k in series]
+    return plot_roc(ordered, path, title=title)
+
+
+def plot_curves(grid: Grid, rows: list[dict], title: str, path: Path) -> Path | None:
+    """Per-epoch curves of the teachers and the retrain oracles of these rows (the stored
+    ``history`` of each run), mean ± std over seeds."""
+    from ..io import read_json
+    from ..plots import plot_curves as draw
+
+    histories: dict[str, list] = {"teacher": [], "retrain (oracle)": []}
+    seen = set()
+    for r in rows:
+        cell = grid.cell(r["cell"])
+        teacher = Path(cell.payload["teacher"])
+        if teacher not in seen and (teacher / "metrics.json").is_file():
+            seen.add(teacher)
+            histories["teacher"].append(read_json(teacher / "metrics.json").get("history") or [])
+        if r["method"] == "retrain":
+            histories["retrain (oracle)"].append(read_json(cell.path / "metrics.json").get("history") or [])
+    return draw(histories, path, title=title)
 
 
 # ------------------------------------------------------------------------------------ all
@@ -409,6 +444,7 @@ def write_outputs(grid_dir: str | Path, *, plots: bool = True) -> StudyOutputs:
         mean_std = grid.dir / "results_summary_mean_std.csv"
         atomic_write_text(mean_std, csv_text(agg, agg_cols))
     drawn: list[Path] = []
+    rocs: dict = {}
     if plots and rows:
         plot_dir = grid.dir / "plots"
         plot_dir.mkdir(exist_ok=True)
@@ -420,8 +456,13 @@ def write_outputs(grid_dir: str | Path, *, plots: bool = True) -> StudyOutputs:
             drawn.append(plot_forget_vs_retain(members, title, plot_dir / f"forget_vs_retain_{_slug(*key)}.png"))
             roc = plot_mia_roc(grid, members, title, plot_dir / f"mia_roc_{_slug(*key)}.png")
             if roc is not None:
-                drawn.append(roc)
+                drawn.append(roc.path)
+                rocs[roc.path] = roc
+            curves = plot_curves(grid, members, title, plot_dir / f"curves_{_slug(*key)}.png")
+            if curves is not None:
+                drawn.append(curves)
     state = JobHandle(grid.dir).status().state
     report = grid.dir / "report.md"
-    atomic_write_text(report, write_report(grid, proto, rows, drawn, state, extra_keys, extra_errors))
+    atomic_write_text(report, write_report(grid, proto, rows, drawn, state, extra_keys, extra_errors,
+                                           rocs=rocs))
     return StudyOutputs(summary=summary, report=report, mean_std=mean_std, plots=drawn, rows=rows, state=state)

@@ -11,6 +11,7 @@ Adding a method is one module, one :func:`register_method` call and a test.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ import torch
 
 from ..exceptions import BadInputError
 from ..io import atomic_torch_save
+from ..registry import ENTRY_POINT_GROUPS, Registry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,17 @@ class MethodInfo:
             )
 
 
-METHODS: dict[str, MethodInfo] = {}
+def _load_builtins() -> None:
+    # Importing the method modules registers them; cheap, and only when a method is needed.
+    from . import methods  # noqa: F401
+
+
+#: Every unlearning method by name: the built-ins, then installed plugins
+#: (entry-point group ``qmu_qiskit.methods``), loaded on first use.
+METHODS: Registry[MethodInfo] = Registry(
+    "unlearning method", group=ENTRY_POINT_GROUPS["method"], builtins=_load_builtins,
+    hint="see `qmu-qiskit methods`",
+)
 
 
 def register_method(
@@ -84,20 +98,23 @@ def register_method(
     family: str,
     requires_class_forget: bool = False,
 ):
-    """Register ``fn`` as the unlearning method ``name``."""
+    """Register ``fn`` as the unlearning method ``name`` (a decorator).
+
+    A plugin package calls this in the module its ``qmu_qiskit.methods`` entry point names;
+    the method then appears in ``qmu-qiskit methods``, ``unlearn --method`` and job specs.
+    """
 
     def deco(fn):
-        METHODS[name] = MethodInfo(
+        METHODS.register(name, MethodInfo(
             name=name, fn=fn, options=dict(options), summary=summary, source=source, family=family,
             requires_class_forget=requires_class_forget,
-        )
+        ))
         return fn
 
     return deco
 
 
 def get_method(name: str) -> MethodInfo:
-    _load_all()
     if name not in METHODS:
         raise BadInputError(
             f"unknown unlearning method {name!r}; available: {', '.join(sorted(METHODS))} "
@@ -107,13 +124,7 @@ def get_method(name: str) -> MethodInfo:
 
 
 def available_methods() -> list[str]:
-    _load_all()
-    return sorted(METHODS)
-
-
-def _load_all() -> None:
-    # Importing the method modules registers them; cheap, and only when a method is needed.
-    from . import methods  # noqa: F401
+    return METHODS.names()
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,26 @@ class RecipeInfo:
     def large(self) -> bool:
         """HQML's budgets differ between Iris (small) and MNIST/Fashion (large)."""
         return self.dataset in ("mnist", "fashion_mnist", "covertype")
+
+
+def method_selection(protocol: str, recipe_select: str = "val") -> str:
+    """Which epoch an unlearning method returns under a study protocol (methods.md §3, §5).
+
+    * ``hqml``: the best TEST accuracy with HQML's early stopping (HQML wraps every method in
+      ``train_with_es`` on its test loader);
+    * ``fixed`` (the default), ``qmu`` and ``dgqmu``: the last epoch of the method's budget, as
+      the literature evaluates unlearning methods. Selecting a method's epoch on the validation
+      split would reward the epoch that forgot least: the validation data holds only retained
+      classes and records, whose accuracy an unlearning update can only lower, so the rule
+      returns epoch 1 whenever forgetting costs any retained accuracy. ``val`` stays available
+      to :class:`UnlearnContext` for methods and studies that want it.
+
+    ``recipe_select`` (the teacher's rule) does not change a method's rule.
+    """
+    del recipe_select
+    if protocol == "hqml":
+        return "test"
+    return "last"
 
 
 def _cast(name: str, opt: Option, value, method: str):
@@ -233,6 +264,9 @@ class UnlearnContext:
         progress: show progress bars.
         protocol: ``fixed`` or a study protocol (``hqml`` enables HQML's test-set selection).
         executor: the circuit executor (for methods that need raw circuit evaluations).
+        selection: how :meth:`epochs` picks the returned epoch (:func:`method_selection`):
+            ``test`` (HQML: best test accuracy, early stopping with the method's ``patience``),
+            ``val`` (the fixed protocol: the same rule on the validation split) or ``last``.
     """
 
     teacher: torch.nn.Module
@@ -251,6 +285,7 @@ class UnlearnContext:
     protocol: str = "fixed"
     executor: Any = None
     fingerprint: str = ""
+    selection: str = "last"
 
     def copy_teacher(self) -> torch.nn.Module:
         """A new model holding the teacher's weights (the QNN inside is not deep-copyable: it
@@ -290,13 +325,25 @@ class UnlearnContext:
         ck = self._own_checkpoint()
         return dict(ck.get("state", {})) if ck is not None else {}
 
-    def epochs(self, model, optimizer, num_epochs: int, *, state: dict | None = None, desc: str = ""):
-        """Iterate epochs with a resumable checkpoint after each one.
+    def epochs(self, model, optimizer, num_epochs: int, *, state: dict | None = None,
+               desc: str = "", select: bool = True):
+        """Iterate epochs with a resumable checkpoint after each one, and the per-method
+        early-stopping wrapper of the protocol (methods.md §3).
 
-        Yields epoch numbers 1..num_epochs. After the loop body of an epoch returns, the model,
-        optimizer, ``state`` (a dict of tensors and numbers the method keeps across epochs) and
-        every random state are written atomically; a killed method resumes after the last
-        finished epoch with identical numbers.
+        Yields epoch numbers 1..num_epochs. After the loop body of an epoch returns, the model is
+        scored by :attr:`selection` (``test`` or ``val`` accuracy), then the model, optimizer,
+        ``state`` (a dict of tensors and numbers the method keeps across epochs), the selection
+        state and every random state are written atomically; a killed method resumes after the
+        last finished epoch with identical numbers.
+
+        Selection is HQML's ``EarlyStopper`` / ``train_with_es``: epoch 1 is always the first
+        best, a later epoch replaces it only if its accuracy is strictly higher, and the loop
+        stops once ``patience`` epochs in a row (the method's ``patience`` option; 0: never)
+        brought no improvement. When the loop ends the best epoch's weights are loaded into
+        ``model`` — so a method whose best epoch is 1 returns its epoch-1 weights, never the
+        teacher's. With ``selection == "last"`` (or ``select=False``, for methods with their own
+        rule such as SCRUB+R's rewind) the last epoch is returned. :meth:`selection_report` says
+        what was chosen.
 
         The global torch RNG (dropout) is forked and seeded from :attr:`seed` for the loop, so the
         numbers depend on the seed alone and the caller's random state is left untouched.
@@ -304,6 +351,10 @@ class UnlearnContext:
         from ..training import load_state
 
         state = state if state is not None else {}
+        rule = self._rule() if select else "last"
+        patience = int(self.options.get("patience", 0) or 0) if rule != "last" else 0
+        sel = {"best_score": None, "best_epoch": 0, "stale": 0, "best_state": None, "scores": [],
+               "stopped": False}
         start = 0
         gen_states = {}
         with torch.random.fork_rng(devices=[]):
@@ -317,15 +368,29 @@ class UnlearnContext:
                 state.update(ck.get("state", {}))
                 start = int(ck["epoch"])
                 gen_states = ck.get("generators", {})
+                sel.update(ck.get("selection") or {})
             self._generators: dict = {}
             self._gen_states = gen_states
             bar = None
-            if self.progress and num_epochs > start:
+            if self.progress and num_epochs > start and not sel["stopped"]:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch", leave=False)
-            for epoch in range(start + 1, num_epochs + 1):
+                bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch",
+                           leave=False, disable=None)  # no bar (no \r frames) off a terminal
+            epoch = start
+            while epoch < num_epochs and not sel["stopped"]:
+                epoch += 1
                 yield epoch
+                if rule != "last":
+                    score = self._selection_score(model, rule)
+                    sel["scores"].append(score)
+                    if sel["best_score"] is None or score > sel["best_score"]:
+                        sel.update(best_score=score, best_epoch=epoch, stale=0,
+                                   best_state={k: v.detach().clone()
+                                               for k, v in model.state_dict().items()})
+                    else:
+                        sel["stale"] += 1
+                    sel["stopped"] = bool(patience) and sel["stale"] >= patience
                 atomic_torch_save(
                     self.checkpoint,
                     {
@@ -336,12 +401,43 @@ class UnlearnContext:
                         "torch_rng": torch.get_rng_state(),
                         "state": state,
                         "generators": {k: g.get_state() for k, g in self._generators.items()},
+                        "selection": sel,
                     },
                 )
+                logger.info("%s epoch %d/%d done", desc or "unlearn", epoch, num_epochs)
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
                 bar.close()
+            if rule != "last" and sel["best_state"] is not None:
+                load_state(model, sel["best_state"], source="selected epoch")
+            self._selection = {
+                "selection": rule,
+                "patience": patience,
+                "selected_epoch": int(sel["best_epoch"]) if rule != "last" else epoch,
+                "epochs_run": epoch,
+                "stopped_early": bool(sel["stopped"]) and epoch < num_epochs,
+                "epoch_scores": [float(x) for x in sel["scores"]],
+            }
+
+    def _rule(self) -> str:
+        """The selection rule actually applicable (``val`` without validation data: ``last``)."""
+        if self.selection == "val" and len(self.val[1]) == 0:
+            return "last"
+        if self.selection == "test" and len(self.test[1]) == 0:
+            return "last"
+        return self.selection if self.selection in ("val", "test") else "last"
+
+    def _selection_score(self, model, rule: str) -> float:
+        from ..training import accuracy, predict_logits
+
+        X, y = self.test if rule == "test" else self.val
+        return accuracy(predict_logits(model, X), y)
+
+    def selection_report(self) -> dict:
+        """How the returned epoch was chosen by the last :meth:`epochs` loop (empty if the method
+        ran none): rule, patience, selected epoch, epochs run and the per-epoch scores."""
+        return dict(getattr(self, "_selection", {}) or {})
 
     def loop_generator(self, name: str) -> torch.Generator:
         """A named generator for batch order inside :meth:`epochs`, restored on resume."""

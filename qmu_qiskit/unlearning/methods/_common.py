@@ -23,12 +23,23 @@ def budget(iris: int, large: int):
     return default
 
 
-def common_options(iris: int, large: int, source: str) -> dict[str, Option]:
-    """``epochs`` (an HQML budget, ``source`` says whose), ``lr`` and ``batch_size`` (the
-    teacher's)."""
+#: HQML's early-stopping patience of the unlearning methods (Iris, MNIST/Fashion); SCRUB's is
+#: :data:`SCRUB_PATIENCE` (``train_with_es(..., patience=...)`` in HQML's scripts).
+HQML_PATIENCE = (15, 6)
+SCRUB_PATIENCE = (15, 8)
+
+
+def common_options(iris: int, large: int, source: str,
+                   patience: tuple[int, int] = HQML_PATIENCE) -> dict[str, Option]:
+    """``epochs`` (an HQML budget, ``source`` says whose), ``patience`` (HQML's), ``lr`` and
+    ``batch_size`` (the teacher's)."""
     return {
         "epochs": Option(int, budget(iris, large), f"epochs ({source}: {iris} Iris, {large} MNIST/Fashion)",
                          minimum=0),
+        "patience": Option(int, budget(*patience),
+                           f"early-stopping patience of the protocol's epoch selection (HQML: "
+                           f"{patience[0]} Iris, {patience[1]} MNIST/Fashion; 0: run every epoch)",
+                           minimum=0),
         "lr": Option(float, lambda r: r.lr, "learning rate (default: the teacher's)"),
         "batch_size": Option(int, lambda r: r.batch_size, "mini-batch size (default: the teacher's)",
                              minimum=1),

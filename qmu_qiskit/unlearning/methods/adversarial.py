@@ -30,14 +30,18 @@ def input_gradients(model):
         qnn.input_gradients = before
 
 
-def fgsm_towards_confidence(model, x: torch.Tensor, eps: float, low: float, high: float) -> torch.Tensor:
+def fgsm_towards_confidence(model, x: torch.Tensor, eps: float, low: float, high: float, *,
+                            mode: str = "train") -> torch.Tensor:
     """x_adv = clip(x + ε·sign(∇_x KL(p_θ(x) ‖ U)), low, high) (HQML's ``fgsm_on_inputs``).
 
-    Computed in eval mode (no BatchNorm statistics move, no dropout draw) with the model's weights
-    untouched; the returned inputs carry no graph.
+    ``mode="train"`` is HQML's: ``fgsm_on_inputs`` runs inside the epoch after
+    ``model.train()``, so the attack's forward pass uses batch statistics, updates the BatchNorm
+    running statistics and draws a dropout mask. ``mode="eval"`` computes it in eval mode (no
+    statistics move, no dropout draw). The weights are untouched either way; the returned inputs
+    carry no graph.
     """
     was_training = model.training
-    model.eval()
+    model.train(mode == "train")
     try:
         with input_gradients(model), torch.enable_grad():
             xv = x.detach().clone().requires_grad_(True)
@@ -54,6 +58,9 @@ def fgsm_towards_confidence(model, x: torch.Tensor, eps: float, low: float, high
         "eps": Option(float, 0.1, "FGSM step ε on the forget inputs", minimum=0.0),
         "lam": Option(float, 1.0, "weight λ of KL(p_θ(x_adv) ‖ U)", minimum=0.0),
         "loader": loader_option("zip"),
+        "fgsm_mode": Option(str, "train", "mode of the FGSM forward pass: train (HQML: batch "
+                            "statistics, BatchNorm running statistics updated, dropout on) or eval",
+                            choices=("train", "eval")),
     },
     summary="ADV-UNIFORM: CE on D_r plus KL to uniform on FGSM-perturbed forget samples",
     source="HQML §3 (ADV-UNIFORM, method_adv_uniform; new in HQML)",
@@ -78,7 +85,7 @@ def adv_uniform(ctx: UnlearnContext) -> MethodResult:
         for (xr, yr), (xf, _) in pair(
             retain, forget, opts["batch_size"], ctx.loop_generator("retain"), ctx.loop_generator("forget")
         ):
-            x_adv = fgsm_towards_confidence(model, xf, opts["eps"], low, high)
+            x_adv = fgsm_towards_confidence(model, xf, opts["eps"], low, high, mode=opts["fgsm_mode"])
             opt.zero_grad()
             (loss_fn(model(xr), yr) + opts["lam"] * kl_to_uniform(model(x_adv))).backward()
             opt.step()

@@ -14,10 +14,10 @@ from torch.nn import functional as F
 
 from ...exceptions import BadInputError
 from ..base import MethodResult, Option, UnlearnContext, batches, register_method
-from ._common import budget, clamped_kl, common_options, distill_kl, loader_option, logits_of, pairs, with_index, optimizer_for
+from ._common import SCRUB_PATIENCE, budget, clamped_kl, common_options, distill_kl, loader_option, logits_of, pairs, with_index, optimizer_for
 
 SCRUB_OPTIONS = {
-    **common_options(50, 60, "HQML SCRUB"),
+    **common_options(50, 60, "HQML SCRUB", SCRUB_PATIENCE),
     "msteps": Option(int, budget(15, 18), "epochs (the first ones) that start with a max-step on D_f "
                      "(default 30% of the epoch budget, the proportion of SCRUB's scripts)", minimum=0),
     "gamma": Option(float, 0.99, "weight γ of the cross-entropy in the min-step on D_r", minimum=0.0),
@@ -45,7 +45,8 @@ def _scrub(ctx: UnlearnContext, desc: str, after_epoch=None) -> tuple[nn.Module,
     t_r, t_f = _teacher_logits(ctx, state)
     opt = optimizer_for(model.parameters(), opts)
     T, bs = opts["kd_T"], opts["batch_size"]
-    for epoch in ctx.epochs(model, opt, opts["epochs"], state=state, desc=desc):
+    # SCRUB+R's rewind is its own selection rule: the protocol's wrapper stands aside for it
+    for epoch in ctx.epochs(model, opt, opts["epochs"], state=state, desc=desc, select=after_epoch is None):
         model.train()
         if epoch <= opts["msteps"]:
             for xb, idx in batches(*with_index(Xf), bs, ctx.loop_generator("forget")):
@@ -139,7 +140,7 @@ def scrub_rewind(ctx: UnlearnContext) -> MethodResult:
 @register_method(
     "scrub_hqml",
     options={
-        **common_options(50, 60, "HQML SCRUB"),
+        **common_options(50, 60, "HQML SCRUB", SCRUB_PATIENCE),
         "lam_r": Option(float, 1.0, "weight λ_r of KL(p_T‖p_S) on retain batches", minimum=0.0),
         "lam_f": Option(float, 1.5, "weight λ_f of the subtracted KL(p_T‖p_S) on forget batches",
                         minimum=0.0),

@@ -35,6 +35,21 @@ def _weight_layers(model) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.layer_groups() if not isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _hqml_groups(model) -> list[tuple[str, list[nn.Module]]]:
+    """HQML's CF-k list, from the input side: the convolutional front-end as ONE group
+    (``model.cnn``: both Conv blocks), then every other weight layer — the projection to angles,
+    the quantum layer, the head's linear layers (``get_layer_groups_for_freeze``: ``[cnn,
+    to_angles, q_layer, fc1, fc2]``; tabular models: ``[q_layer, fc1, ...]``). BatchNorm layers
+    are not counted, as in HQML's list."""
+    groups: list[tuple[str, list[nn.Module]]] = []
+    convs = [(n, m) for n, m in _weight_layers(model) if isinstance(m, nn.modules.conv._ConvNd)]
+    if convs:
+        groups.append(("+".join(n for n, _ in convs), [m for _, m in convs]))
+    conv_ids = {id(m) for _, m in convs}
+    groups += [(n, [m]) for n, m in _weight_layers(model) if id(m) not in conv_ids]
+    return groups
+
+
 def _fit_retain(ctx: UnlearnContext, model, frozen: list[nn.Module], desc: str) -> None:
     """Cross-entropy on D_r over the trainable parameters, frozen groups held in eval mode."""
     opts = ctx.options
@@ -86,14 +101,15 @@ def cf_k(ctx: UnlearnContext) -> MethodResult:
     family="layers",
 )
 def cf_k_hqml(ctx: UnlearnContext) -> MethodResult:
-    """HQML's CF-k: the first ``k`` weight layers from the input side (the quantum layer first for
-    the tabular models; BatchNorm layers are not counted, as in HQML's list) are frozen, the rest
-    minimise −CE(B_f) — gradient ascent, unlike Goel et al.'s fine-tuning on D_r."""
+    """HQML's CF-k: the first ``k`` layer groups from the input side are frozen — the whole
+    convolutional front-end counts as one group, as in HQML's ``get_layer_groups_for_freeze``;
+    for the tabular models the quantum layer is first; BatchNorm layers are not counted — and the
+    rest minimise −CE(B_f): gradient ascent, unlike Goel et al.'s fine-tuning on D_r."""
     opts = ctx.options
     model = ctx.copy_teacher()
-    layers = _weight_layers(model)
+    layers = _hqml_groups(model)
     k = min(opts["k"], len(layers))
-    frozen_ids = {id(m) for _, m in layers[:k]}
+    frozen_ids = {id(m) for _, ms in layers[:k] for m in ms}
     keep = [m for _, m in model.layer_groups() if id(m) not in frozen_ids]
     frozen = freeze_all_but(model, keep)
     params = trainable(model)

@@ -32,3 +32,16 @@ def retrain(ctx: UnlearnContext) -> MethodResult:
     )
     fit = trainer.fit(ctx.retain, ctx.val, ctx.test)
     return MethodResult(model, {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "history": fit.history})
+
+
+@register_method(
+    "noop",
+    options={},
+    summary="baseline: the teacher unchanged (what an audit must flag as not unlearned)",
+    source="audit baseline (Hayes et al. 2024; Triantafillou et al. 2024)",
+    family="baseline",
+)
+def noop(ctx: UnlearnContext) -> MethodResult:
+    """The teacher returned unchanged: the reference point of a membership audit, whose forget
+    samples are still members (``qmu-qiskit audit --method noop`` must score clearly above 0.5)."""
+    return MethodResult(ctx.copy_teacher())

@@ -1,0 +1,438 @@
+"""Plots for papers (matplotlib, Agg; no display needed): membership-inference ROC curves on
+log-log axes, forget-vs-retain accuracy, training curves.
+
+Every function takes plain numbers (computed elsewhere from saved outputs), writes one PNG
+atomically and returns what a report should say about it (warnings included). Figures are built
+with :class:`matplotlib.figure.Figure`, not pyplot, so nothing global changes and nothing stays
+open.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_savefig
+
+#: False-positive rates at which ROC plots mark (and reports give) the true-positive rate.
+LOW_FPRS = (0.01, 0.001)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
+def _figure(width: float = 6.4, height: float = 4.8):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def colors(n: int) -> list:
+    """``n`` distinct colours: tab10 up to 10, tab20 up to 20, then evenly spaced samples of a
+    perceptual map (viridis), so no two series share a colour."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.95, n)]
+
+
+# ------------------------------------------------------------------------------------ ROC
+
+
+def tpr_at(fpr: np.ndarray, tpr: np.ndarray, at: float) -> float:
+    """The highest TPR reached at an FPR of at most ``at`` (LiRA's convention)."""
+    ok = fpr <= at + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+@dataclass
+class RocSeries:
+    """One model's ROC inputs over seeds: per seed, member labels (1/0) and attack scores."""
+
+    name: str
+    runs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    style: dict = field(default_factory=dict)
+
+
+@dataclass
+class RocSummary:
+    """What an ROC plot showed: per series mean AUC and TPR at :data:`LOW_FPRS` (± std over
+    seeds), the set sizes, and warnings (sets too small for the FPRs shown)."""
+
+    path: Path
+    rows: list[dict]
+    members: int
+    nonmembers: int
+    warnings: list[str]
+
+
+def small_set_warnings(members: int, nonmembers: int, fprs=LOW_FPRS) -> list[str]:
+    """Warnings when a set is too small to measure TPR at ``fprs``: an FPR of f needs at least
+    1/f non-members (one false positive), and a TPR needs members to be more than 0 or 1."""
+    out = []
+    for f in fprs:
+        need = math.ceil(1.0 / f)
+        if nonmembers < need:
+            out.append(f"TPR at {f:.1%} FPR needs ≥ {need} non-members, this set has "
+                       f"{nonmembers}: "
+                       f"the lowest FPR above 0 it can show is {1 / max(nonmembers, 1):.1%}")
+    if members < 10:
+        out.append(f"only {members} member(s): each TPR step is {1 / max(members, 1):.0%}")
+    return out
+
+
+def plot_roc(series: list[RocSeries], path: str | Path, *, title: str,
+             fprs=LOW_FPRS) -> RocSummary | None:
+    """Log-log ROC curves (mean over seeds, ± std band) with the TPR at ``fprs`` marked.
+
+    The curves are drawn on a grid of FPRs from the smallest the sets allow to 1, each point
+    the TPR at FPR ≤ x (a step function, never interpolated upwards); the chance line is TPR =
+    FPR. A warning goes onto the plot (and into the summary) when the sets are too small for the
+    FPRs shown.
+
+    Returns:
+        The summary, or ``None`` when no series has both members and non-members.
+    """
+    from sklearn.metrics import roc_curve
+
+    series = [s for s in series if any(len(y) and 0 < y.sum() < len(y) for y, _ in s.runs)]
+    if not series:
+        return None
+    sizes = [(int(y.sum()), int(len(y) - y.sum())) for s in series for y, _ in s.runs]
+    members = min(m for m, _ in sizes)
+    nonmembers = min(n for _, n in sizes)
+    low = min(min(fprs), 1.0 / max(nonmembers, 1)) / 2
+    grid = np.geomspace(low, 1.0, 200)
+    floor = low
+    warnings = small_set_warnings(members, nonmembers, fprs)
+    fig = _figure(6.4, 5.0 + 0.16 * len(warnings))
+    if warnings:  # the warning gets a strip of its own under the axes, never over a curve
+        ax, note = fig.subplots(2, 1, height_ratios=[5.0, 0.2 + 0.16 * len(warnings)])
+        note.axis("off")
+        note.text(0.0, 1.0, "warning: a set is too small for the FPRs shown\n" + "\n".join(
+            "· " + w for w in warnings), transform=note.transAxes, va="top", ha="left",
+            fontsize=7, color="darkred")
+    else:
+        ax = fig.add_subplot()
+    palette = colors(len(series))
+    bands = len(series) <= 4  # more overlapping bands hide the curves; the legend keeps the std
+    rows = []
+    for i, s in enumerate(series):
+        curves, aucs, marks = [], [], {f: [] for f in fprs}
+        for y, score in s.runs:
+            if not (len(y) and 0 < y.sum() < len(y)):
+                continue
+            fpr, tpr, _ = roc_curve(y, score)
+            curves.append([tpr_at(fpr, tpr, x) for x in grid])
+            aucs.append(float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid")
+                        else float(np.trapz(tpr, fpr)))
+            for f in fprs:
+                marks[f].append(tpr_at(fpr, tpr, f))
+        c = np.array(curves)
+        mean, std = c.mean(0), (c.std(0, ddof=1) if len(c) > 1 else np.zeros(len(grid)))
+        style = {"color": palette[i], **s.style}
+        auc_text = f"AUC {np.mean(aucs):.2f}" + (
+            f"±{np.std(aucs, ddof=1):.2f}" if len(aucs) > 1 else "")
+        ax.plot(grid, np.clip(mean, floor, 1), label=f"{s.name} ({auc_text})", **style)
+        if len(c) > 1 and bands:
+            ax.fill_between(grid, np.clip(mean - std, floor, 1), np.clip(mean + std, floor, 1),
+                            color=style["color"], alpha=0.15, linewidth=0)
+        row = {"name": s.name, "seeds": len(c), "AUC": float(np.mean(aucs)),
+               "AUC_std": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0}
+        for f in fprs:
+            m = float(np.mean(marks[f]))
+            row[f"TPR@{f:g}"] = m
+            row[f"TPR@{f:g}_std"] = float(np.std(marks[f], ddof=1)) if len(marks[f]) > 1 else 0.0
+            ax.plot([f], [max(m, floor)], marker="o", markersize=5, markeredgecolor="black",
+                    markeredgewidth=0.6, color=style["color"], linestyle="none")
+        rows.append(row)
+    ax.plot(grid, grid, color="grey", linewidth=0.8, linestyle="--", label="chance (TPR = FPR)")
+    for f in fprs:
+        ax.axvline(f, color="grey", linewidth=0.6, linestyle=":")
+        ax.annotate(f"{f:.1%} FPR", (f, floor), xytext=(2, 3), textcoords="offset points",
+                    fontsize=7, color="dimgrey")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, 1.0)
+    ax.set_ylim(floor, 1.05)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    seeds = max(r["seeds"] for r in rows)
+    spread = " (bands: ± std)" if bands else " (AUC ± std in the legend)"
+    ax.set_title(f"{title}\n{members} members / {nonmembers} non-members"
+                 + (f", mean over {seeds} seeds{spread}" if seeds > 1 else ", one seed"),
+                 fontsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+    if len(series) > 5:
+        fig.set_figwidth(fig.get_figwidth() + 2.6)
+        fig.legend(handles=ax.get_legend_handles_labels()[0], loc="outside right upper",
+                   fontsize=7, frameon=False)
+    else:
+        ax.legend(fontsize=7, loc="lower right")
+    path = Path(path)
+    atomic_savefig(fig, path, dpi=120)
+    return RocSummary(path=path, rows=rows, members=members, nonmembers=nonmembers,
+                      warnings=warnings)
+
+
+# ------------------------------------------------------------------------------------ scatter
+
+
+@dataclass
+class Point:
+    """A method's mean position (± std over seeds) on a forget-vs-retain plot.
+
+    ``kind``: ``method``, ``oracle`` or ``teacher`` (the two references get fixed styles).
+    """
+
+    name: str
+    x: float
+    y: float
+    xerr: float = 0.0
+    yerr: float = 0.0
+    kind: str = "method"
+
+
+def _clusters(points: list[Point], radius: float) -> list[list[int]]:
+    """Indices of points grouped when they lie within ``radius`` of a group's first point."""
+    groups: list[list[int]] = []
+    for i, p in enumerate(points):
+        for g in groups:
+            q = points[g[0]]
+            if math.hypot(p.x - q.x, p.y - q.y) <= radius:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def _declutter(fig, labels: list, step: float = 11.0, tries: int = 40) -> None:
+    """Move annotation labels (in screen points, alternately down and up) until no two boxes
+    overlap; the figure is drawn once to know where they are."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    placed = []
+    for ann in labels:
+        x0, y0 = ann.xyann
+        for k in range(tries):
+            box = label_box(ann, renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(b) for b in placed):
+                break
+            shift = step * ((k // 2) + 1) * (1 if k % 2 else -1)
+            ann.xyann = (x0, y0 + shift)
+        placed.append(label_box(ann, renderer))
+
+
+def label_box(ann, renderer):
+    """The screen box of an annotation's text alone (its leader line left out)."""
+    from matplotlib.text import Text
+
+    ann.update_positions(renderer)
+    return Text.get_window_extent(ann, renderer)
+
+
+def forget_vs_retain_figure(points: list[Point], *, title: str,
+                            xlabel: str = "accuracy on D_r (retain)",
+                            ylabel: str = "accuracy on D_f (forget)"):
+    """The figure of :func:`plot_forget_vs_retain` (and its label annotations)."""
+    methods = [p for p in points if p.kind == "method"]
+    palette = colors(len(methods))
+    fig = _figure(8.6, 5.2)
+    ax = fig.add_subplot()
+    labelled: list[tuple[Point, str]] = []
+    handles: list = []
+    for i, p in enumerate(methods):
+        number = str(i + 1)
+        handles.append(ax.errorbar(
+            p.x, p.y, xerr=p.xerr, yerr=p.yerr, fmt=_MARKERS[i % len(_MARKERS)], color=palette[i],
+            markersize=7, markeredgecolor="black", markeredgewidth=0.5, capsize=2, elinewidth=0.8,
+            label=f"{number}  {p.name}"))
+        labelled.append((p, number))
+    for p in points:
+        if p.kind == "oracle":
+            handles.append(ax.errorbar(
+                p.x, p.y, xerr=p.xerr, yerr=p.yerr, fmt="s", color="black", markersize=9,
+                markerfacecolor="none", markeredgewidth=1.5, capsize=2, label=f"R  {p.name}"))
+            labelled.append((p, "R"))
+        elif p.kind == "teacher":
+            handles.extend(ax.plot(p.x, p.y, "*", markersize=15, color="gold",
+                                   markeredgecolor="black", label=f"T  {p.name}"))
+            labelled.append((p, "T"))
+    only = [p for p, _ in labelled]
+    annotations = []
+    for group in _clusters(only, radius=0.035):
+        gx = float(np.mean([only[i].x for i in group]))
+        gy = float(np.mean([only[i].y for i in group]))
+        text = ",".join(labelled[i][1] for i in group)
+        # labels go up-right of their cluster, or down-left near the top/right edges
+        dx = -12 if gx > 0.85 else 12
+        dy = -14 if gy > 0.9 else 12
+        annotations.append(ax.annotate(
+            text, (gx, gy), xytext=(dx, dy), textcoords="offset points", fontsize=7.5,
+            ha="right" if dx < 0 else "left", va="top" if dy < 0 else "bottom",
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.8,
+                  "edgecolor": "none"},
+            arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(-0.03, 1.05)
+    ax.set_ylim(-0.03, 1.05)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7.5, title="methods",
+               title_fontsize=8, frameon=False)
+    _declutter(fig, annotations)
+    return fig, annotations
+
+
+def plot_forget_vs_retain(points: list[Point], path: str | Path, *, title: str, **labels) -> Path:
+    """Accuracy on D_f against D_r, one numbered marker per method (± std bars over seeds).
+
+    Labels never overlap: each method gets a number, a distinct colour (:func:`colors`) and a
+    marker shape; points that (nearly) coincide share one label listing their numbers, labels
+    that would still collide are moved apart, and the legend beside the axes maps numbers to
+    names.
+    """
+    fig, _ = forget_vs_retain_figure(points, title=title, **labels)
+    path = Path(path)
+    atomic_savefig(fig, path, dpi=120)
+    return path
+
+
+# ------------------------------------------------------------------------------------ curves
+
+
+def plot_curves(histories: dict[str, list[list[dict]]], path: str | Path, *,
+                title: str) -> Path | None:
+    """Per-epoch curves (loss; train/validation/test accuracy) of each named fit, mean ± std
+    over seeds where several seeds' histories are given.
+
+    Args:
+        histories: name → one history per seed (the ``history`` a run stores: dicts with
+            ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``, ``test_acc``).
+
+    Returns:
+        The path, or ``None`` when no history has an epoch.
+    """
+    histories = {k: [h for h in v if h] for k, v in histories.items()}
+    histories = {k: v for k, v in histories.items() if v}
+    if not histories:
+        return None
+    fig = _figure(10.0, 4.0)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    palette = colors(len(histories))
+    styles = {"train_acc": "-", "val_acc": "--", "test_acc": ":"}
+    for color, (name, runs) in zip(palette, histories.items()):
+        panels = [("train_loss", ax_loss, "-")] + [(k, ax_acc, s) for k, s in styles.items()]
+        for key, ax, ls in panels:
+            length = min(len(h) for h in runs)
+            vals = [[row.get(key) for row in h[:length]] for h in runs]
+            if length == 0 or any(v is None for run in vals for v in run):
+                continue
+            arr = np.array(vals, dtype=float)
+            epochs = np.arange(1, length + 1)
+            mean = arr.mean(0)
+            label = f"{name} {key.replace('_', ' ')}" if ax is ax_acc else name
+            ax.plot(epochs, mean, linestyle=ls, color=color, label=label)
+            if len(arr) > 1:
+                std = arr.std(0, ddof=1)
+                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15,
+                                linewidth=0)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (cross-entropy)")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(-0.02, 1.02)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    seeds = max(len(v) for v in histories.values())
+    fig.suptitle(title + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""), fontsize=9)
+    path = Path(path)
+    atomic_savefig(fig, path, dpi=120)
+    return path
+
+
+# ------------------------------------------------------------------------- one forget folder
+
+
+def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
+    """The plots of one forget folder (``<run>/unlearn/<forget>/``, every complete method run in
+    it): ``plots/forget_vs_retain.png``, ``plots/mia_roc.png`` and ``plots/curves.png``, from the
+    saved outputs and histories (no circuit runs).
+
+    Returns:
+        The paths written.
+    """
+    from .evaluation.metrics import MetricContext, mia_sets
+    from .evaluation.outputs import Outputs
+    from .evaluation.tables import forget_folder_rows
+    from .io import read_json
+
+    folder = Path(folder)
+    rows = [r for r in forget_folder_rows(folder) if r.get("path")]
+    if not rows:
+        return []
+    out_dir = folder / "plots"
+    out_dir.mkdir(exist_ok=True)
+    teacher_dir = folder.parent.parent
+    written = []
+    points = [Point(name="retrain (oracle)" if r["method"].startswith("retrain") else r["method"],
+                    x=r["acc_retain_unlearn"], y=r["acc_forget_unlearn"],
+                    kind="oracle" if r["method"].startswith("retrain") else "method")
+              for r in rows if r.get("acc_retain_unlearn") is not None]
+    first = rows[0]
+    if first.get("acc_retain_orig") is not None:
+        points.append(Point(name="teacher", x=first["acc_retain_orig"], y=first["acc_forget_orig"],
+                            kind="teacher"))
+    written.append(plot_forget_vs_retain(points, out_dir / "forget_vs_retain.png",
+                                         title=title or folder.name))
+    series, teacher = [], None
+    for r in rows:
+        path = Path(r["path"])
+        U = Outputs.load(path / "outputs.npz")
+        ev = read_json(path / "metrics.json").get("evaluation") or {}
+        ctx = MetricContext(seed=int(r.get("seed") or 0),
+                            mia_nonmembers=ev.get("mia_nonmembers", "heldout"))
+        members, nonmembers = mia_sets(U, ctx)
+        if len(members) == 0 or len(nonmembers) == 0:
+            continue
+        y = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+
+        def scores(out):
+            p = out.probs.max(1)
+            return np.r_[p[members], p[nonmembers]]
+
+        oracle = r["method"].startswith("retrain")
+        series.append(RocSeries("oracle (retrain)" if oracle else r["method"], [(y, scores(U))],
+                                {"color": "black", "linestyle": ":"} if oracle else {}))
+        if teacher is None and (teacher_dir / "outputs.npz").is_file():
+            T = Outputs.load(teacher_dir / "outputs.npz").with_forget(U.ids[U.forget])
+            teacher = RocSeries("teacher", [(y, scores(T))], {"color": "black", "linestyle": "--"})
+    if teacher is not None:
+        series.append(teacher)
+    roc = plot_roc(series, out_dir / "mia_roc.png", title=title or folder.name)
+    if roc is not None:
+        written.append(roc.path)
+    histories = {}
+    if (teacher_dir / "metrics.json").is_file():
+        histories["teacher"] = [read_json(teacher_dir / "metrics.json").get("history") or []]
+    oracle_dir = folder / "retrain"
+    if (oracle_dir / "metrics.json").is_file():
+        oracle_history = read_json(oracle_dir / "metrics.json").get("history") or []
+        histories["retrain (oracle)"] = [oracle_history]
+    curves = plot_curves(histories, out_dir / "curves.png", title=title or folder.name)
+    if curves is not None:
+        written.append(curves)
+    return written
