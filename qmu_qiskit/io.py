@@ -60,7 +60,10 @@ def as_storage_error(exc: BaseException) -> StorageError | None:
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc).lower()
         why = ("the disk is full" if "full" in text else "the file system is read-only"
-               if "readonly" in text or "read-only" in text else None)
+               if "readonly" in text or "read-only" in text
+               # what SQLite says when a full disk cuts a WAL write short (or a disk fails)
+               else "the disk failed the write (full, or an I/O error)" if "disk i/o" in text
+               else None)
         if why is not None:
             return StorageError(
                 f"cannot write a job ledger (SQLite: {shorten(exc, 60)}): {why}; free space or fix "
