@@ -192,7 +192,8 @@ class TranspileCache:
         # sealed with a keyed content hash when stored: a changed entry is refused (RunError),
         # an unsealed one (older format, or unreadable) is recomputed
         try:
-            blob = read_regular(path, max_bytes=256 * 2**20, what="transpile cache entry", follow=False)
+            blob = read_regular(path, max_bytes=256 * 2**20, what="transpile cache entry",
+                                follow=False)
         except BadInputError:
             return None
         data = unseal(self.directory, blob, path=path)

@@ -275,8 +275,8 @@ def submit(
         'complete'
         >>> rows = handle.results()                               # doctest: +SKIP
     """
-    grid = expand(spec, root=output_root(out, out_dir), data_dir=data_dir, methods=methods, seeds=seeds,
-                  max_cells=max_cells)
+    grid = expand(spec, root=output_root(out, out_dir), data_dir=data_dir, methods=methods,
+                  seeds=seeds, max_cells=max_cells)
     grid.dir.mkdir(parents=True, exist_ok=True)
     stack = contextlib.ExitStack()
     stack.enter_context(directory_lock(grid.dir, what="job grid"))
