@@ -465,6 +465,9 @@ def resolve_run_config(
             source = os.path.abspath(os.path.expanduser(source))
         circ = load_circuit(source)
         inputs, _ = split_parameters(circ, input_params)
+        if qubits not in (None, circ.num_qubits) or layers not in (None, 1):
+            raise BadInputError(f"the circuit fixes the qubits ({circ.num_qubits}) and layers; "
+                                "drop --qubits/--layers")
         qubits, layers = circ.num_qubits, 1
         data_over.setdefault("n_features", len(inputs))
         circuit_fields = {"circuit": source, "circuit_sha256": circuit_fingerprint(circ),
