@@ -12,7 +12,7 @@ account. A token is never accepted on the command line, and never written to run
 ledgers or logs: only backend names, job ids and session ids are.
 
 qiskit-ibm-runtime 0.51 deprecates ``EstimatorV2``/``SamplerV2`` for the executor-based
-primitives, which fail in local mode on large fake devices (performance.md); the code here uses
+primitives, which fail in local mode on large fake devices (docs/measurements.md); the code here uses
 only the ``BaseEstimatorV2``/``BaseSamplerV2`` interface of whichever class it is given.
 """
 

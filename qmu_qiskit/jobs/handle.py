@@ -254,7 +254,7 @@ def submit(
             ``runs/<name>``) is relative to it and may not leave it. The grid's directory is
             ``handle.path``.
         out_dir: the older name of ``out``.
-        data_dir: folder with MNIST / Fashion-MNIST (``../shared/data``).
+        data_dir: folder with MNIST / Fashion-MNIST (torchvision's layout: ``MNIST/raw``, ``FashionMNIST/raw``).
         methods: run only these methods (labels or registry names).
         seeds: run only these seeds.
         workers: parallel cells (default: the spec's, else one per core).

@@ -173,7 +173,7 @@ class MetricsSpec(_Model):
 
 
 class QuirksSpec(_Model):
-    """HQML's known deviations, reproducible only behind these flags (methods.md §5); every
+    """HQML's known deviations, reproducible only behind these flags (docs/reference.md §5); every
     flag, on or off, is listed in the study's report.
 
     Attributes:
