@@ -1,7 +1,7 @@
 """Training and inference speed of the QNN paths, as ratios to qiskit-machine-learning's defaults.
 
 One run measures, for the HQML model (hqml circuit, L = 2, head Linear(n→16) → ReLU →
-Linear(16→C), batch 64, Adam; performance.md's setting):
+Linear(16→C), batch 64, Adam; docs/measurements.md's setting):
 
 * ``reference``  — ``EstimatorQNN`` + ``TorchConnector`` with qiskit-machine-learning's defaults
   (noiseless: default estimator and parameter-shift gradient; noisy: Aer's noisy simulator behind
@@ -23,7 +23,7 @@ Usage::
 
     python benchmarks/bench_training.py                       # everything, ~10-20 minutes here
     python benchmarks/bench_training.py --quick               # fewer repetitions
-    python benchmarks/bench_training.py --data-dir ../shared/data --json benchmarks/results/latest.json
+    python benchmarks/bench_training.py --data-dir $DATA --json benchmarks/results/latest.json
 """
 
 from __future__ import annotations

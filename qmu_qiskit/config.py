@@ -80,7 +80,7 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    """Which hybrid model (methods.md §1).
+    """Which hybrid model (docs/reference.md §1).
 
     Args:
         name: registry name (``hqml-shallow``, ``hqml-deep``, ``hqml-pca``, ``hqml-conv``, ...).
@@ -288,7 +288,7 @@ class RunConfig(_Strict):
     Attributes:
         exclude_forget: a forget request (``subset:F``, ``class:K``, ``indices:FILE``) whose
             training samples the teacher never sees. Only for reproducing HQML's Iris teacher,
-            which was trained without the 2% subset forget samples (methods.md §5, quirk
+            which was trained without the 2% subset forget samples (docs/reference.md §5, quirk
             ``iris_teacher_without_subset``); ``None`` (default) trains on all of D_tr.
     """
 
@@ -346,7 +346,7 @@ class RunConfig(_Strict):
 
 
 # ---------------------------------------------------------------------------------------------
-# presets: the studies' recipes per dataset (HQML defaults; methods.md §3 and §5)
+# presets: the studies' recipes per dataset (HQML defaults; docs/reference.md §3 and §5)
 
 PRESETS: dict[str, dict] = {
     "iris": {

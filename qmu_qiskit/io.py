@@ -60,11 +60,15 @@ def as_storage_error(exc: BaseException) -> StorageError | None:
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc).lower()
         why = ("the disk is full" if "full" in text else "the file system is read-only"
-               if "readonly" in text or "read-only" in text else None)
+               if "readonly" in text or "read-only" in text
+               # what SQLite says when a full disk cuts a WAL write short (or a disk fails)
+               else "the disk failed the write (full, or an I/O error)" if "disk i/o" in text
+               else None)
         if why is not None:
             return StorageError(
                 f"cannot write a job ledger (SQLite: {shorten(exc, 60)}): {why}; free space or fix "
-                "the permissions, then run the same command again to resume (nothing finished is lost)"
+                "the permissions, then run the same command again to resume (nothing finished is "
+                "lost)"
             )
     return None
 
@@ -161,23 +165,24 @@ def read_regular(path, *, max_bytes: int, what: str = "file", fix: str = "pass a
         BadInputError: missing, unreadable, not a regular file, or too large.
     """
     path = Path(path)
+    shown = shorten(str(path), 200)
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise BadInputError(f"{what} {shorten(str(path), 200)} is a symbolic link; {fix}") from None
-        raise BadInputError(f"cannot read {what} {shorten(str(path), 200)} ({exc.strerror or exc}); "
-                            f"{fix}") from exc
+            raise BadInputError(f"{what} {shown} is a symbolic link; {fix}") from None
+        raise BadInputError(f"cannot read {what} {shown} ({exc.strerror or exc}); {fix}") from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
-                    or stat.S_ISBLK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode)
+            mode = st.st_mode
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
+                    or stat.S_ISBLK(mode) else "a folder" if stat.S_ISDIR(mode)
                     else "a special file")
-            raise BadInputError(f"{what} {shorten(str(path), 200)} is {kind}, not a regular file; {fix}")
+            raise BadInputError(f"{what} {shown} is {kind}, not a regular file; {fix}")
         if st.st_size > max_bytes:
-            raise BadInputError(f"{what} {shorten(str(path), 200)} is {st.st_size} bytes, more than "
+            raise BadInputError(f"{what} {shown} is {st.st_size} bytes, more than "
                                 f"the {max_bytes} allowed; {fix}")
         os.set_blocking(fd, True)
         chunks, total = [], 0
@@ -187,13 +192,12 @@ def read_regular(path, *, max_bytes: int, what: str = "file", fix: str = "pass a
                 break
             total += len(chunk)
             if total > max_bytes:  # the file grew while it was read
-                raise BadInputError(f"{what} {shorten(str(path), 200)} is larger than the "
+                raise BadInputError(f"{what} {shown} is larger than the "
                                     f"{max_bytes} bytes allowed; {fix}")
             chunks.append(chunk)
         return b"".join(chunks)
     except OSError as exc:
-        raise BadInputError(f"cannot read {what} {shorten(str(path), 200)} ({exc.strerror or exc}); "
-                            f"{fix}") from exc
+        raise BadInputError(f"cannot read {what} {shown} ({exc.strerror or exc}); {fix}") from exc
     finally:
         os.close(fd)
 
@@ -274,7 +278,8 @@ def _seal_key(directory: Path) -> bytes:
     try:
         return read_regular(path, max_bytes=64, what="cache key", follow=False)
     except BadInputError as exc:
-        raise RunError(f"{exc}; delete it (or the whole cache folder) and run the command again") from None
+        raise RunError(f"{exc}; delete it (or the whole cache folder) and run the command "
+                       "again") from None
 
 
 def seal(directory, data: bytes) -> bytes:
@@ -395,15 +400,16 @@ class PrivateSQLite:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise RunError(f"{self.path} is a symbolic link; a ledger is never followed: delete "
-                               "the link and run the command again") from None
+                raise RunError(f"{self.path} is a symbolic link; a ledger is never followed: "
+                               "delete the link and run the command again") from None
             mapped = storage_error(exc, self.path)
             if mapped is not None:
                 raise mapped from exc
             raise
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise RunError(f"{self.path} is not a regular file; delete it and run the command again")
+                raise RunError(f"{self.path} is not a regular file; delete it and run the "
+                               "command again")
             os.fchmod(fd, 0o600)
         finally:
             os.close(fd)

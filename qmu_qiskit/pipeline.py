@@ -297,7 +297,8 @@ def check_teacher_metrics(run: RunDir) -> dict:
     metrics = run.read_metrics()
     for key in ("acc_train", "acc_test"):
         v = metrics.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if v is not None and not (number and 0 <= v <= 1):
             raise RunError(
                 f"{run.path}/metrics.json is corrupt ({key} is not an accuracy); train that "
                 "teacher again (`qmu-qiskit train --overwrite` with its options)"
@@ -460,9 +461,11 @@ def unlearn(
         replace = overwrite
         if method == "retrain":
             use_seed, path = oracle_seed, root / oracle_dir
-            same = _fingerprint(unlearn_config(teacher, fset, method, resolved[method], use_backend, use_seed))
-            replace = overwrite and not (RunDir(path).is_complete()
-                                         and (RunDir(path).status() or {}).get("fingerprint") == same)
+            same = _fingerprint(unlearn_config(teacher, fset, method, resolved[method],
+                                               use_backend, use_seed))
+            existing = RunDir(path)
+            replace = overwrite and not (existing.is_complete()
+                                         and (existing.status() or {}).get("fingerprint") == same)
         summary = _unlearn_one(
             teacher, fset, method, infos[method], resolved[method], path,
             backend=use_backend, spec=use_spec, seed=use_seed, progress=progress,
@@ -539,7 +542,8 @@ def _unlearn_one(
         run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
         run.start(config, fingerprint=fingerprint, extra={
             "kind": "unlearn", "method": method, "versions": versions(),
-            "teacher_digest": teacher_digest(teacher.run), "teacher_path": str(teacher.run.path.resolve()),
+            "teacher_digest": teacher_digest(teacher.run),
+            "teacher_path": str(teacher.run.path.resolve()),
             "oracle": oracle_dir,
         })
         logger.info("unlearn %s with %s, backend %s, seed %d, options %s", fset.spec, method,

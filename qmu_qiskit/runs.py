@@ -199,8 +199,8 @@ class RunDir:
         command = "train" if what in ("trained run", "teacher run") else "train` or `unlearn"
         if status.get("status") != "complete":
             raise RunError(
-                f"the {what} at {self.path} is not complete; run its `qmu-qiskit {command}` command "
-                "again to resume it"
+                f"the {what} at {self.path} is not complete; run its `qmu-qiskit {command}` "
+                "command again to resume it"
             )
         damage = self.damaged()
         if damage is not None:
@@ -298,7 +298,8 @@ class RunDir:
             status = self.status()
             if status is None:
                 return
-            status.update({"status": "failed", "error": shorten(message, 500), "updated": time.time()})
+            status.update({"status": "failed", "error": shorten(message, 500),
+                           "updated": time.time()})
             atomic_write_json(self.status_path, status)
         except (OSError, QmuError):
             pass

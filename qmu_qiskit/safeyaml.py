@@ -81,7 +81,7 @@ def parse(text: str | bytes) -> Any:
         loader.dispose()
 
 
-def load(text: str | bytes, *, what: str) -> Any:
+def load_untrusted(text: str | bytes, *, what: str) -> Any:
     """Parse one YAML document safely.
 
     Args:

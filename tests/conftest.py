@@ -92,8 +92,9 @@ _BAD_INPUTS = pytest.StashKey[list]()
 
 @pytest.fixture
 def record_kill(request):
-    """``record_kill(command, point)``: a SIGKILL that was delivered and survived (resumed and
-    checked); counted in the terminal summary."""
+    """``record_kill(command, point)``: a fault (SIGKILL, SIGTERM/SIGHUP, a full or read-only disk,
+    a refused writer) that was delivered and survived (resumed and checked); counted in the
+    terminal summary."""
     log = request.config.stash.setdefault(_KILLS, [])
     return lambda command, point: log.append((command, point))
 
@@ -116,7 +117,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for command, _ in kills:
             per[command] = per.get(command, 0) + 1
         parts = ", ".join(f"{c} {n}" for c, n in per.items())
-        terminalreporter.write_line(f"fault injection: {len(kills)} SIGKILL cases survived ({parts})")
+        terminalreporter.write_line(
+            f"fault injection: {len(kills)} cases survived (SIGKILL, SIGTERM/SIGHUP, full and "
+            f"read-only disks, a locked teacher; {parts})"
+        )
     if bad:
         per = {}
         for _, surface, _sub in bad:

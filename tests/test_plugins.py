@@ -120,7 +120,10 @@ def test_example_plugin_through_the_cli(plugin_env, tmp_path):
     ev = _cli(["evaluate", "--run", mdir, "--metric", "forget_confidence", "--overwrite"],
               plugin_env, tmp_path)
     assert ev.returncode == 0, ev.stderr
-    metrics = json.loads((mdir / "metrics.json").read_text())
+    # evaluate writes a new versioned evaluation and prints where it went
+    where = next(l.split(":", 1)[1].strip() for l in ev.stdout.splitlines() if l.startswith("metrics:"))
+    assert "evaluations" in where
+    metrics = json.loads(Path(where).read_text())
     # the plugin's metric, recomputed here from the saved per-sample outputs
     from qmu_qiskit.evaluation.outputs import Outputs
 

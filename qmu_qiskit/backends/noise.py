@@ -2,7 +2,7 @@
 
 An ISA circuit transpiled for a 127-qubit device touches a handful of physical qubits, but Aer
 given ``NoiseModel.from_backend(backend)`` pays for the whole device on every call
-(performance.md lesson 5: ~25,000 s vs ~580 s per Iris epoch). Restricting the noise model to
+(docs/measurements.md lesson 5: ~25,000 s vs ~580 s per Iris epoch). Restricting the noise model to
 the active qubits and compacting the circuit onto them changes nothing in the result: every
 error channel in the model is attached to an instruction on specific qubits, so channels on
 unused qubits never act.

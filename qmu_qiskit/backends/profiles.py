@@ -214,7 +214,7 @@ class HardwareProfile:
         The backend is a qiskit-ibm-runtime ``FakeBackendV2``: its ``target`` is the device
         target, ``NoiseModel.from_backend`` gives the device noise model, ``run`` simulates with
         that noise, and it opens a local-mode ``Session``. It is shared by every caller in the
-        process (performance.md lesson 4: building it costs about a second), so do not change
+        process (docs/measurements.md lesson 4: building it costs about a second), so do not change
         its options in place; copy it first.
 
         Returns:
@@ -389,7 +389,7 @@ def profile_for_fake(name: str) -> FakeBackendV2:
     """Return qiskit-ibm-runtime's fake backend of that name, one instance per process.
 
     This is what the runtime local testing mode needs (``Session(backend=...)`` on a fake
-    backend). The instance is shared (performance.md lesson 4), so do not change its options in
+    backend). The instance is shared (docs/measurements.md lesson 4), so do not change its options in
     place.
 
     Args:

@@ -12,7 +12,7 @@ account. A token is never accepted on the command line, and never written to run
 ledgers or logs: only backend names, job ids and session ids are.
 
 qiskit-ibm-runtime 0.51 deprecates ``EstimatorV2``/``SamplerV2`` for the executor-based
-primitives, which fail in local mode on large fake devices (performance.md); the code here uses
+primitives, which fail in local mode on large fake devices (docs/measurements.md); the code here uses
 only the ``BaseEstimatorV2``/``BaseSamplerV2`` interface of whichever class it is given.
 """
 
@@ -53,7 +53,7 @@ def _http_status(exc: BaseException) -> int | None:
     return v if isinstance(v, int) else None
 
 
-#: What the account settings may look like: a CRN (IBM Cloud) or an instance name / hub/group/project.
+#: What an instance may look like: a CRN (IBM Cloud), or a name / hub/group/project.
 _INSTANCE_CRN = re.compile(r"^crn:v1:[A-Za-z0-9:/._-]+$")
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _./-]{0,127}$")
 
@@ -62,12 +62,13 @@ def check_instance(instance: str | None) -> None:
     """Refuse a malformed ``QISKIT_IBM_INSTANCE`` before anything is sent."""
     if instance is None:
         return
-    ok = _INSTANCE_CRN.match(instance) if instance.startswith("crn:") else _INSTANCE_NAME.match(instance)
+    crn = instance.startswith("crn:")
+    ok = (_INSTANCE_CRN if crn else _INSTANCE_NAME).match(instance)
     if not ok or (instance.startswith("crn:") and instance.count(":") < 8):
         raise CredentialsError(
-            f"QISKIT_IBM_INSTANCE is malformed (got {echo(instance, 60)}); set it to the instance's "
-            "CRN (crn:v1:bluemix:public:quantum-computing:<region>:a/<account>:<id>::) or its name, "
-            "or unset it"
+            f"QISKIT_IBM_INSTANCE is malformed (got {echo(instance, 60)}); set it to the "
+            "instance's CRN (crn:v1:bluemix:public:quantum-computing:<region>:a/<account>:<id>::) "
+            "or its name, or unset it"
         )
 
 
@@ -96,7 +97,8 @@ def service_error(exc: BaseException, *, token: bool) -> QmuError:
         )
     status = next((s for s in map(_http_status, chain) if s is not None), None)
     # IBM Cloud IAM answers a wrong API key with 400 ("Provided API key could not be found")
-    if status in (401, 403) or "IBMNotAuthorizedError" in names or (status == 400 and "api key" in low):
+    refused = status in (401, 403) or (status == 400 and "api key" in low)
+    if refused or "IBMNotAuthorizedError" in names:
         return CredentialsError(
             f"IBM Quantum refused the account (HTTP {status or 401}); check or renew the token, "
             f"then {CREDENTIALS_HINT}"
@@ -105,8 +107,9 @@ def service_error(exc: BaseException, *, token: bool) -> QmuError:
         return CredentialsError(f"no IBM Quantum account found; {CREDENTIALS_HINT}")
     if "instance" in low and os.environ.get("QISKIT_IBM_INSTANCE"):
         return CredentialsError(
-            f"IBM Quantum does not accept the instance in QISKIT_IBM_INSTANCE ({type(exc).__name__}: "
-            f"{shorten(exc, 120)}); check it against your IBM Cloud instances, or unset it"
+            "IBM Quantum does not accept the instance in QISKIT_IBM_INSTANCE "
+            f"({type(exc).__name__}: {shorten(exc, 120)}); check it against your IBM Cloud "
+            "instances, or unset it"
         )
     if "401" in low or "unauthori" in low or "invalid" in low or "token" in low:
         return CredentialsError(
@@ -171,7 +174,8 @@ def ibm_backend(name: str):
         available = sorted(b.name for b in service.backends())
     except Exception as exc:  # noqa: BLE001
         mapped = service_error(exc, token=True)
-        if isinstance(mapped, CredentialsError) or "resolve" in str(mapped) or "reach" in str(mapped):
+        said = str(mapped)
+        if isinstance(mapped, CredentialsError) or "resolve" in said or "reach" in said:
             raise mapped from exc
         raise BackendError(f"cannot list IBM Quantum devices ({type(exc).__name__}); try again later") from None
     if name not in available:

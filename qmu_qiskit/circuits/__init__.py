@@ -1,4 +1,4 @@
-"""Parameterised circuit builders of the three studies (methods.md §1)."""
+"""Parameterised circuit builders of the three studies (docs/reference.md §1)."""
 
 from .dgqmu import dgqmu_circuit  # noqa: F401
 from .hqml import hqml_circuit  # noqa: F401

@@ -1,5 +1,5 @@
 """The DG-QMU circuit (Malik, Khalid, Faryad, "Distribution-Guided and Constrained Quantum Machine
-Unlearning", arXiv 2601.04413; no public code; methods.md §1).
+Unlearning", arXiv 2601.04413; no public code; docs/reference.md §1).
 
 What the paper fixes: 6 qubits, 4 features scaled to [0, π], an encoding of "RY per qubit plus
 CX–RZ–CX entangling blocks, uploaded twice", a variational block of "RY RZ on every qubit + CNOT

@@ -1,5 +1,5 @@
 """The HQML circuit (Crivoi & Ionescu, "Machine Unlearning in the Era of Quantum Machine
-Learning", arXiv 2512.19253, public code CrivoiCarla/HQML; methods.md §1)."""
+Learning", arXiv 2512.19253, public code CrivoiCarla/HQML; docs/reference.md §1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The QMU circuit: amplitude encoding + U3 layers with a CNOT ring (Su et al., "From
 Membership-Privacy Leakage to Quantum Machine Unlearning", arXiv 2509.06086, public code
-Sujun124/QMU ``HQNN.py``; methods.md §1).
+Sujun124/QMU ``HQNN.py``; docs/reference.md §1).
 
 QMU's PennyLane code loads the 256-dim vector with ``AmplitudeEmbedding(wires=range(8))``, whose
 wire 0 is the *most* significant bit of the amplitude index, then applies ``U3`` on every wire and

@@ -68,7 +68,7 @@ def jobs():
 @jobs.command(context_settings=CONTEXT)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @out_option()
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST/raw and FashionMNIST/raw (e.g. ../shared/data).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST/raw and FashionMNIST/raw (torchvision's layout).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Cells run in parallel (default: one per core; Aer/torch threads are divided between them).")
 @click.option("--method", "methods", multiple=True, help="Run only this method (repeatable; label or registry name).")
 @click.option("--seed", "seeds", type=int, multiple=True, help="Run only this seed (repeatable).")

@@ -94,7 +94,7 @@ def mia_compare(backends, models, methods, forget, data_dir, out, seed, shots, s
                 epochs, basic_layers, hybrid_layers, attack_members, attack_epochs, attack_on, option_items, amplitude_loading, layout,
                 noise_scale, train_on_noisy, resilience_level, dynamical_decoupling, twirling, zne, no_progress,
                 num_seeds=1):
-    """QMU's membership-inference comparison (methods.md §5, protocol qmu).
+    """QMU's membership-inference comparison (docs/reference.md §5, protocol qmu).
 
     The models are trained and unlearned on the noiseless backend, and evaluated on every backend.
     The gray-box attack is trained on the teacher's noiseless outputs (members: training samples,
@@ -105,7 +105,7 @@ def mia_compare(backends, models, methods, forget, data_dir, out, seed, shots, s
 
     \b
     Example:
-      qmu-qiskit mia-compare --backends aer,aer_noisy:ibm_brisbane --data-dir ../shared/data
+      qmu-qiskit mia-compare --backends aer,aer_noisy:ibm_brisbane --data-dir $DATA
     """
     from ..cli import _parse_options, _runtime_items, print_table
     from ..hardware.mia_compare import CompareConfig, run_compare, wide_rows

@@ -1,5 +1,5 @@
 """HQML's data draws, as its scripts ran them — each a named quirk (``DataConfig.quirks``) that
-the faithful study specs switch on and the study report lists (methods.md §5).
+the faithful study specs switch on and the study report lists (docs/reference.md §5).
 
 HQML (Crivoi & Ionescu, arXiv 2512.19253, code ``CrivoiCarla/HQML``) prepares its data in ways
 the project's default loader deliberately does not:

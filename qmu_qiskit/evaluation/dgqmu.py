@@ -1,5 +1,5 @@
 """DG-QMU's class-unlearning metrics, from saved per-sample outputs (Malik et al., "Distribution-
-Guided and Constrained Quantum Machine Unlearning", arXiv 2601.04413; methods.md §4).
+Guided and Constrained Quantum Machine Unlearning", arXiv 2601.04413; docs/reference.md §4).
 
 * forgotten-class confidence: mean p(y|x) over D_f (for class forgetting, p(c|x) of the
   forgotten class c) — how much belief in the forgotten label is left;

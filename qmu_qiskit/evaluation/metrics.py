@@ -1,4 +1,4 @@
-"""Audit metrics, computed from saved per-sample outputs (methods.md §4).
+"""Audit metrics, computed from saved per-sample outputs (docs/reference.md §4).
 
 Metrics are registered by name; each takes the unlearned model's outputs ``U``, the teacher's
 ``T``, the retrain oracle's ``O`` (all aligned on the same samples) and a :class:`MetricContext`,
@@ -315,5 +315,5 @@ def dgqmu_class_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricCo
     return dgqmu_metrics(U, T, O)
 
 
-#: The privacy audits of methods.md §4 (not in DEFAULT_METRICS: the gray-box attack trains an MLP).
+#: The privacy audits of docs/reference.md §4 (not in DEFAULT_METRICS: the gray-box attack trains an MLP).
 PRIVACY_METRICS = ("population_mia", "mia_efficacy", "grey_box_mia")

@@ -1,4 +1,4 @@
-"""Membership-inference audits, computed from saved per-sample outputs (methods.md §4).
+"""Membership-inference audits, computed from saved per-sample outputs (docs/reference.md §4).
 
 Nothing here runs a circuit: every attack reads logits and labels from
 :class:`~qmu_qiskit.evaluation.outputs.Outputs` (or plain arrays), so an audit can be recomputed
@@ -399,7 +399,7 @@ def train_grey_box_attack(
     nonmember_split: str = "test",
 ) -> GreyBoxAttack:
     """Train QMU's attack on one model's outputs: members = its training samples, non-members
-    = its test samples, balanced, split 80/20 (methods.md §4).
+    = its test samples, balanced, split 80/20 (docs/reference.md §4).
 
     Args:
         out: the outputs the attack learns from (QMU: the teacher's).

@@ -1,4 +1,4 @@
-"""Per-sample outputs: what every metric is computed from (methods.md §4).
+"""Per-sample outputs: what every metric is computed from (docs/reference.md §4).
 
 ``outputs.npz`` holds, for every sample of the train, val and test splits: logits, label, record
 id, split name, and — for unlearning runs — whether it belongs to the forget set. Any metric can be

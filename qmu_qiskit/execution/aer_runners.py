@@ -9,7 +9,7 @@
 Every circuit is made Aer-safe first (:func:`~.structure.aer_circuit`: composite instructions
 decomposed, gates Aer binds wrongly translated). Data-dependent circuits (amplitude encoding: one
 circuit per sample) arrive as several :class:`Pub` s in **one** job (``submit_estimate_pubs`` /
-``submit_sample_pubs``; performance.md lesson 10). A pub may carry an initial ``state`` instead of
+``submit_sample_pubs``; docs/measurements.md lesson 10). A pub may carry an initial ``state`` instead of
 a transpiled state preparation: *ideal amplitude loading*, the sample's state written exactly
 (``SetStatevector``) onto the qubits the layout gives the circuit's virtual qubits, with the
 device noise acting on the rest of the circuit only — what QMU's own noisy simulation did (noise

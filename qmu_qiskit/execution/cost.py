@@ -1,7 +1,7 @@
 """Cost accounting: what a training, unlearning or evaluation phase spent.
 
 Every primitive call made through :mod:`qmu_qiskit.execution` is counted here, so a method's cost
-and the retrain oracle's cost are always reported side by side (methods.md §4, "Cost").
+and the retrain oracle's cost are always reported side by side (docs/reference.md §4, "Cost").
 """
 
 from __future__ import annotations

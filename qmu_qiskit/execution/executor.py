@@ -7,7 +7,7 @@ counters, and offers Qiskit-shaped primitives on top (:meth:`Executor.estimator`
 (:meth:`Executor.estimator_gradient`, :meth:`Executor.sampler_gradient`).
 
 Data-dependent circuits — a leading amplitude encoding (``ParameterizedInitialize``), as in the
-QMU models — cannot share one transpiled circuit on a device (performance.md lesson 10). On every
+QMU models — cannot share one transpiled circuit on a device (docs/measurements.md lesson 10). On every
 backend but the exact engine the executor splits each call by sample:
 
 * ``amplitude_loading="device"`` (the hardware path, and the default): each sample's amplitudes

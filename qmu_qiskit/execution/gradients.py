@@ -1,7 +1,7 @@
 """Gradients as qiskit-machine-learning gradient classes, one job per call.
 
 qiskit-machine-learning's ``ParamShiftEstimatorGradient`` sends one PUB per shifted parameter set
-(B·n·2P PUBs for a mini-batch, performance.md lesson 1) and re-runs the pass manager on every
+(B·n·2P PUBs for a mini-batch, docs/measurements.md lesson 1) and re-runs the pass manager on every
 backward call. Here every gradient call becomes a single broadcast evaluation:
 
 * :class:`BatchedParamShiftEstimatorGradient` / :class:`BatchedParamShiftSamplerGradient` — the

@@ -3,7 +3,7 @@
 The transpiler's own layout and routing may spread a circuit over more physical qubits than it
 has: QMU's 8-qubit CNOT ring does not embed in heavy-hex, and at optimisation levels 1–3 it is
 routed through 12 physical qubits. On hardware that is harmless, but a density-matrix emulation
-pays 4**k per parameter set for k qubits (performance.md lesson 8: ~3 s instead of ~22 ms for an
+pays 4**k per parameter set for k qubits (docs/measurements.md lesson 8: ~3 s instead of ~22 ms for an
 8-qubit ring). Here the circuit is confined to a *path* of n coupled qubits: the transpiler gets
 a copy of the device target in which only those qubits carry instructions, and the path as the
 initial layout, so routing (SWAPs) can only use the path's own couplers.

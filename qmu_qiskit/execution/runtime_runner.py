@@ -14,7 +14,7 @@ says so with a warning), and :meth:`RuntimeRunner.describe` records that it had 
 
 Data-dependent circuits (one transpiled circuit per sample) go out as many PUBs in one job
 (:meth:`RuntimeRunner.submit_estimate_pubs`): a runtime job costs seconds of fixed overhead
-(performance.md: ~2.7 s per tiny local-mode job), so one job per sample is never an option.
+(docs/measurements.md: ~2.7 s per tiny local-mode job), so one job per sample is never an option.
 """
 
 from __future__ import annotations

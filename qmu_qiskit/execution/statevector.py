@@ -5,7 +5,7 @@ measurement (docs/execution.md, ``benchmarks/bench_training.py``): for the small
 circuits of QML training, the fixed cost of one simulator call dominates, and a batched
 statevector with autograd is the fastest exact evaluator available here — Aer with runtime
 parameter binding needs about 0.6 s per Iris epoch and 14.5 s per 8-qubit epoch
-(performance.md), a batched torch statevector about 200× less.
+(docs/measurements.md), a batched torch statevector about 200× less.
 
 A :class:`CompiledCircuit` is built once per circuit structure. It turns the circuit into a short
 program of vectorised steps:

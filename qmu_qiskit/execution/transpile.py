@@ -5,7 +5,7 @@ names, qubit indices, parameter *names* and the definitions of composite instruc
 stable across processes), the backend target's
 fingerprint (instructions, qubit pairs, errors and durations — a recalibrated device is a new
 target), the optimisation level, the transpiler seed and Qiskit's version. A hit never runs the
-pass manager (performance.md lesson 9: re-transpiling each bound circuit would turn a 3.8 s noisy
+pass manager (docs/measurements.md lesson 9: re-transpiling each bound circuit would turn a 3.8 s noisy
 epoch into 12–22 s).
 
 ISA circuits keep their parameters symbolic; values are bound positionally in
@@ -192,7 +192,8 @@ class TranspileCache:
         # sealed with a keyed content hash when stored: a changed entry is refused (RunError),
         # an unsealed one (older format, or unreadable) is recomputed
         try:
-            blob = read_regular(path, max_bytes=256 * 2**20, what="transpile cache entry", follow=False)
+            blob = read_regular(path, max_bytes=256 * 2**20, what="transpile cache entry",
+                                follow=False)
         except BadInputError:
             return None
         data = unseal(self.directory, blob, path=path)

@@ -3,7 +3,7 @@
 Su et al., "From Membership-Privacy Leakage to Quantum Machine Unlearning" (arXiv 2509.06086,
 code ``Sujun124/QMU``) report the gray-box MIA success rate on MNIST with class 4 forgotten: about
 90% before and 0% after unlearning in noiseless simulation, about 75% before and 4% after on
-hardware. This module runs that comparison (methods.md §5, protocol ``qmu``):
+hardware. This module runs that comparison (docs/reference.md §5, protocol ``qmu``):
 
 1. per model (the basic QNN ``qmu-basic`` and the HQNN ``qmu-hybrid``) a teacher is trained on
    the noiseless backend with the ``qmu`` protocol's recipe (:func:`qmu_qiskit.pipeline.train`)

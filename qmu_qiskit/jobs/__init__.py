@@ -4,7 +4,7 @@ From scripts::
 
     from qmu_qiskit import jobs
 
-    handle = jobs.submit("jobs/hqml_iris.yaml", data_dir="../shared/data")
+    handle = jobs.submit("jobs/hqml_iris.yaml", data_dir="data")
     status = handle.wait()              # GridStatus: state, counts, cells
     rows = handle.results()             # one dict of metrics per finished cell
     handle.cancel()                     # stop; submitting again resumes

@@ -134,6 +134,7 @@ class DaskPool:
                 "pip install 'qmu-qiskit[dask]', or use executor.kind local"
             ) from None
         self.workers, self.threads = workers, threads
+        self._owns_cluster = not address
         if address:  # the user's cluster: its workers are sized by whoever started it
             self._client = _connect(Client, address)
         else:  # a local cluster of worker processes, each limited to its share of the cores
@@ -160,7 +161,14 @@ class DaskPool:
         self._client.cancel(self._futures)
 
     def shutdown(self) -> None:
-        self._client.close()
+        # Generous timeouts: on a loaded machine Dask's default (a few seconds) expires while the
+        # workers are still stopping, and the client's finaliser then raises from a dead loop.
+        cluster = getattr(self._client, "cluster", None)
+        try:
+            self._client.close(timeout=120)
+        finally:
+            if cluster is not None and self._owns_cluster:
+                cluster.close(timeout=120)
 
 
 def _limit_threads(threads: int) -> None:

@@ -147,7 +147,8 @@ MAX_CELLS = 5000
 
 def count_cells(spec, proto, entries) -> int:
     """Cells the grid will have (an upper bound when cells are shared), before any is built."""
-    teachers = sum(len(proto.models_for(spec, d)) for d in spec.datasets) * len(spec.backends) * len(spec.seeds)
+    models = sum(len(proto.models_for(spec, d)) for d in spec.datasets)
+    teachers = models * len(spec.backends) * len(spec.seeds)
     return teachers * (1 + len(spec.forget or []) * (1 + len(entries)))
 
 

@@ -254,7 +254,7 @@ def submit(
             ``runs/<name>``) is relative to it and may not leave it. The grid's directory is
             ``handle.path``.
         out_dir: the older name of ``out``.
-        data_dir: folder with MNIST / Fashion-MNIST (``../shared/data``).
+        data_dir: folder with MNIST / Fashion-MNIST (torchvision's layout: ``MNIST/raw``, ``FashionMNIST/raw``).
         methods: run only these methods (labels or registry names).
         seeds: run only these seeds.
         workers: parallel cells (default: the spec's, else one per core).
@@ -275,8 +275,8 @@ def submit(
         'complete'
         >>> rows = handle.results()                               # doctest: +SKIP
     """
-    grid = expand(spec, root=output_root(out, out_dir), data_dir=data_dir, methods=methods, seeds=seeds,
-                  max_cells=max_cells)
+    grid = expand(spec, root=output_root(out, out_dir), data_dir=data_dir, methods=methods,
+                  seeds=seeds, max_cells=max_cells)
     grid.dir.mkdir(parents=True, exist_ok=True)
     stack = contextlib.ExitStack()
     stack.enter_context(directory_lock(grid.dir, what="job grid"))

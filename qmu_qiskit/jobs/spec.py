@@ -173,7 +173,7 @@ class MetricsSpec(_Model):
 
 
 class QuirksSpec(_Model):
-    """HQML's known deviations, reproducible only behind these flags (methods.md §5); every
+    """HQML's known deviations, reproducible only behind these flags (docs/reference.md §5); every
     flag, on or off, is listed in the study's report.
 
     Attributes:
@@ -438,14 +438,15 @@ def load_spec(spec: str | os.PathLike | dict | JobSpec) -> JobSpec:
         return parse_spec(spec)
     path = Path(spec)
     if not (path.exists() or path.is_symlink()):
-        raise BadInputError(f"job spec {shorten(str(path), 200)} does not exist; pass a YAML file such "
-                            "as jobs/hqml_iris.yaml")
+        raise BadInputError(f"job spec {shorten(str(path), 200)} does not exist; pass a YAML "
+                            "file such as jobs/hqml_iris.yaml")
     fix = "pass a YAML file such as jobs/hqml_iris.yaml"
     raw = read_regular(path, max_bytes=safeyaml.MAX_BYTES, what="job spec", fix=fix)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadInputError(f"job spec {shorten(str(path), 200)} is not UTF-8 text ({exc.reason}); {fix}") from None
-    obj = safeyaml.load(text, what=f"job spec {shorten(str(path), 200)}")
+        raise BadInputError(f"job spec {shorten(str(path), 200)} is not UTF-8 text "
+                            f"({exc.reason}); {fix}") from None
+    obj = safeyaml.load_untrusted(text, what=f"job spec {shorten(str(path), 200)}")
     return parse_spec(obj, source=str(path), base_dir=path.parent)
 

@@ -1,4 +1,4 @@
-"""Hybrid quantum-classical models of the studies (methods.md §1) and their registry.
+"""Hybrid quantum-classical models of the studies (docs/reference.md §1) and their registry.
 
 A :class:`HybridModel` is ``encoder → quantum layer → head``: an optional classical front-end
 (convolutions, a projection to angles), the QNN in a ``TorchConnector``, and a classical head.

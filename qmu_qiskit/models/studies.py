@@ -1,4 +1,4 @@
-"""Models of the QMU and DG-QMU studies (methods.md §1), registered in the model registry.
+"""Models of the QMU and DG-QMU studies (docs/reference.md §1), registered in the model registry.
 
 * ``qmu-basic`` — QMU basic QNN: PCA(256) amplitudes → qmu circuit (L = 10) → Linear(8→C);
   weights N(0, 1) (Su et al., arXiv 2509.06086; code Sujun124/QMU ``QNN/``).

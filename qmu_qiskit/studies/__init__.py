@@ -1,4 +1,4 @@
-"""Study protocols (methods.md §5): grid builders and report writers.
+"""Study protocols (docs/reference.md §5): grid builders and report writers.
 
 ``qmu-qiskit study jobs/<name>.yaml`` runs a protocol's grid through the job manager
 (:mod:`qmu_qiskit.jobs`) and writes, in the grid directory, ``results_summary.csv`` (HQML's

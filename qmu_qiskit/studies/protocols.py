@@ -1,4 +1,4 @@
-"""The study protocols of methods.md §5 as grid builders.
+"""The study protocols of docs/reference.md §5 as grid builders.
 
 A protocol supplies what a job spec leaves out — the recipe per dataset (model, data split,
 training), the methods, forget scenarios, seeds and metric options — and turns each grid point
@@ -296,7 +296,7 @@ _register(Protocol(
 _register(Protocol(
     name="fixed",
     title="fixed (the project's default protocol)",
-    source="methods.md §5 'fixed'; models and budgets of HQML",
+    source="docs/reference.md §5 'fixed'; models and budgets of HQML",
     recipes={k: _with_validation(v) for k, v in
              {"iris": _HQML_IRIS, "mnist": _HQML_MNIST, "fashion_mnist": _HQML_FASHION}.items()},
     methods=_m("finetune", "ga", "fisher")

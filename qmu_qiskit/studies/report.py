@@ -21,7 +21,7 @@ from ..jobs.grid import Grid
 from ..jobs.handle import JobHandle
 from .protocols import Protocol, get_protocol
 
-#: HQML's ``results_summary.csv`` columns, in HQML's order (methods.md §5).
+#: HQML's ``results_summary.csv`` columns, in HQML's order (docs/reference.md §5).
 HQML_COLUMNS = [
     "scenario", "method", "acc_retain_unlearn", "acc_forget_unlearn", "acc_test_unlearn",
     "acc_retain_orig", "acc_forget_orig", "acc_test_orig", "forget_drop", "retain_drop",

@@ -1,4 +1,4 @@
-"""Unlearning methods (methods.md §3): a registry of one module per family."""
+"""Unlearning methods (docs/reference.md §3): a registry of one module per family."""
 
 from .base import (  # noqa: F401
     METHODS,

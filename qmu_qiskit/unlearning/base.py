@@ -152,7 +152,7 @@ class RecipeInfo:
 
 
 def method_selection(protocol: str, recipe_select: str = "val") -> str:
-    """Which epoch an unlearning method returns under a study protocol (methods.md §3, §5).
+    """Which epoch an unlearning method returns under a study protocol (docs/reference.md §3, §5).
 
     * ``hqml``: the best TEST accuracy with HQML's early stopping (HQML wraps every method in
       ``train_with_es`` on its test loader);
@@ -328,7 +328,7 @@ class UnlearnContext:
     def epochs(self, model, optimizer, num_epochs: int, *, state: dict | None = None,
                desc: str = "", select: bool = True):
         """Iterate epochs with a resumable checkpoint after each one, and the per-method
-        early-stopping wrapper of the protocol (methods.md §3).
+        early-stopping wrapper of the protocol (docs/reference.md §3).
 
         Yields epoch numbers 1..num_epochs. After the loop body of an epoch returns, the model is
         scored by :attr:`selection` (``test`` or ``val`` accuracy), then the model, optimizer,

@@ -15,7 +15,7 @@ from ..base import Option, cycled, zipped
 
 
 def budget(iris: int, large: int):
-    """An epoch default following HQML's per-dataset budgets (methods.md §3)."""
+    """An epoch default following HQML's per-dataset budgets (docs/reference.md §3)."""
 
     def default(recipe) -> int:
         return large if recipe.large else iris

@@ -1,5 +1,5 @@
 """ADV-UNIFORM: uniform predictions on adversarially perturbed forget samples (HQML, new;
-methods.md §3)."""
+docs/reference.md §3)."""
 
 from __future__ import annotations
 

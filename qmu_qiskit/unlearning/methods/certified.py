@@ -1,5 +1,5 @@
 """Certified removal (Guo et al., ICML 2020) on the model's convex head, and HQML's noisy
-fine-tuning that carries the name without a certificate (methods.md §3).
+fine-tuning that carries the name without a certificate (docs/reference.md §3).
 
 Guo, Goldstein, Hannun & van der Maaten, "Certified Data Removal from Machine Learning Models",
 ICML 2020 (public code facebookresearch/certified-removal). Notation of the paper, in its "sum"

@@ -1,5 +1,5 @@
 """Selective synaptic dampening (Foster et al. 2023), the training-free method QMU uses, with an
-optional quantum-geometric importance for the circuit parameters (methods.md §3)."""
+optional quantum-geometric importance for the circuit parameters (docs/reference.md §3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Teacher-student methods: SCRUB, SCRUB+Rewind (Kurmanji et al. 2023) and HQML's joint-loss
-SCRUB (methods.md §3).
+SCRUB (docs/reference.md §3).
 
 The teacher is frozen and deterministic in eval mode, so its logits on D_r and D_f are computed
 once (one inference sweep) and looked up per mini-batch; they are kept in the resumable state.

@@ -1,4 +1,4 @@
-"""Distribution-guided, anchor-constrained class unlearning (DG-QMU; methods.md §3)."""
+"""Distribution-guided, anchor-constrained class unlearning (DG-QMU; docs/reference.md §3)."""
 
 from __future__ import annotations
 

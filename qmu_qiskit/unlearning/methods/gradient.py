@@ -1,5 +1,5 @@
 """Gradient-based methods: fine-tuning, gradient ascent, HQML's Fisher-penalised ascent, NegGrad+
-and QMU's relative gradient ascent (methods.md §3)."""
+and QMU's relative gradient ascent (docs/reference.md §3)."""
 
 from __future__ import annotations
 

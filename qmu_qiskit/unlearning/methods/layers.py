@@ -1,5 +1,5 @@
 """Layer-wise methods: CF-k and EU-k (Goel et al. 2022) and HQML's variants of both
-(methods.md §3).
+(docs/reference.md §3).
 
 Layers are counted as :meth:`~qmu_qiskit.models.hybrid.HybridModel.layer_groups` lists them: every
 encoder layer with weights, the quantum layer, every head layer with weights, from the input side

@@ -1,5 +1,5 @@
 """Relabelling methods: Q-MUL's similar-label steering (as HQML adapts it) and HQML's
-label-complement augmentation (methods.md §3)."""
+label-complement augmentation (docs/reference.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The retrain oracle: the teacher's recipe, from scratch, on D_r only (methods.md §2)."""
+"""The retrain oracle: the teacher's recipe, from scratch, on D_r only (docs/reference.md §2)."""
 
 from __future__ import annotations
 
