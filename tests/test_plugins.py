@@ -117,8 +117,7 @@ def test_example_plugin_through_the_cli(plugin_env, tmp_path):
     assert config["method"] == "uniform_kl" and config["options"]["epochs"] == 1
     assert config["options"]["weight"] == 1.0
 
-    ev = _cli(["evaluate", "--run", mdir, "--metric", "forget_confidence", "--overwrite"],
-              plugin_env, tmp_path)
+    ev = _cli(["evaluate", "--run", mdir, "--metric", "forget_confidence"], plugin_env, tmp_path)
     assert ev.returncode == 0, ev.stderr
     # evaluate writes a new versioned evaluation and prints where it went
     where = next(l.split(":", 1)[1].strip() for l in ev.stdout.splitlines() if l.startswith("metrics:"))
