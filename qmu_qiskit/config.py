@@ -480,6 +480,9 @@ def resolve_run_config(
         # a user's table or a plugin's dataset: one qubit per feature, up to 8 (more are
         # reduced by PCA), rather than a preset made for another dataset
         qubits = min(_feature_count(name, file_data, data_over), 8)
+    if qubits is None and preset.get("qubits") and info.name in ("hqml-pca", "hqml-conv"):
+        # HQML's width for this dataset (Fashion-MNIST: n = 10) on HQML's dataset-driven models
+        qubits = preset["qubits"]
     if qubits is None:
         qubits = info.default_qubits or preset.get("qubits")
     if qubits is None and name in ("iris",):

@@ -635,3 +635,15 @@ def test_forget_missing_file_and_whole_training_set(tmp_path, iris):
     with pytest.raises(BadInputError) as err:
         resolve_forget(f"indices:{path}", iris)
     assert "nothing would be retained" in one_line(err)
+
+
+def test_fashion_preset_uses_hqmls_ten_qubits():
+    """`train --dataset fashion_mnist` gets HQML's n = 10 on its preset model (and on the conv
+    model); an explicit --qubits or another model's own width still wins."""
+    from qmu_qiskit.config import resolve_run_config
+
+    assert resolve_run_config(dataset="fashion_mnist").model.qubits == 10
+    assert resolve_run_config(dataset="fashion_mnist", model="hqml-conv").model.qubits == 10
+    assert resolve_run_config(dataset="fashion_mnist", qubits=6).model.qubits == 6
+    assert resolve_run_config(dataset="mnist").model.qubits == 8
+    assert resolve_run_config(dataset="fashion_mnist", model="qmu-basic").model.qubits == 8
