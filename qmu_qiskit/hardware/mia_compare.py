@@ -550,16 +550,7 @@ def _acc(logits, labels) -> float | None:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r[k]))
-                    for k in CSV_COLUMNS})
-    atomic_write_text(path, buf.getvalue())
+    _write_rows(path, rows, CSV_COLUMNS)
 
 
 def wide_rows(rows: list[dict], methods) -> list[dict]:

@@ -7,8 +7,6 @@ per-sample ``outputs.npz``); no circuit runs, so a report can be rewritten at an
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.tables import csv_text
 from ..io import atomic_write_text
 from ..jobs.grid import Grid
 from ..jobs.handle import JobHandle
@@ -120,13 +119,6 @@ def columns_of(rows: list[dict]) -> list[str]:
     return fixed + extra + _TAIL
 
 
-def csv_text(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    return buf.getvalue()
 
 
 def mean_std_rows(rows: list[dict], columns: list[str]) -> tuple[list[dict], list[str]]:
