@@ -72,23 +72,9 @@ def _load(cfg: DataConfig) -> tuple[DataBundle, Encoder]:
         test_size=cfg.test_size, val_size=cfg.val_size, seed=cfg.seed, dataset=cfg.dataset,
         class_names=info.class_names, samples_per_class=cfg.samples_per_class,
     )
-    enc = Encoder(input_kind=cfg.input_kind, dataset=cfg.dataset, pixel_max=raw.pixel_max,
-                  image_shape=info.image_shape, n_features=cfg.n_features,
-                  angle_range=cfg.angle_range).fit(raw.X[ids["train"]])
-    X = {split: enc.transform(raw.X[split_ids]) for split, split_ids in ids.items()}
-    bundle = DataBundle(
-        name=cfg.dataset,
-        X=X,
-        y={split: raw.y[split_ids] for split, split_ids in ids.items()},
-        ids=ids,
-        num_classes=info.num_classes,
-        class_names=info.class_names,
-        input_kind=cfg.input_kind,
-        input_shape=enc.input_shape,
-        n_records=n_records,
-        config=cfg,
-    )
-    return bundle, enc
+    return _encoded(cfg, raw.X, raw.y, ids, ids, class_names=info.class_names,
+                    num_classes=info.num_classes, pixel_max=raw.pixel_max,
+                    image_shape=info.image_shape)
 
 
 def _load_file(cfg: DataConfig) -> tuple[DataBundle, Encoder]:
@@ -110,20 +96,28 @@ def _load_file(cfg: DataConfig) -> tuple[DataBundle, Encoder]:
         ) from exc
     # Within a split, samples are kept sorted by record id (DataBundle.positions relies on it).
     rows = {s: r[np.argsort(data.ids[r], kind="stable")] for s, r in rows.items()}
-    enc = Encoder(input_kind=cfg.input_kind, dataset=cfg.dataset, pixel_max=None,
-                  image_shape=None, n_features=cfg.n_features,
-                  angle_range=cfg.angle_range).fit(data.X[rows["train"]])
-    X = {split: enc.transform(data.X[r]) for split, r in rows.items()}
+    return _encoded(cfg, data.X, data.y, rows, {s: data.ids[r] for s, r in rows.items()},
+                    class_names=data.class_names, num_classes=len(data.class_names),
+                    pixel_max=None, image_shape=None)
+
+
+def _encoded(cfg: DataConfig, X, y, rows: dict, ids: dict, *, class_names, num_classes: int,
+             pixel_max, image_shape) -> tuple[DataBundle, Encoder]:
+    """The bundle of ``rows`` (split -> row positions in ``X``/``y``), named by ``ids``, encoded
+    with an :class:`Encoder` fitted on the training rows only."""
+    enc = Encoder(input_kind=cfg.input_kind, dataset=cfg.dataset, pixel_max=pixel_max,
+                  image_shape=image_shape, n_features=cfg.n_features,
+                  angle_range=cfg.angle_range).fit(X[rows["train"]])
     bundle = DataBundle(
         name=cfg.dataset,
-        X=X,
-        y={split: data.y[r] for split, r in rows.items()},
-        ids={split: data.ids[r] for split, r in rows.items()},
-        num_classes=len(data.class_names),
-        class_names=data.class_names,
+        X={split: enc.transform(X[r]) for split, r in rows.items()},
+        y={split: y[r] for split, r in rows.items()},
+        ids=ids,
+        num_classes=num_classes,
+        class_names=class_names,
         input_kind=cfg.input_kind,
         input_shape=enc.input_shape,
-        n_records=n_records,
+        n_records=len(y),
         config=cfg,
     )
     return bundle, enc

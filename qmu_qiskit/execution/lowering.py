@@ -231,11 +231,7 @@ def rot_matrix(name: str, angles: list[torch.Tensor]) -> torch.Tensor:
         zero = one * 0
         return stack2(one, zero, zero, torch.exp(1j * angles[0]))
     if name in ("u", "u3", "u2"):
-        if name == "u2":
-            theta = torch.full_like(angles[0], math.pi / 2)
-            phi, lam = angles
-        else:
-            theta, phi, lam = angles
+        theta, phi, lam = _u_angles(name, angles)
         c, s = torch.cos(theta / 2), torch.sin(theta / 2)
         return stack2(
             c + 0j,
@@ -255,6 +251,13 @@ def rot_matrix(name: str, angles: list[torch.Tensor]) -> torch.Tensor:
     raise AssertionError(name)
 
 
+def _u_angles(name: str, angles: list[torch.Tensor]) -> tuple:
+    """(θ, φ, λ) of a ``u``/``u3`` gate, or of ``u2`` (θ = π/2)."""
+    if name == "u2":
+        return (torch.full_like(angles[0], math.pi / 2), *angles)
+    return tuple(angles)
+
+
 def rot_derivatives(name: str, angles: list[torch.Tensor]) -> list[torch.Tensor]:
     """dG/d(angle_k) for every angle argument of a parameterised single-qubit gate, (B, G, 2, 2)."""
     if name in ("rx", "ry", "rz"):
@@ -270,11 +273,7 @@ def rot_derivatives(name: str, angles: list[torch.Tensor]) -> list[torch.Tensor]
         zero = torch.zeros_like(angles[0]) + 0j
         return [stack2(zero, zero, zero, 1j * torch.exp(1j * angles[0]))]
     if name in ("u", "u3", "u2"):
-        if name == "u2":
-            theta = torch.full_like(angles[0], math.pi / 2)
-            phi, lam = angles
-        else:
-            theta, phi, lam = angles
+        theta, phi, lam = _u_angles(name, angles)
         c, s = torch.cos(theta / 2), torch.sin(theta / 2)
         ephi, elam, eboth = torch.exp(1j * phi), torch.exp(1j * lam), torch.exp(1j * (phi + lam))
         zero = torch.zeros_like(c) + 0j
