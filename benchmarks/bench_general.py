@@ -38,7 +38,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_training as bt  # noqa: E402 - the shared data, head, timing and report helpers
+import bench_training as bt
 
 warnings.filterwarnings("ignore")
 
@@ -71,8 +71,9 @@ def ours_model(n: int, classes: int, **executor_kw):
 
     qc, x, w, obs = zz_parts(n)
     ex = Executor("aer", cache_dir=tempfile.mkdtemp(prefix="qmu-bench-"), **executor_kw)
-    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x,
-                            weight_params=w)
+    qnn = FusedEstimatorQNN(
+        executor=ex, circuit=qc, observables=obs, input_params=x, weight_params=w
+    )
     weights = bt.initial_weights(len(w))
     return bt.Wrapped(QuantumLayer(qnn, initial_weights=weights), bt.head(n, classes))
 
@@ -80,7 +81,7 @@ def ours_model(n: int, classes: int, **executor_kw):
 def _measure(name, build, X, y, **kw) -> dict:
     try:
         return bt.measure(name, build, X, y, **kw)
-    except Exception as exc:  # noqa: BLE001 - a failing path is reported, the others still run
+    except Exception as exc:
         return {"path": name, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
@@ -106,8 +107,12 @@ def measure_per_sample(name, build, X, y, samples: int) -> dict:
         model(Xt)
     forward = time.perf_counter() - t0
     scale = len(X) / samples
-    return {"path": name, "epoch_s": step * scale, "inference_s": forward * scale,
-            "extrapolated": True}
+    return {
+        "path": name,
+        "epoch_s": step * scale,
+        "inference_s": forward * scale,
+        "extrapolated": True,
+    }
 
 
 def run(args) -> dict:
@@ -123,17 +128,35 @@ def run(args) -> dict:
     results = {}
     for label, n, X, y, C in cases:
         if args.ref_samples:
-            reference = measure_per_sample("reference (qiskit-ml defaults)",
-                                           lambda: reference_model(n, C), X, y, args.ref_samples)
+            reference = measure_per_sample(
+                "reference (qiskit-ml defaults)",
+                lambda: reference_model(n, C),
+                X,
+                y,
+                args.ref_samples,
+            )
         else:
-            reference = _measure("reference (qiskit-ml defaults)", lambda: reference_model(n, C),
-                                 X, y, max_batches=args.ref_batches, repeats=1)
+            reference = _measure(
+                "reference (qiskit-ml defaults)",
+                lambda: reference_model(n, C),
+                X,
+                y,
+                max_batches=args.ref_batches,
+                repeats=1,
+            )
         rows = [
             reference,
-            _measure("ours-exact (adjoint statevector)", lambda: ours_model(n, C), X, y,
-                     repeats=reps),
-            _measure("ours-aer (broadcast PUB, Aer)", lambda: ours_model(n, C, engine="aer"), X, y,
-                     max_batches=None if n == 4 else args.ref_batches * 2, repeats=reps),
+            _measure(
+                "ours-exact (adjoint statevector)", lambda: ours_model(n, C), X, y, repeats=reps
+            ),
+            _measure(
+                "ours-aer (broadcast PUB, Aer)",
+                lambda: ours_model(n, C, engine="aer"),
+                X,
+                y,
+                max_batches=None if n == 4 else args.ref_batches * 2,
+                repeats=reps,
+            ),
         ]
         key = f"{label} | zz_feature_map ∘ real_amplitudes"
         results[key] = rows
@@ -153,20 +176,26 @@ def report(results: dict) -> str:
                 continue
             tag = " (extrapolated)" if r["extrapolated"] else ""
             speed = f"{ref['epoch_s'] / r['epoch_s']:8.1f}x" if "epoch_s" in ref else "       -"
-            lines.append(f"{(r['path'] + tag):50s} {r['epoch_s']:10.4f} {speed} "
-                         f"{r['inference_s']:12.4f}")
+            lines.append(
+                f"{(r['path'] + tag):50s} {r['epoch_s']:10.4f} {speed} {r['inference_s']:12.4f}"
+            )
     return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default=None,
-                   help="MNIST in torchvision's layout (default: digits)")
+    p.add_argument(
+        "--data-dir", default=None, help="MNIST in torchvision's layout (default: digits)"
+    )
     p.add_argument("--quick", action="store_true", help="one repetition per path")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ref-batches", type=int, default=1, help="mini-batches timed on the reference")
-    p.add_argument("--ref-samples", type=int, default=0,
-                   help="time the reference on this many samples and scale (0: mini-batches)")
+    p.add_argument(
+        "--ref-samples",
+        type=int,
+        default=0,
+        help="time the reference on this many samples and scale (0: mini-batches)",
+    )
     p.add_argument("--cases", default="iris,pca8", help="comma-separated: iris, pca8")
     p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     p.add_argument("--json", default=None, help="write the results here")

@@ -69,8 +69,16 @@ def pca8_data(data_dir: str | None):
     if data_dir:
         from qmu_qiskit.data import DataConfig, load_data
 
-        b = load_data(DataConfig(dataset="mnist", data_dir=data_dir, samples_per_class=125,
-                                 test_size=0.2, val_size=0.0, n_features=8))
+        b = load_data(
+            DataConfig(
+                dataset="mnist",
+                data_dir=data_dir,
+                samples_per_class=125,
+                test_size=0.2,
+                val_size=0.0,
+                n_features=8,
+            )
+        )
         X, y = b.X["train"][:1000], b.y["train"][:1000]
         return X.astype(np.float32), y.astype(np.int64), 10, "PCA-MNIST (1000 samples)"
     from sklearn.datasets import load_digits
@@ -133,13 +141,21 @@ def reference_model(n, classes, noisy: bool):
         device = FakeBrisbane()
         sim = AerSimulator.from_backend(device)
         est = BackendEstimatorV2(backend=sim, options={"default_precision": 1 / math.sqrt(1024)})
-        pm = generate_preset_pass_manager(optimization_level=1, target=device.target, seed_transpiler=0)
+        pm = generate_preset_pass_manager(
+            optimization_level=1, target=device.target, seed_transpiler=0
+        )
         # qiskit-machine-learning's documented recipe: an ISA circuit, observables mapped through
         # its layout, and the pass manager handed to the QNN (its gradient transpiles again)
         isa = pm.run(qc)
         obs = [o.apply_layout(isa.layout) for o in obs]
-        qnn = EstimatorQNN(circuit=isa, observables=obs, input_params=x, weight_params=w,
-                           estimator=est, pass_manager=pm)
+        qnn = EstimatorQNN(
+            circuit=isa,
+            observables=obs,
+            input_params=x,
+            weight_params=w,
+            estimator=est,
+            pass_manager=pm,
+        )
     return Wrapped(TorchConnector(qnn, initial_weights=initial_weights(len(w))), head(n, classes))
 
 
@@ -149,7 +165,9 @@ def ours_model(n, classes, backend: str, **executor_kw):
 
     qc, x, w, obs = hqml_parts(n)
     ex = Executor(backend, cache_dir=tempfile.mkdtemp(prefix="qmu-bench-"), **executor_kw)
-    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x, weight_params=w)
+    qnn = FusedEstimatorQNN(
+        executor=ex, circuit=qc, observables=obs, input_params=x, weight_params=w
+    )
     return Wrapped(QuantumLayer(qnn, initial_weights=initial_weights(len(w))), head(n, classes))
 
 
@@ -164,7 +182,9 @@ class TorchStatevector(nn.Module):
     def __init__(self, n, layers=2):
         super().__init__()
         self.n, self.layers = n, layers
-        self.weight = nn.Parameter(torch.tensor(initial_weights(3 * n * layers), dtype=torch.float64))
+        self.weight = nn.Parameter(
+            torch.tensor(initial_weights(3 * n * layers), dtype=torch.float64)
+        )
         idx = torch.arange(2**n)
         bits = [(idx >> q) & 1 for q in range(n)]
         ring = torch.ones(2**n, dtype=torch.complex128)
@@ -172,14 +192,19 @@ class TorchStatevector(nn.Module):
         for a, b in pairs:
             ring = ring * (1 - 2 * (bits[a] & bits[b])).to(torch.complex128)
         self.register_buffer("ring", ring)
-        self.register_buffer("z", torch.stack([(1 - 2 * bits[q]).to(torch.float64) for q in range(n)], 1))
+        self.register_buffer(
+            "z", torch.stack([(1 - 2 * bits[q]).to(torch.float64) for q in range(n)], 1)
+        )
 
     @staticmethod
     def _rxryrz(a, b, c):
         """RZ(c) RY(b) RX(a) as (..., 2, 2) complex matrices."""
+
         def rx(t):
             co, si = torch.cos(t / 2) + 0j, torch.sin(t / 2) + 0j
-            return torch.stack([torch.stack([co, -1j * si], -1), torch.stack([-1j * si, co], -1)], -2)
+            return torch.stack(
+                [torch.stack([co, -1j * si], -1), torch.stack([-1j * si, co], -1)], -2
+            )
 
         def ry(t):
             co, si = torch.cos(t / 2) + 0j, torch.sin(t / 2) + 0j
@@ -266,28 +291,78 @@ def run(args) -> dict:
     results = {}
     iris = iris_data()
     pca = pca8_data(args.data_dir)
-    cases = [("Iris (n=4, 120 samples)", 4, iris[0], iris[1], iris[2]),
-             (f"8-qubit {pca[3]}", 8, pca[0], pca[1], pca[2])]
+    cases = [
+        ("Iris (n=4, 120 samples)", 4, iris[0], iris[1], iris[2]),
+        (f"8-qubit {pca[3]}", 8, pca[0], pca[1], pca[2]),
+    ]
     reps = 1 if args.quick else args.repeats
     for label, n, X, y, C in cases:
         rows = []
         big = n == 8
-        rows.append(measure("reference (qiskit-ml defaults)", lambda: reference_model(n, C, False), X, y,
-                            max_batches=args.ref_batches if big else None, repeats=1))
-        rows.append(measure("ours-aer (broadcast PUB, Aer)", lambda: ours_model(n, C, "aer", engine="aer"), X, y,
-                            max_batches=args.ref_batches * 2 if big else None, repeats=reps))
-        rows.append(measure("ours-exact (adjoint statevector)", lambda: ours_model(n, C, "aer"), X, y, repeats=reps))
-        rows.append(measure("torch statevector baseline", lambda: torch_model(n, C), X, y, repeats=reps))
+        rows.append(
+            measure(
+                "reference (qiskit-ml defaults)",
+                lambda: reference_model(n, C, False),
+                X,
+                y,
+                max_batches=args.ref_batches if big else None,
+                repeats=1,
+            )
+        )
+        rows.append(
+            measure(
+                "ours-aer (broadcast PUB, Aer)",
+                lambda: ours_model(n, C, "aer", engine="aer"),
+                X,
+                y,
+                max_batches=args.ref_batches * 2 if big else None,
+                repeats=reps,
+            )
+        )
+        rows.append(
+            measure(
+                "ours-exact (adjoint statevector)",
+                lambda: ours_model(n, C, "aer"),
+                X,
+                y,
+                repeats=reps,
+            )
+        )
+        rows.append(
+            measure("torch statevector baseline", lambda: torch_model(n, C), X, y, repeats=reps)
+        )
         results[f"{label} | noiseless"] = rows
         print(report({f"{label} | noiseless": rows}), flush=True)
         if n == 4 or args.noisy_8:
             rows = []
-            rows.append(measure("reference (BackendEstimatorV2 + pass manager, 1024 shots)",
-                                lambda: reference_model(n, C, True), X, y, max_batches=1, repeats=1))
-            rows.append(measure("ours-aer (aer_noisy, 1024 shots)",
-                                lambda: ours_model(n, C, "aer_noisy", shots=1024), X, y, repeats=reps))
-            rows.append(measure("ours (aer_noisy, exact density matrix)",
-                                lambda: ours_model(n, C, "aer_noisy"), X, y, repeats=reps))
+            rows.append(
+                measure(
+                    "reference (BackendEstimatorV2 + pass manager, 1024 shots)",
+                    lambda: reference_model(n, C, True),
+                    X,
+                    y,
+                    max_batches=1,
+                    repeats=1,
+                )
+            )
+            rows.append(
+                measure(
+                    "ours-aer (aer_noisy, 1024 shots)",
+                    lambda: ours_model(n, C, "aer_noisy", shots=1024),
+                    X,
+                    y,
+                    repeats=reps,
+                )
+            )
+            rows.append(
+                measure(
+                    "ours (aer_noisy, exact density matrix)",
+                    lambda: ours_model(n, C, "aer_noisy"),
+                    X,
+                    y,
+                    repeats=reps,
+                )
+            )
             results[f"{label} | FakeBrisbane noise"] = rows
             print(report({f"{label} | FakeBrisbane noise": rows}), flush=True)
     return results
@@ -298,7 +373,9 @@ def report(results: dict) -> str:
     for case, rows in results.items():
         ref = rows[0]
         lines.append(f"\n{case}")
-        lines.append(f"{'path':58s} {'s/epoch':>10s} {'speed-up':>9s} {'s/inference':>12s} {'speed-up':>9s}")
+        lines.append(
+            f"{'path':58s} {'s/epoch':>10s} {'speed-up':>9s} {'s/inference':>12s} {'speed-up':>9s}"
+        )
         for r in rows:
             tag = " (extrapolated)" if r["extrapolated"] else ""
             lines.append(
@@ -309,17 +386,23 @@ def report(results: dict) -> str:
         if any(n.startswith("torch") for n in names):
             exact = next(r for r in rows if r["path"].startswith("ours-exact"))
             base = next(r for r in rows if r["path"].startswith("torch"))
-            lines.append(f"ours-exact / torch baseline per epoch: {exact['epoch_s'] / base['epoch_s']:.2f}x")
+            lines.append(
+                f"ours-exact / torch baseline per epoch: {exact['epoch_s'] / base['epoch_s']:.2f}x"
+            )
     return "\n".join(lines)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default=None, help="MNIST in torchvision's layout (default: digits)")
+    p.add_argument(
+        "--data-dir", default=None, help="MNIST in torchvision's layout (default: digits)"
+    )
     p.add_argument("--quick", action="store_true", help="one repetition per path")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ref-batches", type=int, default=1, help="mini-batches timed on slow paths")
-    p.add_argument("--noisy-8", action="store_true", help="also the 8-qubit model with noise (slow)")
+    p.add_argument(
+        "--noisy-8", action="store_true", help="also the 8-qubit model with noise (slow)"
+    )
     p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()

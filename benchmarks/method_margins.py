@@ -4,17 +4,23 @@ Usage: ``OMP_NUM_THREADS=1 python benchmarks/method_margins.py 0,1,2 0,1,2`` (te
 seeds; ~12 min on 2 cores). Prints one JSON line per trajectory, then the minimum and maximum of
 each quantity; the tests assert thresholds well beyond the worst measured value.
 """
-import sys, tempfile, pathlib, json
+
+import json
+import pathlib
+import sys
+import tempfile
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-import torch
 from types import SimpleNamespace
+
+import test_methods as tm
+import torch
+
 from qmu_qiskit import pipeline
 from qmu_qiskit.config import resolve_run_config
 from qmu_qiskit.pipeline import TeacherRun, make_executor
-import test_methods as tm
-from qmu_qiskit.unlearning.methods._common import clamped_kl, diag_fisher, logits_of, kl_rows
+from qmu_qiskit.unlearning.methods._common import clamped_kl, diag_fisher, kl_rows, logits_of
 from qmu_qiskit.unlearning.methods.relabel import similar_label_map
-from qmu_qiskit.unlearning.methods.distribution import target_distribution
 
 tseeds = [int(s) for s in sys.argv[1].split(",")]
 mseeds = [int(s) for s in sys.argv[2].split(",")]
@@ -22,10 +28,13 @@ tmp = pathlib.Path(tempfile.mkdtemp())
 rows = []
 for ts in tseeds:
     out = tmp / f"iris{ts}"
-    pipeline.train(resolve_run_config(dataset="iris", seed=ts, training={"epochs": 30}), out, progress=False)
+    pipeline.train(
+        resolve_run_config(dataset="iris", seed=ts, training={"epochs": 30}), out, progress=False
+    )
     run = TeacherRun.load(out)
     ex = make_executor(run.cfg.backend, seed=0)
-    m = run.model(ex); m.eval()
+    m = run.model(ex)
+    m.eval()
     T = SimpleNamespace(run=run, executor=ex, model=m)
     for s in mseeds:
         d = tmp / f"t{ts}s{s}"
@@ -36,9 +45,14 @@ for ts in tseeds:
         ctx0, free = tm.run(T, d / "l0", "fisher", options={"epochs": 3, "lam": 0.0}, seed=s)
         _, pulled = tm.run(T, d / "big", "fisher", options={"epochs": 3, "lam": 1e5}, seed=s)
         Xf, yf = ctx0.tensors("forget")
-        fisher = diag_fisher(ctx0.copy_teacher(), Xf, yf, ctx0.options["batch_size"], ctx0.generator(salt=1))
+        fisher = diag_fisher(
+            ctx0.copy_teacher(), Xf, yf, ctx0.options["batch_size"], ctx0.generator(salt=1)
+        )
         th0 = list(T.model.parameters())
-        w = lambda model: sum(float((f * (p.detach().double() - q.detach().double()) ** 2).sum()) for f, p, q in zip(fisher, model.parameters(), th0))
+        w = lambda model: sum(
+            float((f * (p.detach().double() - q.detach().double()) ** 2).sum())
+            for f, p, q in zip(fisher, model.parameters(), th0)
+        )
         R["fisher_ratio(<0.5)"] = w(pulled.model) / w(free.model)
         ctx, r = tm.run(T, d / "cfk", "cf_k_hqml", options={"epochs": 2, "k": 1}, seed=s)
         Xf, yf = ctx.tensors("forget")
@@ -47,31 +61,49 @@ for ts in tseeds:
             ctx, r = tm.run(T, d / meth, meth, options={"epochs": 3}, seed=s)
             (Xr, yr), (Xf, yf) = ctx.tensors("retain"), ctx.tensors("forget")
             exp = similar_label_map(logits_of(T.model, Xr), yr, 3)
-            tgt = torch.tensor(exp)[yf]; rr = torch.arange(len(yf))
-            R[f"{meth}_steer(>0.01)"] = sign * (float(tm.probs(r.model, Xf)[rr, tgt].mean()) - float(tm.probs(T.model, Xf)[rr, tgt].mean()))
+            tgt = torch.tensor(exp)[yf]
+            rr = torch.arange(len(yf))
+            R[f"{meth}_steer(>0.01)"] = sign * (
+                float(tm.probs(r.model, Xf)[rr, tgt].mean())
+                - float(tm.probs(T.model, Xf)[rr, tgt].mean())
+            )
         ctx, r = tm.run(T, d / "lca", "lca", options={"epochs": 3}, seed=s)
-        Xf, yf = ctx.tensors("forget"); rr = torch.arange(len(yf))
-        R["lca_drop(>0)"] = float(tm.probs(T.model, Xf)[rr, yf].mean()) - float(tm.probs(r.model, Xf)[rr, yf].mean())
+        Xf, yf = ctx.tensors("forget")
+        rr = torch.arange(len(yf))
+        R["lca_drop(>0)"] = float(tm.probs(T.model, Xf)[rr, yf].mean()) - float(
+            tm.probs(r.model, Xf)[rr, yf].mean()
+        )
         ctx, r = tm.run(T, d / "adv", "adv_uniform", seed=s)
         Xf, _ = ctx.tensors("forget")
-        ent = lambda model: float(-(tm.probs(model, Xf) * tm.probs(model, Xf).clamp_min(1e-30).log()).sum(1).mean())
+        ent = lambda model: float(
+            -(tm.probs(model, Xf) * tm.probs(model, Xf).clamp_min(1e-30).log()).sum(1).mean()
+        )
         R["adv_entropy_gain(>0.05)"] = ent(r.model) - ent(T.model)
         ctx, r = tm.run(T, d / "dg", "dg", forget="class:0", options={"epochs": 4}, seed=s)
         Xf, _ = ctx.tensors("forget")
-        q = torch.tensor(r.info["target"], dtype=torch.float64); p0 = tm.probs(T.model, Xf)
+        q = torch.tensor(r.info["target"], dtype=torch.float64)
+        p0 = tm.probs(T.model, Xf)
         before = float(kl_rows(q.expand(len(Xf), -1), p0.log()).mean())
         after = float(kl_rows(q.expand(len(Xf), -1), tm.probs(r.model, Xf).log()).mean())
         R["dg_kl_ratio(<0.5)"] = after / before
         R["dg_p0_drop(>0.2)"] = float(p0[:, 0].mean()) - float(tm.probs(r.model, Xf)[:, 0].mean())
         R["dg_anchor_kl/delta(<=1.5)"] = r.info["anchor_kl"] / ctx.options["delta"]
-        for method, wm, wo in (("scrub", {"epochs": 2, "msteps": 2, "gamma": 0.0, "beta": 1.0}, {"msteps": 0}), ("scrub_hqml", {"epochs": 3}, {"lam_f": 0.0})):
+        for method, wm, wo in (
+            ("scrub", {"epochs": 2, "msteps": 2, "gamma": 0.0, "beta": 1.0}, {"msteps": 0}),
+            ("scrub_hqml", {"epochs": 3}, {"lam_f": 0.0}),
+        ):
             ctx, res = tm.run(T, d / f"{method}max", method, forget="class:0", options=wm, seed=s)
-            _, plain = tm.run(T, d / f"{method}plain", method, forget="class:0", options={**wm, **wo}, seed=s)
+            _, plain = tm.run(
+                T, d / f"{method}plain", method, forget="class:0", options={**wm, **wo}, seed=s
+            )
             Xr, Xf = ctx.tensors("retain")[0], ctx.tensors("forget")[0]
             kl = lambda model, X: float(clamped_kl(tm.probs(T.model, X), tm.probs(model, X)))
             R[f"{method}_f_vs_plain(>10)"] = kl(res.model, Xf) / max(kl(plain.model, Xf), 1e-12)
             R[f"{method}_f_vs_r(>3)"] = kl(res.model, Xf) / kl(res.model, Xr)
-        print(json.dumps({"teacher": ts, "seed": s, **{k: round(v, 4) for k, v in R.items()}}), flush=True)
+        print(
+            json.dumps({"teacher": ts, "seed": s, **{k: round(v, 4) for k, v in R.items()}}),
+            flush=True,
+        )
         rows.append(R)
 print("MIN", json.dumps({k: round(min(r[k] for r in rows), 4) for k in rows[0]}))
 print("MAX", json.dumps({k: round(max(r[k] for r in rows), 4) for k in rows[0]}))

@@ -38,18 +38,17 @@ with observations) and ``summary.json`` (the numbers, the seed and the full conf
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
-from .exceptions import BadInputError, JobError, RunError
+from .exceptions import BadInputError, JobError
 
 #: δ of the competition's ε (Triantafillou et al. 2024).
 EPS_DELTA = 0.01
@@ -124,7 +123,7 @@ def forgetting_quality(eps: np.ndarray) -> float:
     if eps.size == 0:
         return float("nan")
     bins = np.digitize(eps, np.arange(EPS_BINS) * EPS_BIN_WIDTH)
-    return float(np.mean(2.0 / 2.0 ** bins))
+    return float(np.mean(2.0 / 2.0**bins))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,8 +174,14 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
     pairs = []  # (retrained cell, unlearned cell) per shadow
 
     def coords(seed, forget=None, method=None):
-        return {"dataset": run_cfg.data.dataset, "model": run_cfg.model.name,
-                "backend": run_cfg.backend.name, "seed": seed, "forget": forget, "method": method}
+        return {
+            "dataset": run_cfg.data.dataset,
+            "model": run_cfg.model.name,
+            "backend": run_cfg.backend.name,
+            "seed": seed,
+            "forget": forget,
+            "method": method,
+        }
 
     def metric_ctx(seed):
         return {"seed": seed, "mia_nonmembers": "heldout", "kl_shuffled": False}
@@ -187,17 +192,32 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
         slug = resolve_forget(forget, teacher.bundle, seed=run_cfg.data.seed).slug
         given = {} if method == "retrain" else dict(cfg.options)
         kind = "oracle" if method == "retrain" else "method"
-        base = {"teacher": tcell, "forget": forget, "seed": tseed, "metrics": metric_ctx(tseed),
-                "method": method, "options": resolved if method != "retrain" else {}}
+        base = {
+            "teacher": tcell,
+            "forget": forget,
+            "seed": tseed,
+            "metrics": metric_ctx(tseed),
+            "method": method,
+            "options": resolved if method != "retrain" else {},
+        }
         cid = ("o-" if kind == "oracle" else "m-") + stable_hash(base)
         tdir = cells[tcell].path if tcell in cells else teacher.run.path
         cell = Cell(
-            id=cid, kind=kind, path=tdir / "unlearn" / slug / method, deps=tuple(deps),
+            id=cid,
+            kind=kind,
+            path=tdir / "unlearn" / slug / method,
+            deps=tuple(deps),
             coords={**coords(tseed, forget, method), "method_registry": method},
-            payload={"kind": kind, "teacher": str(tdir), "forget": forget, "method": method,
-                     "label": method,
-                     "options": {"retrain": {}, **({method: given} if kind == "method" else {})},
-                     "seed": tseed, "metric_ctx": metric_ctx(tseed)},
+            payload={
+                "kind": kind,
+                "teacher": str(tdir),
+                "forget": forget,
+                "method": method,
+                "label": method,
+                "options": {"retrain": {}, **({method: given} if kind == "method" else {})},
+                "seed": tseed,
+                "metric_ctx": metric_ctx(tseed),
+            },
         )
         cells.setdefault(cid, cell)
         return cid
@@ -209,9 +229,21 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
         fp = scfg.fingerprint()
         tdir = grid_dir / "teachers" / f"s{tseed}-{fp[:8]}"
         tid = f"t-{fp}"
-        cells.setdefault(tid, Cell(id=tid, kind="teacher", path=tdir, deps=(), coords=coords(tseed),
-                                   payload={"kind": "teacher", "path": str(tdir),
-                                            "config": scfg.model_dump(mode="json")}))
+        cells.setdefault(
+            tid,
+            Cell(
+                id=tid,
+                kind="teacher",
+                path=tdir,
+                deps=(),
+                coords=coords(tseed),
+                payload={
+                    "kind": "teacher",
+                    "path": str(tdir),
+                    "config": scfg.model_dump(mode="json"),
+                },
+            ),
+        )
         teacher_ids.append((tid, tseed))
     for s, (tid, tseed) in enumerate(teacher_ids):
         r = unlearn_cell(tid, tseed, forgets[s], "retrain", [tid])
@@ -237,7 +269,7 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
 # running the grid
 
 
-def _run_grid(grid, *, workers: Optional[int], on_event: Optional[Callable]) -> str:
+def _run_grid(grid, *, workers: int | None, on_event: Callable | None) -> str:
     from .io import directory_lock
     from .jobs.executors import make_pool
     from .jobs.ledger import CellLedger
@@ -250,8 +282,9 @@ def _run_grid(grid, *, workers: Optional[int], on_event: Optional[Callable]) -> 
         grid.save()
         with CellLedger(grid.ledger_path) as ledger:
             ledger.clear_cancel()
-        scheduler = Scheduler(grid, lambda: make_pool(grid.spec.executor, workers=workers),
-                              on_event=on_event)
+        scheduler = Scheduler(
+            grid, lambda: make_pool(grid.spec.executor, workers=workers), on_event=on_event
+        )
         try:
             return scheduler.run()
         finally:
@@ -265,13 +298,13 @@ def audit(
     *,
     shadows: int,
     seed: int = 0,
-    options: Optional[dict] = None,
+    options: dict | None = None,
     out: str | os.PathLike | None = None,
-    workers: Optional[int] = None,
+    workers: int | None = None,
     executor: str = "local",
-    address: Optional[str] = None,
+    address: str | None = None,
     fixed_variance: bool = False,
-    on_event: Optional[Callable] = None,
+    on_event: Callable | None = None,
 ) -> AuditResult:
     """Audit ``method`` on the run's forget request with ``shadows`` shadow pairs (module doc).
 
@@ -292,6 +325,7 @@ def audit(
         BadInputError: a bad request (before anything runs).
         JobError: shadow cells failed (the grid is resumable: run the same command again).
     """
+    from .data import resolve_forget
     from .evaluation.mia import ulira, ulira_inputs
     from .evaluation.outputs import Outputs
     from .io import atomic_write_json, atomic_write_text
@@ -299,11 +333,12 @@ def audit(
     from .jobs.spec import ExecutorSpec, JobSpec
     from .pipeline import TeacherRun, versions
     from .unlearning.base import RecipeInfo, get_method, resolve_options
-    from .data import resolve_forget
 
     if not isinstance(shadows, int) or shadows < 4:
-        raise BadInputError(f"--shadows must be an integer ≥ 4 (U-LiRA fits a Gaussian per example "
-                            f"and side from the shadows), got {shadows!r}")
+        raise BadInputError(
+            f"--shadows must be an integer ≥ 4 (U-LiRA fits a Gaussian per example "
+            f"and side from the shadows), got {shadows!r}"
+        )
     if shadows > 4096:
         raise BadInputError(f"--shadows {shadows} is more than 4096; audit with fewer shadow pairs")
     teacher = TeacherRun.load(run)
@@ -311,35 +346,52 @@ def audit(
         raise BadInputError(
             f"run {teacher.run.path} was trained without {teacher.cfg.exclude_forget} (HQML's Iris "
             "quirk): its forget samples were never members, so there is nothing to audit; audit a "
-            "teacher trained on all of D_tr")
+            "teacher trained on all of D_tr"
+        )
     info = get_method(method)
     recipe = RecipeInfo.from_config(teacher.cfg)
     if method != "retrain":
         resolve_options(method, options, recipe)
     elif options:
-        raise BadInputError("the retrain audit takes no options (it pairs two independent "
-                            "retrains)")
+        raise BadInputError(
+            "the retrain audit takes no options (it pairs two independent retrains)"
+        )
     fset = resolve_forget(forget, teacher.bundle, seed=teacher.cfg.data.seed)
     info.check_request(fset.kind)
-    cfg = AuditConfig(forget=fset.spec, method=method, shadows=shadows, seed=int(seed),
-                      options=dict(options or {}), fixed_variance=fixed_variance)
+    cfg = AuditConfig(
+        forget=fset.spec,
+        method=method,
+        shadows=shadows,
+        seed=int(seed),
+        options=dict(options or {}),
+        fixed_variance=fixed_variance,
+    )
     grid_dir = teacher.run.path / "audit" / "shadows"
     out_dir = Path(out) if out is not None else teacher.run.path / "audit" / fset.slug / method
     grid_dir.mkdir(parents=True, exist_ok=True)
     cells, pairs, target = build_cells(teacher, fset, cfg, grid_dir)
-    spec = JobSpec(name=f"audit-{teacher.run.path.name}"[:100].replace(" ", "_"),
-                   datasets=[{"name": teacher.cfg.data.dataset}],
-                   executor=ExecutorSpec(kind=executor, workers=workers, address=address))
+    spec = JobSpec(
+        name=f"audit-{teacher.run.path.name}"[:100].replace(" ", "_"),
+        datasets=[{"name": teacher.cfg.data.dataset}],
+        executor=ExecutorSpec(kind=executor, workers=workers, address=address),
+    )
     order = {"teacher": 0, "oracle": 1, "method": 2}
-    grid = Grid(spec, "audit", grid_dir, sorted(cells.values(), key=lambda c: order[c.kind]),
-                {"audit": {"forget": fset.spec, "method": method, "shadows": shadows}})
+    grid = Grid(
+        spec,
+        "audit",
+        grid_dir,
+        sorted(cells.values(), key=lambda c: order[c.kind]),
+        {"audit": {"forget": fset.spec, "method": method, "shadows": shadows}},
+    )
 
     t0, c0 = time.perf_counter(), _cpu()
     state = _run_grid(grid, workers=workers, on_event=on_event)
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     if state != "complete":
-        raise JobError(f"the audit's shadow grid ended {state}; see `qmu-qiskit jobs status "
-                       f"{grid_dir}` and run the same audit command again to resume")
+        raise JobError(
+            f"the audit's shadow grid ended {state}; see `qmu-qiskit jobs status "
+            f"{grid_dir}` and run the same audit command again to resume"
+        )
 
     def outputs(cid):
         return Outputs.load(cells[cid].path / "outputs.npz")
@@ -349,21 +401,32 @@ def audit(
     u, r, m, ids = ulira_inputs(shadow_pairs + [target_pair])
     res = ulira(u, r, m, fixed_variance=fixed_variance)
     rows, summary = _tabulate(res, m, ids, teacher, fset, target_pair)
-    summary.update({
-        "seed": cfg.seed,
-        "config": {"run": str(teacher.run.path), "teacher_fingerprint": teacher.cfg.fingerprint(),
-                   "forget": fset.spec, "forget_size": fset.size, "method": method,
-                   "options": cfg.options, "shadows": shadows, "fixed_variance": fixed_variance,
-                   "shadow_teacher_seeds": [_teacher_seed(teacher.cfg.seed, cfg.seed, s)
-                                            for s in range(shadows)],
-                   "shadow_forgets": [cells[u_].payload["forget"] for _, u_ in pairs],
-                   "eps_delta": EPS_DELTA, "eps_bins": {"width": EPS_BIN_WIDTH, "count": EPS_BINS},
-                   "teacher_config": teacher.cfg.model_dump(mode="json")},
-        "grid": str(grid_dir),
-        "wall_seconds": wall,
-        "cpu_seconds": cpu,
-        "versions": versions(),
-    })
+    summary.update(
+        {
+            "seed": cfg.seed,
+            "config": {
+                "run": str(teacher.run.path),
+                "teacher_fingerprint": teacher.cfg.fingerprint(),
+                "forget": fset.spec,
+                "forget_size": fset.size,
+                "method": method,
+                "options": cfg.options,
+                "shadows": shadows,
+                "fixed_variance": fixed_variance,
+                "shadow_teacher_seeds": [
+                    _teacher_seed(teacher.cfg.seed, cfg.seed, s) for s in range(shadows)
+                ],
+                "shadow_forgets": [cells[u_].payload["forget"] for _, u_ in pairs],
+                "eps_delta": EPS_DELTA,
+                "eps_bins": {"width": EPS_BIN_WIDTH, "count": EPS_BINS},
+                "teacher_config": teacher.cfg.model_dump(mode="json"),
+            },
+            "grid": str(grid_dir),
+            "wall_seconds": wall,
+            "cpu_seconds": cpu,
+            "versions": versions(),
+        }
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "ulira.csv", _csv(rows))
     atomic_write_json(out_dir / "summary.json", summary)
@@ -388,18 +451,25 @@ def _tabulate(res: dict, m: np.ndarray, ids: np.ndarray, teacher, fset, target_p
         if not ok_u.any():
             continue
         eps[j] = epsilon_from_rates(*threshold_rates(su[ok_u, j], sr[ok_r, j]))
-        rows.append({
-            "record_id": int(rid), "label": int(labels[rid]),
-            "in_target_forget": bool(in_target[j]),
-            "observations": int(ok_u.sum()), "shadow_forgotten": int(m[:-1, j].sum()),
-            "success": float(res["per_example_success"][j]), "epsilon": float(eps[j]),
-            "target_score_unlearned": _f(su[-1, j]), "target_score_retrained": _f(sr[-1, j]),
-        })
+        rows.append(
+            {
+                "record_id": int(rid),
+                "label": int(labels[rid]),
+                "in_target_forget": bool(in_target[j]),
+                "observations": int(ok_u.sum()),
+                "shadow_forgotten": int(m[:-1, j].sum()),
+                "success": float(res["per_example_success"][j]),
+                "epsilon": float(eps[j]),
+                "target_score_unlearned": _f(su[-1, j]),
+                "target_score_retrained": _f(sr[-1, j]),
+            }
+        )
     scored = ~np.isnan(eps)  # ε may be +∞ (a perfect attack): still scored
     finite = eps[np.isfinite(eps)]
     t_u, t_r = su[-1][np.isfinite(su[-1])], sr[-1][np.isfinite(sr[-1])]
-    target_success = (float(0.5 * ((t_u > 0).mean() + (t_r < 0).mean())) if len(t_u)
-                      else float("nan"))
+    target_success = (
+        float(0.5 * ((t_u > 0).mean() + (t_r < 0).mean())) if len(t_u) else float("nan")
+    )
     summary = {
         "success": res["success"],
         "auc": res["auc"],
@@ -424,7 +494,7 @@ def _stat(values: np.ndarray, fn) -> float:
     return float(fn(values)) if len(values) else float("nan")
 
 
-def _f(x) -> Optional[float]:
+def _f(x) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
@@ -432,8 +502,17 @@ def _csv(rows: list[dict]) -> str:
     import io
 
     buf = io.StringIO()
-    fields = ["record_id", "label", "in_target_forget", "observations", "shadow_forgotten",
-              "success", "epsilon", "target_score_unlearned", "target_score_retrained"]
+    fields = [
+        "record_id",
+        "label",
+        "in_target_forget",
+        "observations",
+        "shadow_forgotten",
+        "success",
+        "epsilon",
+        "target_score_unlearned",
+        "target_score_retrained",
+    ]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for row in rows:

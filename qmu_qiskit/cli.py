@@ -28,17 +28,25 @@ def _fmt(v, digits=3):
     return str(v)
 
 
-def print_table(rows: list[dict], columns: list[tuple[str, str]], *, title: str | None = None) -> None:
+def print_table(
+    rows: list[dict], columns: list[tuple[str, str]], *, title: str | None = None
+) -> None:
     """A plain fixed-width table on stdout (readable in terminals and CI logs alike)."""
     header = [h for h, _ in columns]
     body = [[_fmt(r.get(k)) for _, k in columns] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)
+    ]
     if title:
         click.echo(title)
-    click.echo("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    click.echo(
+        "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))
+    )
     click.echo("  ".join("-" * w for w in widths))
     for b in body:
-        click.echo("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(b, widths))))
+        click.echo(
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(b, widths)))
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,24 +101,74 @@ def cli():
 
 
 def backend_options(f):
-    f = click.option("--backend", default=None, help="aer (default), aer_noisy[:PROFILE], fake_<device> or ibm_<device>.")(f)
-    f = click.option("--shots", type=int, default=None, help="Shots per circuit evaluation (default: exact values where the backend allows).")(f)
-    f = click.option("--noise-scale", type=float, default=None, help="Multiply the device noise of aer_noisy (1 = the snapshot's noise, 0 = none).")(f)
-    f = click.option("--engine", type=click.Choice(["exact", "aer"]), default=None, help="Noiseless engine: exact (vectorised statevector, adjoint gradients) or aer (Aer + batched parameter shift).")(f)
-    f = click.option("--optimization-level", type=click.IntRange(0, 3), default=None, help="Transpiler optimisation level (default 1).")(f)
-    f = click.option("--resilience-level", type=click.IntRange(0, 2), default=None, help="IBM Runtime error-mitigation resilience level.")(f)
-    f = click.option("--dynamical-decoupling", "dynamical_decoupling", is_flag=True, help="IBM Runtime dynamical decoupling.")(f)
-    f = click.option("--twirling", is_flag=True, help="IBM Runtime gate and measurement twirling.")(f)
-    f = click.option("--zne", is_flag=True, help="IBM Runtime zero-noise extrapolation (estimator).")(f)
-    f = click.option("--max-time", type=click.IntRange(min=1), default=None, metavar="SECONDS",
-                     help="IBM Runtime session length; an expired session is reopened and the run resumes.")(f)
+    f = click.option(
+        "--backend",
+        default=None,
+        help="aer (default), aer_noisy[:PROFILE], fake_<device> or ibm_<device>.",
+    )(f)
+    f = click.option(
+        "--shots",
+        type=int,
+        default=None,
+        help="Shots per circuit evaluation (default: exact values where the backend allows).",
+    )(f)
+    f = click.option(
+        "--noise-scale",
+        type=float,
+        default=None,
+        help="Multiply the device noise of aer_noisy (1 = the snapshot's noise, 0 = none).",
+    )(f)
+    f = click.option(
+        "--engine",
+        type=click.Choice(["exact", "aer"]),
+        default=None,
+        help="Noiseless engine: exact (vectorised statevector, adjoint gradients) or aer (Aer + batched parameter shift).",
+    )(f)
+    f = click.option(
+        "--optimization-level",
+        type=click.IntRange(0, 3),
+        default=None,
+        help="Transpiler optimisation level (default 1).",
+    )(f)
+    f = click.option(
+        "--resilience-level",
+        type=click.IntRange(0, 2),
+        default=None,
+        help="IBM Runtime error-mitigation resilience level.",
+    )(f)
+    f = click.option(
+        "--dynamical-decoupling",
+        "dynamical_decoupling",
+        is_flag=True,
+        help="IBM Runtime dynamical decoupling.",
+    )(f)
+    f = click.option("--twirling", is_flag=True, help="IBM Runtime gate and measurement twirling.")(
+        f
+    )
+    f = click.option(
+        "--zne", is_flag=True, help="IBM Runtime zero-noise extrapolation (estimator)."
+    )(f)
+    f = click.option(
+        "--max-time",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="SECONDS",
+        help="IBM Runtime session length; an expired session is reopened and the run resumes.",
+    )(f)
     return f
 
 
-def _runtime_items(resilience_level=None, dynamical_decoupling=False, twirling=False, zne=False, max_time=None) -> dict:
+def _runtime_items(
+    resilience_level=None, dynamical_decoupling=False, twirling=False, zne=False, max_time=None
+) -> dict:
     """The runtime options given on the command line (flags that are off are left out)."""
-    out = {"resilience_level": resilience_level, "max_time": max_time,
-           "dynamical_decoupling": dynamical_decoupling or None, "twirling": twirling or None, "zne": zne or None}
+    out = {
+        "resilience_level": resilience_level,
+        "max_time": max_time,
+        "dynamical_decoupling": dynamical_decoupling or None,
+        "twirling": twirling or None,
+        "zne": zne or None,
+    }
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -136,8 +194,11 @@ def _applicable_flags(backend: str | None, *, engine, noise_scale, shots):
             "sampled on Aer); drop one of them"
         )
     if noise_scale == 1.0 and kind not in (None, "aer_noisy"):
-        click.echo(f"warning: --noise-scale 1 has no effect on backend {name} (only aer_noisy "
-                   "scales noise); ignored", err=True)
+        click.echo(
+            f"warning: --noise-scale 1 has no effect on backend {name} (only aer_noisy "
+            "scales noise); ignored",
+            err=True,
+        )
         return None
     return noise_scale
 
@@ -155,12 +216,15 @@ def _inherited(base: dict, name: str) -> dict:
     if kind != "aer":
         out.pop("engine", None)
     if kind in ("aer", "aer_noisy"):
-        out["runtime"] = {k: v for k, v in (out.get("runtime") or {}).items()
-                          if k not in RUNTIME_OPTIONS}
+        out["runtime"] = {
+            k: v for k, v in (out.get("runtime") or {}).items() if k not in RUNTIME_OPTIONS
+        }
     return out
 
 
-def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runtime: dict | None = None) -> dict:
+def _backend_dict(
+    backend, shots, noise_scale, engine, optimization_level, runtime: dict | None = None
+) -> dict:
     out = {
         "name": backend,
         "shots": shots,
@@ -174,39 +238,184 @@ def _backend_dict(backend, shots, noise_scale, engine, optimization_level, runti
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--dataset", default="iris", show_default=True, help="iris, digits, mnist, fashion_mnist, covertype, a plugin's dataset, or your own PATH.csv / PATH.npz (arrays X, y, optional ids).")
+@click.option(
+    "--dataset",
+    default="iris",
+    show_default=True,
+    help="iris, digits, mnist, fashion_mnist, covertype, a plugin's dataset, or your own PATH.csv / PATH.npz (arrays X, y, optional ids).",
+)
 @click.option("--target", default=None, help="CSV only: the label column.")
-@click.option("--id-column", default=None, help="CSV only: a column of integer record ids (what --forget indices:FILE names; default: row numbers).")
-@click.option("--model", default=None, help="hqml-shallow, hqml-deep, hqml-pca, hqml-conv, ... (default: the dataset's preset; see `qmu-qiskit models`).")
-@click.option("--circuit", default=None, help="Your QuantumCircuit: PATH.qpy or module:function; ParameterVector 'x' = inputs, every other parameter a trainable weight.")
-@click.option("--head", default=None, help="Head after a --circuit: linear (default) or mlp:H (Linear→ReLU→Linear, H hidden units).")
-@click.option("--input-params", default=None, help="Name of a --circuit's input ParameterVector (default x).")
-@click.option("--qubits", type=int, default=None, help="Qubits n of the circuit (default: the model's/dataset's).")
-@click.option("--layers", type=int, default=None, help="Variational layers L (default: the model's).")
-@click.option("--readout", type=click.Choice(["estimator", "sampler"]), default="estimator", show_default=True, help="EstimatorQNN ⟨Z⟩ per qubit, or SamplerQNN outcome probabilities.")
+@click.option(
+    "--id-column",
+    default=None,
+    help="CSV only: a column of integer record ids (what --forget indices:FILE names; default: row numbers).",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="hqml-shallow, hqml-deep, hqml-pca, hqml-conv, ... (default: the dataset's preset; see `qmu-qiskit models`).",
+)
+@click.option(
+    "--circuit",
+    default=None,
+    help="Your QuantumCircuit: PATH.qpy or module:function; ParameterVector 'x' = inputs, every other parameter a trainable weight.",
+)
+@click.option(
+    "--head",
+    default=None,
+    help="Head after a --circuit: linear (default) or mlp:H (Linear→ReLU→Linear, H hidden units).",
+)
+@click.option(
+    "--input-params", default=None, help="Name of a --circuit's input ParameterVector (default x)."
+)
+@click.option(
+    "--qubits",
+    type=int,
+    default=None,
+    help="Qubits n of the circuit (default: the model's/dataset's).",
+)
+@click.option(
+    "--layers", type=int, default=None, help="Variational layers L (default: the model's)."
+)
+@click.option(
+    "--readout",
+    type=click.Choice(["estimator", "sampler"]),
+    default="estimator",
+    show_default=True,
+    help="EstimatorQNN ⟨Z⟩ per qubit, or SamplerQNN outcome probabilities.",
+)
 @backend_options
-@click.option("--epochs", type=int, default=None, help="Maximum epochs (default: the dataset's preset).")
-@click.option("--batch-size", type=int, default=None, help="Mini-batch size: one circuit job per mini-batch.")
-@click.option("--lr", type=float, default=None, help="Learning rate of the optimizer (HQML Adam: 1e-2 Iris, 1e-3 MNIST; QMU SGD: 0.1).")
-@click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs (0: off).")
-@click.option("--select", type=click.Choice(["val", "test", "last"]), default=None, help="Model selection: best validation accuracy (default), best test accuracy (HQML quirk) or last epoch.")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="adam (default; HQML) or sgd (QMU).")
+@click.option(
+    "--epochs", type=int, default=None, help="Maximum epochs (default: the dataset's preset)."
+)
+@click.option(
+    "--batch-size", type=int, default=None, help="Mini-batch size: one circuit job per mini-batch."
+)
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="Learning rate of the optimizer (HQML Adam: 1e-2 Iris, 1e-3 MNIST; QMU SGD: 0.1).",
+)
+@click.option(
+    "--patience", type=int, default=None, help="Early-stopping patience in epochs (0: off)."
+)
+@click.option(
+    "--select",
+    type=click.Choice(["val", "test", "last"]),
+    default=None,
+    help="Model selection: best validation accuracy (default), best test accuracy (HQML quirk) or last epoch.",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "sgd"]),
+    default=None,
+    help="adam (default; HQML) or sgd (QMU).",
+)
 @click.option("--momentum", type=float, default=None, help="SGD momentum (QMU: 0.9).")
-@click.option("--samples-per-class", type=int, default=None, help="Per-class subsample before splitting (MNIST default 200, Fashion 800).")
-@click.option("--test-size", type=float, default=None, help="Stratified test fraction (default 0.2).")
-@click.option("--val-size", type=float, default=None, help="Validation fraction of the training part (default 0.1).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST/raw and FashionMNIST/raw IDX files (or set QMU_DATA_DIR).")
-@click.option("--download", is_flag=True, help="Download missing MNIST/Fashion files with torchvision (needs internet).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split, the initial weights and the batch order.")
-@click.option("--protocol", type=click.Choice(["fixed", "hqml"]), default="fixed", show_default=True, help="fixed (validation-based selection) or hqml (HQML's faithful recipe).")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<dataset>-<model>-<backend>-s<seed>).")
-@click.option("--overwrite", is_flag=True, help="Replace a complete run in --out instead of refusing.")
+@click.option(
+    "--samples-per-class",
+    type=int,
+    default=None,
+    help="Per-class subsample before splitting (MNIST default 200, Fashion 800).",
+)
+@click.option(
+    "--test-size", type=float, default=None, help="Stratified test fraction (default 0.2)."
+)
+@click.option(
+    "--val-size",
+    type=float,
+    default=None,
+    help="Validation fraction of the training part (default 0.1).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder with MNIST/raw and FashionMNIST/raw IDX files (or set QMU_DATA_DIR).",
+)
+@click.option(
+    "--download",
+    is_flag=True,
+    help="Download missing MNIST/Fashion files with torchvision (needs internet).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the split, the initial weights and the batch order.",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["fixed", "hqml"]),
+    default="fixed",
+    show_default=True,
+    help="fixed (validation-based selection) or hqml (HQML's faithful recipe).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run directory (default: runs/<dataset>-<model>-<backend>-s<seed>).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a complete run in --out instead of refusing."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@click.option("--track", type=click.Choice(["tensorboard", "mlflow"]), default=None, help="Also send the curves and final metrics to TensorBoard or MLflow (pip install 'qmu-qiskit[tracking]').")
-@click.option("--track-dir", type=click.Path(file_okay=False), default=None, help="TensorBoard log folder or MLflow file store (default runs/tensorboard, runs/mlruns).")
-def train(dataset, target, id_column, model, circuit, head, input_params, qubits, layers, readout, backend, shots, noise_scale, engine, optimization_level,
-          resilience_level, dynamical_decoupling, twirling, zne, max_time, epochs, batch_size, lr, patience, select, optimizer, momentum, samples_per_class, test_size,
-          val_size, data_dir, download, seed, protocol, out, overwrite, no_progress, track, track_dir):
+@click.option(
+    "--track",
+    type=click.Choice(["tensorboard", "mlflow"]),
+    default=None,
+    help="Also send the curves and final metrics to TensorBoard or MLflow (pip install 'qmu-qiskit[tracking]').",
+)
+@click.option(
+    "--track-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="TensorBoard log folder or MLflow file store (default runs/tensorboard, runs/mlruns).",
+)
+def train(
+    dataset,
+    target,
+    id_column,
+    model,
+    circuit,
+    head,
+    input_params,
+    qubits,
+    layers,
+    readout,
+    backend,
+    shots,
+    noise_scale,
+    engine,
+    optimization_level,
+    resilience_level,
+    dynamical_decoupling,
+    twirling,
+    zne,
+    max_time,
+    epochs,
+    batch_size,
+    lr,
+    patience,
+    select,
+    optimizer,
+    momentum,
+    samples_per_class,
+    test_size,
+    val_size,
+    data_dir,
+    download,
+    seed,
+    protocol,
+    out,
+    overwrite,
+    no_progress,
+    track,
+    track_dir,
+):
     """Train a hybrid QNN classifier (the teacher) into a run directory.
 
     An interrupted training resumes from its last checkpoint when the same command is run again.
@@ -228,26 +437,50 @@ def train(dataset, target, id_column, model, circuit, head, input_params, qubits
         circuit=circuit,
         head=head,
         input_params=input_params,
-        data={"data_dir": data_dir, "samples_per_class": samples_per_class, "test_size": test_size,
-              "val_size": val_size, "download": download or None, "target": target,
-              "id_column": id_column},
-        training={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
-                  "select": select, "optimizer": optimizer, "momentum": momentum},
-        backend=_backend_dict(backend, shots, noise_scale, engine, optimization_level,
-                              _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time)),
+        data={
+            "data_dir": data_dir,
+            "samples_per_class": samples_per_class,
+            "test_size": test_size,
+            "val_size": val_size,
+            "download": download or None,
+            "target": target,
+            "id_column": id_column,
+        },
+        training={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "patience": patience,
+            "select": select,
+            "optimizer": optimizer,
+            "momentum": momentum,
+        },
+        backend=_backend_dict(
+            backend,
+            shots,
+            noise_scale,
+            engine,
+            optimization_level,
+            _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time),
+        ),
     )
     n = cfg.data.n_features
     if qubits is not None and cfg.data.dataset == "iris" and n is not None and n < 4:
         # applied and recorded (data.n_features), but not what "qubits" alone suggests: say so
-        click.echo(f"note: iris has 4 features; with --qubits {qubits} the model sees their first "
-                   f"{n} principal components (PCA, recorded as data.n_features={n})", err=True)
+        click.echo(
+            f"note: iris has 4 features; with --qubits {qubits} the model sees their first "
+            f"{n} principal components (PCA, recorded as data.n_features={n})",
+            err=True,
+        )
     if out is None:
         slug = cfg.backend.name.replace(":", "-")
         out = Path("runs") / f"{cfg.data.dataset}-{cfg.model.name}-{slug}-s{seed}"
     summary = pipeline.train(cfg, out, overwrite=overwrite, progress=not no_progress)
     m = summary.metrics
     if summary.reused:
-        click.echo(f"{summary.path} already holds this run, complete (use --overwrite to train it again)")
+        click.echo(
+            f"{summary.path} already holds this run, complete (use --overwrite to train it again)"
+        )
     click.echo(
         f"trained {cfg.model.name} on {cfg.data.dataset} ({cfg.backend.name}): "
         f"train {_fmt(m['acc_train'])}  val {_fmt(m['acc_val'])}  test {_fmt(m['acc_test'])}  "
@@ -255,7 +488,9 @@ def train(dataset, target, id_column, model, circuit, head, input_params, qubits
     )
     prof = (m.get("execution") or {}).get("backend", {}).get("profile")
     if prof:
-        click.echo(f"emulated device: {prof.get('device') or prof.get('name')} (snapshot {prof.get('snapshot_date')}, {prof.get('source')})")
+        click.echo(
+            f"emulated device: {prof.get('device') or prof.get('name')} (snapshot {prof.get('snapshot_date')}, {prof.get('source')})"
+        )
     click.echo(f"run directory: {summary.path}")
     if track:
         from .tracking import track_run
@@ -281,23 +516,102 @@ def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="The teacher's run directory (from `qmu-qiskit train`).")
-@click.option("--forget", required=True, help="class:K, subset:F (e.g. subset:0.02) or indices:FILE (record ids: row numbers, or the --id-column values of a CSV run).")
-@click.option("--method", "methods", multiple=True, required=True, help="Unlearning method (repeatable); see `qmu-qiskit methods`. The retrain oracle always runs too.")
-@click.option("--option", "option_items", multiple=True, help="Method option METHOD.KEY=VALUE, or KEY=VALUE for every --method (repeatable).")
+@click.option(
+    "--run",
+    "run_path",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The teacher's run directory (from `qmu-qiskit train`).",
+)
+@click.option(
+    "--forget",
+    required=True,
+    help="class:K, subset:F (e.g. subset:0.02) or indices:FILE (record ids: row numbers, or the --id-column values of a CSV run).",
+)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    required=True,
+    help="Unlearning method (repeatable); see `qmu-qiskit methods`. The retrain oracle always runs too.",
+)
+@click.option(
+    "--option",
+    "option_items",
+    multiple=True,
+    help="Method option METHOD.KEY=VALUE, or KEY=VALUE for every --method (repeatable).",
+)
 @backend_options
-@click.option("--oracle-backend", default=None, help="Backend of the retrain oracle (default: the teacher's); another backend gets its own folder retrain-<backend>.")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Seed of the methods and the oracle (default: the teacher's).")
-@click.option("--oracle-seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Seed of the retrain oracle (default: --seed); another seed gets its own folder retrain-s<seed>.")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Folder of the oracle and method runs (default: <run>/unlearn/<forget>).")
-@click.option("--overwrite", is_flag=True, help="Recompute the methods, and replace any run (the oracle included) made from another config.")
+@click.option(
+    "--oracle-backend",
+    default=None,
+    help="Backend of the retrain oracle (default: the teacher's); another backend gets its own folder retrain-<backend>.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help="Seed of the methods and the oracle (default: the teacher's).",
+)
+@click.option(
+    "--oracle-seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help="Seed of the retrain oracle (default: --seed); another seed gets its own folder retrain-s<seed>.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of the oracle and method runs (default: <run>/unlearn/<forget>).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Recompute the methods, and replace any run (the oracle included) made from another config.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@click.option("--no-plots", is_flag=True, help="Do not draw the forget folder's plots (plots/*.png).")
-@click.option("--track", type=click.Choice(["tensorboard", "mlflow"]), default=None, help="Also send the curves and final metrics to TensorBoard or MLflow (pip install 'qmu-qiskit[tracking]').")
-@click.option("--track-dir", type=click.Path(file_okay=False), default=None, help="TensorBoard log folder or MLflow file store (default runs/tensorboard, runs/mlruns).")
-def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale, engine,
-            optimization_level, resilience_level, dynamical_decoupling, twirling, zne, max_time, oracle_backend,
-            seed, oracle_seed, out, overwrite, no_progress, track, track_dir, no_plots):
+@click.option(
+    "--no-plots", is_flag=True, help="Do not draw the forget folder's plots (plots/*.png)."
+)
+@click.option(
+    "--track",
+    type=click.Choice(["tensorboard", "mlflow"]),
+    default=None,
+    help="Also send the curves and final metrics to TensorBoard or MLflow (pip install 'qmu-qiskit[tracking]').",
+)
+@click.option(
+    "--track-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="TensorBoard log folder or MLflow file store (default runs/tensorboard, runs/mlruns).",
+)
+def unlearn(
+    run_path,
+    forget,
+    methods,
+    option_items,
+    backend,
+    shots,
+    noise_scale,
+    engine,
+    optimization_level,
+    resilience_level,
+    dynamical_decoupling,
+    twirling,
+    zne,
+    max_time,
+    oracle_backend,
+    seed,
+    oracle_seed,
+    out,
+    overwrite,
+    no_progress,
+    track,
+    track_dir,
+    no_plots,
+):
     """Unlearn a class, a fraction or a list of records with one or more methods, always next to
     the retrain oracle, and print the audit table."""
     from . import pipeline
@@ -310,10 +624,17 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
     teacher_cfg = pipeline.RunDir(run_path)
     teacher_cfg.require_complete(what="trained run")
     base = teacher_cfg.config().get("backend", {})
-    noise_scale = _applicable_flags(backend or base.get("name"), engine=engine,
-                                    noise_scale=noise_scale, shots=shots)
-    over = _backend_dict(backend, shots, noise_scale, engine, optimization_level,
-                         _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time))
+    noise_scale = _applicable_flags(
+        backend or base.get("name"), engine=engine, noise_scale=noise_scale, shots=shots
+    )
+    over = _backend_dict(
+        backend,
+        shots,
+        noise_scale,
+        engine,
+        optimization_level,
+        _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time),
+    )
     backend_cfg = None
     if over:
         merged = dict(base) if (backend is None or backend == base.get("name")) else {}
@@ -323,8 +644,17 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
         backend_cfg = BackendConfig(**merged)
     oracle_cfg = BackendConfig(**_inherited(base, oracle_backend)) if oracle_backend else None
     summaries = pipeline.unlearn(
-        run_path, forget, methods, backend=backend_cfg, oracle_backend=oracle_cfg, options=options,
-        seed=seed, progress=not no_progress, overwrite=overwrite, oracle_seed=oracle_seed, out=out,
+        run_path,
+        forget,
+        methods,
+        backend=backend_cfg,
+        oracle_backend=oracle_cfg,
+        options=options,
+        seed=seed,
+        progress=not no_progress,
+        overwrite=overwrite,
+        oracle_seed=oracle_seed,
+        out=out,
     )
     teacher_metrics = pipeline.RunDir(run_path).read_metrics()
     show_unlearn_table(summaries, teacher_metrics, forget, plots=not no_plots)
@@ -335,20 +665,24 @@ def unlearn(run_path, forget, methods, option_items, backend, shots, noise_scale
         click.echo(f"tracked ({track}): {where[-1]}")
 
 
-def show_unlearn_table(summaries, teacher_metrics: dict, forget: str, *, plots: bool = False) -> None:
+def show_unlearn_table(
+    summaries, teacher_metrics: dict, forget: str, *, plots: bool = False
+) -> None:
     """Print the audit table of this call and save the forget folder's (every complete method
     there) as audit.csv and audit.md."""
     from .evaluation.tables import AUDIT_COLUMNS, method_row, teacher_row, write_audit
 
     rows = [teacher_row(summaries[0].metrics)]
     for s in summaries:
-        rows.append(method_row(s.method + (" (oracle)" if s.method == "retrain" else ""),
-                               s.metrics, s.cost))
+        rows.append(
+            method_row(s.method + (" (oracle)" if s.method == "retrain" else ""), s.metrics, s.cost)
+        )
     print_table(
-        rows, AUDIT_COLUMNS,
+        rows,
+        AUDIT_COLUMNS,
         title=f"forget {forget}: accuracies of each model; drops, UQI, KL/agreement vs the retrain "
-              "oracle; MIA_AUC (0.5 = members look unseen); SalUn's UA = 1 − acc_forget, RA, TA, "
-              "MIA-Efficacy",
+        "oracle; MIA_AUC (0.5 = members look unseen); SalUn's UA = 1 − acc_forget, RA, TA, "
+        "MIA-Efficacy",
     )
     folder = summaries[0].path.parent
     csv_path, md_path = write_audit(folder, title=f"forget {forget}")
@@ -363,10 +697,31 @@ def show_unlearn_table(summaries, teacher_metrics: dict, forget: str, *, plots: 
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--run", "run_path", required=True, type=click.Path(file_okay=False), help="A train run, or an unlearning run (<run>/unlearn/<forget>/<method>).")
-@click.option("--mia-nonmembers", type=click.Choice(["heldout", "retain"]), default="heldout", show_default=True, help="MIA non-members: held-out data (default) or HQML's retain subset.")
-@click.option("--metric", "extra_metrics", multiple=True, help="Also compute this metric (repeatable; see `qmu-qiskit metrics`, plugins included).")
-@click.option("--overwrite", is_flag=True, help="Replace the run's metrics.json (the old one is kept under evaluations/) instead of writing a new version.")
+@click.option(
+    "--run",
+    "run_path",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="A train run, or an unlearning run (<run>/unlearn/<forget>/<method>).",
+)
+@click.option(
+    "--mia-nonmembers",
+    type=click.Choice(["heldout", "retain"]),
+    default="heldout",
+    show_default=True,
+    help="MIA non-members: held-out data (default) or HQML's retain subset.",
+)
+@click.option(
+    "--metric",
+    "extra_metrics",
+    multiple=True,
+    help="Also compute this metric (repeatable; see `qmu-qiskit metrics`, plugins included).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the run's metrics.json (the old one is kept under evaluations/) instead of writing a new version.",
+)
 def evaluate(run_path, mia_nonmembers, extra_metrics, overwrite):
     """Recompute a run's metrics from its saved per-sample outputs (no circuits run).
 
@@ -381,16 +736,23 @@ def evaluate(run_path, mia_nonmembers, extra_metrics, overwrite):
     raw.require_complete(what="run")
     seed = int(raw.config().get("seed", 0))
     kwargs = {"metrics": list(extra_metrics)} if extra_metrics else {}
-    metrics = pipeline.evaluate(run_path, overwrite=overwrite,
-                                metric_ctx=MetricContext(seed=seed, mia_nonmembers=mia_nonmembers),
-                                **kwargs)
-    keys = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    metrics = pipeline.evaluate(
+        run_path,
+        overwrite=overwrite,
+        metric_ctx=MetricContext(seed=seed, mia_nonmembers=mia_nonmembers),
+        **kwargs,
+    )
+    keys = [
+        k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     for k in keys:
         click.echo(f"{k:>22}  {_fmt(metrics[k], 4)}")
     where = (metrics.get("evaluation") or {}).get("path") or Path(run_path) / "metrics.json"
     if "evaluation" in metrics:
-        click.echo(f"settings: MIA non-members {metrics['evaluation']['mia_nonmembers']}, "
-                   f"seed {metrics['evaluation']['seed']}")
+        click.echo(
+            f"settings: MIA non-members {metrics['evaluation']['mia_nonmembers']}, "
+            f"seed {metrics['evaluation']['seed']}"
+        )
     click.echo(f"metrics: {where}")
 
 
@@ -451,11 +813,17 @@ def backends():
     from .backends.profiles import list_profiles
 
     click.echo("aer                    noiseless, exact expectation values (engine exact or aer)")
-    click.echo("aer_noisy[:PROFILE]    Aer with a device snapshot's target and noise model (default ibm_brisbane)")
+    click.echo(
+        "aer_noisy[:PROFILE]    Aer with a device snapshot's target and noise model (default ibm_brisbane)"
+    )
     for p in list_profiles():
         click.echo(f"    profile {p}")
-    click.echo("fake_<device>          qiskit-ibm-runtime local testing mode (offline), e.g. fake_brisbane")
-    click.echo("ibm_<device>           IBM Quantum hardware (account from saved credentials or QISKIT_IBM_TOKEN)")
+    click.echo(
+        "fake_<device>          qiskit-ibm-runtime local testing mode (offline), e.g. fake_brisbane"
+    )
+    click.echo(
+        "ibm_<device>           IBM Quantum hardware (account from saved credentials or QISKIT_IBM_TOKEN)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,8 +861,10 @@ def main(argv=None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:  # click's form of Ctrl-C, SIGTERM and SIGHUP
-        click.echo("error: interrupted; run the same command again to resume from the last checkpoint",
-                   err=True)
+        click.echo(
+            "error: interrupted; run the same command again to resume from the last checkpoint",
+            err=True,
+        )
         sys.exit(130)
     except click.exceptions.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
@@ -508,9 +878,12 @@ def main(argv=None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("error: interrupted; run the same command again to resume from the last checkpoint", err=True)
+        click.echo(
+            "error: interrupted; run the same command again to resume from the last checkpoint",
+            err=True,
+        )
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence of the one-line contract
+    except Exception as exc:
         if debug:
             raise
         from .io import as_storage_error

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import os
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -75,7 +75,9 @@ class _Strict(BaseModel):
         if obj is None:
             return cls()
         if not isinstance(obj, dict):
-            raise BadInputError(f"invalid {cls._what}: expected a mapping, got {type(obj).__name__}")
+            raise BadInputError(
+                f"invalid {cls._what}: expected a mapping, got {type(obj).__name__}"
+            )
         return cls(**obj)
 
 
@@ -96,13 +98,13 @@ class ModelConfig(_Strict):
 
     _what: ClassVar[str] = "model config"
     name: str = "hqml-shallow"
-    qubits: Optional[int] = None
-    layers: Optional[int] = None
+    qubits: int | None = None
+    layers: int | None = None
     readout: Literal["estimator", "sampler"] = "estimator"
-    circuit: Optional[str] = None
-    circuit_sha256: Optional[str] = None
-    head: Optional[str] = None
-    input_params: Optional[str] = None
+    circuit: str | None = None
+    circuit_sha256: str | None = None
+    head: str | None = None
+    input_params: str | None = None
 
     @model_serializer(mode="wrap")
     def _drop_unset_circuit(self, handler):
@@ -191,7 +193,14 @@ class TrainingConfig(_Strict):
 
 
 #: IBM Runtime options (session/batch and error mitigation) that ``backend.runtime`` passes through.
-RUNTIME_OPTIONS = ("mode", "max_time", "resilience_level", "dynamical_decoupling", "twirling", "zne")
+RUNTIME_OPTIONS = (
+    "mode",
+    "max_time",
+    "resilience_level",
+    "dynamical_decoupling",
+    "twirling",
+    "zne",
+)
 #: ``backend.runtime`` keys the executor itself takes (layout confinement, amplitude loading).
 EXECUTOR_OPTIONS = ("layout", "amplitude_loading")
 
@@ -212,7 +221,7 @@ class BackendConfig(_Strict):
 
     _what: ClassVar[str] = "backend config"
     name: str = "aer"
-    shots: Optional[int] = None
+    shots: int | None = None
     noise_scale: float = 1.0
     engine: Literal["exact", "aer"] = "exact"
     optimization_level: int = 1
@@ -300,7 +309,7 @@ class RunConfig(_Strict):
     model: ModelConfig
     training: TrainingConfig
     backend: BackendConfig
-    exclude_forget: Optional[str] = None
+    exclude_forget: str | None = None
 
     @field_validator("seed")
     @classmethod
@@ -326,8 +335,10 @@ class RunConfig(_Strict):
         payload["data"].pop("download", None)
         # Fields added for user data and circuits are left out while unset, so the runs made
         # before they existed keep their fingerprints.
-        for section, keys in (("data", ("path", "target", "id_column", "sha256")),
-                              ("model", ("circuit", "circuit_sha256", "head", "input_params"))):
+        for section, keys in (
+            ("data", ("path", "target", "id_column", "sha256")),
+            ("model", ("circuit", "circuit_sha256", "head", "input_params")),
+        ):
             for key in keys:
                 if payload[section].get(key) is None:
                     payload[section].pop(key, None)
@@ -339,7 +350,9 @@ class RunConfig(_Strict):
         if payload.get("exclude_forget") is None:
             # absent from configs made before the option existed: keep their fingerprints
             payload.pop("exclude_forget", None)
-        if payload["training"].get("optimizer") == "adam" and not payload["training"].get("momentum"):
+        if payload["training"].get("optimizer") == "adam" and not payload["training"].get(
+            "momentum"
+        ):
             payload["training"].pop("optimizer", None)  # likewise for the optimizer choice
             payload["training"].pop("momentum", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -378,7 +391,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _feature_count(name: str, file_data: Optional[dict], data_over: dict) -> int:
+def _feature_count(name: str, file_data: dict | None, data_over: dict) -> int:
     """Number of raw features of a data file or a registered dataset (reads the records)."""
     import numpy as np
 
@@ -388,27 +401,29 @@ def _feature_count(name: str, file_data: Optional[dict], data_over: dict) -> int
         return int(read_data_file(DataConfig(**{**file_data, **data_over})).X.shape[1])
     from .data.sources import DATASETS, resolve_data_dir
 
-    raw = DATASETS[name].loader(data_dir=resolve_data_dir(data_over.get("data_dir")),
-                                download=bool(data_over.get("download")))
+    raw = DATASETS[name].loader(
+        data_dir=resolve_data_dir(data_over.get("data_dir")),
+        download=bool(data_over.get("download")),
+    )
     return int(np.prod(raw.X.shape[1:]))
 
 
 def resolve_run_config(
     *,
     dataset: Any,
-    model: Optional[str] = None,
-    qubits: Optional[int] = None,
-    layers: Optional[int] = None,
+    model: str | None = None,
+    qubits: int | None = None,
+    layers: int | None = None,
     readout: str = "estimator",
     seed: int = 0,
-    data: Optional[dict] = None,
-    training: Optional[dict] = None,
-    backend: Optional[dict] = None,
+    data: dict | None = None,
+    training: dict | None = None,
+    backend: dict | None = None,
     protocol: str = "fixed",
-    exclude_forget: Optional[str] = None,
-    circuit: Optional[str] = None,
-    head: Optional[str] = None,
-    input_params: Optional[str] = None,
+    exclude_forget: str | None = None,
+    circuit: str | None = None,
+    head: str | None = None,
+    input_params: str | None = None,
 ) -> RunConfig:
     """Fill in the dataset's preset and the model's defaults; validate everything.
 
@@ -433,7 +448,7 @@ def resolve_run_config(
     from .models.hybrid import get_model_info
 
     data_over = {k: v for k, v in (data or {}).items() if v is not None}
-    file_data: Optional[dict] = None
+    file_data: dict | None = None
     if isinstance(dataset, DataConfig):
         file_data = dataset.model_dump(exclude={"seed"}) if dataset.is_file else None
         dataset = dataset.dataset if file_data is None else dataset.path
@@ -466,17 +481,27 @@ def resolve_run_config(
         circ = load_circuit(source)
         inputs, _ = split_parameters(circ, input_params)
         if qubits not in (None, circ.num_qubits) or layers not in (None, 1):
-            raise BadInputError(f"the circuit fixes the qubits ({circ.num_qubits}) and layers; "
-                                "drop --qubits/--layers")
+            raise BadInputError(
+                f"the circuit fixes the qubits ({circ.num_qubits}) and layers; "
+                "drop --qubits/--layers"
+            )
         qubits, layers = circ.num_qubits, 1
         data_over.setdefault("n_features", len(inputs))
-        circuit_fields = {"circuit": source, "circuit_sha256": circuit_fingerprint(circ),
-                          "head": check_head(head or "linear"), "input_params": input_params}
+        circuit_fields = {
+            "circuit": source,
+            "circuit_sha256": circuit_fingerprint(circ),
+            "head": check_head(head or "linear"),
+            "input_params": input_params,
+        }
     train_over = {k: v for k, v in (training or {}).items() if v is not None}
     backend_over = {k: v for k, v in (backend or {}).items() if v is not None}
 
-    if qubits is None and not info.default_qubits and info.input_kind != "image" and (
-            file_data is not None or name not in PRESETS):
+    if (
+        qubits is None
+        and not info.default_qubits
+        and info.input_kind != "image"
+        and (file_data is not None or name not in PRESETS)
+    ):
         # a user's table or a plugin's dataset: one qubit per feature, up to 8 (more are
         # reduced by PCA), rather than a preset made for another dataset
         qubits = min(_feature_count(name, file_data, data_over), 8)
@@ -515,8 +540,9 @@ def resolve_run_config(
         seed=seed,
         protocol=protocol,
         data=data_model,
-        model=ModelConfig(name=info.name, qubits=qubits, layers=layers, readout=readout,
-                          **circuit_fields),
+        model=ModelConfig(
+            name=info.name, qubits=qubits, layers=layers, readout=readout, **circuit_fields
+        ),
         training=TrainingConfig(**train_cfg),
         backend=BackendConfig(**backend_over),
         exclude_forget=exclude_forget,

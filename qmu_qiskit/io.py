@@ -31,11 +31,14 @@ import numpy as np
 
 from .exceptions import BadInputError, RunError, StorageError, shorten
 
-
 #: errno values that mean "this storage cannot take the write": a one-line StorageError.
-STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-                  errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                  errno.EPERM: "permission denied"}
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 
 
 def storage_error(exc: OSError, path) -> StorageError | None:
@@ -59,11 +62,16 @@ def as_storage_error(exc: BaseException) -> StorageError | None:
         return storage_error(exc, exc.filename or "a run file")
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc).lower()
-        why = ("the disk is full" if "full" in text else "the file system is read-only"
-               if "readonly" in text or "read-only" in text
-               # what SQLite says when a full disk cuts a WAL write short (or a disk fails)
-               else "the disk failed the write (full, or an I/O error)" if "disk i/o" in text
-               else None)
+        why = (
+            "the disk is full"
+            if "full" in text
+            else "the file system is read-only"
+            if "readonly" in text or "read-only" in text
+            # what SQLite says when a full disk cuts a WAL write short (or a disk fails)
+            else "the disk failed the write (full, or an I/O error)"
+            if "disk i/o" in text
+            else None
+        )
         if why is not None:
             return StorageError(
                 f"cannot write a job ledger (SQLite: {shorten(exc, 60)}): {why}; free space or fix "
@@ -103,7 +111,9 @@ def atomic_write_text(path, text: str, *, mode: int | None = None) -> None:
 
 
 def atomic_write_json(path, obj, *, mode: int | None = None) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", mode=mode)
+    atomic_write_text(
+        path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", mode=mode
+    )
 
 
 def atomic_write_npz(path, arrays: dict) -> None:
@@ -153,8 +163,14 @@ def read_json(path) -> dict:
 MAX_JSON_BYTES = 64 * 2**20
 
 
-def read_regular(path, *, max_bytes: int, what: str = "file", fix: str = "pass a regular file",
-                 follow: bool = True) -> bytes:
+def read_regular(
+    path,
+    *,
+    max_bytes: int,
+    what: str = "file",
+    fix: str = "pass a regular file",
+    follow: bool = True,
+) -> bytes:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes`` bytes.
 
     Opened non-blocking, so a FIFO cannot hang the read; devices (``/dev/zero``), FIFOs,
@@ -177,13 +193,20 @@ def read_regular(path, *, max_bytes: int, what: str = "file", fix: str = "pass a
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             mode = st.st_mode
-            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
-                    or stat.S_ISBLK(mode) else "a folder" if stat.S_ISDIR(mode)
-                    else "a special file")
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a device"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a folder"
+                if stat.S_ISDIR(mode)
+                else "a special file"
+            )
             raise BadInputError(f"{what} {shown} is {kind}, not a regular file; {fix}")
         if st.st_size > max_bytes:
-            raise BadInputError(f"{what} {shown} is {st.st_size} bytes, more than "
-                                f"the {max_bytes} allowed; {fix}")
+            raise BadInputError(
+                f"{what} {shown} is {st.st_size} bytes, more than the {max_bytes} allowed; {fix}"
+            )
         os.set_blocking(fd, True)
         chunks, total = [], 0
         while True:
@@ -192,8 +215,9 @@ def read_regular(path, *, max_bytes: int, what: str = "file", fix: str = "pass a
                 break
             total += len(chunk)
             if total > max_bytes:  # the file grew while it was read
-                raise BadInputError(f"{what} {shown} is larger than the "
-                                    f"{max_bytes} bytes allowed; {fix}")
+                raise BadInputError(
+                    f"{what} {shown} is larger than the {max_bytes} bytes allowed; {fix}"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
     except OSError as exc:
@@ -278,8 +302,9 @@ def _seal_key(directory: Path) -> bytes:
     try:
         return read_regular(path, max_bytes=64, what="cache key", follow=False)
     except BadInputError as exc:
-        raise RunError(f"{exc}; delete it (or the whole cache folder) and run the command "
-                       "again") from None
+        raise RunError(
+            f"{exc}; delete it (or the whole cache folder) and run the command again"
+        ) from None
 
 
 def seal(directory, data: bytes) -> bytes:
@@ -297,7 +322,7 @@ def unseal(directory, blob: bytes, *, path) -> bytes | None:
     """
     if not blob.startswith(_SEAL):
         return None
-    mac, _, data = blob[len(_SEAL):].partition(b"\n")
+    mac, _, data = blob[len(_SEAL) :].partition(b"\n")
     expected = hmac.new(_seal_key(Path(directory)), data, hashlib.sha256).hexdigest().encode()
     if not hmac.compare_digest(mac, expected):
         raise RunError(
@@ -342,8 +367,10 @@ def directory_lock(directory, *, what: str = "run directory", shared: bool = Fal
     """
     directory = Path(directory)
     if directory.is_symlink():
-        raise RunError(f"{what} {shorten(str(directory), 200)} is a symbolic link; pass the real "
-                       "folder instead")
+        raise RunError(
+            f"{what} {shorten(str(directory), 200)} is a symbolic link; pass the real "
+            "folder instead"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -362,8 +389,11 @@ def directory_lock(directory, *, what: str = "run directory", shared: bool = Fal
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             except OSError:
                 holder = ""
-            who = (f"process {holder}" if holder.isdigit()
-                   else "another command that depends on it (unlearn or evaluate)")
+            who = (
+                f"process {holder}"
+                if holder.isdigit()
+                else "another command that depends on it (unlearn or evaluate)"
+            )
             raise RunError(
                 f"{what} {shorten(str(directory), 200)} is in use by {who}; wait for it to finish "
                 "or stop it, then run the command again"
@@ -400,16 +430,19 @@ class PrivateSQLite:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise RunError(f"{self.path} is a symbolic link; a ledger is never followed: "
-                               "delete the link and run the command again") from None
+                raise RunError(
+                    f"{self.path} is a symbolic link; a ledger is never followed: "
+                    "delete the link and run the command again"
+                ) from None
             mapped = storage_error(exc, self.path)
             if mapped is not None:
                 raise mapped from exc
             raise
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise RunError(f"{self.path} is not a regular file; delete it and run the "
-                               "command again")
+                raise RunError(
+                    f"{self.path} is not a regular file; delete it and run the command again"
+                )
             os.fchmod(fd, 0o600)
         finally:
             os.close(fd)

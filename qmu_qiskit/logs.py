@@ -15,9 +15,9 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 PACKAGE = "qmu_qiskit"
 LOG_FILE = "log.txt"

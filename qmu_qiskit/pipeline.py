@@ -11,25 +11,23 @@ from __future__ import annotations
 import functools
 import logging
 import platform
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import BackendConfig, RunConfig, TrainingConfig
+from .config import BackendConfig, RunConfig
 from .data import DataBundle, load_data, resolve_forget
 from .evaluation.metrics import MetricContext, compute_metrics
 from .evaluation.outputs import Outputs, collect_outputs
 from .evaluation.versions import settings_of, write_version
-from .exceptions import BackendError, BadInputError, DataError, QmuError, RunError
-from .execution.cost import CostRecord
+from .exceptions import BackendError, BadInputError, DataError, RunError
 from .io import atomic_torch_save, atomic_write_json
 from .logs import run_log
 from .models.hybrid import ModelSpec, build_model, count_parameters
 from .runs import RunDir, failure_reason, is_scratch
-from .training import Trainer, accuracy, load_checkpoint, load_state
+from .training import Trainer, accuracy, load_state
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +36,14 @@ def versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("qmu-qiskit", "qiskit", "qiskit-aer", "qiskit-ibm-runtime", "qiskit-machine-learning", "torch"):
+    for pkg in (
+        "qmu-qiskit",
+        "qiskit",
+        "qiskit-aer",
+        "qiskit-ibm-runtime",
+        "qiskit-machine-learning",
+        "torch",
+    ):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -84,7 +89,9 @@ def check_backend(backend: BackendConfig, qubits: int):
     return spec
 
 
-def model_spec(cfg: RunConfig, bundle: DataBundle | None = None, run: RunDir | None = None) -> ModelSpec:
+def model_spec(
+    cfg: RunConfig, bundle: DataBundle | None = None, run: RunDir | None = None
+) -> ModelSpec:
     """The model to build; ``run``: the directory holding a ``circuit`` model's QPY copy."""
     side = 28
     if bundle is not None and bundle.input_kind == "image":
@@ -126,12 +133,18 @@ def train(
     """
     spec = check_backend(cfg.backend, cfg.model.qubits)
     bundle = load_data(cfg.data)
-    excluded = resolve_forget(cfg.exclude_forget, bundle, seed=cfg.data.seed) if cfg.exclude_forget else None
+    excluded = (
+        resolve_forget(cfg.exclude_forget, bundle, seed=cfg.data.seed)
+        if cfg.exclude_forget
+        else None
+    )
     run = RunDir(out)
     config = cfg.model_dump(mode="json")
     fingerprint = cfg.fingerprint()
-    if run.path.exists() and not (run.path / "run.json").exists() and any(
-        not is_scratch(p) for p in run.path.iterdir()
+    if (
+        run.path.exists()
+        and not (run.path / "run.json").exists()
+        and any(not is_scratch(p) for p in run.path.iterdir())
     ):
         run.prepare(config, fingerprint=fingerprint)  # refuses a folder that is not a run
     if not overwrite and run.path.is_dir() and (run.path / "run.json").exists():
@@ -151,19 +164,29 @@ def train(
             extra={"kind": "train", "data_fingerprint": bundle.fingerprint, "versions": versions()},
         )
         with run_log(run.path):
-            logger.info("train %s on %s, backend %s, seed %d%s (config %s)", cfg.model.name,
-                        cfg.data.dataset, cfg.backend.name, cfg.seed,
-                        ", resuming" if resumed else "", fingerprint)
+            logger.info(
+                "train %s on %s, backend %s, seed %d%s (config %s)",
+                cfg.model.name,
+                cfg.data.dataset,
+                cfg.backend.name,
+                cfg.seed,
+                ", resuming" if resumed else "",
+                fingerprint,
+            )
             try:
-                metrics = _train_locked(cfg, run, bundle, spec, progress=progress,
-                                        excluded=excluded)
+                metrics = _train_locked(
+                    cfg, run, bundle, spec, progress=progress, excluded=excluded
+                )
             except BaseException as exc:
                 run.fail(failure_reason(exc))
                 logger.error("failed: %s: %s", type(exc).__name__, exc)
                 raise
-            logger.info("complete: acc_train %s, acc_val %s, acc_test %s, best epoch %s/%s",
-                        *(_num(metrics.get(k)) for k in ("acc_train", "acc_val", "acc_test")),
-                        metrics.get("best_epoch"), metrics.get("epochs_run"))
+            logger.info(
+                "complete: acc_train %s, acc_val %s, acc_test %s, best epoch %s/%s",
+                *(_num(metrics.get(k)) for k in ("acc_train", "acc_val", "acc_test")),
+                metrics.get("best_epoch"),
+                metrics.get("epochs_run"),
+            )
     return TrainSummary(path=run.path, metrics=metrics, resumed=resumed)
 
 
@@ -171,15 +194,24 @@ def _num(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def _train_locked(cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, progress: bool, excluded=None) -> dict:
+def _train_locked(
+    cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, progress: bool, excluded=None
+) -> dict:
     executor = make_executor(cfg.backend, seed=cfg.seed, run=run, spec=spec)
     try:
-        model = build_model(model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed)
+        model = build_model(
+            model_spec(cfg, bundle),
+            num_classes=bundle.num_classes,
+            executor=executor,
+            seed=cfg.seed,
+        )
         if cfg.model.circuit is not None:  # the run keeps its circuit: unlearn/evaluate rebuild it
             from .models.circuit import CIRCUIT_FILE, load_circuit, save_circuit
 
-            save_circuit(load_circuit(cfg.model.circuit, sha256=cfg.model.circuit_sha256),
-                         run.path / CIRCUIT_FILE)
+            save_circuit(
+                load_circuit(cfg.model.circuit, sha256=cfg.model.circuit_sha256),
+                run.path / CIRCUIT_FILE,
+            )
         train_xy = (bundle.X["train"], bundle.y["train"])
         if excluded is not None:  # HQML's Iris teacher never saw the subset forget samples
             train_xy = (train_xy[0][excluded.retain_idx], train_xy[1][excluded.retain_idx])
@@ -214,7 +246,9 @@ def _train_locked(cfg: RunConfig, run: RunDir, bundle: DataBundle, spec, *, prog
             metrics["excluded"] = {"forget": excluded.spec, "size": excluded.size}
         for split in ("train", "val", "test"):
             m = outputs.mask(split)
-            metrics[f"acc_{split}"] = accuracy(outputs.logits[m], outputs.labels[m]) if m.any() else None
+            metrics[f"acc_{split}"] = (
+                accuracy(outputs.logits[m], outputs.labels[m]) if m.any() else None
+            )
         metrics["history"] = fit.history
         atomic_write_json(run.path / "metrics.json", metrics)
         atomic_write_json(run.path / "cost.json", {"train": phase.record.to_dict()})
@@ -250,7 +284,7 @@ class TeacherRun:
     outputs: Outputs
 
     @classmethod
-    def load(cls, path: str | Path) -> "TeacherRun":
+    def load(cls, path: str | Path) -> TeacherRun:
         run = RunDir(path)
         run.require_complete(what="trained run")
         raw = run.config()
@@ -357,7 +391,7 @@ def _teacher_shared(fn):
 def load_checkpoint_weights(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         from .exceptions import CheckpointError
 
         raise CheckpointError(
@@ -438,12 +472,23 @@ def unlearn(
     labels = dict(labels or {})
     for m, label in labels.items():
         if m not in wanted or m == "retrain":
-            raise BadInputError(f"a directory label is given for method {m!r}, which is not being run (or is the oracle)")
-        if not label or label == "retrain" or not all(c.isalnum() or c in "-_." for c in label) or label.startswith("."):
-            raise BadInputError(f"label {label!r} of method {m} must be a plain name (letters, digits, - _ .), not 'retrain'")
+            raise BadInputError(
+                f"a directory label is given for method {m!r}, which is not being run (or is the oracle)"
+            )
+        if (
+            not label
+            or label == "retrain"
+            or not all(c.isalnum() or c in "-_." for c in label)
+            or label.startswith(".")
+        ):
+            raise BadInputError(
+                f"label {label!r} of method {m} must be a plain name (letters, digits, - _ .), not 'retrain'"
+            )
     for m in options:
         if m not in wanted:
-            raise BadInputError(f"options given for method {m!r}, which is not being run; add --method {m}")
+            raise BadInputError(
+                f"options given for method {m!r}, which is not being run; add --method {m}"
+            )
     resolved = {m: resolve_options(m, options.get(m), recipe) for m in wanted}
     infos = {m: get_method(m) for m in wanted}
     spec = check_backend(backend, cfg.model.qubits)
@@ -456,21 +501,35 @@ def unlearn(
     summaries = []
     oracle_outputs = None
     for method in wanted:
-        use_backend, use_spec = (oracle_backend, oracle_spec) if method == "retrain" else (backend, spec)
+        use_backend, use_spec = (
+            (oracle_backend, oracle_spec) if method == "retrain" else (backend, spec)
+        )
         use_seed, path = seed, root / labels.get(method, method)
         replace = overwrite
         if method == "retrain":
             use_seed, path = oracle_seed, root / oracle_dir
-            same = _fingerprint(unlearn_config(teacher, fset, method, resolved[method],
-                                               use_backend, use_seed))
+            same = _fingerprint(
+                unlearn_config(teacher, fset, method, resolved[method], use_backend, use_seed)
+            )
             existing = RunDir(path)
-            replace = overwrite and not (existing.is_complete()
-                                         and (existing.status() or {}).get("fingerprint") == same)
+            replace = overwrite and not (
+                existing.is_complete() and (existing.status() or {}).get("fingerprint") == same
+            )
         summary = _unlearn_one(
-            teacher, fset, method, infos[method], resolved[method], path,
-            backend=use_backend, spec=use_spec, seed=use_seed, progress=progress,
-            overwrite=replace, oracle_outputs=oracle_outputs,
-            metric_ctx=metric_ctx or MetricContext(seed=seed), oracle_dir=oracle_dir,
+            teacher,
+            fset,
+            method,
+            infos[method],
+            resolved[method],
+            path,
+            backend=use_backend,
+            spec=use_spec,
+            seed=use_seed,
+            progress=progress,
+            overwrite=replace,
+            oracle_outputs=oracle_outputs,
+            metric_ctx=metric_ctx or MetricContext(seed=seed),
+            oracle_dir=oracle_dir,
         )
         if method == "retrain":
             oracle_outputs = Outputs.load(summary.path / "outputs.npz")
@@ -496,14 +555,21 @@ def oracle_folder(cfg: RunConfig, backend: BackendConfig, seed: int) -> str:
     return "-".join(["retrain", *parts])
 
 
-def unlearn_config(teacher: TeacherRun, fset, method, options, backend: BackendConfig, seed: int) -> dict:
+def unlearn_config(
+    teacher: TeacherRun, fset, method, options, backend: BackendConfig, seed: int
+) -> dict:
     return {
         "kind": "unlearn",
         "teacher": str(teacher.run.path),
         "teacher_fingerprint": teacher.cfg.fingerprint(),
         "method": method,
         "options": options,
-        "forget": {"spec": fset.spec, "slug": fset.slug, "size": int(fset.size), "fingerprint": fset.fingerprint},
+        "forget": {
+            "spec": fset.spec,
+            "slug": fset.slug,
+            "size": int(fset.size),
+            "fingerprint": fset.fingerprint,
+        },
         "backend": backend.model_dump(mode="json"),
         "seed": seed,
         "protocol": teacher.cfg.protocol,
@@ -519,9 +585,21 @@ def _fingerprint(config: dict) -> str:
 
 
 def _unlearn_one(
-    teacher: TeacherRun, fset, method: str, info, options: dict, path: Path, *,
-    backend: BackendConfig, spec, seed: int, progress: bool, overwrite: bool,
-    oracle_outputs: Outputs | None, metric_ctx: MetricContext, oracle_dir: str = "retrain",
+    teacher: TeacherRun,
+    fset,
+    method: str,
+    info,
+    options: dict,
+    path: Path,
+    *,
+    backend: BackendConfig,
+    spec,
+    seed: int,
+    progress: bool,
+    overwrite: bool,
+    oracle_outputs: Outputs | None,
+    metric_ctx: MetricContext,
+    oracle_dir: str = "retrain",
 ) -> UnlearnSummary:
     from .runs import read_run_json
     from .unlearning.base import UnlearnContext, method_selection
@@ -529,7 +607,11 @@ def _unlearn_one(
     run = RunDir(path)
     config = unlearn_config(teacher, fset, method, options, backend, seed)
     fingerprint = _fingerprint(config)
-    if not overwrite and run.is_complete() and (run.status() or {}).get("fingerprint") == fingerprint:
+    if (
+        not overwrite
+        and run.is_complete()
+        and (run.status() or {}).get("fingerprint") == fingerprint
+    ):
         # the same request was answered before: show it instead of paying for it again
         check_teacher_of(run, teacher.run, config)
         metrics = read_run_json(run.path / "metrics.json")
@@ -540,14 +622,26 @@ def _unlearn_one(
         if not overwrite and run.status() is not None:
             check_teacher_of(run, teacher.run, config)  # never resume onto another teacher
         run.prepare(config, fingerprint=fingerprint, overwrite=overwrite)
-        run.start(config, fingerprint=fingerprint, extra={
-            "kind": "unlearn", "method": method, "versions": versions(),
-            "teacher_digest": teacher_digest(teacher.run),
-            "teacher_path": str(teacher.run.path.resolve()),
-            "oracle": oracle_dir,
-        })
-        logger.info("unlearn %s with %s, backend %s, seed %d, options %s", fset.spec, method,
-                    backend.name, seed, options)
+        run.start(
+            config,
+            fingerprint=fingerprint,
+            extra={
+                "kind": "unlearn",
+                "method": method,
+                "versions": versions(),
+                "teacher_digest": teacher_digest(teacher.run),
+                "teacher_path": str(teacher.run.path.resolve()),
+                "oracle": oracle_dir,
+            },
+        )
+        logger.info(
+            "unlearn %s with %s, backend %s, seed %d, options %s",
+            fset.spec,
+            method,
+            backend.name,
+            seed,
+            options,
+        )
         try:
             executor = make_executor(backend, seed=seed, run=run, spec=spec)
             try:
@@ -563,8 +657,10 @@ def _unlearn_one(
                 ctx = UnlearnContext(
                     teacher=model_teacher,
                     make_model=lambda s: build_model(
-                        model_spec(teacher.cfg, bundle, teacher.run), num_classes=bundle.num_classes,
-                        executor=executor, seed=s,
+                        model_spec(teacher.cfg, bundle, teacher.run),
+                        num_classes=bundle.num_classes,
+                        executor=executor,
+                        seed=s,
                     ),
                     retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
                     forget=(train_X[fset.train_idx], train_y[fset.train_idx]),
@@ -594,7 +690,14 @@ def _unlearn_one(
                 T = teacher.outputs.with_forget(fset.record_ids)
                 O = outputs if method == "retrain" else oracle_outputs
                 metrics = compute_metrics(outputs, T, O, ctx=metric_ctx)
-                metrics.update({"method": method, "seed": seed, "forget": fset.spec, "forget_size": int(fset.size)})
+                metrics.update(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "forget": fset.spec,
+                        "forget_size": int(fset.size),
+                    }
+                )
                 metrics["evaluation"] = settings_of(metric_ctx, source="unlearn")
                 info_out = {k: v for k, v in result.info.items() if k != "history"}
                 if info_out:
@@ -606,10 +709,18 @@ def _unlearn_one(
                 atomic_write_json(run.path / "metrics.json", metrics)
                 atomic_write_json(run.path / "cost.json", cost)
                 run.finish()
-                logger.info("complete: acc_retain %s, acc_forget %s, acc_test %s, MIA_AUC %s",
-                            *(_num(metrics.get(k)) for k in (
-                                "acc_retain_unlearn", "acc_forget_unlearn", "acc_test_unlearn",
-                                "MIA_AUC")))
+                logger.info(
+                    "complete: acc_retain %s, acc_forget %s, acc_test %s, MIA_AUC %s",
+                    *(
+                        _num(metrics.get(k))
+                        for k in (
+                            "acc_retain_unlearn",
+                            "acc_forget_unlearn",
+                            "acc_test_unlearn",
+                            "MIA_AUC",
+                        )
+                    ),
+                )
                 return UnlearnSummary(method, run.path, metrics, cost, result.info)
             finally:
                 executor.close()
@@ -623,8 +734,13 @@ def _unlearn_one(
 # evaluation
 
 
-def evaluate(path: str | Path, *, metric_ctx: MetricContext | None = None,
-             overwrite: bool = False, metrics: list[str] | None = None) -> dict:
+def evaluate(
+    path: str | Path,
+    *,
+    metric_ctx: MetricContext | None = None,
+    overwrite: bool = False,
+    metrics: list[str] | None = None,
+) -> dict:
     """Recompute an unlearning run's metrics from saved outputs (no circuit runs), or report a
     teacher run's accuracies.
 

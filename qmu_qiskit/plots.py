@@ -77,16 +77,19 @@ def small_set_warnings(members: int, nonmembers: int, fprs=LOW_FPRS) -> list[str
     for f in fprs:
         need = math.ceil(1.0 / f)
         if nonmembers < need:
-            out.append(f"TPR at {f:.1%} FPR needs ≥ {need} non-members, this set has "
-                       f"{nonmembers}: "
-                       f"the lowest FPR above 0 it can show is {1 / max(nonmembers, 1):.1%}")
+            out.append(
+                f"TPR at {f:.1%} FPR needs ≥ {need} non-members, this set has "
+                f"{nonmembers}: "
+                f"the lowest FPR above 0 it can show is {1 / max(nonmembers, 1):.1%}"
+            )
     if members < 10:
         out.append(f"only {members} member(s): each TPR step is {1 / max(members, 1):.0%}")
     return out
 
 
-def plot_roc(series: list[RocSeries], path: str | Path, *, title: str,
-             fprs=LOW_FPRS) -> RocSummary | None:
+def plot_roc(
+    series: list[RocSeries], path: str | Path, *, title: str, fprs=LOW_FPRS
+) -> RocSummary | None:
     """Log-log ROC curves (mean over seeds, ± std band) with the TPR at ``fprs`` marked.
 
     The curves are drawn on a grid of FPRs from the smallest the sets allow to 1, each point
@@ -113,9 +116,17 @@ def plot_roc(series: list[RocSeries], path: str | Path, *, title: str,
     if warnings:  # the warning gets a strip of its own under the axes, never over a curve
         ax, note = fig.subplots(2, 1, height_ratios=[5.0, 0.2 + 0.16 * len(warnings)])
         note.axis("off")
-        note.text(0.0, 1.0, "warning: a set is too small for the FPRs shown\n" + "\n".join(
-            "· " + w for w in warnings), transform=note.transAxes, va="top", ha="left",
-            fontsize=7, color="darkred")
+        note.text(
+            0.0,
+            1.0,
+            "warning: a set is too small for the FPRs shown\n"
+            + "\n".join("· " + w for w in warnings),
+            transform=note.transAxes,
+            va="top",
+            ha="left",
+            fontsize=7,
+            color="darkred",
+        )
     else:
         ax = fig.add_subplot()
     palette = colors(len(series))
@@ -128,33 +139,61 @@ def plot_roc(series: list[RocSeries], path: str | Path, *, title: str,
                 continue
             fpr, tpr, _ = roc_curve(y, score)
             curves.append([tpr_at(fpr, tpr, x) for x in grid])
-            aucs.append(float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid")
-                        else float(np.trapz(tpr, fpr)))
+            aucs.append(
+                float(np.trapezoid(tpr, fpr))
+                if hasattr(np, "trapezoid")
+                else float(np.trapz(tpr, fpr))
+            )
             for f in fprs:
                 marks[f].append(tpr_at(fpr, tpr, f))
         c = np.array(curves)
         mean, std = c.mean(0), (c.std(0, ddof=1) if len(c) > 1 else np.zeros(len(grid)))
         style = {"color": palette[i], **s.style}
         auc_text = f"AUC {np.mean(aucs):.2f}" + (
-            f"±{np.std(aucs, ddof=1):.2f}" if len(aucs) > 1 else "")
+            f"±{np.std(aucs, ddof=1):.2f}" if len(aucs) > 1 else ""
+        )
         ax.plot(grid, np.clip(mean, floor, 1), label=f"{s.name} ({auc_text})", **style)
         if len(c) > 1 and bands:
-            ax.fill_between(grid, np.clip(mean - std, floor, 1), np.clip(mean + std, floor, 1),
-                            color=style["color"], alpha=0.15, linewidth=0)
-        row = {"name": s.name, "seeds": len(c), "AUC": float(np.mean(aucs)),
-               "AUC_std": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0}
+            ax.fill_between(
+                grid,
+                np.clip(mean - std, floor, 1),
+                np.clip(mean + std, floor, 1),
+                color=style["color"],
+                alpha=0.15,
+                linewidth=0,
+            )
+        row = {
+            "name": s.name,
+            "seeds": len(c),
+            "AUC": float(np.mean(aucs)),
+            "AUC_std": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0,
+        }
         for f in fprs:
             m = float(np.mean(marks[f]))
             row[f"TPR@{f:g}"] = m
             row[f"TPR@{f:g}_std"] = float(np.std(marks[f], ddof=1)) if len(marks[f]) > 1 else 0.0
-            ax.plot([f], [max(m, floor)], marker="o", markersize=5, markeredgecolor="black",
-                    markeredgewidth=0.6, color=style["color"], linestyle="none")
+            ax.plot(
+                [f],
+                [max(m, floor)],
+                marker="o",
+                markersize=5,
+                markeredgecolor="black",
+                markeredgewidth=0.6,
+                color=style["color"],
+                linestyle="none",
+            )
         rows.append(row)
     ax.plot(grid, grid, color="grey", linewidth=0.8, linestyle="--", label="chance (TPR = FPR)")
     for f in fprs:
         ax.axvline(f, color="grey", linewidth=0.6, linestyle=":")
-        ax.annotate(f"{f:.1%} FPR", (f, floor), xytext=(2, 3), textcoords="offset points",
-                    fontsize=7, color="dimgrey")
+        ax.annotate(
+            f"{f:.1%} FPR",
+            (f, floor),
+            xytext=(2, 3),
+            textcoords="offset points",
+            fontsize=7,
+            color="dimgrey",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(low, 1.0)
@@ -163,20 +202,27 @@ def plot_roc(series: list[RocSeries], path: str | Path, *, title: str,
     ax.set_ylabel("true positive rate")
     seeds = max(r["seeds"] for r in rows)
     spread = " (bands: ± std)" if bands else " (AUC ± std in the legend)"
-    ax.set_title(f"{title}\n{members} members / {nonmembers} non-members"
-                 + (f", mean over {seeds} seeds{spread}" if seeds > 1 else ", one seed"),
-                 fontsize=9)
+    ax.set_title(
+        f"{title}\n{members} members / {nonmembers} non-members"
+        + (f", mean over {seeds} seeds{spread}" if seeds > 1 else ", one seed"),
+        fontsize=9,
+    )
     ax.grid(True, which="major", alpha=0.3)
     if len(series) > 5:
         fig.set_figwidth(fig.get_figwidth() + 2.6)
-        fig.legend(handles=ax.get_legend_handles_labels()[0], loc="outside right upper",
-                   fontsize=7, frameon=False)
+        fig.legend(
+            handles=ax.get_legend_handles_labels()[0],
+            loc="outside right upper",
+            fontsize=7,
+            frameon=False,
+        )
     else:
         ax.legend(fontsize=7, loc="lower right")
     path = Path(path)
     atomic_savefig(fig, path, dpi=120)
-    return RocSummary(path=path, rows=rows, members=members, nonmembers=nonmembers,
-                      warnings=warnings)
+    return RocSummary(
+        path=path, rows=rows, members=members, nonmembers=nonmembers, warnings=warnings
+    )
 
 
 # ------------------------------------------------------------------------------------ scatter
@@ -239,9 +285,13 @@ def label_box(ann, renderer):
     return Text.get_window_extent(ann, renderer)
 
 
-def forget_vs_retain_figure(points: list[Point], *, title: str,
-                            xlabel: str = "accuracy on D_r (retain)",
-                            ylabel: str = "accuracy on D_f (forget)"):
+def forget_vs_retain_figure(
+    points: list[Point],
+    *,
+    title: str,
+    xlabel: str = "accuracy on D_r (retain)",
+    ylabel: str = "accuracy on D_f (forget)",
+):
     """The figure of :func:`plot_forget_vs_retain` (and its label annotations)."""
     methods = [p for p in points if p.kind == "method"]
     palette = colors(len(methods))
@@ -251,20 +301,53 @@ def forget_vs_retain_figure(points: list[Point], *, title: str,
     handles: list = []
     for i, p in enumerate(methods):
         number = str(i + 1)
-        handles.append(ax.errorbar(
-            p.x, p.y, xerr=p.xerr, yerr=p.yerr, fmt=_MARKERS[i % len(_MARKERS)], color=palette[i],
-            markersize=7, markeredgecolor="black", markeredgewidth=0.5, capsize=2, elinewidth=0.8,
-            label=f"{number}  {p.name}"))
+        handles.append(
+            ax.errorbar(
+                p.x,
+                p.y,
+                xerr=p.xerr,
+                yerr=p.yerr,
+                fmt=_MARKERS[i % len(_MARKERS)],
+                color=palette[i],
+                markersize=7,
+                markeredgecolor="black",
+                markeredgewidth=0.5,
+                capsize=2,
+                elinewidth=0.8,
+                label=f"{number}  {p.name}",
+            )
+        )
         labelled.append((p, number))
     for p in points:
         if p.kind == "oracle":
-            handles.append(ax.errorbar(
-                p.x, p.y, xerr=p.xerr, yerr=p.yerr, fmt="s", color="black", markersize=9,
-                markerfacecolor="none", markeredgewidth=1.5, capsize=2, label=f"R  {p.name}"))
+            handles.append(
+                ax.errorbar(
+                    p.x,
+                    p.y,
+                    xerr=p.xerr,
+                    yerr=p.yerr,
+                    fmt="s",
+                    color="black",
+                    markersize=9,
+                    markerfacecolor="none",
+                    markeredgewidth=1.5,
+                    capsize=2,
+                    label=f"R  {p.name}",
+                )
+            )
             labelled.append((p, "R"))
         elif p.kind == "teacher":
-            handles.extend(ax.plot(p.x, p.y, "*", markersize=15, color="gold",
-                                   markeredgecolor="black", label=f"T  {p.name}"))
+            handles.extend(
+                ax.plot(
+                    p.x,
+                    p.y,
+                    "*",
+                    markersize=15,
+                    color="gold",
+                    markeredgecolor="black",
+                    label=f"T  {p.name}",
+                )
+            )
             labelled.append((p, "T"))
     only = [p for p, _ in labelled]
     annotations = []
@@ -275,20 +358,38 @@ def forget_vs_retain_figure(points: list[Point], *, title: str,
         # labels go up-right of their cluster, or down-left near the top/right edges
         dx = -12 if gx > 0.85 else 12
         dy = -14 if gy > 0.9 else 12
-        annotations.append(ax.annotate(
-            text, (gx, gy), xytext=(dx, dy), textcoords="offset points", fontsize=7.5,
-            ha="right" if dx < 0 else "left", va="top" if dy < 0 else "bottom",
-            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.8,
-                  "edgecolor": "none"},
-            arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5}))
+        annotations.append(
+            ax.annotate(
+                text,
+                (gx, gy),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=7.5,
+                ha="right" if dx < 0 else "left",
+                va="top" if dy < 0 else "bottom",
+                bbox={
+                    "boxstyle": "round,pad=0.15",
+                    "facecolor": "white",
+                    "alpha": 0.8,
+                    "edgecolor": "none",
+                },
+                arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5},
+            )
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_xlim(-0.03, 1.05)
     ax.set_ylim(-0.03, 1.05)
     ax.grid(True, alpha=0.3)
     ax.set_title(title, fontsize=9)
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7.5, title="methods",
-               title_fontsize=8, frameon=False)
+    fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        fontsize=7.5,
+        title="methods",
+        title_fontsize=8,
+        frameon=False,
+    )
     _declutter(fig, annotations)
     return fig, annotations
 
@@ -310,8 +411,9 @@ def plot_forget_vs_retain(points: list[Point], path: str | Path, *, title: str, 
 # ------------------------------------------------------------------------------------ curves
 
 
-def plot_curves(histories: dict[str, list[list[dict]]], path: str | Path, *,
-                title: str) -> Path | None:
+def plot_curves(
+    histories: dict[str, list[list[dict]]], path: str | Path, *, title: str
+) -> Path | None:
     """Per-epoch curves (loss; train/validation/test accuracy) of each named fit, mean ± std
     over seeds where several seeds' histories are given.
 
@@ -344,8 +446,9 @@ def plot_curves(histories: dict[str, list[list[dict]]], path: str | Path, *,
             ax.plot(epochs, mean, linestyle=ls, color=color, label=label)
             if len(arr) > 1:
                 std = arr.std(0, ddof=1)
-                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15,
-                                linewidth=0)
+                ax.fill_between(
+                    epochs, mean - std, mean + std, color=color, alpha=0.15, linewidth=0
+                )
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss (cross-entropy)")
     ax_acc.set_xlabel("epoch")
@@ -388,23 +491,37 @@ def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
     out_dir.mkdir(exist_ok=True)
     teacher_dir = folder.parent.parent
     written = []
-    points = [Point(name="retrain (oracle)" if r["method"].startswith("retrain") else r["method"],
-                    x=r["acc_retain_unlearn"], y=r["acc_forget_unlearn"],
-                    kind="oracle" if r["method"].startswith("retrain") else "method")
-              for r in rows if r.get("acc_retain_unlearn") is not None]
+    points = [
+        Point(
+            name="retrain (oracle)" if r["method"].startswith("retrain") else r["method"],
+            x=r["acc_retain_unlearn"],
+            y=r["acc_forget_unlearn"],
+            kind="oracle" if r["method"].startswith("retrain") else "method",
+        )
+        for r in rows
+        if r.get("acc_retain_unlearn") is not None
+    ]
     first = rows[0]
     if first.get("acc_retain_orig") is not None:
-        points.append(Point(name="teacher", x=first["acc_retain_orig"], y=first["acc_forget_orig"],
-                            kind="teacher"))
-    written.append(plot_forget_vs_retain(points, out_dir / "forget_vs_retain.png",
-                                         title=title or folder.name))
+        points.append(
+            Point(
+                name="teacher",
+                x=first["acc_retain_orig"],
+                y=first["acc_forget_orig"],
+                kind="teacher",
+            )
+        )
+    written.append(
+        plot_forget_vs_retain(points, out_dir / "forget_vs_retain.png", title=title or folder.name)
+    )
     series, teacher = [], None
     for r in rows:
         path = Path(r["path"])
         U = Outputs.load(path / "outputs.npz")
         ev = read_json(path / "metrics.json").get("evaluation") or {}
-        ctx = MetricContext(seed=int(r.get("seed") or 0),
-                            mia_nonmembers=ev.get("mia_nonmembers", "heldout"))
+        ctx = MetricContext(
+            seed=int(r.get("seed") or 0), mia_nonmembers=ev.get("mia_nonmembers", "heldout")
+        )
         members, nonmembers = mia_sets(U, ctx)
         if len(members) == 0 or len(nonmembers) == 0:
             continue
@@ -415,8 +532,13 @@ def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
             return np.r_[p[members], p[nonmembers]]
 
         oracle = r["method"].startswith("retrain")
-        series.append(RocSeries("oracle (retrain)" if oracle else r["method"], [(y, scores(U))],
-                                {"color": "black", "linestyle": ":"} if oracle else {}))
+        series.append(
+            RocSeries(
+                "oracle (retrain)" if oracle else r["method"],
+                [(y, scores(U))],
+                {"color": "black", "linestyle": ":"} if oracle else {},
+            )
+        )
         if teacher is None and (teacher_dir / "outputs.npz").is_file():
             T = Outputs.load(teacher_dir / "outputs.npz").with_forget(U.ids[U.forget])
             teacher = RocSeries("teacher", [(y, scores(T))], {"color": "black", "linestyle": "--"})

@@ -27,7 +27,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Generic, Optional, TypeVar
+from typing import Generic, TypeVar
 
 from .exceptions import BadInputError
 
@@ -106,8 +106,14 @@ class Registry(MutableMapping, Generic[T]):
         (1, False)
     """
 
-    def __init__(self, kind: str, *, group: Optional[str] = None,
-                 builtins: Optional[Callable[[], None]] = None, hint: str = ""):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        group: str | None = None,
+        builtins: Callable[[], None] | None = None,
+        hint: str = "",
+    ):
         self.kind = kind
         self.group = group
         self._builtins = builtins
@@ -116,7 +122,7 @@ class Registry(MutableMapping, Generic[T]):
         self._origin: dict[str, str] = {}
         self._loaded = False
         self._loading = False
-        self._plugin: Optional[str] = None  # package whose entry point is being imported
+        self._plugin: str | None = None  # package whose entry point is being imported
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ registration
@@ -237,16 +243,19 @@ class Registry(MutableMapping, Generic[T]):
                 if callable(obj) and dict(self._items) == before and not isinstance(obj, type):
                     obj()
                 record["ok"] = True
-            except Exception as exc:  # noqa: BLE001 - any plugin failure: report, skip, go on
+            except Exception as exc:
                 # What the plugin registered before it failed is dropped: half a plugin is worse
                 # than none.
                 for name in set(self._items) - set(before):
                     self._items.pop(name, None)
                     self._origin.pop(name, None)
-                warnings.warn(PluginWarning(
-                    f"plugin package {package!r} (entry point {ep.name!r} in {self.group}) "
-                    f"could not be loaded and is skipped: {type(exc).__name__}: {_short(exc)}"
-                ), stacklevel=2)
+                warnings.warn(
+                    PluginWarning(
+                        f"plugin package {package!r} (entry point {ep.name!r} in {self.group}) "
+                        f"could not be loaded and is skipped: {type(exc).__name__}: {_short(exc)}"
+                    ),
+                    stacklevel=2,
+                )
             finally:
                 self._plugin = None
             seen.append(record)

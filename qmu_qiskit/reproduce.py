@@ -28,8 +28,18 @@ from .runs import RunDir
 #: Metrics compared (where present); bookkeeping fields are not results.
 SKIP_KEYS = frozenset(
     {
-        "seed", "config_fingerprint", "data_fingerprint", "resumed_from_epoch", "execution",
-        "history", "sizes", "method", "forget", "forget_size", "method_info", "excluded",
+        "seed",
+        "config_fingerprint",
+        "data_fingerprint",
+        "resumed_from_epoch",
+        "execution",
+        "history",
+        "sizes",
+        "method",
+        "forget",
+        "forget_size",
+        "method_info",
+        "excluded",
         "parameters",
     }
 )
@@ -63,9 +73,14 @@ class Comparison:
 
     def row(self) -> dict:
         return {
-            "run": self.run, "metric": self.metric, "recorded": self.recorded,
-            "reproduced": self.reproduced, "abs_diff": self.diff, "seed_std": self.seed_std,
-            "tolerance": self.tolerance, "verdict": self.verdict,
+            "run": self.run,
+            "metric": self.metric,
+            "recorded": self.recorded,
+            "reproduced": self.reproduced,
+            "abs_diff": self.diff,
+            "seed_std": self.seed_std,
+            "tolerance": self.tolerance,
+            "verdict": self.verdict,
         }
 
 
@@ -126,8 +141,9 @@ def _unlearn_requests(teacher: RunDir, only: Path | None) -> list[dict]:
     return requests
 
 
-def _run_tree(cfg: RunConfig, requests: list[dict], out: Path, *, seed: int,
-              base_seed: int) -> dict[str, dict]:
+def _run_tree(
+    cfg: RunConfig, requests: list[dict], out: Path, *, seed: int, base_seed: int
+) -> dict[str, dict]:
     """Train the teacher and answer every unlearning request into ``out``; metrics per label."""
     from . import pipeline
 
@@ -144,16 +160,23 @@ def _run_tree(cfg: RunConfig, requests: list[dict], out: Path, *, seed: int,
         methods = [] if req["method"] == "retrain" else [req["method"]]
         options = {req["method"]: req["options"]} if methods and req["options"] else None
         summaries = pipeline.unlearn(
-            out, req["forget"], methods, backend=backend, options=options, seed=unlearn_seed,
-            progress=False, labels=labels or None,
+            out,
+            req["forget"],
+            methods,
+            backend=backend,
+            options=options,
+            seed=unlearn_seed,
+            progress=False,
+            labels=labels or None,
         )
         by_dir = {s.path.name: s for s in summaries}
         results[req["label"]] = by_dir[req["dirname"]].metrics
     return results
 
 
-def reproduce(path: str | Path, out: str | Path, *, spread_seeds: int = 0,
-              z: float = 2.0) -> Reproduction:
+def reproduce(
+    path: str | Path, out: str | Path, *, spread_seeds: int = 0, z: float = 2.0
+) -> Reproduction:
     """Re-execute the run at ``path`` into ``out`` and compare its metrics.
 
     Args:
@@ -199,8 +222,9 @@ def reproduce(path: str | Path, out: str | Path, *, spread_seeds: int = 0,
         recorded.pop("teacher")
 
     seeds = [cfg.seed + k for k in range(spread_seeds + 1)]
-    trees = {s: _run_tree(cfg, requests, out / f"seed-{s}", seed=s, base_seed=cfg.seed)
-             for s in seeds}
+    trees = {
+        s: _run_tree(cfg, requests, out / f"seed-{s}", seed=s, base_seed=cfg.seed) for s in seeds
+    }
     result = Reproduction(scratch=out, seeds=seeds)
     for label, rec in recorded.items():
         rec_vals = _numeric_metrics(rec)

@@ -26,12 +26,11 @@ damaged, not complete: the same command recomputes it from its checkpoints.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-
-import json
 
 import yaml
 
@@ -72,8 +71,15 @@ def read_run_json(path: Path, *, what: str = "") -> dict:
         RunError: missing, a link or special file, too large, not JSON, or not an object.
     """
     try:
-        data = json.loads(read_regular(path, max_bytes=MAX_JSON_BYTES, what=what or "run file",
-                                       follow=False, fix="remove it and run the command again"))
+        data = json.loads(
+            read_regular(
+                path,
+                max_bytes=MAX_JSON_BYTES,
+                what=what or "run file",
+                follow=False,
+                fix="remove it and run the command again",
+            )
+        )
     except BadInputError as exc:
         raise RunError(str(exc)) from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -81,6 +87,7 @@ def read_run_json(path: Path, *, what: str = "") -> dict:
     if not isinstance(data, dict):
         raise RunError(f"{path} is corrupt (a JSON {type(data).__name__}, not an object)")
     return data
+
 
 STATUS_FILE = "run.json"
 
@@ -174,8 +181,13 @@ class RunDir:
         if not (path.exists() or path.is_symlink()):
             raise RunError(f"{self.path} has no config.yaml; it is not a qmu-qiskit run directory")
         try:
-            text = read_regular(path, max_bytes=MAX_CONFIG_BYTES, what="run config", follow=False,
-                                fix="remove the run directory and run the command again")
+            text = read_regular(
+                path,
+                max_bytes=MAX_CONFIG_BYTES,
+                what="run config",
+                follow=False,
+                fix="remove the run directory and run the command again",
+            )
             data = safeyaml.parse(text)
         except BadInputError as exc:
             raise RunError(str(exc)) from None
@@ -282,7 +294,9 @@ class RunDir:
 
     def _sweep_scratch(self) -> None:
         # Only this run's own folders: unlearn/ holds other runs with their own locks.
-        sweep_scratch(self.path, self.checkpoints, self.path / "ledger", self.path / "ledger" / "results")
+        sweep_scratch(
+            self.path, self.checkpoints, self.path / "ledger", self.path / "ledger" / "results"
+        )
 
     def finish(self, *, extra: dict | None = None) -> None:
         status = self.status() or {}
@@ -298,8 +312,9 @@ class RunDir:
             status = self.status()
             if status is None:
                 return
-            status.update({"status": "failed", "error": shorten(message, 500),
-                           "updated": time.time()})
+            status.update(
+                {"status": "failed", "error": shorten(message, 500), "updated": time.time()}
+            )
             atomic_write_json(self.status_path, status)
         except (OSError, QmuError):
             pass

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .exceptions import BadInputError
 
@@ -40,13 +40,18 @@ def check_tracker(name: str | None) -> None:
     import importlib.util
 
     if importlib.util.find_spec(TRACKERS[name]) is None:
-        raise BadInputError(f"--track {name} needs {TRACKERS[name]}; install it with "
-                            "pip install 'qmu-qiskit[tracking]' (or drop --track)")
+        raise BadInputError(
+            f"--track {name} needs {TRACKERS[name]}; install it with "
+            "pip install 'qmu-qiskit[tracking]' (or drop --track)"
+        )
 
 
 def _numbers(metrics: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    }
 
 
 def _flat(config: dict, prefix: str = "") -> dict[str, str]:
@@ -60,8 +65,13 @@ def _flat(config: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def track_run(run_dir: str | os.PathLike, tracker: str, *, where: str | os.PathLike | None = None,
-              name: str | None = None) -> str:
+def track_run(
+    run_dir: str | os.PathLike,
+    tracker: str,
+    *,
+    where: str | os.PathLike | None = None,
+    name: str | None = None,
+) -> str:
     """Send a complete run's history, final metrics and config to ``tracker``.
 
     Args:
@@ -139,8 +149,9 @@ def _to_mlflow(uri: str, name: str, config: dict, history: list, final: dict, pa
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("qmu-qiskit")
     exp_id = experiment.experiment_id if experiment else client.create_experiment("qmu-qiskit")
-    mrun = client.create_run(exp_id, run_name=name[-250:],
-                             tags={"qmu.kind": str(config.get("kind"))})
+    mrun = client.create_run(
+        exp_id, run_name=name[-250:], tags={"qmu.kind": str(config.get("kind"))}
+    )
     rid = mrun.info.run_id
     try:
         for k, v in _flat(config).items():

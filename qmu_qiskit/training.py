@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -72,7 +72,9 @@ def accuracy(logits: np.ndarray, y) -> float:
     return float((np.asarray(logits).argmax(1) == y).mean())
 
 
-def make_optimizer(params, kind: str, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+def make_optimizer(
+    params, kind: str, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+):
     """Adam (HQML's recipe) or SGD with momentum (QMU's)."""
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -96,7 +98,7 @@ def load_checkpoint(path: Path) -> dict:
     """
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable
+    except Exception as exc:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a qmu-qiskit checkpoint ({type(exc).__name__}); "
             "delete it to start that run again from scratch"
@@ -177,7 +179,10 @@ class Trainer:
             select = "last"
         generator = torch.Generator().manual_seed(int(self.seed))
         optimizer = make_optimizer(
-            model.parameters(), cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+            model.parameters(),
+            cfg.optimizer,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
         )
 
@@ -213,8 +218,13 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(
-                total=cfg.epochs, initial=start_epoch, desc=self.desc, unit="epoch", leave=False,
-                dynamic_ncols=True, disable=None,  # no bars when stderr is not a terminal
+                total=cfg.epochs,
+                initial=start_epoch,
+                desc=self.desc,
+                unit="epoch",
+                leave=False,
+                dynamic_ncols=True,
+                disable=None,  # no bars when stderr is not a terminal
             )
         epoch = start_epoch
         while not done:
@@ -249,7 +259,9 @@ class Trainer:
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
-            done = epoch >= cfg.epochs or (cfg.patience and select != "last" and stale >= cfg.patience)
+            done = epoch >= cfg.epochs or (
+                cfg.patience and select != "last" and stale >= cfg.patience
+            )
             if self.checkpoint is not None:
                 atomic_torch_save(
                     self.checkpoint,
@@ -271,9 +283,17 @@ class Trainer:
                     # Results before the selected epoch's evaluation are redundant now; the
                     # selected epoch's own val/test predictions are not (the final outputs repeat
                     # them), so pruning them would pay for those jobs twice.
-                    self.on_checkpoint(best_eval_started if best_eval_started is not None else time.time())
-            logger.info("epoch %d/%d: %s", epoch, cfg.epochs, ", ".join(
-                f"{k} {v:.4f}" for k, v in row.items() if k != "epoch" and isinstance(v, float)))
+                    self.on_checkpoint(
+                        best_eval_started if best_eval_started is not None else time.time()
+                    )
+            logger.info(
+                "epoch %d/%d: %s",
+                epoch,
+                cfg.epochs,
+                ", ".join(
+                    f"{k} {v:.4f}" for k, v in row.items() if k != "epoch" and isinstance(v, float)
+                ),
+            )
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: round(v, 3) for k, v in row.items() if k.endswith("acc")})

@@ -25,12 +25,28 @@ FIXED_3Q = ["ccx", "ccz", "cswap", "rccx"]
 FIXED_4Q = ["c3sx", "rcccx"]
 # gate class, number of qubits, number of angles
 PARAM_GATES = [
-    (lib.RXGate, 1, 1), (lib.RYGate, 1, 1), (lib.RZGate, 1, 1), (lib.PhaseGate, 1, 1),
-    (lib.U1Gate, 1, 1), (lib.U2Gate, 1, 2), (lib.U3Gate, 1, 3), (lib.UGate, 1, 3),
-    (lib.RGate, 1, 2), (lib.RXXGate, 2, 1), (lib.RYYGate, 2, 1), (lib.RZZGate, 2, 1),
-    (lib.RZXGate, 2, 1), (lib.CRXGate, 2, 1), (lib.CRYGate, 2, 1), (lib.CRZGate, 2, 1),
-    (lib.CPhaseGate, 2, 1), (lib.CU1Gate, 2, 1), (lib.CU3Gate, 2, 3), (lib.CUGate, 2, 4),
-    (lib.XXPlusYYGate, 2, 2), (lib.XXMinusYYGate, 2, 2),
+    (lib.RXGate, 1, 1),
+    (lib.RYGate, 1, 1),
+    (lib.RZGate, 1, 1),
+    (lib.PhaseGate, 1, 1),
+    (lib.U1Gate, 1, 1),
+    (lib.U2Gate, 1, 2),
+    (lib.U3Gate, 1, 3),
+    (lib.UGate, 1, 3),
+    (lib.RGate, 1, 2),
+    (lib.RXXGate, 2, 1),
+    (lib.RYYGate, 2, 1),
+    (lib.RZZGate, 2, 1),
+    (lib.RZXGate, 2, 1),
+    (lib.CRXGate, 2, 1),
+    (lib.CRYGate, 2, 1),
+    (lib.CRZGate, 2, 1),
+    (lib.CPhaseGate, 2, 1),
+    (lib.CU1Gate, 2, 1),
+    (lib.CU3Gate, 2, 3),
+    (lib.CUGate, 2, 4),
+    (lib.XXPlusYYGate, 2, 2),
+    (lib.XXMinusYYGate, 2, 2),
 ]
 
 
@@ -112,8 +128,9 @@ def _random_gate(rng, qc: QuantumCircuit, params: list, *, composite: bool) -> N
         qc.append(lib.PauliEvolutionGate(op, time=random_expression(rng, params)), qubits[:k])
     elif composite and roll < 0.97:
         k = int(rng.integers(1, min(n, 2) + 1))
-        qc.append(lib.UnitaryGate(random_unitary(2**k, seed=int(rng.integers(1 << 30)))),
-                  qubits[:k])
+        qc.append(
+            lib.UnitaryGate(random_unitary(2**k, seed=int(rng.integers(1 << 30)))), qubits[:k]
+        )
     else:
         k = int(rng.integers(1, min(n, 2) + 1))
         amps = rng.normal(size=2**k) + 1j * rng.normal(size=2**k)

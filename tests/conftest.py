@@ -38,8 +38,13 @@ def fake_iam():
     class Handler(BaseHTTPRequestHandler):
         def _refuse(self):
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = json.dumps({"errorCode": "BXNIM0415E", "context": {},
-                               "errorMessage": "Provided API key could not be found."}).encode()
+            body = json.dumps(
+                {
+                    "errorCode": "BXNIM0415E",
+                    "context": {},
+                    "errorMessage": "Provided API key could not be found.",
+                }
+            ).encode()
             self.send_response(400)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -127,7 +132,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             per[surface] = per.get(surface, 0) + 1
         subs = sum(1 for *_, sub in bad if sub)
         failed = sum(
-            1 for rep in terminalreporter.stats.get("failed", [])
+            1
+            for rep in terminalreporter.stats.get("failed", [])
             if "test_bad_input.py::" in getattr(rep, "nodeid", "")
         )
         parts = ", ".join(f"{s} {n}" for s, n in per.items())

@@ -17,9 +17,9 @@ from qmu_qiskit.audit import epsilon_from_rates, forgetting_quality, threshold_r
 def test_epsilon_is_the_competitions():
     # one attack, FPR 0.1 and FNR 0.2: max(log(0.89/0.2), log(0.79/0.1)) with δ = 0.01
     assert epsilon_from_rates([0.1], [0.2]) == pytest.approx(math.log(0.79 / 0.1))
-    assert epsilon_from_rates([0.5], [0.5]) == 0.0          # a coin flip bounds nothing
+    assert epsilon_from_rates([0.5], [0.5]) == 0.0  # a coin flip bounds nothing
     assert epsilon_from_rates([0.0, 0.3], [0.4, 0.0]) == 0.0  # one-sided attacks are discarded
-    assert epsilon_from_rates([0.0], [0.0]) == math.inf      # a perfect attack
+    assert epsilon_from_rates([0.0], [0.0]) == math.inf  # a perfect attack
     # the best attack of a family counts
     assert epsilon_from_rates([0.5, 0.1], [0.5, 0.2]) == pytest.approx(math.log(7.9))
 
@@ -29,8 +29,8 @@ def test_threshold_attacks_and_forgetting_quality():
     # thresholds 0, 0.5, 1, 1.5, 2, 3: "score > t ⇒ unlearned"
     np.testing.assert_allclose(fpr, [2 / 3, 1 / 3, 1 / 3, 0, 0, 0])
     np.testing.assert_allclose(fnr, [0, 0, 1 / 3, 1 / 3, 2 / 3, 1])
-    assert forgetting_quality(np.array([0.0, 0.0])) == 1.0          # bin 1: 2 / 2
-    assert forgetting_quality(np.array([0.6])) == 0.5                # bin 2
+    assert forgetting_quality(np.array([0.0, 0.0])) == 1.0  # bin 1: 2 / 2
+    assert forgetting_quality(np.array([0.6])) == 0.5  # bin 2
     assert forgetting_quality(np.array([math.inf])) == pytest.approx(2 / 2**13)
 
 
@@ -41,7 +41,9 @@ def tiny_run(tmp_path_factory):
     from qmu_qiskit.config import resolve_run_config
 
     out = tmp_path_factory.mktemp("audit") / "iris"
-    cfg = resolve_run_config(dataset="iris", seed=0, training={"epochs": 10, "patience": 0, "select": "last"})
+    cfg = resolve_run_config(
+        dataset="iris", seed=0, training={"epochs": 10, "patience": 0, "select": "last"}
+    )
     pipeline.train(cfg, out, progress=False)
     return out
 
@@ -62,9 +64,15 @@ def test_audit_sanity_anchors_files_and_resume(tiny_run):
     assert s_noop["examples_scored"] > 50 and s_re["examples_scored"] > 50
     # files: per example rows, and a summary with the seed and the configuration
     rows = list(csv.DictReader((noop.out / "ulira.csv").read_text().splitlines()))
-    assert len(rows) == s_noop["examples_scored"] and {"record_id", "success", "epsilon"} <= set(rows[0])
+    assert len(rows) == s_noop["examples_scored"] and {"record_id", "success", "epsilon"} <= set(
+        rows[0]
+    )
     summary = json.loads((noop.out / "summary.json").read_text())
-    assert summary["seed"] == 0 and summary["config"]["shadows"] == 6 and summary["config"]["method"] == "noop"
+    assert (
+        summary["seed"] == 0
+        and summary["config"]["shadows"] == 6
+        and summary["config"]["method"] == "noop"
+    )
     assert len(set(summary["config"]["shadow_forgets"])) == 6
     assert set(summary["tpr_at_fpr"]) == {"0.01", "0.001"}
     # the shadow teachers were reused by the second audit; a rerun runs nothing and agrees
@@ -92,7 +100,9 @@ def test_studies_request_the_audit_in_their_metrics():
     from qmu_qiskit import jobs
     from qmu_qiskit.exceptions import BadInputError
 
-    spec = jobs.load_spec({"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 64}}})
+    spec = jobs.load_spec(
+        {"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 64}}}
+    )
     assert spec.metrics.audit.shadows == 64 and spec.metrics.audit.seed == 0
     with pytest.raises(BadInputError, match="metrics.audit.shadows"):
         jobs.load_spec({"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 2}}})

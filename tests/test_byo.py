@@ -71,16 +71,24 @@ def cli(args, capsys):
 # data files
 
 
-@pytest.mark.parametrize("text, target, id_column, message", [
-    ("a,b,label\n1,x,p\n2,y,q\n", "label", None, "column 'b' is not numeric (row 0 holds 'x')"),
-    ("a,label\n1,p\n,q\n", "label", None, "column 'a' has a missing value in row 1"),
-    ("a,label\n1,p\nnan,q\n", "label", None, "column 'a' has a missing value in row 1"),
-    ("a,label\n1,p\n2,p\n", "label", None, "every record has the same label 'p'"),
-    ("a,label\n1,p\n2,q\n3,p\n4,q\n", "label", None, "too few for stratified splits"),
-    ("id,a,label\n1,1,p\n1,2,q\n", "label", "id", "record ids [1] appear more than once"),
-    ("id,a,label\nu1,1,p\nu2,2,q\n", "label", "id", "record id of row 0 is 'u1', not an integer"),
-    ("a,label\n1,p\n", "lab", None, "has no column 'lab' for --target"),
-])
+@pytest.mark.parametrize(
+    "text, target, id_column, message",
+    [
+        ("a,b,label\n1,x,p\n2,y,q\n", "label", None, "column 'b' is not numeric (row 0 holds 'x')"),
+        ("a,label\n1,p\n,q\n", "label", None, "column 'a' has a missing value in row 1"),
+        ("a,label\n1,p\nnan,q\n", "label", None, "column 'a' has a missing value in row 1"),
+        ("a,label\n1,p\n2,p\n", "label", None, "every record has the same label 'p'"),
+        ("a,label\n1,p\n2,q\n3,p\n4,q\n", "label", None, "too few for stratified splits"),
+        ("id,a,label\n1,1,p\n1,2,q\n", "label", "id", "record ids [1] appear more than once"),
+        (
+            "id,a,label\nu1,1,p\nu2,2,q\n",
+            "label",
+            "id",
+            "record id of row 0 is 'u1', not an integer",
+        ),
+        ("a,label\n1,p\n", "lab", None, "has no column 'lab' for --target"),
+    ],
+)
 def test_csv_errors_are_one_line(tmp_path, text, target, id_column, message):
     path = tmp_path / "d.csv"
     path.write_text(text)
@@ -195,12 +203,15 @@ def test_from_circuit_matches_quantum_info(readout, kind):
         got = model.quantum(torch.from_numpy(X)).double().numpy()
     w = model.quantum.weight.detach().numpy()
     for row, x in zip(got, X):
-        bound = circuit.assign_parameters({**dict(zip(inputs, x.astype(float))),
-                                           **dict(zip(weights, w))})
+        bound = circuit.assign_parameters(
+            {**dict(zip(inputs, x.astype(float))), **dict(zip(weights, w))}
+        )
         state = Statevector(bound)
         if readout == "estimator":
-            want = [state.expectation_value(SparsePauliOp.from_sparse_list([("Z", [q], 1)], 3)).real
-                    for q in range(3)]
+            want = [
+                state.expectation_value(SparsePauliOp.from_sparse_list([("Z", [q], 1)], 3)).real
+                for q in range(3)
+            ]
         else:
             want = state.probabilities()
         assert np.allclose(row, want, atol=1e-5)
@@ -235,9 +246,25 @@ def test_csv_and_qpy_train_unlearn_predict(tmp_path, capsys, monkeypatch):
     ids = write_iris_csv(tmp_path / "my.csv")
     with open(tmp_path / "zz_real.qpy", "wb") as fh:
         qpy.dump(zz_real(), fh)
-    code, out, err = cli(["train", "--dataset", "my.csv", "--target", "label", "--id-column",
-                          "id", "--circuit", "zz_real.qpy", "--epochs", "4", "--out", "runs/x",
-                          "--no-progress"], capsys)
+    code, out, err = cli(
+        [
+            "train",
+            "--dataset",
+            "my.csv",
+            "--target",
+            "label",
+            "--id-column",
+            "id",
+            "--circuit",
+            "zz_real.qpy",
+            "--epochs",
+            "4",
+            "--out",
+            "runs/x",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     run = tmp_path / "runs" / "x"
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -251,8 +278,21 @@ def test_csv_and_qpy_train_unlearn_predict(tmp_path, capsys, monkeypatch):
     forget_ids = bundle.ids["train"][[0, 10, 20]]
     assert set(forget_ids) <= set(ids)
     (tmp_path / "ids.txt").write_text("\n".join(map(str, forget_ids)) + "\n")
-    code, out, err = cli(["unlearn", "--run", "runs/x", "--forget", "indices:ids.txt",
-                          "--method", "ga", "--option", "ga.epochs=1", "--no-progress"], capsys)
+    code, out, err = cli(
+        [
+            "unlearn",
+            "--run",
+            "runs/x",
+            "--forget",
+            "indices:ids.txt",
+            "--method",
+            "ga",
+            "--option",
+            "ga.epochs=1",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "retrain (oracle)" in out and "\nga " in out
     ga_dir = next((run / "unlearn").glob("indices-*/ga"))
@@ -283,8 +323,10 @@ def test_csv_and_qpy_train_unlearn_predict(tmp_path, capsys, monkeypatch):
     # a changed circuit copy in the run is refused before anything runs
     with open(run / "circuit.qpy", "wb") as fh:
         qpy.dump(zz_feature_map(4).compose(real_amplitudes(4, reps=2)), fh)
-    code, out, err = cli(["unlearn", "--run", "runs/x", "--forget", "class:0", "--method",
-                          "ga", "--no-progress"], capsys)
+    code, out, err = cli(
+        ["unlearn", "--run", "runs/x", "--forget", "class:0", "--method", "ga", "--no-progress"],
+        capsys,
+    )
     assert code != 0 and "differs from the run's" in err and len(err.strip().splitlines()) == 1
     (run / "circuit.qpy").unlink()  # never rebuilt from the recorded source instead
     code, out, err = cli(["evaluate", "--run", ga_dir], capsys)
@@ -301,20 +343,30 @@ def test_user_data_and_circuit_in_a_job_spec(tmp_path):
         "from qiskit.circuit.library import real_amplitudes\n\n"
         "def angle_real():\n    x = ParameterVector('x', 4)\n    c = QuantumCircuit(4)\n"
         "    for i in range(4):\n        c.rx(x[i], i)\n"
-        "    return c.compose(real_amplitudes(4, reps=1))\n")
+        "    return c.compose(real_amplitudes(4, reps=1))\n"
+    )
     spec = {
-        "name": "byo", "datasets": [{"name": "my.csv", "data": {"target": "label",
-                                                                 "id_column": "id"}}],
+        "name": "byo",
+        "datasets": [{"name": "my.csv", "data": {"target": "label", "id_column": "id"}}],
         "models": [{"name": "circuit", "circuit": "mycircuits:angle_real", "head": "mlp:8"}],
-        "methods": ["ga"], "forget": ["class:2"], "seeds": [0],
-        "training": {"epochs": 2}, "options": {"ga": {"epochs": 1}},
+        "methods": ["ga"],
+        "forget": ["class:2"],
+        "seeds": [0],
+        "training": {"epochs": 2},
+        "options": {"ga": {"epochs": 1}},
         "executor": {"kind": "local", "workers": 1, "threads_per_worker": 1},
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     exe = Path(sys.executable).parent / "qmu-qiskit"
-    proc = subprocess.Popen([str(exe), "jobs", "submit", "spec.yaml", "--quiet"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(exe), "jobs", "submit", "spec.yaml", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
     ga = list((tmp_path / "runs" / "byo" / "teachers").glob("my-circuit-*/unlearn/class-2/ga"))
@@ -333,8 +385,9 @@ def test_arrays_config_resolves_like_a_file(tmp_path):
     from qmu_qiskit.config import resolve_run_config
 
     rng = np.random.default_rng(6)
-    data = from_arrays(rng.random((60, 3)), np.arange(60) % 3, name="arr", directory=tmp_path,
-                       test_size=0.25)
+    data = from_arrays(
+        rng.random((60, 3)), np.arange(60) % 3, name="arr", directory=tmp_path, test_size=0.25
+    )
     cfg = resolve_run_config(dataset=data, seed=2)
     assert cfg.data.path == data.path and cfg.data.sha256 == data.sha256
     assert cfg.data.test_size == 0.25 and cfg.data.seed == 2
@@ -343,12 +396,14 @@ def test_arrays_config_resolves_like_a_file(tmp_path):
     (tmp_path / "moved").mkdir()
     moved = tmp_path / "moved" / Path(data.path).name
     moved.write_bytes(Path(data.path).read_bytes())
-    again = resolve_run_config(dataset=DataConfig(dataset="arr", path=str(moved), test_size=0.25),
-                               seed=2)
+    again = resolve_run_config(
+        dataset=DataConfig(dataset="arr", path=str(moved), test_size=0.25), seed=2
+    )
     assert again.data.path != cfg.data.path and again.fingerprint() == cfg.fingerprint()
     np.savez(moved, X=rng.random((60, 3)), y=np.arange(60) % 3)
     changed = resolve_run_config(
-        dataset=DataConfig(dataset="arr", path=str(moved), test_size=0.25), seed=2)
+        dataset=DataConfig(dataset="arr", path=str(moved), test_size=0.25), seed=2
+    )
     assert changed.fingerprint() != cfg.fingerprint()
     with pytest.raises(BadInputError, match="apply to --circuit models only"):
         resolve_run_config(dataset=data, head="mlp:4")
@@ -372,17 +427,26 @@ def test_zz_feature_map_real_amplitudes_trains_and_unlearns_on_iris(tmp_path):
         qpy.dump(zz_real(), fh)
     results = {}
     for engine in ("exact", "aer"):
-        cfg = resolve_run_config(dataset="iris", circuit=str(path), head="mlp:16", seed=0,
-                                 training={"epochs": 8, "lr": 0.05, "patience": 0},
-                                 backend={"engine": engine})
+        cfg = resolve_run_config(
+            dataset="iris",
+            circuit=str(path),
+            head="mlp:16",
+            seed=0,
+            training={"epochs": 8, "lr": 0.05, "patience": 0},
+            backend={"engine": engine},
+        )
         run = tmp_path / engine
         summary = pipeline.train(cfg, run, progress=False)
         history = summary.metrics["history"]
         assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.15
         assert summary.metrics["acc_train"] >= 0.42
         assert summary.metrics["execution"]["engine"] == engine
-        unl = {s.method: s.metrics for s in pipeline.unlearn(
-            run, "class:0", ["ga"], options={"ga": {"epochs": 2}}, progress=False)}
+        unl = {
+            s.method: s.metrics
+            for s in pipeline.unlearn(
+                run, "class:0", ["ga"], options={"ga": {"epochs": 2}}, progress=False
+            )
+        }
         ga = unl["ga"]
         assert ga["acc_forget_unlearn"] < ga["acc_forget_orig"]
         results[engine] = (Outputs.load(run / "outputs.npz").logits, ga)

@@ -18,12 +18,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from _random_circuits import random_circuit, random_values
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit.circuit import library as lib
 from qiskit.quantum_info import Operator, SparsePauliOp, Statevector, random_unitary
 
-from _random_circuits import random_circuit, random_values
 from qmu_qiskit.execution.statevector import CompiledCircuit, jacobian_autograd
 
 # Statevector's reference for PauliEvolutionGate goes through scipy's sparse expm
@@ -70,10 +70,12 @@ def _check_exact(seed: int) -> None:
     for b, row in enumerate(vals):
         ref = _reference(qc, row)
         np.testing.assert_allclose(sv[b], ref.data, atol=VALUE_TOL, rtol=0, err_msg=f"seed {seed}")
-        np.testing.assert_allclose(ev[b], _evs(ref, obs), atol=VALUE_TOL, rtol=0,
-                                   err_msg=f"seed {seed}")
-        np.testing.assert_allclose(probs[b], ref.probabilities(), atol=VALUE_TOL, rtol=0,
-                                   err_msg=f"seed {seed}")
+        np.testing.assert_allclose(
+            ev[b], _evs(ref, obs), atol=VALUE_TOL, rtol=0, err_msg=f"seed {seed}"
+        )
+        np.testing.assert_allclose(
+            probs[b], ref.probabilities(), atol=VALUE_TOL, rtol=0, err_msg=f"seed {seed}"
+        )
     if not qc.num_parameters:
         assert jac.shape == (len(vals), len(obs), 0)
         return
@@ -82,10 +84,10 @@ def _check_exact(seed: int) -> None:
     direction = np.random.default_rng(seed + 77).normal(size=qc.num_parameters)
     direction /= np.linalg.norm(direction)
     fd, fd_probs = _fd_directional(qc, obs, vals[0], direction, probabilities=True)
-    np.testing.assert_allclose(jac[0] @ direction, fd, atol=FD_TOL, rtol=0,
-                               err_msg=f"seed {seed}")
-    np.testing.assert_allclose(pjac[0] @ direction, fd_probs, atol=FD_TOL, rtol=0,
-                               err_msg=f"seed {seed} (probabilities)")
+    np.testing.assert_allclose(jac[0] @ direction, fd, atol=FD_TOL, rtol=0, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(
+        pjac[0] @ direction, fd_probs, atol=FD_TOL, rtol=0, err_msg=f"seed {seed} (probabilities)"
+    )
 
 
 @pytest.mark.parametrize("start", range(0, NUM_CIRCUITS, CHUNK))
@@ -107,10 +109,26 @@ def test_the_random_circuits_cover_the_gate_set():
                 ps = getattr(p, "parameters", None)
                 if ps and any(getattr(p.gradient(q), "parameters", None) for q in ps):
                     nonaffine += 1
-    for cls in ("CRXGate", "CRYGate", "CRZGate", "CPhaseGate", "CUGate", "CU3Gate", "RZXGate",
-                "XXPlusYYGate", "XXMinusYYGate", "MCPhaseGate", "ControlledGate",
-                "PauliEvolutionGate", "StatePreparation", "Initialize", "UnitaryGate",
-                "GlobalPhaseGate", "Instruction", "Gate"):
+    for cls in (
+        "CRXGate",
+        "CRYGate",
+        "CRZGate",
+        "CPhaseGate",
+        "CUGate",
+        "CU3Gate",
+        "RZXGate",
+        "XXPlusYYGate",
+        "XXMinusYYGate",
+        "MCPhaseGate",
+        "ControlledGate",
+        "PauliEvolutionGate",
+        "StatePreparation",
+        "Initialize",
+        "UnitaryGate",
+        "GlobalPhaseGate",
+        "Instruction",
+        "Gate",
+    ):
         assert cls in names, cls
     assert nonaffine > 100 and composite > 20
 
@@ -131,9 +149,12 @@ def _gate_zoo():
             gate = gate.base_class(*angles[: len(gate.params)])
         zoo.append(gate)
     zoo += [
-        lib.CRXGate(a * b, ctrl_state=0), lib.CUGate(a, b, a * b, b * b, ctrl_state=0),
-        lib.MCPhaseGate(a * b, 3), lib.MCU1Gate(a + b * b, 2),
-        lib.RYGate(a * b).control(2, ctrl_state=1), lib.RZZGate(a * a).control(1),
+        lib.CRXGate(a * b, ctrl_state=0),
+        lib.CUGate(a, b, a * b, b * b, ctrl_state=0),
+        lib.MCPhaseGate(a * b, 3),
+        lib.MCU1Gate(a + b * b, 2),
+        lib.RYGate(a * b).control(2, ctrl_state=1),
+        lib.RZZGate(a * a).control(1),
         lib.PauliEvolutionGate(SparsePauliOp(["XY", "ZZ"], [0.4, -0.7]), time=a * b),
         lib.HamiltonianGate(Operator(SparsePauliOp(["XI", "YZ"], [0.3, 0.8])).data, time=a - b),
     ]
@@ -146,8 +167,10 @@ def test_every_standard_gate_matches_statevector_with_chain_rule_gradients(gate)
     qc = QuantumCircuit(k)
     qc.append(lib.UnitaryGate(random_unitary(2**k, seed=k)), range(k))  # a generic input state
     qc.append(gate, range(k))
-    obs = [SparsePauliOp.from_sparse_list([("X", [0], 0.7), ("Z", [k - 1], 0.4)], k),
-           SparsePauliOp("Y" * k)]
+    obs = [
+        SparsePauliOp.from_sparse_list([("X", [0], 0.7), ("Z", [k - 1], 0.4)], k),
+        SparsePauliOp("Y" * k),
+    ]
     cc = CompiledCircuit(qc)
     vals = np.random.default_rng(k).uniform(-2, 2, (3, qc.num_parameters))
     sv = cc.statevector(torch.tensor(vals)).numpy()
@@ -158,8 +181,9 @@ def test_every_standard_gate_matches_statevector_with_chain_rule_gradients(gate)
         np.testing.assert_allclose(ev[b], _evs(ref, obs), atol=VALUE_TOL, rtol=0)
         for p in range(qc.num_parameters):
             unit = np.eye(qc.num_parameters)[p]
-            np.testing.assert_allclose(jac[b, :, p], _fd_directional(qc, obs, row, unit),
-                                       atol=FD_TOL, rtol=0)
+            np.testing.assert_allclose(
+                jac[b, :, p], _fd_directional(qc, obs, row, unit), atol=FD_TOL, rtol=0
+            )
 
 
 @pytest.mark.parametrize("gate", [g for g in _gate_zoo() if g.params], ids=lambda g: g.name)
@@ -240,8 +264,9 @@ def _primitive_case(engine: str, seed: int, tmp_path) -> None:
         res = ex.estimator().run(pubs).result()
         for o, pub_result in zip(obs, res):
             want = [_reference(qc, row).expectation_value(o).real for row in vals]
-            np.testing.assert_allclose(pub_result.data.evs, want, atol=tol, rtol=0,
-                                       err_msg=f"{engine} seed {seed}")
+            np.testing.assert_allclose(
+                pub_result.data.evs, want, atol=tol, rtol=0, err_msg=f"{engine} seed {seed}"
+            )
         if not qc.num_parameters:
             return
         cc = CompiledCircuit(qc)  # its Jacobian is checked against Statevector above
@@ -249,8 +274,9 @@ def _primitive_case(engine: str, seed: int, tmp_path) -> None:
         grad = ex.estimator_gradient()
         for i, o in enumerate(obs):
             got = grad.run([qc] * len(vals), [o] * len(vals), list(vals)).result().gradients
-            np.testing.assert_allclose(np.array(got), jac[:, i], atol=tol, rtol=0,
-                                       err_msg=f"{engine} gradient seed {seed}")
+            np.testing.assert_allclose(
+                np.array(got), jac[:, i], atol=tol, rtol=0, err_msg=f"{engine} gradient seed {seed}"
+            )
     finally:
         ex.close()
 

@@ -34,12 +34,23 @@ from qmu_qiskit.data.features import encode
 from qmu_qiskit.data.idx import write_idx
 from qmu_qiskit.exceptions import BadInputError, DataError
 
-STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
-def write_idx_dataset(root: Path, folder: str = "MNIST", *, n_train: int = 200, n_test: int = 20,
-                      gz: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
+def write_idx_dataset(
+    root: Path,
+    folder: str = "MNIST",
+    *,
+    n_train: int = 200,
+    n_test: int = 20,
+    gz: bool = True,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Write a tiny MNIST-like dataset into ``root/<folder>/raw``; labels cycle 0..9."""
     rng = np.random.default_rng(seed)
     raw = root / folder / "raw"
@@ -91,8 +102,10 @@ def test_idx_reads_hand_built_file(tmp_path):
     big_endian = bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 2) + struct.pack(">ii", -2, 70000)
     (tmp_path / "i32").write_bytes(big_endian)
     np.testing.assert_array_equal(read_idx(tmp_path / "i32"), [-2, 70000])
-    assert write_idx(tmp_path / "again", np.array([[0, 7, 255], [1, 2, 3]], np.uint8)) \
-        .read_bytes() == data
+    assert (
+        write_idx(tmp_path / "again", np.array([[0, 7, 255], [1, 2, 3]], np.uint8)).read_bytes()
+        == data
+    )
 
 
 def test_idx_truncated_file(tmp_path):
@@ -266,8 +279,9 @@ def test_download_through_torchvision(tmp_path, monkeypatch):
     fake.datasets = types.SimpleNamespace(MNIST=FakeMNIST)
     monkeypatch.setitem(sys.modules, "torchvision", fake)
     monkeypatch.setitem(sys.modules, "torchvision.datasets", fake.datasets)
-    bundle = load_data(DataConfig(dataset="mnist", data_dir=str(tmp_path), download=True,
-                                  n_features=2))
+    bundle = load_data(
+        DataConfig(dataset="mnist", data_dir=str(tmp_path), download=True, n_features=2)
+    )
     assert calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
     assert bundle.sizes["train"] == 144
 
@@ -358,8 +372,9 @@ def test_iris_and_digits_shapes(iris):
     image = load_data(DataConfig(dataset="digits", input_kind="image"))
     assert image.input_shape == (1, 8, 8) and image.X["test"].shape == (360, 1, 8, 8)
     np.testing.assert_array_equal(image.ids["test"], angles.ids["test"])
-    np.testing.assert_array_equal(image.X["test"][:, 0],
-                                  (digits_raw.images[image.ids["test"]] / 16).astype(np.float32))
+    np.testing.assert_array_equal(
+        image.X["test"][:, 0], (digits_raw.images[image.ids["test"]] / 16).astype(np.float32)
+    )
     assert image.X["train"].min() == 0.0 and image.X["train"].max() == 1.0
 
 
@@ -374,15 +389,26 @@ def test_amplitude_unit_rows():
     from sklearn.datasets import load_iris
 
     raw = load_iris().data[iris_amp.ids["test"]]
-    np.testing.assert_allclose(iris_amp.X["test"],
-                               raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        iris_amp.X["test"], raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6
+    )
 
 
 def test_amplitude_zero_row_becomes_uniform_state():
-    raw = {"train": np.array([[3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]),
-           "val": np.zeros((0, 4)), "test": np.zeros((1, 4))}
-    out, shape = encode(raw, input_kind="amplitude", dataset="toy", pixel_max=None,
-                        image_shape=None, n_features=None, angle_range=(0, np.pi))
+    raw = {
+        "train": np.array([[3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]),
+        "val": np.zeros((0, 4)),
+        "test": np.zeros((1, 4)),
+    }
+    out, shape = encode(
+        raw,
+        input_kind="amplitude",
+        dataset="toy",
+        pixel_max=None,
+        image_shape=None,
+        n_features=None,
+        angle_range=(0, np.pi),
+    )
     assert shape == (4,) and out["val"].shape == (0, 4)
     np.testing.assert_allclose(out["train"], [[0.6, 0.8, 0, 0], [0.5] * 4], atol=1e-7)
     np.testing.assert_allclose(out["test"], [[0.5] * 4], atol=1e-7)
@@ -401,8 +427,9 @@ def test_empty_val_split(iris):
 def test_feature_count_errors():
     with pytest.raises(BadInputError, match="n_features=5 exceeds the 4 features of iris"):
         load_data(DataConfig(dataset="iris", n_features=5))
-    with pytest.raises(BadInputError, match="needs at least 50 training samples, the train "
-                                            "split of digits has 40"):
+    with pytest.raises(
+        BadInputError, match="needs at least 50 training samples, the train split of digits has 40"
+    ):
         load_data(DataConfig(dataset="digits", samples_per_class=5, val_size=0, n_features=50))
 
 
@@ -453,20 +480,25 @@ def test_bundle_is_read_only_and_helpers(iris):
 # --------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("fields, fragment", [
-    ({"dataset": "cifar"}, "unknown dataset 'cifar'; use one of: iris, digits, mnist, "
-                           "fashion_mnist, covertype"),
-    ({"dataset": "iris", "test_size": 1.0}, "test_size must be a fraction in [0, 1), got 1.0"),
-    ({"dataset": "iris", "val_size": -0.1}, "val_size must be a fraction in [0, 1)"),
-    ({"dataset": "iris", "n_features": 0}, "n_features must be >= 1"),
-    ({"dataset": "iris", "samples_per_class": 0}, "samples_per_class must be >= 1"),
-    ({"dataset": "iris", "angle_range": (3, 1)}, "angle_range must be two finite numbers"),
-    ({"dataset": "iris", "seed": -1}, "seed must be in 0.."),
-    ({"dataset": "iris", "input_kind": "image"}, "input_kind 'image' needs an image dataset"),
-    ({"dataset": "mnist", "input_kind": "image", "n_features": 8}, "n_features does not apply"),
-    ({"dataset": "iris", "input_kind": "qubits"}, "input_kind"),
-    ({"dataset": "iris", "colour": 1}, "valid fields: dataset"),
-])
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        (
+            {"dataset": "cifar"},
+            "unknown dataset 'cifar'; use one of: iris, digits, mnist, fashion_mnist, covertype",
+        ),
+        ({"dataset": "iris", "test_size": 1.0}, "test_size must be a fraction in [0, 1), got 1.0"),
+        ({"dataset": "iris", "val_size": -0.1}, "val_size must be a fraction in [0, 1)"),
+        ({"dataset": "iris", "n_features": 0}, "n_features must be >= 1"),
+        ({"dataset": "iris", "samples_per_class": 0}, "samples_per_class must be >= 1"),
+        ({"dataset": "iris", "angle_range": (3, 1)}, "angle_range must be two finite numbers"),
+        ({"dataset": "iris", "seed": -1}, "seed must be in 0.."),
+        ({"dataset": "iris", "input_kind": "image"}, "input_kind 'image' needs an image dataset"),
+        ({"dataset": "mnist", "input_kind": "image", "n_features": 8}, "n_features does not apply"),
+        ({"dataset": "iris", "input_kind": "qubits"}, "input_kind"),
+        ({"dataset": "iris", "colour": 1}, "valid fields: dataset"),
+    ],
+)
 def test_config_validation(fields, fragment):
     with pytest.raises(BadInputError) as err:
         DataConfig(**fields)
@@ -487,9 +519,11 @@ def test_config_aliases_and_frozen():
 
 
 def test_import_is_light():
-    code = ("import sys, qmu_qiskit.data; "
-            "print(sorted(m for m in ('sklearn', 'torch', 'torchvision', 'scipy', 'qiskit') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, qmu_qiskit.data; "
+        "print(sorted(m for m in ('sklearn', 'torch', 'torchvision', 'scipy', 'qiskit') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert set(DATASETS) == {"iris", "digits", "mnist", "fashion_mnist", "covertype"}
@@ -514,8 +548,9 @@ def test_forget_class_not_in_dataset(iris, spec):
     k = spec.split(":")[1]
     with pytest.raises(BadInputError) as err:
         resolve_forget(spec, iris)
-    assert one_line(err) == (f"class {k} is not a class of iris (classes 0..2); use --forget "
-                             "class:K with K in 0..2")
+    assert one_line(err) == (
+        f"class {k} is not a class of iris (classes 0..2); use --forget class:K with K in 0..2"
+    )
 
 
 def test_forget_subset(iris):
@@ -526,14 +561,14 @@ def test_forget_subset(iris):
     assert fs.size == math.ceil(0.02 * 108) == 3
     np.testing.assert_array_equal(np.bincount(iris.y["train"][fs.train_idx]), [1, 1, 1])
     # Same draw as HQML's train_test_split(test_size=F, stratify=y_tr, random_state=seed).
-    _, hqml = train_test_split(np.arange(108), test_size=0.02, stratify=iris.y["train"],
-                               random_state=0)
+    _, hqml = train_test_split(
+        np.arange(108), test_size=0.02, stratify=iris.y["train"], random_state=0
+    )
     np.testing.assert_array_equal(fs.train_idx, np.sort(hqml))
     assert len(np.intersect1d(fs.train_idx, fs.retain_idx)) == 0
     assert len(fs.train_idx) + len(fs.retain_idx) == 108
     np.testing.assert_array_equal(resolve_forget("subset:.02", iris).train_idx, fs.train_idx)
-    assert not np.array_equal(resolve_forget("subset:0.02", iris, seed=5).train_idx,
-                              fs.train_idx)
+    assert not np.array_equal(resolve_forget("subset:0.02", iris, seed=5).train_idx, fs.train_idx)
     bigger = resolve_forget(ForgetSpec(kind="subset", fraction=0.25), iris, seed=0)
     np.testing.assert_array_equal(np.bincount(iris.y["train"][bigger.train_idx]), [9, 9, 9])
 
@@ -543,8 +578,9 @@ def test_forget_subset_smaller_than_class_count(iris):
     assert fs.size == 1
 
 
-@pytest.mark.parametrize("spec", ["subset:0", "subset:1.5", "subset:1", "subset:-0.1",
-                                  "subset:nan"])
+@pytest.mark.parametrize(
+    "spec", ["subset:0", "subset:1.5", "subset:1", "subset:-0.1", "subset:nan"]
+)
 def test_forget_subset_out_of_range(spec):
     with pytest.raises(BadInputError) as err:
         parse_forget_spec(spec)
@@ -552,8 +588,9 @@ def test_forget_subset_out_of_range(spec):
     assert "subset:F" in str(err.value)
 
 
-@pytest.mark.parametrize("spec", ["foo", "class:x", "subset:abc", "", "class:", "indices:",
-                                  "klass:1", "class:1.5"])
+@pytest.mark.parametrize(
+    "spec", ["foo", "class:x", "subset:abc", "", "class:", "indices:", "klass:1", "class:1.5"]
+)
 def test_malformed_specs(spec):
     with pytest.raises(BadInputError) as err:
         parse_forget_spec(spec)
@@ -588,13 +625,16 @@ def test_forget_indices_text_json_csv(tmp_path, iris):
         np.testing.assert_array_equal(other.train_idx, fs.train_idx)
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("150\n9999\n", "out of range (ids are 0..149): 150, 9999"),
-    ("-1\n", "out of range (ids are 0..149): -1"),
-    ("", "lists no record ids"),
-    ("# nothing\n\n", "lists no record ids"),
-    ("abc\n", "line 1 holds 'abc', not an integer record id"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("150\n9999\n", "out of range (ids are 0..149): 150, 9999"),
+        ("-1\n", "out of range (ids are 0..149): -1"),
+        ("", "lists no record ids"),
+        ("# nothing\n\n", "lists no record ids"),
+        ("abc\n", "line 1 holds 'abc', not an integer record id"),
+    ],
+)
 def test_forget_indices_errors(tmp_path, iris, content, fragment):
     path = tmp_path / "ids.txt"
     path.write_text(content)

@@ -13,7 +13,6 @@ import pytest
 import torch
 from qiskit.primitives import StatevectorEstimator
 from qiskit.quantum_info import SparsePauliOp, Statevector
-from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qmu_qiskit.circuits import hqml_circuit
@@ -38,8 +37,13 @@ def hqml():
 def _reference(hqml):
     qc, x, w, obs, X, W = hqml
     ref = EstimatorQNN(
-        circuit=qc, observables=obs, input_params=x, weight_params=w,
-        estimator=StatevectorEstimator(), input_gradients=True, default_precision=0.0,
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        estimator=StatevectorEstimator(),
+        input_gradients=True,
+        default_precision=0.0,
     )
     f = ref.forward(X, W)
     gi, gw = ref.backward(X, W)
@@ -79,9 +83,14 @@ def test_stock_estimator_qnn_accepts_our_primitives_and_gradients(hqml, tmp_path
     for engine in ("exact", "aer"):
         ex = Executor("aer", engine=engine, cache_dir=tmp_path)
         qnn = EstimatorQNN(
-            circuit=qc, observables=obs, input_params=x, weight_params=w,
-            estimator=ex.estimator(), gradient=ex.estimator_gradient(),
-            input_gradients=True, default_precision=0.0,
+            circuit=qc,
+            observables=obs,
+            input_params=x,
+            weight_params=w,
+            estimator=ex.estimator(),
+            gradient=ex.estimator_gradient(),
+            input_gradients=True,
+            default_precision=0.0,
         )
         f = qnn.forward(X, W)
         gi, gw = qnn.backward(X, W)
@@ -93,8 +102,14 @@ def test_stock_estimator_qnn_accepts_our_primitives_and_gradients(hqml, tmp_path
 def test_exact_gradient_within_1e6_of_finite_differences(hqml, tmp_path):
     qc, x, w, obs, X, W = hqml
     ex = Executor("aer", cache_dir=tmp_path)
-    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x,
-                            weight_params=w, input_gradients=True)
+    qnn = FusedEstimatorQNN(
+        executor=ex,
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        input_gradients=True,
+    )
     gi, gw = qnn.backward(X, W)
     eps = 1e-6
     for j in range(len(W)):
@@ -116,8 +131,14 @@ def test_noisy_parameter_shift_is_exact_under_device_noise(hqml, tmp_path):
     (density-matrix, FakeBrisbane) model itself."""
     qc, x, w, obs, X, W = hqml
     ex = Executor("aer_noisy", cache_dir=tmp_path)
-    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x,
-                            weight_params=w, input_gradients=False)
+    qnn = FusedEstimatorQNN(
+        executor=ex,
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        input_gradients=False,
+    )
     Xs = X[:3]
     _, gw = qnn.backward(Xs, W)
     eps = 1e-5
@@ -137,8 +158,14 @@ def test_shot_based_gradient_within_statistical_tolerance(hqml, tmp_path):
     qc, x, w, obs, X, W = hqml
     shots = 20000
     ex = Executor("aer_noisy", shots=shots, noise_scale=0.0, cache_dir=tmp_path)
-    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x,
-                            weight_params=w, input_gradients=False)
+    qnn = FusedEstimatorQNN(
+        executor=ex,
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        input_gradients=False,
+    )
     Xs = X[:2]
     _, gw = qnn.backward(Xs, W)
     _, _, gw0 = _reference(hqml)
@@ -148,12 +175,20 @@ def test_shot_based_gradient_within_statistical_tolerance(hqml, tmp_path):
     assert np.abs(gw - gw0[:2]).max() > 0  # shots, not exact values
 
 
-@pytest.mark.parametrize("backend,kwargs", [("aer", {}), ("aer_noisy", {}), ("aer_noisy", {"shots": 256})])
+@pytest.mark.parametrize(
+    "backend,kwargs", [("aer", {}), ("aer_noisy", {}), ("aer_noisy", {"shots": 256})]
+)
 def test_a_training_step_submits_one_job_per_mini_batch(hqml, backend, kwargs, tmp_path):
     qc, x, w, obs, X, W = hqml
     ex = Executor(backend, cache_dir=tmp_path, **kwargs)
-    qnn = FusedEstimatorQNN(executor=ex, circuit=qc, observables=obs, input_params=x,
-                            weight_params=w, input_gradients=False)
+    qnn = FusedEstimatorQNN(
+        executor=ex,
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        input_gradients=False,
+    )
     layer = QuantumLayer(qnn, initial_weights=W)
     head = torch.nn.Linear(N, 3)
     opt = torch.optim.Adam(list(layer.parameters()) + list(head.parameters()), lr=0.01)
@@ -205,7 +240,9 @@ def test_ledger_reads_back_finished_jobs_and_never_runs_them_twice(hqml, tmp_pat
     ledger = JobLedger(db)
     assert ledger.duplicate_submissions() == []
     rows = ledger.jobs(run_id="run-a")
-    assert len(rows) == 1 and rows[0].status == "done" and rows[0].backend == "aer_noisy:ibm_brisbane"
+    assert (
+        len(rows) == 1 and rows[0].status == "done" and rows[0].backend == "aer_noisy:ibm_brisbane"
+    )
     assert oct(os.stat(db).st_mode & 0o777) == "0o600"
     # another run id is another job (fingerprints are per run)
     c = Executor("aer_noisy", shots=512, cache_dir=tmp_path, ledger=db, run_id="run-c")
@@ -220,12 +257,26 @@ def test_a_local_job_lost_with_its_process_is_rerun_once(hqml, tmp_path):
     ex = Executor("aer_noisy", shots=128, cache_dir=tmp_path, ledger=db, run_id="r")
     prepared = ex.prepare(qc)
     fp = ex._fingerprint("estimate", prepared, vals, prepared.observables(obs), None, None)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     ledger = JobLedger(db)
-    ledger.record_submitted(job_id="ghost", fingerprint=fp, backend=ex.spec.name, runner="aer_shots",
-                            remote=False, session_id=None, run_id="r", tags={}, num_pubs=1,
-                            circuit_evaluations=8, shots=0)
+    ledger.record_submitted(
+        job_id="ghost",
+        fingerprint=fp,
+        backend=ex.spec.name,
+        runner="aer_shots",
+        remote=False,
+        session_id=None,
+        run_id="r",
+        tags={},
+        num_pubs=1,
+        circuit_evaluations=8,
+        shots=0,
+    )
     ledger._conn().execute("UPDATE jobs SET pid = ? WHERE job_id = 'ghost'", (int(dead.stdout),))
     ex.expectation_values(qc, obs, vals)
     assert ledger.get("ghost").status == "lost"
@@ -238,8 +289,9 @@ def test_sampler_qnn_exact_probabilities_and_gradients(tmp_path):
     ex = Executor("aer", cache_dir=tmp_path)
     measured = qc.copy()
     measured.measure_all()
-    qnn = FusedSamplerQNN(executor=ex, circuit=measured, input_params=x, weight_params=w,
-                          input_gradients=True)
+    qnn = FusedSamplerQNN(
+        executor=ex, circuit=measured, input_params=x, weight_params=w, input_gradients=True
+    )
     rng = np.random.default_rng(5)
     X = rng.uniform(0, np.pi, (3, 3))
     W = rng.uniform(0, 2 * np.pi, len(w))
@@ -292,9 +344,11 @@ def test_sampled_shots_follow_aers_own_noisy_shot_distribution(tmp_path):
     vals = np.random.default_rng(0).uniform(0, 6, (5, qc.num_parameters))
     binds = [{p: vals[:, i] for i, p in enumerate(measured.parameters)}]
     shots = 200_000
-    res = AerSimulator(method="density_matrix", noise_model=prepared.noise_model).run(
-        measured, parameter_binds=binds, shots=shots, seed_simulator=3
-    ).result()
+    res = (
+        AerSimulator(method="density_matrix", noise_model=prepared.noise_model)
+        .run(measured, parameter_binds=binds, shots=shots, seed_simulator=3)
+        .result()
+    )
     aer = np.zeros((5, 16))
     for i in range(5):
         for key, c in res.data(i)["counts"].items():
@@ -304,9 +358,11 @@ def test_sampled_shots_follow_aers_own_noisy_shot_distribution(tmp_path):
     # the exact distribution both sample from
     bare = prepared.circuit.copy()
     bare.save_probabilities(label="p")
-    exact = AerSimulator(method="density_matrix", noise_model=prepared.noise_model).run(
-        bare, parameter_binds=binds, shots=1
-    ).result()
+    exact = (
+        AerSimulator(method="density_matrix", noise_model=prepared.noise_model)
+        .run(bare, parameter_binds=binds, shots=1)
+        .result()
+    )
     p = np.array([exact.data(i)["p"] for i in range(5)])
     p = _apply_confusion(p, _readout_confusions(prepared.noise_model, list(range(4))))
     sigma = np.sqrt(p * (1 - p) / shots) + 1e-12
@@ -331,7 +387,9 @@ class _FlakyRunnerError(ConnectionError):
     """What a dropped connection to a remote service raises."""
 
 
-def test_transient_submission_failures_are_retried_and_permanent_ones_name_the_job(hqml, tmp_path, monkeypatch):
+def test_transient_submission_failures_are_retried_and_permanent_ones_name_the_job(
+    hqml, tmp_path, monkeypatch
+):
     from qmu_qiskit.exceptions import JobError
 
     qc, x, w, obs, X, W = hqml
@@ -387,11 +445,14 @@ def _tail(qc):
     return tail
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"backend": "aer", "engine": "aer"},
-    {"backend": "aer_noisy", "noise_scale": 0.0, "amplitude_loading": "ideal"},
-    {"backend": "aer_noisy", "noise_scale": 0.0, "amplitude_loading": "device"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"backend": "aer", "engine": "aer"},
+        {"backend": "aer_noisy", "noise_scale": 0.0, "amplitude_loading": "ideal"},
+        {"backend": "aer_noisy", "noise_scale": 0.0, "amplitude_loading": "device"},
+    ],
+)
 def test_amplitude_encoded_circuits_match_the_exact_engine_without_noise(kwargs, tmp_path):
     """Both loading modes (ideal: the state written on the laid-out qubits; device: a transpiled
     StatePreparation per sample) give the exact engine's values when the noise is off."""
@@ -408,7 +469,9 @@ def test_amplitude_encoded_circuits_match_the_exact_engine_without_noise(kwargs,
 def test_amplitude_circuits_with_noise_keep_the_signal_only_with_ideal_loading(tmp_path):
     qc, x, w, obs, vals, _ = _qmu_values(3, 1, 6)
     exact, _ = Executor("aer", cache_dir=tmp_path).expectation_values(qc, obs, vals)
-    ideal, _ = Executor("aer_noisy", amplitude_loading="ideal", cache_dir=tmp_path).expectation_values(qc, obs, vals)
+    ideal, _ = Executor(
+        "aer_noisy", amplitude_loading="ideal", cache_dir=tmp_path
+    ).expectation_values(qc, obs, vals)
     device, _ = Executor("aer_noisy", cache_dir=tmp_path).expectation_values(qc, obs, vals)
     err_ideal, err_device = np.abs(ideal - exact).mean(), np.abs(device - exact).mean()
     assert 0 < err_ideal < err_device  # the state preparation's own gates are noisy on a device
@@ -419,7 +482,11 @@ def test_parameter_shift_through_an_amplitude_encoding(tmp_path):
     shifted rows of a sample in it); input gradients through amplitudes are refused."""
     qc, x, w, obs, vals, index = _qmu_values(3, 2, 3)
     cols = [index[p] for p in w]
-    v0, j0 = Executor("aer", cache_dir=tmp_path).estimator_gradient().values_and_jacobian(qc, obs, vals, cols)
+    v0, j0 = (
+        Executor("aer", cache_dir=tmp_path)
+        .estimator_gradient()
+        .values_and_jacobian(qc, obs, vals, cols)
+    )
     ex = Executor("aer_noisy", noise_scale=0.0, amplitude_loading="ideal", cache_dir=tmp_path)
     grad = ex.estimator_gradient()
     v, j = grad.values_and_jacobian(qc, obs, vals, cols)
@@ -477,22 +544,29 @@ def test_path_layout_keeps_the_qmu_ring_on_eight_qubits(tmp_path):
     from qmu_qiskit.execution.layout import best_path, check_path
 
     tail = _tail(qmu_circuit(1, 8)[0])
-    spread = Executor("aer_noisy", layout="device", cache_dir=tmp_path).prepare(tail, initially_zero=False)
+    spread = Executor("aer_noisy", layout="device", cache_dir=tmp_path).prepare(
+        tail, initially_zero=False
+    )
     assert len(spread.physical_qubits) > 8
-    ex = Executor("aer_noisy", cache_dir=tmp_path)  # auto: the path, since the device layout spreads
+    ex = Executor(
+        "aer_noisy", cache_dir=tmp_path
+    )  # auto: the path, since the device layout spreads
     prepared = ex.prepare(tail, initially_zero=False)
     target = ex.runner.target
     path = best_path(target, 8)
     assert prepared.physical_qubits == tuple(sorted(path)) and prepared.circuit.num_qubits == 8
     assert check_path(target, path) == path
     assert ex.describe()["layout"]["used"] == {"path:" + ",".join(map(str, path)): 1}
-    explicit = Executor("aer_noisy", layout=list(path), cache_dir=tmp_path).prepare(tail, initially_zero=False)
+    explicit = Executor("aer_noisy", layout=list(path), cache_dir=tmp_path).prepare(
+        tail, initially_zero=False
+    )
     assert explicit.physical_qubits == prepared.physical_qubits
     isa = ex.cache.get_or_transpile(tail, target)  # the unrestricted transpile, for comparison
     assert len(active_qubits(isa)) > 8
     with pytest.raises(BadInputError, match="not coupled"):
-        Executor("aer_noisy", layout=[path[0], path[2], *path[1:2], *path[3:]], cache_dir=tmp_path).prepare(
-            tail, initially_zero=False)
+        Executor(
+            "aer_noisy", layout=[path[0], path[2], *path[1:2], *path[3:]], cache_dir=tmp_path
+        ).prepare(tail, initially_zero=False)
 
 
 def test_deep_parameterised_rings_transpile_in_milliseconds(tmp_path):
@@ -531,5 +605,9 @@ def test_bad_layout_and_loading_settings_are_refused(tmp_path):
     with pytest.raises(BadInputError, match="amplitude loading"):
         Executor("aer_noisy", cache_dir=tmp_path, amplitude_loading="perfect")
     # execution settings can come through a run's BackendConfig.runtime
-    ex = Executor("aer_noisy", cache_dir=tmp_path, runtime_options={"layout": "path", "amplitude_loading": "ideal"})
+    ex = Executor(
+        "aer_noisy",
+        cache_dir=tmp_path,
+        runtime_options={"layout": "path", "amplitude_loading": "ideal"},
+    )
     assert ex.layout == "path" and ex.amplitude_loading == "ideal" and ex.runtime_options == {}

@@ -26,7 +26,9 @@ from qmu_qiskit.unlearning.base import RecipeInfo, UnlearnContext, method_select
 
 EYE = np.eye(3, dtype=np.float32)
 PERMS = {  # weight matrices of a bias-free Linear(3, 3): accuracy on (EYE, [0, 1, 2])
-    "right": np.eye(3), "shift": np.roll(np.eye(3), 1, axis=0), "swap": np.eye(3)[[1, 0, 2]],
+    "right": np.eye(3),
+    "shift": np.roll(np.eye(3), 1, axis=0),
+    "swap": np.eye(3)[[1, 0, 2]],
 }
 
 
@@ -37,10 +39,21 @@ def _linear() -> nn.Module:
 def _ctx(tmp_path, selection: str, patience: int, *, val_labels=(1, 2, 0)) -> UnlearnContext:
     model = _linear()
     return UnlearnContext(
-        teacher=model, make_model=lambda s: _linear(), retain=(EYE, np.arange(3)), forget=(EYE, np.arange(3)),
-        val=(EYE, np.array(val_labels)), test=(EYE, np.arange(3)), recipe=None,
-        options={"patience": patience}, seed=0, num_classes=3, forget_classes=None,
-        workdir=tmp_path, progress=False, fingerprint="wrapper-test", selection=selection,
+        teacher=model,
+        make_model=lambda s: _linear(),
+        retain=(EYE, np.arange(3)),
+        forget=(EYE, np.arange(3)),
+        val=(EYE, np.array(val_labels)),
+        test=(EYE, np.arange(3)),
+        recipe=None,
+        options={"patience": patience},
+        seed=0,
+        num_classes=3,
+        forget_classes=None,
+        workdir=tmp_path,
+        progress=False,
+        fingerprint="wrapper-test",
+        selection=selection,
     )
 
 
@@ -114,8 +127,17 @@ def test_hqml_patience_per_dataset_and_method():
     iris = RecipeInfo(dataset="iris", lr=1e-2, batch_size=32, epochs=100)
     mnist = RecipeInfo(dataset="mnist", lr=1e-3, batch_size=64, epochs=60)
     fashion = RecipeInfo(dataset="fashion_mnist", lr=1e-3, batch_size=64, epochs=60)
-    for method in ("ga", "fisher", "neggrad_plus", "cf_k_hqml", "eu_k_hqml", "certified_hqml",
-                   "qmul_hqml", "lca", "adv_uniform"):
+    for method in (
+        "ga",
+        "fisher",
+        "neggrad_plus",
+        "cf_k_hqml",
+        "eu_k_hqml",
+        "certified_hqml",
+        "qmul_hqml",
+        "lca",
+        "adv_uniform",
+    ):
         assert resolve_options(method, {}, iris)["patience"] == 15, method
         assert resolve_options(method, {}, mnist)["patience"] == 6, method
         assert resolve_options(method, {}, fashion)["patience"] == 6, method
@@ -134,7 +156,9 @@ def _teacher(tmp_path, protocol: str):
 
     hqml = protocol == "hqml"
     cfg = resolve_run_config(
-        dataset="iris", seed=0, protocol=protocol,
+        dataset="iris",
+        seed=0,
+        protocol=protocol,
         data={"val_size": 0.0 if hqml else 0.2, "test_size": 0.2},
         training={"epochs": 12, "select": "test" if hqml else "val", "patience": 0},
     )
@@ -151,8 +175,9 @@ def test_pipeline_returns_the_selected_epoch(tmp_path, protocol, split):
     from qmu_qiskit.evaluation.outputs import Outputs
 
     run = _teacher(tmp_path, protocol)
-    (_, s) = pipeline.unlearn(run, "subset:0.1", ["ga"], options={"ga": {"epochs": 6, "lr": 0.05}},
-                              progress=False)
+    (_, s) = pipeline.unlearn(
+        run, "subset:0.1", ["ga"], options={"ga": {"epochs": 6, "lr": 0.05}}, progress=False
+    )
     rep = s.metrics["method_info"]["selection"]
     scores = rep["epoch_scores"]
     assert rep["selection"] == split and rep["epochs_run"] == 6 and len(scores) == 6
@@ -168,8 +193,9 @@ def test_fixed_methods_return_their_last_epoch(tmp_path):
     from qmu_qiskit import pipeline
 
     run = _teacher(tmp_path, "fixed")
-    (_, s) = pipeline.unlearn(run, "subset:0.1", ["ga"], options={"ga": {"epochs": 6, "lr": 0.05}},
-                              progress=False)
+    (_, s) = pipeline.unlearn(
+        run, "subset:0.1", ["ga"], options={"ga": {"epochs": 6, "lr": 0.05}}, progress=False
+    )
     rep = s.metrics["method_info"]["selection"]
     assert rep["selection"] == "last"
     assert rep["selected_epoch"] == rep["epochs_run"] == 6
@@ -179,7 +205,13 @@ def test_fixed_methods_return_their_last_epoch(tmp_path):
 # data quirks: against HQML's calls
 
 
-IRIS = {"dataset": "iris", "angle_range": (-math.pi, math.pi), "test_size": 0.2, "val_size": 0.0, "seed": 0}
+IRIS = {
+    "dataset": "iris",
+    "angle_range": (-math.pi, math.pi),
+    "test_size": 0.2,
+    "val_size": 0.0,
+    "seed": 0,
+}
 
 
 def test_iris_subset_from_the_shuffled_split_is_hqmls():
@@ -192,7 +224,9 @@ def test_iris_subset_from_the_shuffled_split_is_hqmls():
     ids = np.arange(len(y))
     tr, _ = train_test_split(ids, test_size=0.2, random_state=0, stratify=y)  # split_scenarios
     _, df = train_test_split(tr, test_size=0.02, random_state=0, stratify=y[tr])
-    quirky = resolve_forget("subset:0.02", load_data({**IRIS, "quirks": ["shuffled_subset"]}), seed=0)
+    quirky = resolve_forget(
+        "subset:0.02", load_data({**IRIS, "quirks": ["shuffled_subset"]}), seed=0
+    )
     plain = resolve_forget("subset:0.02", load_data(IRIS), seed=0)
     assert np.array_equal(quirky.record_ids, np.sort(df))
     assert not np.array_equal(plain.record_ids, np.sort(df))  # the sorted split forgets others
@@ -216,7 +250,9 @@ def test_iris_scaler_fitted_on_all_samples_is_hqmls():
 
 
 def _write_idx(path, array: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
@@ -240,16 +276,27 @@ def test_torch_class_draws_are_hqmls_cnn_branch(tiny_mnist):
     from qmu_qiskit.data.idx import read_idx
 
     raw = tiny_mnist / "MNIST" / "raw"
-    y = torch.cat([torch.from_numpy(read_idx(raw / f"{p}-labels-idx1-ubyte").astype(np.int64))
-                   for p in ("train", "t10k")])
+    y = torch.cat(
+        [
+            torch.from_numpy(read_idx(raw / f"{p}-labels-idx1-ubyte").astype(np.int64))
+            for p in ("train", "t10k")
+        ]
+    )
     g = torch.Generator().manual_seed(0)  # load_data_cnn
     chosen = []
     for c in range(10):
         idx = (y == c).nonzero(as_tuple=True)[0]
         chosen.append(idx[torch.randperm(len(idx), generator=g)[:4]])
     chosen = torch.cat(chosen).numpy()
-    cfg = {"dataset": "mnist", "data_dir": str(tiny_mnist), "input_kind": "image",
-           "samples_per_class": 4, "test_size": 0.25, "val_size": 0.0, "seed": 0}
+    cfg = {
+        "dataset": "mnist",
+        "data_dir": str(tiny_mnist),
+        "input_kind": "image",
+        "samples_per_class": 4,
+        "test_size": 0.25,
+        "val_size": 0.0,
+        "seed": 0,
+    }
     bundle = load_data({**cfg, "quirks": ["torch_class_draws"]})
     got = np.concatenate([bundle.ids["train"], bundle.ids["test"]])
     assert sorted(got.tolist()) == sorted(chosen.tolist())
@@ -293,11 +340,26 @@ def test_cf_k1_freezes_the_whole_cnn_group(executor, tmp_path):
     rng = np.random.default_rng(0)
     X = rng.random((12, 1, 28, 28)).astype(np.float32)
     y = np.arange(12) % 10
-    opts = resolve_options("cf_k_hqml", {"epochs": 1, "batch_size": 6},
-                           RecipeInfo(dataset="mnist", lr=1e-2, batch_size=6, epochs=1))
-    ctx = UnlearnContext(teacher=teacher, make_model=make, retain=(X[:6], y[:6]), forget=(X[6:], y[6:]),
-                         val=(X[:0], y[:0]), test=(X[:6], y[:6]), recipe=None, options=opts, seed=0,
-                         num_classes=10, forget_classes=None, workdir=tmp_path, progress=False)
+    opts = resolve_options(
+        "cf_k_hqml",
+        {"epochs": 1, "batch_size": 6},
+        RecipeInfo(dataset="mnist", lr=1e-2, batch_size=6, epochs=1),
+    )
+    ctx = UnlearnContext(
+        teacher=teacher,
+        make_model=make,
+        retain=(X[:6], y[:6]),
+        forget=(X[6:], y[6:]),
+        val=(X[:0], y[:0]),
+        test=(X[:6], y[:6]),
+        recipe=None,
+        options=opts,
+        seed=0,
+        num_classes=10,
+        forget_classes=None,
+        workdir=tmp_path,
+        progress=False,
+    )
     result = get_method("cf_k_hqml").fn(ctx)
     before, after = teacher.state_dict(), result.model.state_dict()
     convs = [k for k in before if k.startswith("encoder.") and before[k].dim() == 4]
@@ -311,8 +373,9 @@ def test_fgsm_runs_in_train_mode_as_hqml(executor):
     from qmu_qiskit.models.hybrid import ModelSpec, build_model
     from qmu_qiskit.unlearning.methods.adversarial import fgsm_towards_confidence
 
-    model = build_model(ModelSpec(name="hqml-deep", qubits=4, layers=1), num_classes=3,
-                        executor=executor, seed=0)
+    model = build_model(
+        ModelSpec(name="hqml-deep", qubits=4, layers=1), num_classes=3, executor=executor, seed=0
+    )
     x = torch.rand(8, 4) * 2 - 1
     bn = model.head[1]
     start = bn.running_mean.clone()
@@ -323,7 +386,9 @@ def test_fgsm_runs_in_train_mode_as_hqml(executor):
     assert not torch.equal(bn.running_mean, start)  # HQML's attack pass moves BatchNorm statistics
     assert eval_adv.shape == train_adv.shape == x.shape
     assert float((train_adv - x).abs().max()) == pytest.approx(0.1, abs=1e-6)
-    opts = resolve_options("adv_uniform", {}, RecipeInfo(dataset="iris", lr=1e-2, batch_size=32, epochs=1))
+    opts = resolve_options(
+        "adv_uniform", {}, RecipeInfo(dataset="iris", lr=1e-2, batch_size=32, epochs=1)
+    )
     assert opts["fgsm_mode"] == "train"
 
 
@@ -334,8 +399,13 @@ def test_agree_retain_stays_aligned_under_the_shuffled_kl_quirk():
     rng = np.random.default_rng(0)
     n = 40
     logits = rng.normal(size=(n, 3)).astype(np.float32) * 3
-    out = Outputs(logits=logits, labels=rng.integers(0, 3, n), ids=np.arange(n),
-                  split=np.array(["train"] * 30 + ["test"] * 10), forget=np.zeros(n, dtype=bool))
+    out = Outputs(
+        logits=logits,
+        labels=rng.integers(0, 3, n),
+        ids=np.arange(n),
+        split=np.array(["train"] * 30 + ["test"] * 10),
+        forget=np.zeros(n, dtype=bool),
+    )
     aligned = alignment_metrics(out, out, out, MetricContext(seed=0))
     shuffled = alignment_metrics(out, out, out, MetricContext(seed=0, kl_shuffled=True))
     assert aligned["KL_retain"] == pytest.approx(0.0, abs=1e-12) and shuffled["KL_retain"] > 0.1
@@ -354,5 +424,5 @@ def test_fixed_protocol_cycles_the_paired_methods():
     retain = (torch.zeros(100, 2), torch.zeros(100, dtype=torch.long))
     forget = (torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
     g = [torch.Generator().manual_seed(i) for i in range(4)]
-    assert len(list(zipped(retain, forget, 32, g[0], g[1]))) == 1   # HQML: one step per epoch
-    assert len(list(cycled(retain, forget, 32, g[2], g[3]))) == 4   # a full retain epoch
+    assert len(list(zipped(retain, forget, 32, g[0], g[1]))) == 1  # HQML: one step per epoch
+    assert len(list(cycled(retain, forget, 32, g[2], g[3]))) == 4  # a full retain epoch

@@ -39,6 +39,7 @@ def write_spec(path: Path, spec: dict) -> Path:
 
 # ------------------------------------------------------------------------------ validation
 
+
 @pytest.mark.reliability
 @pytest.mark.parametrize(
     "change, field",
@@ -96,6 +97,7 @@ def test_yaml_errors_are_one_line(tmp_path):
 
 # ------------------------------------------------------------------------------ expansion
 
+
 def test_grid_is_a_dag_with_stable_ids(tmp_path):
     spec = tiny(forget=["class:0", "subset:0.1"], seeds=[0, 1])
     grid = jobs.expand(spec, root=tmp_path)
@@ -107,7 +109,9 @@ def test_grid_is_a_dag_with_stable_ids(tmp_path):
             assert by_id[c.deps[0]].kind == "teacher"
             assert c.path.parent.parent.parent == by_id[c.deps[0]].path
         if c.kind == "method":
-            assert by_id[c.deps[0]].kind == "oracle" and c.path.parent == by_id[c.deps[0]].path.parent
+            assert (
+                by_id[c.deps[0]].kind == "oracle" and c.path.parent == by_id[c.deps[0]].path.parent
+            )
     assert [c.id for c in jobs.expand(spec, root=tmp_path).cells] == [c.id for c in grid.cells]
     changed = jobs.expand({**spec, "options": {"ga": {"epochs": 4}}}, root=tmp_path)
     new = {c.id for c in changed.cells} - set(by_id)
@@ -128,6 +132,7 @@ def test_method_labels_and_overrides(tmp_path):
 
 
 # ------------------------------------------------------------------------------ ledger
+
 
 def test_cell_ledger_checks_and_permissions(tmp_path):
     grid = jobs.expand(tiny(), root=tmp_path)
@@ -151,6 +156,7 @@ def test_cell_ledger_checks_and_permissions(tmp_path):
 
 
 # ------------------------------------------------------------------------------ running
+
 
 def test_submit_wait_results_and_resubmit(tmp_path):
     handle = jobs.submit(tiny(), out_dir=tmp_path)
@@ -215,11 +221,15 @@ def test_dask_executor_runs_the_grid(tmp_path):
     """The optional Dask executor (a local cluster of worker processes) runs the same cells, and
     a resubmission on the process pool finds them done."""
     pytest.importorskip("distributed")
-    status = jobs.submit(tiny(executor={"kind": "dask", "workers": 2}), out_dir=tmp_path).wait(timeout=300)
+    status = jobs.submit(tiny(executor={"kind": "dask", "workers": 2}), out_dir=tmp_path).wait(
+        timeout=300
+    )
     assert status.state == "complete" and status.counts == {"done": 4}, status.cells
     with jobs.CellLedger(status_path := tmp_path / "runs" / "tiny" / "cells.sqlite") as ledger:
         events = len(ledger.events())
-    again = jobs.submit(tiny(executor={"kind": "local", "workers": 1}), out_dir=tmp_path).wait(timeout=120)
+    again = jobs.submit(tiny(executor={"kind": "local", "workers": 1}), out_dir=tmp_path).wait(
+        timeout=120
+    )
     assert again.state == "complete"
     with jobs.CellLedger(status_path) as ledger:
         assert len(ledger.events()) == events
@@ -235,6 +245,7 @@ def test_grid_lock_refuses_a_second_scheduler(tmp_path):
 
 
 # ------------------------------------------------------------------------------ CLI
+
 
 def test_cli_bad_spec_is_one_line(tmp_path, capsys):
     from qmu_qiskit.cli import main
@@ -275,10 +286,24 @@ def test_sigkill_during_submit_then_resubmit(tmp_path):
     from qmu_qiskit.execution.ledger import JobLedger
     from qmu_qiskit.runs import RunDir
 
-    spec = tiny("killed", forget=["class:0", "subset:0.1"], seeds=[0, 1],
-                training={"epochs": 12, "patience": 0}, executor={"kind": "local", "workers": 2})
+    spec = tiny(
+        "killed",
+        forget=["class:0", "subset:0.1"],
+        seeds=[0, 1],
+        training={"epochs": 12, "patience": 0},
+        executor={"kind": "local", "workers": 2},
+    )
     path = write_spec(tmp_path / "killed.yaml", spec)
-    cmd = [sys.executable, "-m", "qmu_qiskit.cli", "jobs", "submit", str(path), "--out-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qmu_qiskit.cli",
+        "jobs",
+        "submit",
+        str(path),
+        "--out-dir",
+        str(tmp_path),
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     grid_dir = tmp_path / "runs" / "killed"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -328,7 +353,9 @@ def test_sigkill_during_submit_then_resubmit(tmp_path):
     status = jobs.open_grid(grid_dir).status()
     assert status.state == "complete"
     for cid, when in finished.items():
-        assert RunDir(grid.cell(cid).path).status()["finished"] == when, "a finished cell was redone"
+        assert RunDir(grid.cell(cid).path).status()["finished"] == when, (
+            "a finished cell was redone"
+        )
     with jobs.CellLedger(grid_dir / "cells.sqlite") as ledger:
         assert ledger.duplicate_submissions() == []
         assert ledger.duplicate_completions() == []

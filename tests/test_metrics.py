@@ -142,7 +142,9 @@ def _qmu_like_outputs(rng, *, forget_like_test: bool, num_classes=10, n_train=30
     split = np.r_[np.full(n_train, "train"), np.full(n_test, "test")]
     forget = (split == "train") & (labels == 4)
     member_like = (split == "train") & ~(forget & forget_like_test)
-    conf = np.where(member_like, rng.uniform(0.9, 0.99, len(labels)), rng.uniform(0.1, 0.5, len(labels)))
+    conf = np.where(
+        member_like, rng.uniform(0.9, 0.99, len(labels)), rng.uniform(0.1, 0.5, len(labels))
+    )
     z = logits_with_confidence(labels, conf, num_classes, rng, noise=0.2)
     return make_outputs(z, labels, split, forget)
 
@@ -233,8 +235,12 @@ def test_ulira_inputs_from_outputs():
     pairs = []
     for s in range(3):
         forget = (split == "train") & (rng.random(12) < 0.5)
-        pairs.append((make_outputs(rng.normal(size=(12, 2)), labels, split),
-                      make_outputs(rng.normal(size=(12, 2)), labels, split, forget)))
+        pairs.append(
+            (
+                make_outputs(rng.normal(size=(12, 2)), labels, split),
+                make_outputs(rng.normal(size=(12, 2)), labels, split, forget),
+            )
+        )
     u, r, m, ids = mia.ulira_inputs(pairs)
     assert u.shape == r.shape == m.shape == (3, 8) and list(ids) == list(range(8))
     np.testing.assert_allclose(u[1], mia.logit_confidence(pairs[1][1].logits[:8], labels[:8]))
@@ -266,7 +272,9 @@ def test_dgqmu_metrics():
     _, hard = forget_mass(U, U.forget, hard=True)
     np.testing.assert_allclose(hard.sum(1), 1.0)
     # rows per true class for a mixed forget set (subset forgetting), each summing to 1
-    mixed = make_outputs(U.logits, U.labels, U.split, (U.split == "train") & (np.arange(45) % 4 == 0))
+    mixed = make_outputs(
+        U.logits, U.labels, U.split, (U.split == "train") & (np.arange(45) % 4 == 0)
+    )
     rows, mass = forget_mass(mixed, mixed.forget)
     assert list(rows) == [0, 1, 2]
     np.testing.assert_allclose(mass.sum(1), 1.0)
@@ -277,8 +285,9 @@ def test_dgqmu_metrics():
     from sklearn.metrics import f1_score
 
     test = np.flatnonzero(U.mask("test") & (U.labels != 0))
-    expected = f1_score(U.labels[test], U.logits[test].argmax(1), labels=[1, 2], average="macro",
-                        zero_division=0)
+    expected = f1_score(
+        U.labels[test], U.logits[test].argmax(1), labels=[1, 2], average="macro", zero_division=0
+    )
     assert retained_f1(U, U.mask("test"), np.array([0])) == pytest.approx(expected)
 
     res = dgqmu_metrics(U, T, None)
@@ -298,11 +307,24 @@ def test_registered_metrics_run_through_compute_metrics(monkeypatch):
     U = _qmu_like_outputs(np.random.default_rng(3), forget_like_test=True)
     O = _qmu_like_outputs(np.random.default_rng(3), forget_like_test=True)
     res = compute_metrics(U, T, O, names=PRIVACY_METRICS + ("dgqmu",), ctx=MetricContext(seed=0))
-    for key in ("popMIA_AUC", "popMIA_AUC_teacher", "popMIA_AUC_oracle", "PrivLeak",
-                "popMIA_TPR_at_1pctFPR", "popMIA_TPR_at_0.1pctFPR", "popMIA_advantage",
-                "MIA_Efficacy", "MIA_Efficacy_teacher", "MIA_Efficacy_oracle",
-                "GreyBox_success", "GreyBox_success_teacher", "GreyBox_success_oracle",
-                "GreyBox_attack_acc", "DG_forget_conf", "DG_F1_retained_test"):
+    for key in (
+        "popMIA_AUC",
+        "popMIA_AUC_teacher",
+        "popMIA_AUC_oracle",
+        "PrivLeak",
+        "popMIA_TPR_at_1pctFPR",
+        "popMIA_TPR_at_0.1pctFPR",
+        "popMIA_advantage",
+        "MIA_Efficacy",
+        "MIA_Efficacy_teacher",
+        "MIA_Efficacy_oracle",
+        "GreyBox_success",
+        "GreyBox_success_teacher",
+        "GreyBox_success_oracle",
+        "GreyBox_attack_acc",
+        "DG_forget_conf",
+        "DG_F1_retained_test",
+    ):
         assert key in res, key
     # no test-split samples of the forget class are held out: mia_sets draws val+test of class 4
     assert res["popMIA_members"] == res["popMIA_nonmembers"] > 0

@@ -40,8 +40,14 @@ def _synthetic_mnist(root: Path, per_class: int = 48) -> Path:
 
 def _tiny(data_dir: Path, **kw) -> CompareConfig:
     base = dict(
-        backends=("aer", "aer_noisy:ibm_brisbane"), data_dir=str(data_dir), samples_per_class=40,
-        epochs=1, basic_layers=1, shots=(128, 1024), attack_epochs=60, attack_members=40,
+        backends=("aer", "aer_noisy:ibm_brisbane"),
+        data_dir=str(data_dir),
+        samples_per_class=40,
+        epochs=1,
+        basic_layers=1,
+        shots=(128, 1024),
+        attack_epochs=60,
+        attack_members=40,
         method_options={"ga": {"epochs": 3}, "rga": {"epochs": 3}},
     )
     base.update(kw)
@@ -64,7 +70,9 @@ def test_rows_csv_plot_and_summary(compared):
     assert len(rows) == 2 * 4 * 4
     assert {r["model"] for r in rows} == {"qmu-basic", "qmu-hybrid"}
     assert {(r["backend"], r["shots"]) for r in rows} == {
-        ("aer", None), ("aer_noisy:ibm_brisbane", None), ("aer_noisy:ibm_brisbane", 128),
+        ("aer", None),
+        ("aer_noisy:ibm_brisbane", None),
+        ("aer_noisy:ibm_brisbane", 128),
         ("aer_noisy:ibm_brisbane", 1024),
     }
     for r in rows:
@@ -86,7 +94,11 @@ def test_rows_csv_plot_and_summary(compared):
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert [r.split("-")[:3] for r in runs] == [["qmu", "basic", "L1"], ["qmu", "hybrid", "L1"]]
     for run in (out / "runs").iterdir():  # the methods' run directories, no retrain oracle
-        assert sorted(p.name for p in (run / "unlearn" / "class-4").iterdir()) == ["ga", "rga", "ssd"]
+        assert sorted(p.name for p in (run / "unlearn" / "class-4").iterdir()) == [
+            "ga",
+            "rga",
+            "ssd",
+        ]
 
 
 def test_a_rerun_reuses_every_part_and_prints_the_table(compared, capsys):
@@ -95,21 +107,53 @@ def test_a_rerun_reuses_every_part_and_prints_the_table(compared, capsys):
     cc, out, result = compared
     evals = sorted((out / "eval").rglob("teacher.json"))
     stamps = [p.stat().st_mtime_ns for p in evals]
-    main(["mia-compare", "--backends", "aer,aer_noisy:ibm_brisbane", "--data-dir", cc.data_dir, "--out", str(out),
-          "--samples-per-class", "40", "--epochs", "1", "--basic-layers", "1", "--shots", "128,1024",
-          "--attack-epochs", "60", "--attack-members", "40", "--option", "ga.epochs=3",
-          "--option", "rga.epochs=3", "--no-progress"])
+    main(
+        [
+            "mia-compare",
+            "--backends",
+            "aer,aer_noisy:ibm_brisbane",
+            "--data-dir",
+            cc.data_dir,
+            "--out",
+            str(out),
+            "--samples-per-class",
+            "40",
+            "--epochs",
+            "1",
+            "--basic-layers",
+            "1",
+            "--shots",
+            "128,1024",
+            "--attack-epochs",
+            "60",
+            "--attack-members",
+            "40",
+            "--option",
+            "ga.epochs=3",
+            "--option",
+            "rga.epochs=3",
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
-    assert "after ga" in printed and "qmu-hybrid L=1" in printed and "aer_noisy:ibm_brisbane" in printed
+    assert (
+        "after ga" in printed
+        and "qmu-hybrid L=1" in printed
+        and "aer_noisy:ibm_brisbane" in printed
+    )
     assert [p.stat().st_mtime_ns for p in evals] == stamps  # evaluations read back, not re-run
     with open(out / "results.csv", newline="") as fh:
         again = list(csv.DictReader(fh))
-    before = [{k: ("" if r[k] is None else r[k]) for k in ("model", "backend", "state")} for r in result.rows]
+    before = [
+        {k: ("" if r[k] is None else r[k]) for k in ("model", "backend", "state")}
+        for r in result.rows
+    ]
     assert [{k: r[k] for k in ("model", "backend", "state")} for r in again] == [
         {k: str(v) for k, v in b.items()} for b in before
     ]
-    np.testing.assert_allclose([float(r["mia_success"]) for r in again], [r["mia_success"] for r in result.rows],
-                               atol=1e-4)  # the CSV keeps 4 decimals
+    np.testing.assert_allclose(
+        [float(r["mia_success"]) for r in again], [r["mia_success"] for r in result.rows], atol=1e-4
+    )  # the CSV keeps 4 decimals
 
 
 def test_the_attack_retrained_per_backend(compared):
@@ -120,7 +164,9 @@ def test_the_attack_retrained_per_backend(compared):
     cc, out, result = compared
     evals = sorted((out / "eval").rglob("*.npz"))
     stamps = [p.stat().st_mtime_ns for p in evals]
-    per_backend = run_compare(replace(cc, attack_on="backend"), out, progress=False, echo=lambda m: None)
+    per_backend = run_compare(
+        replace(cc, attack_on="backend"), out, progress=False, echo=lambda m: None
+    )
     assert [p.stat().st_mtime_ns for p in evals] == stamps
     key = lambda r: (r["model"], r["backend"], r["shots"], r["state"])  # noqa: E731
     ref = {key(r): r for r in result.rows}
@@ -161,7 +207,9 @@ DATA = Path(os.environ.get("QMU_DATA_DIR", Path(__file__).resolve().parents[2] /
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DATA / "MNIST" / "raw").exists(), reason="MNIST not in QMU_DATA_DIR or ../shared/data")
+@pytest.mark.skipif(
+    not (DATA / "MNIST" / "raw").exists(), reason="MNIST not in QMU_DATA_DIR or ../shared/data"
+)
 def test_the_study_shape_on_mnist(tmp_path):
     """QMU: ≈90% → 0% noiseless, ≈75% → ≈4% on hardware. Required shape: noiseless ≥ 80% before
     and ≤ 10% after; noisy lower than noiseless before and ≤ 10% after. Judged on the HQNN: the
@@ -171,10 +219,16 @@ def test_the_study_shape_on_mnist(tmp_path):
     out = Path(os.environ.get("QMU_MIA_COMPARE_OUT", tmp_path / "out"))
     result = run_compare(cc, out, progress=False)
     for model in ("qmu-hybrid",):
-        exact = {r["state"]: r["mia_success"] for r in result.rows
-                 if r["model"] == model and r["backend"] == "aer" and r["shots"] is None}
-        noisy = {r["state"]: r["mia_success"] for r in result.rows
-                 if r["model"] == model and r["backend"] != "aer" and r["shots"] is None}
+        exact = {
+            r["state"]: r["mia_success"]
+            for r in result.rows
+            if r["model"] == model and r["backend"] == "aer" and r["shots"] is None
+        }
+        noisy = {
+            r["state"]: r["mia_success"]
+            for r in result.rows
+            if r["model"] == model and r["backend"] != "aer" and r["shots"] is None
+        }
         assert exact["teacher"] >= 0.8, (model, exact)
         assert noisy["teacher"] < exact["teacher"], (model, noisy, exact)
         for m in cc.methods:
@@ -203,10 +257,21 @@ def test_claims_hold_only_when_the_intervals_separate():
     from qmu_qiskit.hardware.mia_compare import aggregate_seeds, shape_claims
 
     def row(seed, state, success, flagged=None):
-        return {"model": "m", "layers": 1, "backend": "aer", "shots": None, "trained_on": "aer",
-                "amplitude_loading": "exact", "attack_trained_on": "aer", "state": state,
-                "mia_success": success, "nonmember_flagged": flagged, "acc_forget": None,
-                "acc_test": None, "seed": seed}
+        return {
+            "model": "m",
+            "layers": 1,
+            "backend": "aer",
+            "shots": None,
+            "trained_on": "aer",
+            "amplitude_loading": "exact",
+            "attack_trained_on": "aer",
+            "state": state,
+            "mia_success": success,
+            "nonmember_flagged": flagged,
+            "acc_forget": None,
+            "acc_test": None,
+            "seed": seed,
+        }
 
     rows = []
     for seed, (before, flagged, ga, rga) in enumerate(
@@ -216,16 +281,25 @@ def test_claims_hold_only_when_the_intervals_separate():
     agg = aggregate_seeds(rows)
     assert len(agg) == 3 and all(a["n_seeds"] == 3 for a in agg)
     claims = {c["claim"]: c["holds"] for c in shape_claims(agg, ["ga", "rga"])}
-    assert claims == {"after ga < before": True, "after rga < before": False,
-                      "before > non-members flagged": False}
+    assert claims == {
+        "after ga < before": True,
+        "after rga < before": False,
+        "before > non-members flagged": False,
+    }
 
 
 def test_several_seeds_end_to_end(tmp_path):
     from qmu_qiskit.hardware.mia_compare import SEEDS_CSV_COLUMNS, run_compare_seeds
 
     data = _synthetic_mnist(tmp_path / "data")
-    cc = _tiny(data, backends=("aer",), models=("qmu-hybrid",), shots=(), methods=("ga",),
-               method_options={"ga": {"epochs": 2}})
+    cc = _tiny(
+        data,
+        backends=("aer",),
+        models=("qmu-hybrid",),
+        shots=(),
+        methods=("ga",),
+        method_options={"ga": {"epochs": 2}},
+    )
     res = run_compare_seeds(cc, tmp_path / "out", seeds=2, progress=False, echo=lambda m: None)
     assert [r.rows[0]["seed"] for r in res.per_seed] == [0, 1]
     assert (tmp_path / "out" / "seed-1" / "results.csv").exists()
@@ -235,10 +309,18 @@ def test_several_seeds_end_to_end(tmp_path):
     assert {r["state"] for r in rows} == {"teacher", "ga"}
     for r in rows:
         assert r["n_seeds"] == "2" and r["seeds"] == "0 1"
-        per_seed = [x["mia_success"] for res_s in res.per_seed for x in res_s.rows
-                    if x["state"] == r["state"]]
+        per_seed = [
+            x["mia_success"]
+            for res_s in res.per_seed
+            for x in res_s.rows
+            if x["state"] == r["state"]
+        ]
         assert float(r["mia_success_mean"]) == pytest.approx(np.mean(per_seed), abs=1e-4)
-        assert float(r["mia_success_ci_low"]) <= float(r["mia_success_mean"]) <= float(r["mia_success_ci_high"])
+        assert (
+            float(r["mia_success_ci_low"])
+            <= float(r["mia_success_mean"])
+            <= float(r["mia_success_ci_high"])
+        )
     summary = json.loads((tmp_path / "out" / "summary_seeds.json").read_text())
     assert summary["seeds"] == [0, 1] and "Student-t" in summary["interval"]
     assert any(c["claim"] == "after ga < before" for c in summary["claims"])

@@ -37,7 +37,10 @@ def test_qmu_circuit_structure(layers):
     qc, x, w = qmu_circuit(layers)
     assert qc.num_qubits == 8 and len(x) == 256 and len(w) == 8 * 3 * layers
     ops = qc.count_ops()
-    assert ops["ParameterizedInitialize"] == 1 and qc.data[0].operation.name == "ParameterizedInitialize"
+    assert (
+        ops["ParameterizedInitialize"] == 1
+        and qc.data[0].operation.name == "ParameterizedInitialize"
+    )
     assert ops["u"] == 8 * layers and ops["cx"] == 8 * layers
     ring = [
         tuple(qc.find_bit(q).index for q in inst.qubits)
@@ -197,41 +200,58 @@ def test_model_shapes_and_parameter_counts(executor):
     from qmu_qiskit.models.hybrid import ModelSpec, build_model, count_parameters
     from qmu_qiskit.models.studies import SelectZ
 
-    basic = build_model(ModelSpec("qmu-basic", qubits=8, layers=2), num_classes=10,
-                        executor=executor, seed=0)
+    basic = build_model(
+        ModelSpec("qmu-basic", qubits=8, layers=2), num_classes=10, executor=executor, seed=0
+    )
     assert count_parameters(basic) == {"quantum": 48, "classical": 90, "total": 138}
     w = basic.quantum.weight.detach().numpy()
     assert abs(w.mean()) < 0.5 and 0.5 < w.std() < 1.5  # N(0, 1)
 
-    hybrid = build_model(ModelSpec("qmu-hybrid", qubits=8, layers=1), num_classes=10,
-                         executor=executor, seed=0)
+    hybrid = build_model(
+        ModelSpec("qmu-hybrid", qubits=8, layers=1), num_classes=10, executor=executor, seed=0
+    )
     assert isinstance(hybrid.encoder[4], torch.nn.Linear) and hybrid.encoder[4].in_features == 980
     assert hybrid.encoder[4].out_features == 256
     qw = hybrid.quantum.weight.detach().numpy()
     assert len(qw) == 24 and np.all(np.abs(qw) <= np.pi)
-    assert [name for name, _ in hybrid.layer_groups()] == ["encoder.0", "encoder.4", "quantum", "head.0"]
+    assert [name for name, _ in hybrid.layer_groups()] == [
+        "encoder.0",
+        "encoder.4",
+        "quantum",
+        "head.0",
+    ]
 
-    dg = build_model(ModelSpec("dgqmu", qubits=6, layers=3), num_classes=3,
-                     executor=executor, seed=0)
+    dg = build_model(
+        ModelSpec("dgqmu", qubits=6, layers=3), num_classes=3, executor=executor, seed=0
+    )
     assert count_parameters(dg) == {"quantum": 72, "classical": 0, "total": 72}
     assert isinstance(dg.head[0], SelectZ)
     x = torch.rand(5, 4) * np.pi
     with torch.no_grad():
         z = dg.quantum(x)
         assert torch.allclose(dg(x), z[:, :3])
-    dg7 = build_model(ModelSpec("dgqmu", qubits=6, layers=3), num_classes=7,
-                      executor=executor, seed=0)
+    dg7 = build_model(
+        ModelSpec("dgqmu", qubits=6, layers=3), num_classes=7, executor=executor, seed=0
+    )
     assert isinstance(dg7.head[0], torch.nn.Linear) and dg7.head[0].out_features == 7
     with pytest.raises(BadInputError):
-        build_model(ModelSpec("dgqmu", qubits=6, layers=3, readout="sampler"), num_classes=3,
-                    executor=executor, seed=0)
+        build_model(
+            ModelSpec("dgqmu", qubits=6, layers=3, readout="sampler"),
+            num_classes=3,
+            executor=executor,
+            seed=0,
+        )
 
 
 def test_qmu_hybrid_backpropagates_into_the_encoder(executor):
     from qmu_qiskit.models.hybrid import ModelSpec, build_model
 
-    model = build_model(ModelSpec("qmu-hybrid", qubits=4, layers=1, image_side=8), num_classes=3,
-                        executor=executor, seed=1)
+    model = build_model(
+        ModelSpec("qmu-hybrid", qubits=4, layers=1, image_side=8),
+        num_classes=3,
+        executor=executor,
+        seed=1,
+    )
     x = torch.rand(6, 1, 8, 8)
     loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 0, 1, 2]))
     loss.backward()
@@ -259,8 +279,9 @@ def test_qmu_basic_trains_on_synthetic_amplitudes(executor):
     y = torch.arange(40) % 2
     X = centres[y] + 0.3 * torch.randn(40, 16, generator=gen)
     X = X / X.norm(dim=1, keepdim=True)
-    model = build_model(ModelSpec("qmu-basic", qubits=4, layers=2), num_classes=2,
-                        executor=executor, seed=0)
+    model = build_model(
+        ModelSpec("qmu-basic", qubits=4, layers=2), num_classes=2, executor=executor, seed=0
+    )
     losses = _adam_steps(model, X, y, steps=15, lr=0.05)
     assert losses[-1] < losses[0] - 0.05
 
@@ -269,8 +290,12 @@ def test_dgqmu_trains_on_iris(tmp_path):
     from qmu_qiskit import pipeline
     from qmu_qiskit.config import resolve_run_config
 
-    cfg = resolve_run_config(dataset="iris", model="dgqmu", seed=0,
-                             training={"epochs": 3, "batch_size": 108, "select": "last", "lr": 0.05})
+    cfg = resolve_run_config(
+        dataset="iris",
+        model="dgqmu",
+        seed=0,
+        training={"epochs": 3, "batch_size": 108, "select": "last", "lr": 0.05},
+    )
     summary = pipeline.train(cfg, tmp_path / "dg", progress=False)
     history = summary.metrics["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -319,6 +319,7 @@ def test_scale_zero_is_ideal_and_scale_two_is_noisier(fake, isa):
 
 def test_scale_definition_on_readout_errors(fake):
     qubit = 10  # readout error 0.02 in the FakeBrisbane snapshot
+
     def readout(scale):
         model = restricted_noise_model(fake, [qubit], scale=scale)
         return model._local_readout_errors[(0,)].probabilities

@@ -30,15 +30,21 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
 REFUSED = {
     "noise_scale_on_aer": (["--noise-scale", "2"], r"noise_scale 2 does not apply to backend aer"),
     "twirling_on_aer": (["--twirling"], r"twirling \(--twirling\) would not apply to backend aer"),
-    "dd_on_aer_noisy": (["--backend", "aer_noisy", "--dynamical-decoupling"],
-                        r"dynamical_decoupling .* would not apply to backend aer_noisy"),
+    "dd_on_aer_noisy": (
+        ["--backend", "aer_noisy", "--dynamical-decoupling"],
+        r"dynamical_decoupling .* would not apply to backend aer_noisy",
+    ),
     "resilience_on_aer": (["--resilience-level", "1"], r"resilience_level .* would not apply"),
     "zne_on_aer": (["--zne"], r"zne \(--zne\) would not apply"),
     "max_time_on_aer": (["--max-time", "60"], r"max_time \(--max-time\) would not apply"),
-    "engine_exact_on_aer_noisy": (["--backend", "aer_noisy", "--engine", "exact"],
-                                  r"--engine exact does not apply to backend aer_noisy"),
-    "engine_aer_on_fake": (["--backend", "fake_brisbane", "--engine", "aer"],
-                           r"--engine aer does not apply to backend fake_brisbane"),
+    "engine_exact_on_aer_noisy": (
+        ["--backend", "aer_noisy", "--engine", "exact"],
+        r"--engine exact does not apply to backend aer_noisy",
+    ),
+    "engine_aer_on_fake": (
+        ["--backend", "fake_brisbane", "--engine", "aer"],
+        r"--engine aer does not apply to backend fake_brisbane",
+    ),
     "engine_exact_with_shots": (["--engine", "exact", "--shots", "128"], r"takes no --shots"),
 }
 
@@ -56,24 +62,50 @@ def test_train_refuses_a_flag_the_backend_would_not_apply(case, tmp_path, capsys
 
 
 def test_unlearn_refuses_runtime_flags_on_the_teachers_aer_backend(iris_teacher_copy, capsys):
-    code, _, err = run_cli(["unlearn", "--run", iris_teacher_copy, "--forget", "class:0",
-                            "--method", "ga", "--twirling"], capsys)
+    code, _, err = run_cli(
+        [
+            "unlearn",
+            "--run",
+            iris_teacher_copy,
+            "--forget",
+            "class:0",
+            "--method",
+            "ga",
+            "--twirling",
+        ],
+        capsys,
+    )
     assert code == 2 and "would not apply to backend aer" in err
     assert not (iris_teacher_copy / "unlearn").exists()
 
 
 def test_unlearn_refuses_noise_scale_on_aer(iris_teacher_copy, capsys):
-    code, _, err = run_cli(["unlearn", "--run", iris_teacher_copy, "--forget", "class:0",
-                            "--method", "ga", "--noise-scale", "3"], capsys)
+    code, _, err = run_cli(
+        [
+            "unlearn",
+            "--run",
+            iris_teacher_copy,
+            "--forget",
+            "class:0",
+            "--method",
+            "ga",
+            "--noise-scale",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 2 and "noise_scale 3 does not apply to backend aer" in err
 
 
 def test_mia_compare_refuses_runtime_flags_without_a_runtime_backend(tmp_path, capsys):
-    code, _, err = run_cli(["mia-compare", "--backends", "aer,aer_noisy", "--twirling",
-                            "--out", tmp_path / "mc"], capsys)
+    code, _, err = run_cli(
+        ["mia-compare", "--backends", "aer,aer_noisy", "--twirling", "--out", tmp_path / "mc"],
+        capsys,
+    )
     assert code == 2 and "--twirling: IBM Runtime options apply only to" in err
-    code, _, err = run_cli(["mia-compare", "--backends", "aer", "--noise-scale", "2",
-                            "--out", tmp_path / "mc"], capsys)
+    code, _, err = run_cli(
+        ["mia-compare", "--backends", "aer", "--noise-scale", "2", "--out", tmp_path / "mc"], capsys
+    )
     assert code == 2 and "--noise-scale 2 applies only to aer_noisy" in err
     assert not (tmp_path / "mc").exists()
 
@@ -82,8 +114,13 @@ def test_a_job_spec_with_runtime_options_on_aer_is_refused():
     from qmu_qiskit.jobs.spec import parse_spec
 
     with pytest.raises(BadInputError, match=r"backends\.0.*twirling.*would not apply"):
-        parse_spec({"name": "x", "datasets": ["iris"],
-                    "backends": [{"name": "aer", "runtime": {"twirling": True}}]})
+        parse_spec(
+            {
+                "name": "x",
+                "datasets": ["iris"],
+                "backends": [{"name": "aer", "runtime": {"twirling": True}}],
+            }
+        )
 
 
 def test_backend_config_keeps_what_applies():
@@ -104,18 +141,34 @@ def test_oracle_backend_inherits_only_the_teachers_settings_that_apply():
     fake = BackendConfig(name="fake_brisbane", runtime={"twirling": True, "layout": "path"})
     got = BackendConfig(**_inherited(fake.model_dump(mode="json"), "aer_noisy"))
     assert got.runtime == {"layout": "path"}
-    assert BackendConfig(**_inherited(fake.model_dump(mode="json"), "ibm_torino")).runtime[
-        "twirling"] is True
+    assert (
+        BackendConfig(**_inherited(fake.model_dump(mode="json"), "ibm_torino")).runtime["twirling"]
+        is True
+    )
 
 
 def test_harmless_noise_scale_is_warned_about_and_not_applied(tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, err = run_cli(["train", "--epochs", "1", "--no-progress", "--out", out,
-                                 "--noise-scale", "1", "--qubits", "3"], capsys)
+    code, stdout, err = run_cli(
+        [
+            "train",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            out,
+            "--noise-scale",
+            "1",
+            "--qubits",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "warning: --noise-scale 1 has no effect on backend aer" in err
-    assert ("note: iris has 4 features; with --qubits 3 the model sees their first 3 "
-            "principal") in err
+    assert (
+        "note: iris has 4 features; with --qubits 3 the model sees their first 3 principal"
+    ) in err
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["data"]["n_features"] == 3
     metrics = json.loads((out / "metrics.json").read_text())
@@ -163,8 +216,9 @@ def test_evaluate_writes_a_new_version_and_keeps_metrics_json(ga_run, capsys):
 
 def test_evaluate_overwrite_replaces_metrics_json_and_keeps_the_old_one(ga_run, capsys):
     original = json.loads((ga_run / "metrics.json").read_text())
-    code, out, err = run_cli(["evaluate", "--run", ga_run, "--mia-nonmembers", "retain",
-                              "--overwrite"], capsys)
+    code, out, err = run_cli(
+        ["evaluate", "--run", ga_run, "--mia-nonmembers", "retain", "--overwrite"], capsys
+    )
     assert code == 0, err
     now = json.loads((ga_run / "metrics.json").read_text())
     assert now["evaluation"]["mia_nonmembers"] == "retain"
@@ -188,9 +242,15 @@ def test_evaluation_versions_ignore_symlinks(ga_run, tmp_path):
 
 
 def tiny_spec(path, **fields):
-    spec = {"name": "tiny", "datasets": [{"name": "iris", "training": {"epochs": 2}}],
-            "methods": ["ga"], "forget": ["class:0"], "seeds": [0],
-            "executor": {"kind": "inline"}, **fields}
+    spec = {
+        "name": "tiny",
+        "datasets": [{"name": "iris", "training": {"epochs": 2}}],
+        "methods": ["ga"],
+        "forget": ["class:0"],
+        "seeds": [0],
+        "executor": {"kind": "inline"},
+        **fields,
+    }
     path.write_text(yaml.safe_dump(spec))
     return path
 
@@ -210,8 +270,9 @@ def test_jobs_submit_out_and_its_alias_out_dir(flag, tmp_path, capsys):
 
 def test_study_takes_out_and_writes_its_report_there(tmp_path, capsys):
     spec = tiny_spec(tmp_path / "tiny.yaml")
-    code, out, err = run_cli(["study", spec, "--out", tmp_path / "root", "--quiet", "--no-plots"],
-                             capsys)
+    code, out, err = run_cli(
+        ["study", spec, "--out", tmp_path / "root", "--quiet", "--no-plots"], capsys
+    )
     assert code == 0, err
     grid = (tmp_path / "root" / "runs" / "tiny").resolve()
     assert f"grid directory: {grid}" in out and (grid / "report.md").is_file()
@@ -251,8 +312,9 @@ def test_jobs_results_out_writes_the_file(tmp_path, capsys):
     spec = tiny_spec(tmp_path / "tiny.yaml")
     assert run_cli(["jobs", "submit", spec, "--out", tmp_path, "--quiet"], capsys)[0] == 0
     target = tmp_path / "res.csv"
-    code, out, err = run_cli(["jobs", "results", tmp_path / "runs" / "tiny", "--format", "csv",
-                              "--out", target], capsys)
+    code, out, err = run_cli(
+        ["jobs", "results", tmp_path / "runs" / "tiny", "--format", "csv", "--out", target], capsys
+    )
     assert code == 0, err
     lines = target.read_text().splitlines()
     assert lines[0].startswith("cell,kind,") and len(lines) == 4  # teacher, oracle, ga
@@ -261,10 +323,23 @@ def test_jobs_results_out_writes_the_file(tmp_path, capsys):
 # ------------------------------------------------------------------ logs, audit tables, results
 
 
-def test_unlearn_logs_saves_its_audit_table_and_writes_no_progress_frames(iris_teacher_copy,
-                                                                          capsys):
-    code, out, err = run_cli(["unlearn", "--run", iris_teacher_copy, "--forget", "class:0",
-                              "--method", "ga", "--option", "ga.epochs=3"], capsys)
+def test_unlearn_logs_saves_its_audit_table_and_writes_no_progress_frames(
+    iris_teacher_copy, capsys
+):
+    code, out, err = run_cli(
+        [
+            "unlearn",
+            "--run",
+            iris_teacher_copy,
+            "--forget",
+            "class:0",
+            "--method",
+            "ga",
+            "--option",
+            "ga.epochs=3",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "\r" not in err and "\r" not in out  # stderr is not a terminal here: no bars
     folder = iris_teacher_copy / "unlearn" / "class-0"
@@ -297,8 +372,11 @@ def test_train_writes_a_log_with_one_line_per_epoch(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli(["train", "--epochs", "3", "--out", out], capsys)[0] == 0
     log = (out / "log.txt").read_text().splitlines()
-    assert [ln.split("qmu_qiskit.training: ")[1].split(":")[0] for ln in log
-            if "qmu_qiskit.training" in ln] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert [
+        ln.split("qmu_qiskit.training: ")[1].split(":")[0]
+        for ln in log
+        if "qmu_qiskit.training" in ln
+    ] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert "complete: acc_train" in log[-1]
     assert (out / "log.txt").stat().st_mode & 0o077 == 0  # user-only, like every run file
 
@@ -309,15 +387,17 @@ def test_ta_counts_the_remaining_classes_when_a_class_is_forgotten(iris_teacher_
     from qmu_qiskit import pipeline
     from qmu_qiskit.evaluation.outputs import Outputs
 
-    s = pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], progress=False,
-                         options={"ga": {"epochs": 2}})[1]
+    s = pipeline.unlearn(
+        iris_teacher_copy, "class:0", ["ga"], progress=False, options={"ga": {"epochs": 2}}
+    )[1]
     U = Outputs.load(s.path / "outputs.npz")
     test = U.mask("test") & (U.labels != 0)
     expected = float((U.logits[test].argmax(1) == U.labels[test]).mean())
     assert s.metrics["TA"] == pytest.approx(expected)
     assert s.metrics["UA"] == pytest.approx(1 - s.metrics["acc_forget_unlearn"])
-    sub = pipeline.unlearn(iris_teacher_copy, "subset:0.05", ["ga"], progress=False,
-                           options={"ga": {"epochs": 2}})[1]
+    sub = pipeline.unlearn(
+        iris_teacher_copy, "subset:0.05", ["ga"], progress=False, options={"ga": {"epochs": 2}}
+    )[1]
     assert sub.metrics["TA_classes"] == "all"
     assert sub.metrics["TA"] == pytest.approx(sub.metrics["acc_test_unlearn"])
     assert np.isfinite(sub.metrics["MIA_Efficacy"])
@@ -326,8 +406,9 @@ def test_ta_counts_the_remaining_classes_when_a_class_is_forgotten(iris_teacher_
 def test_results_summarises_plain_runs_and_grids_in_one_table(iris_teacher_copy, tmp_path, capsys):
     from qmu_qiskit import pipeline
 
-    pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], progress=False,
-                     options={"ga": {"epochs": 2}})
+    pipeline.unlearn(
+        iris_teacher_copy, "class:0", ["ga"], progress=False, options={"ga": {"epochs": 2}}
+    )
     spec = tiny_spec(tmp_path / "tiny.yaml")
     assert run_cli(["jobs", "submit", spec, "--out", tmp_path / "g", "--quiet"], capsys)[0] == 0
     code, out, err = run_cli(["results", iris_teacher_copy, tmp_path / "g"], capsys)
@@ -337,8 +418,19 @@ def test_results_summarises_plain_runs_and_grids_in_one_table(iris_teacher_copy,
     kinds = [b[0] for b in body]
     assert kinds == ["teacher", "oracle", "method", "teacher", "oracle", "method"]
     target = tmp_path / "all.csv"
-    code, out, err = run_cli(["results", iris_teacher_copy, tmp_path / "g", "--format", "csv",
-                              "--out", target, "--no-teachers"], capsys)
+    code, out, err = run_cli(
+        [
+            "results",
+            iris_teacher_copy,
+            tmp_path / "g",
+            "--format",
+            "csv",
+            "--out",
+            target,
+            "--no-teachers",
+        ],
+        capsys,
+    )
     assert code == 0 and "wrote 4 rows" in out
     import csv
 
@@ -361,8 +453,10 @@ def test_track_tensorboard_writes_the_curves_and_final_metrics(tmp_path, capsys)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out, tb = tmp_path / "run", tmp_path / "tb"
-    code, stdout, err = run_cli(["train", "--epochs", "3", "--out", out, "--track", "tensorboard",
-                                 "--track-dir", tb], capsys)
+    code, stdout, err = run_cli(
+        ["train", "--epochs", "3", "--out", out, "--track", "tensorboard", "--track-dir", tb],
+        capsys,
+    )
     assert code == 0, err
     (logdir,) = list(tb.iterdir())
     acc = EventAccumulator(str(logdir))
@@ -383,8 +477,9 @@ def test_track_mlflow_to_a_local_file_store(iris_teacher_copy, tmp_path, monkeyp
     from qmu_qiskit import pipeline
     from qmu_qiskit.tracking import track_run
 
-    oracle = pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], progress=False,
-                              options={"ga": {"epochs": 2}})[0]
+    oracle = pipeline.unlearn(
+        iris_teacher_copy, "class:0", ["ga"], progress=False, options={"ga": {"epochs": 2}}
+    )[0]
     uri = track_run(oracle.path, "mlflow", where=tmp_path / "mlruns", name="oracle")
     assert uri.startswith("file://")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -401,8 +496,9 @@ def test_track_refuses_a_missing_library_before_anything_runs(tmp_path, monkeypa
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mlflow" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
+    )
     out = tmp_path / "run"
     code, _, err = run_cli(["train", "--epochs", "1", "--out", out, "--track", "mlflow"], capsys)
     assert code == 2 and "--track mlflow needs mlflow; install it with" in err

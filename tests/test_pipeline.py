@@ -26,7 +26,11 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 def cli(*args, cwd=None, env=None):
     return subprocess.run(
         [sys.executable, "-m", "qmu_qiskit.cli", *args],
-        capture_output=True, text=True, cwd=cwd, env={**ENV, **(env or {})}, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**ENV, **(env or {})},
+        timeout=600,
     )
 
 
@@ -38,7 +42,12 @@ def test_teacher_run_directory_is_complete_and_accurate(iris_teacher):
     assert metrics["seed"] == 0
     config = yaml.safe_load((iris_teacher / "config.yaml").read_text())
     assert config["seed"] == 0 and config["data"]["dataset"] == "iris"
-    assert config["model"] == {"name": "hqml-shallow", "qubits": 4, "layers": 2, "readout": "estimator"}
+    assert config["model"] == {
+        "name": "hqml-shallow",
+        "qubits": 4,
+        "layers": 2,
+        "readout": "estimator",
+    }
     out = Outputs.load(iris_teacher / "outputs.npz")
     assert len(out.labels) == 150 and set(np.unique(out.split)) == {"train", "val", "test"}
     assert out.logits.shape == (150, 3)
@@ -79,7 +88,9 @@ def test_unlearn_class_zero_next_to_the_oracle(iris_teacher_copy):
     for s in summaries:
         m = s.metrics
         assert m["acc_forget_unlearn"] < teacher_forget
-        assert m["UQI"] == pytest.approx(m["forget_drop"] - 0.5 * (m["retain_drop"] + m["test_drop"]))
+        assert m["UQI"] == pytest.approx(
+            m["forget_drop"] - 0.5 * (m["retain_drop"] + m["test_drop"])
+        )
         assert RunDir(s.path).is_complete()
         assert s.cost["method"]["jobs"] > 0
     oracle = summaries[0].metrics
@@ -101,9 +112,13 @@ def test_bad_requests_fail_before_anything_runs(iris_teacher_copy):
     with pytest.raises(BadInputError, match="unknown unlearning method"):
         pipeline.unlearn(iris_teacher_copy, "class:0", ["nope"], progress=False)
     with pytest.raises(BadInputError, match="has no option"):
-        pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], options={"ga": {"nope": 1}}, progress=False)
+        pipeline.unlearn(
+            iris_teacher_copy, "class:0", ["ga"], options={"ga": {"nope": 1}}, progress=False
+        )
     with pytest.raises(BadInputError, match="must be a int"):
-        pipeline.unlearn(iris_teacher_copy, "class:0", ["ga"], options={"ga": {"epochs": "many"}}, progress=False)
+        pipeline.unlearn(
+            iris_teacher_copy, "class:0", ["ga"], options={"ga": {"epochs": "many"}}, progress=False
+        )
     with pytest.raises(RunError, match="no trained run"):
         pipeline.unlearn(iris_teacher_copy / "missing", "class:0", ["ga"], progress=False)
     assert not unlearn_dir.exists()
@@ -125,13 +140,27 @@ def _wait_for(path: Path, timeout: float) -> bool:
 
 
 def test_sigkill_during_training_then_resume_gives_the_uninterrupted_numbers(tmp_path):
-    args = ["train", "--dataset", "iris", "--epochs", "120", "--patience", "0", "--select", "last",
-            "--no-progress"]
+    args = [
+        "train",
+        "--dataset",
+        "iris",
+        "--epochs",
+        "120",
+        "--patience",
+        "0",
+        "--select",
+        "last",
+        "--no-progress",
+    ]
     ref = cli(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "qmu_qiskit.cli", *args, "--out", str(out)],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qmu_qiskit.cli", *args, "--out", str(out)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert _wait_for(out / "checkpoints" / "last.pt", 120)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
@@ -146,7 +175,8 @@ def test_sigkill_during_training_then_resume_gives_the_uninterrupted_numbers(tmp
     for key in ("acc_train", "acc_val", "acc_test", "best_epoch"):
         assert a[key] == b[key]
     np.testing.assert_array_equal(
-        Outputs.load(tmp_path / "ref" / "outputs.npz").logits, Outputs.load(out / "outputs.npz").logits
+        Outputs.load(tmp_path / "ref" / "outputs.npz").logits,
+        Outputs.load(out / "outputs.npz").logits,
     )
 
 
@@ -155,7 +185,10 @@ def test_sigkill_during_training_then_resume_gives_the_uninterrupted_numbers(tmp
     [
         (["train", "--backend", "nonsense"], "unknown backend"),
         (["train", "--dataset", "mnist", "--data-dir", "{tmp}/nodata"], "MNIST files not found"),
-        (["unlearn", "--run", "{tmp}/missing-dir", "--forget", "class:0", "--method", "ga"], "no trained run"),
+        (
+            ["unlearn", "--run", "{tmp}/missing-dir", "--forget", "class:0", "--method", "ga"],
+            "no trained run",
+        ),
         (["train", "--epochs", "0"], "epochs"),
         (["train", "--bogus"], "No such option"),
     ],
@@ -181,8 +214,20 @@ def test_cli_forget_class_99_is_refused(iris_teacher_copy):
 
 
 def test_noisy_training_records_the_emulated_device(tmp_path):
-    res = cli("train", "--dataset", "iris", "--backend", "aer_noisy", "--epochs", "1",
-              "--batch-size", "64", "--no-progress", "--out", str(tmp_path / "noisy"))
+    res = cli(
+        "train",
+        "--dataset",
+        "iris",
+        "--backend",
+        "aer_noisy",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "noisy"),
+    )
     assert res.returncode == 0, res.stderr
     assert "emulated device: ibm_brisbane" in res.stdout
     metrics = json.loads((tmp_path / "noisy" / "metrics.json").read_text())

@@ -53,8 +53,9 @@ def test_roc_marks_tpr_at_low_fprs_with_mean_and_std_over_seeds(tmp_path):
 
 def test_roc_warns_on_the_plot_and_in_the_summary_when_sets_are_too_small(tmp_path):
     rng = np.random.default_rng(1)
-    summary = plots.plot_roc([plots.RocSeries("U", [_scores(rng, 3, 3, 1.0)])],
-                             tmp_path / "roc.png", title="tiny")
+    summary = plots.plot_roc(
+        [plots.RocSeries("U", [_scores(rng, 3, 3, 1.0)])], tmp_path / "roc.png", title="tiny"
+    )
     text = " ".join(summary.warnings)
     assert "TPR at 1.0% FPR needs ≥ 100 non-members, this set has 3" in text
     assert "TPR at 0.1% FPR needs ≥ 1000 non-members" in text and "only 3 member(s)" in text
@@ -75,18 +76,28 @@ def _overlaps(fig, annotations):
     canvas.draw()
     r = canvas.get_renderer()
     boxes = [plots.label_box(a, r) for a in annotations]
-    return [(i, j) for i, j in itertools.combinations(range(len(boxes)), 2)
-            if boxes[i].overlaps(boxes[j])]
+    return [
+        (i, j)
+        for i, j in itertools.combinations(range(len(boxes)), 2)
+        if boxes[i].overlaps(boxes[j])
+    ]
 
 
 def test_forget_vs_retain_labels_of_twelve_methods_do_not_overlap(tmp_path):
     rng = np.random.default_rng(2)
     # the hard case: many methods at (nearly) the same place, others close together
-    pts = [plots.Point(f"method_{i}", x, y) for i, (x, y) in enumerate(
-        [(1.0, 0.0)] * 4 + [(0.95 + 0.01 * k, 0.02 * k) for k in range(4)]
-        + list(zip(rng.uniform(0.3, 0.9, 4), rng.uniform(0.0, 0.5, 4))))]
-    pts += [plots.Point("retrain (oracle)", 0.97, 0.0, kind="oracle"),
-            plots.Point("teacher", 0.98, 0.97, kind="teacher")]
+    pts = [
+        plots.Point(f"method_{i}", x, y)
+        for i, (x, y) in enumerate(
+            [(1.0, 0.0)] * 4
+            + [(0.95 + 0.01 * k, 0.02 * k) for k in range(4)]
+            + list(zip(rng.uniform(0.3, 0.9, 4), rng.uniform(0.0, 0.5, 4)))
+        )
+    ]
+    pts += [
+        plots.Point("retrain (oracle)", 0.97, 0.0, kind="oracle"),
+        plots.Point("teacher", 0.98, 0.97, kind="teacher"),
+    ]
     fig, annotations = plots.forget_vs_retain_figure(pts, title="12 methods")
     assert annotations and _overlaps(fig, annotations) == []
     numbers = sorted(int(t) for a in annotations for t in a.get_text().split(",") if t.isdigit())
@@ -98,10 +109,16 @@ def test_forget_vs_retain_labels_of_twelve_methods_do_not_overlap(tmp_path):
 
 
 def test_curves_from_stored_histories(tmp_path):
-    hist = [[{"epoch": e, "train_loss": 1 / e, "train_acc": 1 - 1 / (e + 1), "val_acc": 0.5}
-             for e in range(1, 6)] for _ in range(2)]
-    path = plots.plot_curves({"teacher": hist, "oracle": [hist[0][:3]]}, tmp_path / "c.png",
-                             title="t")
+    hist = [
+        [
+            {"epoch": e, "train_loss": 1 / e, "train_acc": 1 - 1 / (e + 1), "val_acc": 0.5}
+            for e in range(1, 6)
+        ]
+        for _ in range(2)
+    ]
+    path = plots.plot_curves(
+        {"teacher": hist, "oracle": [hist[0][:3]]}, tmp_path / "c.png", title="t"
+    )
     assert _png_ok(path)
     assert plots.plot_curves({"teacher": [[]]}, tmp_path / "none.png", title="t") is None
 
@@ -111,10 +128,17 @@ def test_mia_compare_plot_draws_the_false_positive_baseline_and_zero_bars(tmp_pa
 
     cc = mia_compare.CompareConfig(methods=("ga", "ssd"))
     base = {"model": "qmu-hybrid", "layers": 1, "trained_on": "aer", "shots": None}
-    rows = [{**base, "backend": b, "state": s, "mia_success": v,
-             "nonmember_flagged": 0.86 if s == "teacher" else None}
-            for b in ("aer", "aer_noisy:ibm_brisbane") for s, v in
-            (("teacher", 1.0), ("ga", 0.0), ("ssd", 0.0))]
+    rows = [
+        {
+            **base,
+            "backend": b,
+            "state": s,
+            "mia_success": v,
+            "nonmember_flagged": 0.86 if s == "teacher" else None,
+        }
+        for b in ("aer", "aer_noisy:ibm_brisbane")
+        for s, v in (("teacher", 1.0), ("ga", 0.0), ("ssd", 0.0))
+    ]
     path = mia_compare._plot(rows, tmp_path / "mc.png", cc)
     assert _png_ok(path)
     with Image.open(path) as im:

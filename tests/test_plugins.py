@@ -30,8 +30,14 @@ BIN = Path(sys.executable).parent
 def _cli(args, env, cwd, timeout=600):
     exe = BIN / "qmu-qiskit"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "qmu_qiskit.cli"]
-    return subprocess.run(cmd + [str(a) for a in args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        cmd + [str(a) for a in args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +46,29 @@ def plugin_env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plugin")
     src = tmp / "src"
     # Build from a copy: pip writes build/ and *.egg-info next to the sources.
-    shutil.copytree(ROOT / "examples" / "plugin", src,
-                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    shutil.copytree(
+        ROOT / "examples" / "plugin",
+        src,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+    )
     site = tmp / "site"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
-         "--no-index", "--target", str(site), str(src)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-build-isolation",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list(site.glob("qmu_qiskit_example_plugin-*.dist-info/entry_points.txt"))
@@ -82,8 +104,13 @@ def test_existing_registries_share_the_mechanism():
     from qmu_qiskit.studies.protocols import PROTOCOLS
     from qmu_qiskit.unlearning.base import METHODS
 
-    for reg, name in ((METHODS, "ga"), (METRICS, "accuracy"), (MODELS, "hqml-shallow"),
-                      (DATASETS, "iris"), (PROTOCOLS, "hqml")):
+    for reg, name in (
+        (METHODS, "ga"),
+        (METRICS, "accuracy"),
+        (MODELS, "hqml-shallow"),
+        (DATASETS, "iris"),
+        (PROTOCOLS, "hqml"),
+    ):
         assert isinstance(reg, Registry) and name in reg
     assert {"circuit", "qmu-basic", "dgqmu"} <= set(MODELS)  # lazily imported built-ins
     assert METHODS.group == "qmu_qiskit.methods" and DATASETS.group == "qmu_qiskit.datasets"
@@ -104,11 +131,28 @@ def test_example_plugin_through_the_cli(plugin_env, tmp_path):
     assert "forget_confidence" in _cli(["metrics"], plugin_env, tmp_path).stdout
 
     run = tmp_path / "runs" / "moons"
-    tr = _cli(["train", "--dataset", "example_moons", "--epochs", "2", "--out", run,
-               "--no-progress"], plugin_env, tmp_path)
+    tr = _cli(
+        ["train", "--dataset", "example_moons", "--epochs", "2", "--out", run, "--no-progress"],
+        plugin_env,
+        tmp_path,
+    )
     assert tr.returncode == 0, tr.stderr
-    un = _cli(["unlearn", "--run", run, "--forget", "class:0", "--method", "uniform_kl",
-               "--option", "uniform_kl.epochs=1", "--no-progress"], plugin_env, tmp_path)
+    un = _cli(
+        [
+            "unlearn",
+            "--run",
+            run,
+            "--forget",
+            "class:0",
+            "--method",
+            "uniform_kl",
+            "--option",
+            "uniform_kl.epochs=1",
+            "--no-progress",
+        ],
+        plugin_env,
+        tmp_path,
+    )
     assert un.returncode == 0, un.stderr
     rows = {l.split()[0]: l for l in un.stdout.splitlines() if l.strip()}
     assert "retrain" in rows and "uniform_kl" in rows  # next to the oracle
@@ -120,14 +164,18 @@ def test_example_plugin_through_the_cli(plugin_env, tmp_path):
     ev = _cli(["evaluate", "--run", mdir, "--metric", "forget_confidence"], plugin_env, tmp_path)
     assert ev.returncode == 0, ev.stderr
     # evaluate writes a new versioned evaluation and prints where it went
-    where = next(l.split(":", 1)[1].strip() for l in ev.stdout.splitlines() if l.startswith("metrics:"))
+    where = next(
+        l.split(":", 1)[1].strip() for l in ev.stdout.splitlines() if l.startswith("metrics:")
+    )
     assert "evaluations" in where
     metrics = json.loads(Path(where).read_text())
     # the plugin's metric, recomputed here from the saved per-sample outputs
     from qmu_qiskit.evaluation.outputs import Outputs
 
-    for name, path in (("forget_confidence", mdir), ("forget_confidence_oracle",
-                                                     mdir.parent / "retrain")):
+    for name, path in (
+        ("forget_confidence", mdir),
+        ("forget_confidence_oracle", mdir.parent / "retrain"),
+    ):
         U = Outputs.load(path / "outputs.npz")
         want = float(U.probs[U.mask("forget")].max(axis=1).mean())
         assert metrics[name] == pytest.approx(want, abs=1e-9)
@@ -141,8 +189,12 @@ def test_example_plugin_through_the_cli(plugin_env, tmp_path):
 
 def test_example_plugin_in_a_job_spec_with_spawned_workers(plugin_env, tmp_path):
     spec = {
-        "name": "plug", "datasets": ["example_moons"], "methods": ["uniform_kl"],
-        "forget": ["class:1"], "seeds": [0], "training": {"epochs": 2},
+        "name": "plug",
+        "datasets": ["example_moons"],
+        "methods": ["uniform_kl"],
+        "forget": ["class:1"],
+        "seeds": [0],
+        "training": {"epochs": 2},
         "options": {"uniform_kl": {"epochs": 1}},
         "metrics": {"extra": ["forget_confidence"]},
         "executor": {"kind": "local", "workers": 2, "threads_per_worker": 1},
@@ -150,9 +202,14 @@ def test_example_plugin_in_a_job_spec_with_spawned_workers(plugin_env, tmp_path)
     path = tmp_path / "plug.yaml"
     path.write_text(yaml.safe_dump(spec))
     exe = BIN / "qmu-qiskit"
-    proc = subprocess.Popen([str(exe), "jobs", "submit", str(path), "--out-dir", str(tmp_path),
-                             "--quiet"], env=plugin_env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(exe), "jobs", "submit", str(path), "--out-dir", str(tmp_path), "--quiet"],
+        env=plugin_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
     done = list((tmp_path / "runs" / "plug" / "teachers").glob("*/unlearn/class-1/uniform_kl"))
@@ -164,8 +221,9 @@ def test_example_plugin_in_a_job_spec_with_spawned_workers(plugin_env, tmp_path)
     assert status["status"] == "complete" and status["pid"] not in (proc.pid, os.getpid())
 
 
-def _fake_dist(site: Path, name: str, group: str, entry: str, module: str | None = None,
-               code: str = "") -> None:
+def _fake_dist(
+    site: Path, name: str, group: str, entry: str, module: str | None = None, code: str = ""
+) -> None:
     info = site / f"{name.replace('-', '_')}-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
@@ -177,12 +235,18 @@ def _fake_dist(site: Path, name: str, group: str, entry: str, module: str | None
 def test_a_broken_plugin_is_one_warning_line_and_the_rest_works(tmp_path):
     site = tmp_path / "site"
     _fake_dist(site, "broken-import-pkg", "qmu_qiskit.methods", "broken = no_such_module_q1")
-    _fake_dist(site, "clashing-pkg", "qmu_qiskit.methods", "clash = clash_mod_q1", "clash_mod_q1",
-               "from qmu_qiskit.unlearning import register_method\n"
-               "@register_method('clash_extra', options={}, summary='s', source='s', family='s')\n"
-               "def extra(ctx):\n    return None\n"
-               "@register_method('ga', options={}, summary='s', source='s', family='s')\n"
-               "def ga(ctx):\n    return None\n")
+    _fake_dist(
+        site,
+        "clashing-pkg",
+        "qmu_qiskit.methods",
+        "clash = clash_mod_q1",
+        "clash_mod_q1",
+        "from qmu_qiskit.unlearning import register_method\n"
+        "@register_method('clash_extra', options={}, summary='s', source='s', family='s')\n"
+        "def extra(ctx):\n    return None\n"
+        "@register_method('ga', options={}, summary='s', source='s', family='s')\n"
+        "def ga(ctx):\n    return None\n",
+    )
     env = dict(os.environ, PYTHONPATH=str(site))
     res = _cli(["methods"], env, tmp_path)
     assert res.returncode == 0
@@ -198,11 +262,14 @@ def test_a_broken_plugin_is_one_warning_line_and_the_rest_works(tmp_path):
     assert "finetune:" in res.stdout
 
     # in Python the failure is a PluginWarning (pytest turns warnings into errors: expect it)
-    code = ("import warnings, qmu_qiskit.unlearning.base as b\n"
-            "with warnings.catch_warnings(record=True) as w:\n"
-            "    warnings.simplefilter('always')\n"
-            "    names = b.available_methods()\n"
-            "print(len(w), w[0].category.__name__, 'ga' in names, 'clash_extra' in names)\n")
-    py = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                        timeout=300)
+    code = (
+        "import warnings, qmu_qiskit.unlearning.base as b\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    names = b.available_methods()\n"
+        "print(len(w), w[0].category.__name__, 'ga' in names, 'clash_extra' in names)\n"
+    )
+    py = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert py.stdout.split() == ["2", "PluginWarning", "True", "False"], py.stderr

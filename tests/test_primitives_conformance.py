@@ -46,8 +46,13 @@ def runtime_ex(tmp_path_factory):
 # ----------------------------------------------------------------------------- estimator cases
 def _ham():
     h1 = SparsePauliOp.from_list(
-        [("II", -1.052373245772859), ("IZ", 0.39793742484318045), ("ZI", -0.39793742484318045),
-         ("ZZ", -0.01128010425623538), ("XX", 0.18093119978423156)]
+        [
+            ("II", -1.052373245772859),
+            ("IZ", 0.39793742484318045),
+            ("ZI", -0.39793742484318045),
+            ("ZZ", -0.01128010425623538),
+            ("XX", 0.18093119978423156),
+        ]
     )
     return h1
 
@@ -71,8 +76,12 @@ def test_estimator_run_matches_the_reference(ex):
     h2 = SparsePauliOp.from_list([("IZ", 1)])
     h3 = SparsePauliOp.from_list([("II", 1), ("IZ", 1), ("XY", 1)]) + SparsePauliOp("ZZ", 0.5)
     psi1, psi2, theta1, theta2 = _psi()
-    pubs = [(psi1, h1, [theta1]), (psi2, h2, [theta2]), (psi1, h3, [theta1]),
-            (psi1, [h1, h3], [theta1, theta1])]
+    pubs = [
+        (psi1, h1, [theta1]),
+        (psi2, h2, [theta2]),
+        (psi1, h3, [theta1]),
+        (psi1, [h1, h3], [theta1, theta1]),
+    ]
     got = ex.estimator().run(pubs).result()
     want = StatevectorEstimator().run(pubs).result()
     assert len(got) == len(want) == 4
@@ -84,8 +93,14 @@ def test_estimator_run_matches_the_reference(ex):
 
 @pytest.mark.parametrize(
     "obs_shape, val_shape, want",
-    [((), (), ()), ((2,), (), (2,)), ((), (3,), (3,)), ((4, 1), (3,), (4, 3)),
-     ((2, 1), (2, 3), (2, 3)), ((1, 2), (3, 1), (3, 2))],
+    [
+        ((), (), ()),
+        ((2,), (), (2,)),
+        ((), (3,), (3,)),
+        ((4, 1), (3,), (4, 3)),
+        ((2, 1), (2, 3), (2, 3)),
+        ((1, 2), (3, 1), (3, 2)),
+    ],
 )
 def test_result_shapes_under_broadcasting(ex, obs_shape, val_shape, want):
     psi1, _, theta1, _ = _psi()
@@ -233,8 +248,12 @@ def test_every_parameterised_standard_gate_matches_statevector(engine, tmp_path)
     obs = [SparsePauliOp("XXI"), SparsePauliOp.from_list([("ZYX", 0.7), ("IIZ", 0.2)])]
     vals = rng.uniform(-2, 2, (3, qc.num_parameters))
     got = ex.estimator().run([(qc, [[o] for o in obs], vals)]).result()[0].data.evs
-    ref = np.array([[Statevector(qc.assign_parameters(v)).expectation_value(o).real for v in vals]
-                    for o in obs])
+    ref = np.array(
+        [
+            [Statevector(qc.assign_parameters(v)).expectation_value(o).real for v in vals]
+            for o in obs
+        ]
+    )
     _close(got, ref, atol=1e-8)
     one = ex.estimator().run([(qc, obs[0], vals[0])]).result()[0].data.evs
     _close(one, ref[0, 0], atol=1e-8)
@@ -309,8 +328,10 @@ def _deterministic_circuits():
     reverse = QuantumCircuit(3, 3)
     reverse.x(0)
     reverse.measure([0, 1, 2], [2, 1, 0])
-    return {"multiple_cregs": (qc, {"c1": "1", "c2": "001"}),
-            "reverse_meas_order": (reverse, {"c": "100"})}
+    return {
+        "multiple_cregs": (qc, {"c1": "1", "c2": "001"}),
+        "reverse_meas_order": (reverse, {"c": "100"}),
+    }
 
 
 @pytest.mark.parametrize("case", sorted(_deterministic_circuits()))
@@ -478,8 +499,11 @@ def test_shot_based_aer_estimates_any_pauli(backend, kwargs, tmp_path):
     estimates within 5 standard errors of the reference, and the errors they report are right."""
     psi1, _, theta1, _ = _psi()
     ex = Executor(backend, shots=20000, cache_dir=tmp_path, seed=2, **kwargs)
-    obs = [[SparsePauliOp.from_list([("XX", 0.18), ("IZ", 0.4), ("YI", -0.3), ("ZY", 0.7)])],
-           [SparsePauliOp("XY")], [SparsePauliOp("ZZ")]]
+    obs = [
+        [SparsePauliOp.from_list([("XX", 0.18), ("IZ", 0.4), ("YI", -0.3), ("ZY", 0.7)])],
+        [SparsePauliOp("XY")],
+        [SparsePauliOp("ZZ")],
+    ]
     vals = [theta1, [0.3, -1, 0.2, 2, 1, 0.5]]
     got = ex.estimator().run([(psi1, obs, vals)]).result()[0]
     ref = StatevectorEstimator().run([(psi1, obs, vals)]).result()[0].data.evs

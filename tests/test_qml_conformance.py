@@ -45,8 +45,9 @@ def _ref_grad(circuits, observables, values, parameters=None):
 
 
 def _probs(qc, values):
-    return Statevector(qc.remove_final_measurements(inplace=False).assign_parameters(values)
-                       ).probabilities()
+    return Statevector(
+        qc.remove_final_measurements(inplace=False).assign_parameters(values)
+    ).probabilities()
 
 
 def _fd_probs(qc, values, eps=1e-6):
@@ -70,8 +71,9 @@ def _operator_circuit():
     return qc
 
 
-@pytest.mark.parametrize("value, want", [(np.pi / 4, -1 / np.sqrt(2)), (0.0, 0.0),
-                                         (np.pi / 2, -1.0)])
+@pytest.mark.parametrize(
+    "value, want", [(np.pi / 4, -1 / np.sqrt(2)), (0.0, 0.0), (np.pi / 2, -1.0)]
+)
 def test_gradient_p(ex, value, want):
     """test_gradient_p: d<Z>/da of H P(a) H is -sin(a)."""
     qc = _operator_circuit()
@@ -242,8 +244,14 @@ def test_estimator_qnn_forward_backward(ex, num_inputs, num_weights, num_obs):
     observables, batched and single, against the reference QNN."""
     qc, x, w = _qnn_circuit(num_inputs, num_weights)
     obs = [SparsePauliOp("ZZ"), SparsePauliOp.from_list([("XI", 1.0), ("IY", -0.5)])][:num_obs]
-    kwargs = dict(circuit=qc, observables=obs, input_params=x, weight_params=w,
-                  input_gradients=True, default_precision=0.0)
+    kwargs = dict(
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        input_gradients=True,
+        default_precision=0.0,
+    )
     ours = EstimatorQNN(estimator=ex.estimator(), gradient=ex.estimator_gradient(), **kwargs)
     ref = EstimatorQNN(estimator=StatevectorEstimator(), **kwargs)
     rng = np.random.default_rng(1)
@@ -267,8 +275,14 @@ def test_estimator_qnn_on_zz_feature_map(ex):
     fm = zz_feature_map(2)
     ansatz = real_amplitudes(2, reps=1)
     qc = fm.compose(ansatz)
-    kwargs = dict(circuit=qc, observables=SparsePauliOp("ZZ"), input_params=fm.parameters,
-                  weight_params=ansatz.parameters, input_gradients=True, default_precision=0.0)
+    kwargs = dict(
+        circuit=qc,
+        observables=SparsePauliOp("ZZ"),
+        input_params=fm.parameters,
+        weight_params=ansatz.parameters,
+        input_gradients=True,
+        default_precision=0.0,
+    )
     ours = EstimatorQNN(estimator=ex.estimator(), gradient=ex.estimator_gradient(), **kwargs)
     ref = EstimatorQNN(estimator=StatevectorEstimator(), **kwargs)
     rng = np.random.default_rng(2)
@@ -296,8 +310,9 @@ def test_sampler_qnn_stock_and_fused(ex, interpret, output_shape):
     X, W = np.array([[0.3], [1.2]]), np.array([0.4, -0.8])
     exact = np.array([_probs(qc, dict(zip(x + w, np.concatenate([xx, W])))) for xx in X])
     if interpret is not None:
-        exact = np.stack([exact[:, [k for k in range(4) if _parity(k) == v]].sum(1)
-                          for v in (0, 1)], 1)
+        exact = np.stack(
+            [exact[:, [k for k in range(4) if _parity(k) == v]].sum(1) for v in (0, 1)], 1
+        )
     tol = 1e-10 if ex.exact_probabilities else 0.1
     np.testing.assert_allclose(fused.forward(X, W), exact, atol=tol)
     np.testing.assert_allclose(stock.forward(X, W), exact, atol=0.1)  # 1024 shots
@@ -311,8 +326,14 @@ def test_sampler_qnn_stock_and_fused(ex, interpret, output_shape):
 def test_fused_sampler_qnn_with_a_multi_dimensional_interpret(ex):
     """``interpret`` returning a tuple for a (2, 2) output shape."""
     qc, x, w = _qnn_circuit(1, 2)
-    qnn = FusedSamplerQNN(executor=ex, circuit=qc, input_params=x, weight_params=w,
-                          interpret=lambda k: (k & 1, (k >> 1) & 1), output_shape=(2, 2))
+    qnn = FusedSamplerQNN(
+        executor=ex,
+        circuit=qc,
+        input_params=x,
+        weight_params=w,
+        interpret=lambda k: (k & 1, (k >> 1) & 1),
+        output_shape=(2, 2),
+    )
     X, W = np.array([[0.3], [1.2], [2.0]]), np.array([0.4, -0.8])
     out = qnn.forward(X, W)
     assert out.shape == (3, 2, 2)
@@ -331,10 +352,16 @@ def test_torch_connector_gradients_and_a_training_step(ex):
     one optimiser step lowers the loss."""
     fm = zz_feature_map(2, reps=1)
     ansatz = real_amplitudes(2, reps=1)
-    qnn = EstimatorQNN(circuit=fm.compose(ansatz), observables=SparsePauliOp("ZZ"),
-                       input_params=fm.parameters, weight_params=ansatz.parameters,
-                       estimator=ex.estimator(), gradient=ex.estimator_gradient(),
-                       input_gradients=True, default_precision=0.0)
+    qnn = EstimatorQNN(
+        circuit=fm.compose(ansatz),
+        observables=SparsePauliOp("ZZ"),
+        input_params=fm.parameters,
+        weight_params=ansatz.parameters,
+        estimator=ex.estimator(),
+        gradient=ex.estimator_gradient(),
+        input_gradients=True,
+        default_precision=0.0,
+    )
     torch.manual_seed(0)
     model = TorchConnector(qnn, initial_weights=np.linspace(0.1, 1.0, ansatz.num_parameters))
     X = torch.tensor(np.random.default_rng(0).uniform(0, 2, (6, 2)), requires_grad=True)
@@ -343,7 +370,7 @@ def test_torch_connector_gradients_and_a_training_step(ex):
     loss = ((out - y) ** 2).mean()
     loss.backward()
     gi, gw = qnn.backward(X.detach().numpy(), model.weight.detach().numpy())
-    dl = (2 * (out.detach().numpy() - y.numpy()) / len(y))  # (6, 1)
+    dl = 2 * (out.detach().numpy() - y.numpy()) / len(y)  # (6, 1)
     np.testing.assert_allclose(model.weight.grad.numpy(), np.einsum("no,nop->p", dl, gw), atol=1e-6)
     np.testing.assert_allclose(X.grad.numpy(), np.einsum("no,nop->np", dl, gi), atol=1e-6)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -383,14 +410,19 @@ def test_the_readme_snippet_runs_with_plain_qiskit_machine_learning(capsys):
     """The README's primitives_for example, as written: a NeuralNetworkClassifier on our
     primitives learns two separated clusters, and its QNN equals the reference QNN."""
     ns: dict = {}
-    exec(compile(_readme_snippet(), "README.md", "exec"), ns)  # noqa: S102 - our own README
+    exec(compile(_readme_snippet(), "README.md", "exec"), ns)
     assert "accuracy" in capsys.readouterr().out
     clf, qnn, X, y = ns["clf"], ns["qnn"], ns["X"], ns["y"]
     assert clf.score(X, y) >= 0.9
     assert ns["p"].executor.cost.total.jobs > 0
-    ref = EstimatorQNN(circuit=qnn.circuit, observables=SparsePauliOp("ZZ"),
-                       input_params=qnn.input_params, weight_params=qnn.weight_params,
-                       estimator=StatevectorEstimator(), default_precision=0.0)
+    ref = EstimatorQNN(
+        circuit=qnn.circuit,
+        observables=SparsePauliOp("ZZ"),
+        input_params=qnn.input_params,
+        weight_params=qnn.weight_params,
+        estimator=StatevectorEstimator(),
+        default_precision=0.0,
+    )
     W = clf.weights
     np.testing.assert_allclose(qnn.forward(X, W), ref.forward(X, W), atol=1e-10)
 
@@ -438,12 +470,18 @@ def test_torch_connector_on_a_stock_sampler_qnn(ex):
     sampler and gradient, through TorchConnector: output shape, and input/weight gradients equal
     the QNN's own backward."""
     qc, x, w = _qnn_circuit(2, 2)
-    qnn = SamplerQNN(circuit=qc, input_params=x, weight_params=w, interpret=_parity,
-                     output_shape=2, sampler=ex.sampler(), gradient=ex.sampler_gradient(),
-                     input_gradients=True)
+    qnn = SamplerQNN(
+        circuit=qc,
+        input_params=x,
+        weight_params=w,
+        interpret=_parity,
+        output_shape=2,
+        sampler=ex.sampler(),
+        gradient=ex.sampler_gradient(),
+        input_gradients=True,
+    )
     model = TorchConnector(qnn, initial_weights=np.array([0.3, -0.6]))
-    X = torch.tensor([[0.1, 0.9], [1.4, -0.2], [0.7, 0.7]], dtype=torch.float64,
-                     requires_grad=True)
+    X = torch.tensor([[0.1, 0.9], [1.4, -0.2], [0.7, 0.7]], dtype=torch.float64, requires_grad=True)
     out = model(X)
     assert tuple(out.shape) == (3, 2)
     coeff = torch.tensor([1.0, -2.0], dtype=out.dtype)

@@ -25,8 +25,14 @@ def test_readme_python_block_runs_as_a_script(index, tmp_path):
     script = tmp_path / f"example_{index}.py"
     script.write_text(BLOCKS[index], encoding="utf-8")
     env = dict(os.environ, PYTHONWARNINGS="error::RuntimeWarning")
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     if "jobs.submit" in BLOCKS[index]:

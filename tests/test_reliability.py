@@ -41,8 +41,10 @@ import pytest
 import torch
 import yaml
 
-from qmu_qiskit import cli, pipeline  # noqa: F401 - imported up front: the in-process second
-from qmu_qiskit.execution.ledger import JobLedger  # process must fail in milliseconds, not after imports
+from qmu_qiskit import cli, pipeline
+from qmu_qiskit.execution.ledger import (
+    JobLedger,
+)  # process must fail in milliseconds, not after imports
 from qmu_qiskit.runs import RunDir
 
 pytestmark = pytest.mark.reliability
@@ -86,7 +88,9 @@ main(sys.argv[1:])
 """
 
 #: Keys whose values legitimately differ between an interrupted and an uninterrupted run.
-VOLATILE = re.compile(r"^(seconds|wall_seconds|created|finished|updated|pid|resumed_from_epoch|path)$")
+VOLATILE = re.compile(
+    r"^(seconds|wall_seconds|created|finished|updated|pid|resumed_from_epoch|path)$"
+)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -99,10 +103,15 @@ def env(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("home")
     mpl = tmp_path_factory.mktemp("mpl")
     out = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM_")}
-    out.update({
-        "HOME": str(home), "MPLCONFIGDIR": str(mpl), "QISKIT_IBM_TOKEN": FAKE_TOKEN,
-        "QISKIT_IBM_INSTANCE": FAKE_INSTANCE, "PYTHONUNBUFFERED": "1",
-    })
+    out.update(
+        {
+            "HOME": str(home),
+            "MPLCONFIGDIR": str(mpl),
+            "QISKIT_IBM_TOKEN": FAKE_TOKEN,
+            "QISKIT_IBM_INSTANCE": FAKE_INSTANCE,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return out
 
 
@@ -111,8 +120,13 @@ def rng_for(name: str) -> random.Random:
 
 
 def cli_run(args, env, *, timeout=240) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "qmu_qiskit.cli", *map(str, args)], env=env,
-                         capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(
+        [sys.executable, "-m", "qmu_qiskit.cli", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert FAKE_TOKEN not in res.stdout + res.stderr
     return res
 
@@ -121,12 +135,24 @@ def launch(args, env, kill_at: str | None = None) -> subprocess.Popen:
     run_env = dict(env)
     if kill_at:
         run_env["QMU_TEST_KILL_AT"] = kill_at
-    return subprocess.Popen([sys.executable, "-c", INJECT, *map(str, args)], env=run_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", INJECT, *map(str, args)],
+        env=run_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
-def kill_when(proc: subprocess.Popen, ready, *, delay: float, timeout: float = 120, what: str = "",
-              while_stopped=None):
+def kill_when(
+    proc: subprocess.Popen,
+    ready,
+    *,
+    delay: float,
+    timeout: float = 120,
+    what: str = "",
+    while_stopped=None,
+):
     """SIGKILL ``proc`` ``delay`` seconds after ``ready()`` first holds.
 
     ``while_stopped()`` runs between a SIGSTOP and the SIGKILL: the process is frozen mid-work,
@@ -136,7 +162,9 @@ def kill_when(proc: subprocess.Popen, ready, *, delay: float, timeout: float = 1
     try:
         while not ready():
             if proc.poll() is not None:
-                pytest.fail(f"the command ended (rc {proc.returncode}) before {what}:\n{proc.stdout.read()}")
+                pytest.fail(
+                    f"the command ended (rc {proc.returncode}) before {what}:\n{proc.stdout.read()}"
+                )
             if time.monotonic() > end:
                 pytest.fail(f"no {what} within {timeout} s")
             time.sleep(0.05)
@@ -218,7 +246,7 @@ def scan(root: Path, *, final: bool = False) -> None:
                     list(csv.DictReader(fh))
             elif p.suffix == ".md":
                 p.read_text(encoding="utf-8")
-        except Exception as exc:  # noqa: BLE001 - any failure to read back is the finding
+        except Exception as exc:
             problems.append(f"{p}: unreadable after the kill ({type(exc).__name__}: {exc})")
     for status in root.rglob("run.json"):
         st = json.loads(status.read_text(encoding="utf-8"))
@@ -249,7 +277,9 @@ def assert_same_numbers(run: Path, ref: Path) -> None:
     b = flat(json.loads((ref / "metrics.json").read_text()))
     diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
     assert not diff, f"{run} differs from the uninterrupted {ref}: {dict(sorted(diff.items())[:8])}"
-    np.testing.assert_array_equal(np.load(run / "outputs.npz")["logits"], np.load(ref / "outputs.npz")["logits"])
+    np.testing.assert_array_equal(
+        np.load(run / "outputs.npz")["logits"], np.load(ref / "outputs.npz")["logits"]
+    )
 
 
 def ledger_counts(run: Path) -> int:
@@ -259,7 +289,9 @@ def ledger_counts(run: Path) -> int:
         dups = ledger.duplicate_submissions()
         assert dups == [], f"{run}: a job was executed twice: " + "; ".join(
             f"{r.status} {r.tags} run={r.run_id} pid={r.pid} at={r.submitted_at:.2f}-{r.finished_at}"
-            for fp, _ in dups for r in ledger.find(fp))
+            for fp, _ in dups
+            for r in ledger.find(fp)
+        )
         return sum(1 for r in ledger.jobs() if r.status in ("done", "pruned"))
     finally:
         ledger.close()
@@ -285,8 +317,22 @@ def second_process_refused(argv, capsys) -> str:
 
 # ------------------------------------------------------------------------------ train
 
-TRAIN = ["train", "--dataset", "iris", "--engine", "aer", "--epochs", "5", "--batch-size", "32",
-         "--patience", "0", "--seed", "3", "--no-progress"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "iris",
+    "--engine",
+    "aer",
+    "--epochs",
+    "5",
+    "--batch-size",
+    "32",
+    "--patience",
+    "0",
+    "--seed",
+    "3",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +357,11 @@ def test_train_survives_sigkills(train_ref, tmp_path, env, capsys, record_kill):
         (f"random: epoch {k1} checkpoint + delay", None, k1),
         ("inject last.pt:1:mid (checkpoint half-written)", "last.pt:1:mid", None),
         (f"random: epoch {k2} checkpoint + delay (+ a second process refused)", None, k2),
-        ("inject metrics.json:1:after (metrics written, status still running)", "metrics.json:1:after", None),
+        (
+            "inject metrics.json:1:after (metrics written, status still running)",
+            "metrics.json:1:after",
+            None,
+        ),
         ("inject run.json:2:mid (final status half-written)", "run.json:2:mid", None),
     ]
     seen_epoch, done = 0, []
@@ -322,8 +372,13 @@ def test_train_survives_sigkills(train_ref, tmp_path, env, capsys, record_kill):
             injected(proc)
         else:
             if "second process" in label:
-                kill_when(proc, ready, delay=rng.uniform(0, 0.3), what=label,
-                          while_stopped=lambda: second_process_refused(args, capsys))
+                kill_when(
+                    proc,
+                    ready,
+                    delay=rng.uniform(0, 0.3),
+                    what=label,
+                    while_stopped=lambda: second_process_refused(args, capsys),
+                )
             else:
                 kill_when(proc, ready, delay=rng.uniform(0, 0.5), what=label)
         assert not RunDir(out).is_complete(), f"{label}: killed, yet complete"
@@ -348,8 +403,18 @@ def test_train_survives_sigkills(train_ref, tmp_path, env, capsys, record_kill):
 def test_two_processes_on_one_run_directory(tmp_path, env):
     """Two real `train` processes on the same --out: the second refuses in one line and writes
     nothing; the first finishes normally."""
-    args = ["train", "--dataset", "iris", "--epochs", "12", "--patience", "0", "--no-progress",
-            "--out", tmp_path / "run"]
+    args = [
+        "train",
+        "--dataset",
+        "iris",
+        "--epochs",
+        "12",
+        "--patience",
+        "0",
+        "--no-progress",
+        "--out",
+        tmp_path / "run",
+    ]
     first = launch(args, env)
     try:
         end = time.monotonic() + 60
@@ -357,7 +422,7 @@ def test_two_processes_on_one_run_directory(tmp_path, env):
             assert first.poll() is None and time.monotonic() < end, first.stdout.read()
             time.sleep(0.05)
         first.send_signal(signal.SIGSTOP)  # frozen mid-training, holding its lock, however slow
-        try:                                # the second process is to start
+        try:  # the second process is to start
             second = cli_run(args, env)
         finally:
             first.send_signal(signal.SIGCONT)
@@ -378,6 +443,7 @@ def test_two_processes_on_one_run_directory(tmp_path, env):
 
 # ------------------------------------------------------------------------------ unlearn
 
+
 @pytest.fixture(scope="module")
 def aer_teacher(tmp_path_factory) -> Path:
     """A teacher on the Aer engine (its jobs go through the circuit ledger), 4 epochs."""
@@ -385,8 +451,12 @@ def aer_teacher(tmp_path_factory) -> Path:
     from qmu_qiskit.config import resolve_run_config
 
     out = tmp_path_factory.mktemp("aer-teacher") / "teacher"
-    cfg = resolve_run_config(dataset="iris", seed=1, backend={"engine": "aer"},
-                             training={"epochs": 4, "batch_size": 32, "patience": 0})
+    cfg = resolve_run_config(
+        dataset="iris",
+        seed=1,
+        backend={"engine": "aer"},
+        training={"epochs": 4, "batch_size": 32, "patience": 0},
+    )
     pipeline.train(cfg, out, progress=False)
     return out
 
@@ -397,8 +467,18 @@ def teacher_copy(teacher: Path, dst: Path) -> Path:
 
 
 def unlearn_args(teacher: Path):
-    return ["unlearn", "--run", teacher, "--forget", "class:0", "--method", "finetune",
-            "--option", "finetune.epochs=4", "--no-progress"]
+    return [
+        "unlearn",
+        "--run",
+        teacher,
+        "--forget",
+        "class:0",
+        "--method",
+        "finetune",
+        "--option",
+        "finetune.epochs=4",
+        "--no-progress",
+    ]
 
 
 @pytest.mark.timeout(420)
@@ -416,22 +496,40 @@ def test_unlearn_survives_sigkills(aer_teacher, tmp_path, env, capsys, record_ki
     j1, j2 = rng.randint(1, 3), rng.randint(1, 2)  # of 4 epochs: work is left after each
     points = [
         (f"random: oracle epoch {j1} checkpoint + delay", None, oracle, j1),
-        (f"random: method epoch {j2} checkpoint + delay (+ a second process refused)", None, method, j2),
+        (
+            f"random: method epoch {j2} checkpoint + delay (+ a second process refused)",
+            None,
+            method,
+            j2,
+        ),
         ("inject method.pt:1:mid (method checkpoint half-written)", "method.pt:1:mid", None, None),
-        ("inject metrics.json:1:after (method metrics written, status still running)",
-         "metrics.json:1:after", None, None),
+        (
+            "inject metrics.json:1:after (method metrics written, status still running)",
+            "metrics.json:1:after",
+            None,
+            None,
+        ),
     ]
     seen = {oracle: 0, method: 0}
     done = []
     for label, kill_at, where, epoch in points:
-        ready = None if kill_at else progressed(lambda where=where: where / "checkpoints" / "method.pt", epoch)
+        ready = (
+            None
+            if kill_at
+            else progressed(lambda where=where: where / "checkpoints" / "method.pt", epoch)
+        )
         proc = launch(args, env, kill_at)
         if kill_at:
             injected(proc)
         else:
             if "second process" in label:
-                kill_when(proc, ready, delay=rng.uniform(0, 0.3), what=label,
-                          while_stopped=lambda: second_process_refused(args, capsys))
+                kill_when(
+                    proc,
+                    ready,
+                    delay=rng.uniform(0, 0.3),
+                    what=label,
+                    while_stopped=lambda: second_process_refused(args, capsys),
+                )
             else:
                 kill_when(proc, ready, delay=rng.uniform(0, 0.4), what=label)
         assert not RunDir(method).is_complete()
@@ -489,9 +587,11 @@ def grid_ref(tmp_path_factory, env) -> dict:
 def grid_paths(grid_dir: Path) -> dict:
     teachers = list((grid_dir / "teachers").glob("*"))
     teacher = teachers[0] if teachers else grid_dir / "teachers" / "none"
-    return {"teacher": teacher / "checkpoints" / "last.pt",
-            "oracle": teacher / "unlearn" / "class-0" / "retrain" / "checkpoints" / "method.pt",
-            "method": teacher / "unlearn" / "class-0" / "finetune" / "checkpoints" / "method.pt"}
+    return {
+        "teacher": teacher / "checkpoints" / "last.pt",
+        "oracle": teacher / "unlearn" / "class-0" / "retrain" / "checkpoints" / "method.pt",
+        "method": teacher / "unlearn" / "class-0" / "finetune" / "checkpoints" / "method.pt",
+    }
 
 
 def finished_cells(grid_dir: Path) -> dict:
@@ -514,13 +614,17 @@ def check_grid_after(grid_dir: Path, ref: dict, finished_at_kills: dict) -> None
     assert jobs.open_grid(grid_dir).status().state == "complete"
     assert {c.id for c in grid.cells} == set(ref)
     for cid, when in finished_at_kills.items():
-        assert RunDir(grid.cell(cid).path).status()["finished"] == when, "a finished cell was redone"
+        assert RunDir(grid.cell(cid).path).status()["finished"] == when, (
+            "a finished cell was redone"
+        )
     with jobs.CellLedger(grid_dir / "cells.sqlite") as ledger:
         assert ledger.duplicate_submissions() == []  # no cell submitted twice at once or after done
         assert ledger.duplicate_completions() == []  # no cell completed twice
     for c in grid.cells:
         assert_same_numbers(c.path, ref[c.id])
-        assert ledger_counts(c.path) == ledger_counts(ref[c.id]), f"{c.label}: jobs were executed again"
+        assert ledger_counts(c.path) == ledger_counts(ref[c.id]), (
+            f"{c.label}: jobs were executed again"
+        )
 
 
 def run_grid_kills(command, grid_dir, args, env, rng, capsys, points, *, lock_argv=None):
@@ -533,8 +637,13 @@ def run_grid_kills(command, grid_dir, args, env, rng, capsys, points, *, lock_ar
             injected(proc)
         else:
             if lock_argv is not None and "second process" in label:
-                kill_when(proc, ready, delay=rng.uniform(0, 0.3), what=label,
-                          while_stopped=lambda: second_process_refused(lock_argv, capsys))
+                kill_when(
+                    proc,
+                    ready,
+                    delay=rng.uniform(0, 0.3),
+                    what=label,
+                    while_stopped=lambda: second_process_refused(lock_argv, capsys),
+                )
             else:
                 kill_when(proc, ready, delay=rng.uniform(0, 0.4), what=label)
         scan(grid_dir)
@@ -559,19 +668,33 @@ def test_jobs_submit_survives_sigkills(grid_ref, tmp_path, env, capsys, record_k
     grid_dir = tmp_path / "runs" / "killed"
     k, j = rng.randint(1, 3), rng.randint(1, 3)
     points = [
-        (f"random: teacher epoch {k} checkpoint + delay (+ a second scheduler refused)", None, "teacher", k),
+        (
+            f"random: teacher epoch {k} checkpoint + delay (+ a second scheduler refused)",
+            None,
+            "teacher",
+            k,
+        ),
         (f"random: oracle epoch {j} checkpoint + delay", None, "oracle", j),
-        ("inject metrics.json:2:after (method cell's metrics written, its status running)",
-         "metrics.json:2:after", None, None),
+        (
+            "inject metrics.json:2:after (method cell's metrics written, its status running)",
+            "metrics.json:2:after",
+            None,
+            None,
+        ),
     ]
-    finished, done, teacher_epoch = run_grid_kills("jobs submit", grid_dir, args, env, rng, capsys,
-                                                   points, lock_argv=args)
+    finished, done, teacher_epoch = run_grid_kills(
+        "jobs submit", grid_dir, args, env, rng, capsys, points, lock_argv=args
+    )
     res = cli_run(args, env)
     assert res.returncode == 0, res.stdout + res.stderr
     scan(grid_dir, final=True)
     check_grid_after(grid_dir, grid_ref, finished)
     teacher = grid_paths(grid_dir)["teacher"].parent.parent
-    assert json.loads((teacher / "metrics.json").read_text())["resumed_from_epoch"] >= teacher_epoch > 0
+    assert (
+        json.loads((teacher / "metrics.json").read_text())["resumed_from_epoch"]
+        >= teacher_epoch
+        > 0
+    )
     assert_no_token(grid_dir)
     for label in done:
         record_kill("jobs submit", label)
@@ -589,7 +712,12 @@ def test_study_survives_sigkills(grid_ref, tmp_path, env, capsys, record_kill):
     points = [
         (f"random: teacher epoch {k} checkpoint + delay", None, "teacher", k),
         (f"random: method epoch {j} checkpoint + delay", None, "method", j),
-        ("inject results_summary.csv:1:mid (summary half-written)", "results_summary.csv:1:mid", None, None),
+        (
+            "inject results_summary.csv:1:mid (summary half-written)",
+            "results_summary.csv:1:mid",
+            None,
+            None,
+        ),
     ]
     finished, done, _ = run_grid_kills("study", grid_dir, args, env, rng, capsys, points)
     res = cli_run(args, env)
@@ -607,12 +735,15 @@ def test_study_survives_sigkills(grid_ref, tmp_path, env, capsys, record_kill):
 
 # ------------------------------------------------------------------------------ security
 
+
 def test_permissions_of_ledgers_and_run_files(train_ref, aer_teacher):
     """Ledgers (and their WAL files) and every file a run writes are user-only."""
     for root in (train_ref, aer_teacher):
         for p in root.rglob("*"):
             if p.is_file() and p.name != ".lock":
-                assert p.stat().st_mode & 0o077 == 0, f"{p} is readable by others ({oct(p.stat().st_mode)})"
+                assert p.stat().st_mode & 0o077 == 0, (
+                    f"{p} is readable by others ({oct(p.stat().st_mode)})"
+                )
         assert (root / "ledger" / "results").stat().st_mode & 0o077 == 0
 
 
@@ -623,8 +754,10 @@ def test_fake_token_never_reaches_runs_or_output(train_ref, grid_ref, env, fake_
     assert_no_token(train_ref)
     for path in grid_ref.values():
         assert_no_token(path)
-    res = cli_run(["train", "--backend", "ibm_torino", "--epochs", "1", "--out", "/nonexistent/x"],
-                  {**env, **fake_iam})
+    res = cli_run(
+        ["train", "--backend", "ibm_torino", "--epochs", "1", "--out", "/nonexistent/x"],
+        {**env, **fake_iam},
+    )
     assert res.returncode == 3 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert FAKE_TOKEN not in res.stderr and "token" in res.stderr
 
@@ -668,7 +801,9 @@ def test_yaml_is_loaded_safely(tmp_path):
     package = Path(__file__).resolve().parent.parent / "qmu_qiskit"
     for py in package.rglob("*.py"):
         text = py.read_text(encoding="utf-8")
-        assert not re.search(r"\byaml\.(load|unsafe_load|full_load)\(|\byaml\.(Unsafe|Full)?Loader\b", text), py
+        assert not re.search(
+            r"\byaml\.(load|unsafe_load|full_load)\(|\byaml\.(Unsafe|Full)?Loader\b", text
+        ), py
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, f"{py}: {call}"
 
@@ -687,13 +822,25 @@ def _one_line_error(res: subprocess.CompletedProcess, pattern: str) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_teacher_is_locked_shared_while_unlearn_works(iris_teacher, tmp_path, env, capsys, record_kill):
+def test_teacher_is_locked_shared_while_unlearn_works(
+    iris_teacher, tmp_path, env, capsys, record_kill
+):
     """`train --overwrite` on a teacher while `unlearn` runs on it is refused (the unlearn holds
     the teacher's lock shared); a second unlearn may share it; the first unlearn then finishes
     with its config and fingerprint."""
     t = teacher_copy(iris_teacher, tmp_path / "t")
-    args = ["unlearn", "--run", t, "--forget", "class:0", "--method", "ga", "--option", "ga.epochs=2",
-            "--no-progress"]
+    args = [
+        "unlearn",
+        "--run",
+        t,
+        "--forget",
+        "class:0",
+        "--method",
+        "ga",
+        "--option",
+        "ga.epochs=2",
+        "--no-progress",
+    ]
     proc = launch(args, env)
     oracle = t / "unlearn" / "class-0" / "retrain" / "checkpoints" / "method.pt"
     refused = []
@@ -701,15 +848,44 @@ def test_teacher_is_locked_shared_while_unlearn_works(iris_teacher, tmp_path, en
     def while_stopped():
         capsys.readouterr()
         with pytest.raises(SystemExit) as exc:
-            cli.main(["train", "--dataset", "iris", "--seed", "0", "--epochs", "30", "--no-progress",
-                      "--out", str(t), "--overwrite"])
+            cli.main(
+                [
+                    "train",
+                    "--dataset",
+                    "iris",
+                    "--seed",
+                    "0",
+                    "--epochs",
+                    "30",
+                    "--no-progress",
+                    "--out",
+                    str(t),
+                    "--overwrite",
+                ]
+            )
         err = capsys.readouterr().err.strip()
         assert exc.value.code == 2 and err.count("\n") == 0, err
         assert "in use by another command that depends on it" in err, err
         refused.append(err)
         # the same (finished) train command without --overwrite is still answered
-        assert cli_run(["train", "--dataset", "iris", "--seed", "0", "--epochs", "30",
-                        "--no-progress", "--out", t], env).returncode == 0
+        assert (
+            cli_run(
+                [
+                    "train",
+                    "--dataset",
+                    "iris",
+                    "--seed",
+                    "0",
+                    "--epochs",
+                    "30",
+                    "--no-progress",
+                    "--out",
+                    t,
+                ],
+                env,
+            ).returncode
+            == 0
+        )
 
     try:
         end = time.monotonic() + 120
@@ -730,7 +906,9 @@ def test_teacher_is_locked_shared_while_unlearn_works(iris_teacher, tmp_path, en
     assert refused and (t / "model.pt").is_file()
     for name in ("retrain", "ga"):
         run = RunDir(t / "unlearn" / "class-0" / name)
-        assert run.is_complete() and run.config()["kind"] == "unlearn" and run.status()["fingerprint"]
+        assert (
+            run.is_complete() and run.config()["kind"] == "unlearn" and run.status()["fingerprint"]
+        )
     record_kill("unlearn", "train --overwrite on its teacher while it runs: refused")
 
 
@@ -773,8 +951,11 @@ def small_fs(tmp_path):
     """A real 2 MiB tmpfs (root only): full and read-only disks, no mocking."""
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         pytest.skip(f"mounting a small tmpfs needs root ({res.stderr.strip()})")
     try:
@@ -784,7 +965,9 @@ def small_fs(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_full_and_read_only_disks_are_one_line_errors_and_resumable(train_ref, small_fs, env, record_kill):
+def test_full_and_read_only_disks_are_one_line_errors_and_resumable(
+    train_ref, small_fs, env, record_kill
+):
     """A training run on a disk that fills up, then on a read-only one: each stops with one line
     naming the cause (exit 2, no 'unexpected'), and the same command finishes the run once space
     is back, with the uninterrupted numbers."""
@@ -796,8 +979,11 @@ def test_full_and_read_only_disks_are_one_line_errors_and_resumable(train_ref, s
             fh.write(b"\0" * (2 * 2**20 - 48 * 1024))
         except OSError:
             pass
-    _one_line_error(cli_run(args, env), r"cannot write .*: the disk (is full|failed the write)[^;]*; "
-                    r"free space .* run the same command again")
+    _one_line_error(
+        cli_run(args, env),
+        r"cannot write .*: the disk (is full|failed the write)[^;]*; "
+        r"free space .* run the same command again",
+    )
     filler.unlink()
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     try:
@@ -824,19 +1010,30 @@ def test_dead_cells_and_corrupt_cell_results(tmp_path, env, record_kill):
     spec, grid_dir = _tiny_grid(tmp_path, "dead")
     args = ["jobs", "submit", spec, "--out-dir", tmp_path]
     proc = launch(args, env)
-    kill_when(proc, progressed(lambda: grid_paths(grid_dir)["teacher"], 1), delay=0.1,
-              what="teacher epoch 1")
+    kill_when(
+        proc,
+        progressed(lambda: grid_paths(grid_dir)["teacher"], 1),
+        delay=0.1,
+        what="teacher epoch 1",
+    )
     res = cli_run(["jobs", "status", spec, "--out-dir", tmp_path, "--all"], env)
     assert res.returncode == 0 and res.stderr.strip() == "", res.stderr
-    assert re.search(r"\bdead\b", res.stdout) and not re.search(r"\brunning\b", res.stdout), res.stdout
+    assert re.search(r"\bdead\b", res.stdout) and not re.search(r"\brunning\b", res.stdout), (
+        res.stdout
+    )
     res = cli_run(args, env)
     assert res.returncode == 0, res.stdout + res.stderr
     method = grid_paths(grid_dir)["method"].parent.parent
     good = json.loads((method / "metrics.json").read_text())
     (method / "metrics.json").write_text('{"acc_test": 0.5, "trunc')
-    for cmd in (["jobs", "results", spec, "--out-dir", tmp_path],
-                ["study", spec, "--out-dir", tmp_path, "--report-only", "--no-plots"]):
-        _one_line_error(cli_run(cmd, env), r"cell .*finetune.* is damaged \(.*metrics\.json is corrupt.*run `qmu-qiskit jobs submit`")
+    for cmd in (
+        ["jobs", "results", spec, "--out-dir", tmp_path],
+        ["study", spec, "--out-dir", tmp_path, "--report-only", "--no-plots"],
+    ):
+        _one_line_error(
+            cli_run(cmd, env),
+            r"cell .*finetune.* is damaged \(.*metrics\.json is corrupt.*run `qmu-qiskit jobs submit`",
+        )
     res = cli_run(args, env)
     assert res.returncode == 0, res.stdout + res.stderr
     again = json.loads((method / "metrics.json").read_text())
@@ -883,10 +1080,14 @@ def test_fingerprints_are_checked_before_use(iris_teacher, tmp_path):
     # replaced silently, and --overwrite replaces it (not the first oracle)
     with pytest.raises(RunError, match="holds a run made from a different config; use --overwrite"):
         pipeline.unlearn(t, "class:0", ["ga"], options=opts, progress=False, seed=1)
-    again = pipeline.unlearn(t, "class:0", ["ga"], options=opts, progress=False, seed=1, overwrite=True)
+    again = pipeline.unlearn(
+        t, "class:0", ["ga"], options=opts, progress=False, seed=1, overwrite=True
+    )
     assert again[0].path.name == "retrain-s1" and (ga.parent / "retrain").is_dir()
     assert RunDir(ga).status()["oracle"] == "retrain-s1"
-    other = pipeline.unlearn(t, "class:0", ["ga"], options=opts, progress=False, out=tmp_path / "elsewhere")
+    other = pipeline.unlearn(
+        t, "class:0", ["ga"], options=opts, progress=False, out=tmp_path / "elsewhere"
+    )
     assert other[-1].path == tmp_path / "elsewhere" / "ga"
     assert pipeline.evaluate(tmp_path / "elsewhere" / "ga")["forget_size"] == before["forget_size"]
     # the unlearn run's own config edited: refused before its metrics are rewritten
@@ -900,7 +1101,9 @@ def test_fingerprints_are_checked_before_use(iris_teacher, tmp_path):
     state = torch.load(t / "model.pt", weights_only=True)
     state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
     torch.save(state, t / "model.pt")
-    with pytest.raises(RunError, match=r"is not the one .* was unlearned from \(its weights/outputs changed"):
+    with pytest.raises(
+        RunError, match=r"is not the one .* was unlearned from \(its weights/outputs changed"
+    ):
         pipeline.evaluate(ga)
     assert (ga / "metrics.json").read_bytes() == metrics
 
@@ -911,12 +1114,28 @@ def test_killed_local_pool_prints_no_semaphore_warnings(tmp_path, env):
     tracker print until they exit holds no multi-line leaked-semaphore warning, and `jobs status`
     calls the cell dead."""
     spec = tmp_path / "pool.yaml"
-    spec.write_text(yaml.safe_dump({"name": "pool", **GRID, "executor": {"kind": "local", "workers": 1}}),
-                    encoding="utf-8")
+    spec.write_text(
+        yaml.safe_dump({"name": "pool", **GRID, "executor": {"kind": "local", "workers": 1}}),
+        encoding="utf-8",
+    )
     grid_dir = tmp_path / "runs" / "pool"
-    proc = subprocess.Popen([sys.executable, "-m", "qmu_qiskit.cli", "jobs", "submit", str(spec),
-                             "--out-dir", str(tmp_path), "--quiet"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qmu_qiskit.cli",
+            "jobs",
+            "submit",
+            str(spec),
+            "--out-dir",
+            str(tmp_path),
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         end = time.monotonic() + 120
         while ckpt_epoch(grid_paths(grid_dir)["teacher"]) < 1:

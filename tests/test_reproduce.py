@@ -49,9 +49,20 @@ def test_a_changed_value_beyond_the_spread_is_reported_and_fails_the_command(sma
     metrics["acc_test_unlearn"] = metrics["acc_test_unlearn"] + 0.5  # not what this config gives
     metrics_path.write_text(json.dumps(metrics))
     proc = subprocess.run(
-        [sys.executable, "-m", "qmu_qiskit.cli", "reproduce", str(run / "unlearn" / "class-0" / "ga"),
-         "--out", str(tmp_path / "scratch"), "--spread-seeds", "0"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "qmu_qiskit.cli",
+            "reproduce",
+            str(run / "unlearn" / "class-0" / "ga"),
+            "--out",
+            str(tmp_path / "scratch"),
+            "--spread-seeds",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 1, proc.stderr
     assert "class-0/ga:acc_test_unlearn" in proc.stdout and "differs" in proc.stdout

@@ -37,7 +37,11 @@ def _sub_env(tmp: Path, extra: dict | None = None) -> dict:
 def _cli(*args, env, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "qmu_qiskit.cli", *args],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
     )
 
 
@@ -96,7 +100,9 @@ def spy(monkeypatch):
 
 def _isa_on(circuit, target) -> bool:
     return circuit.num_qubits == target.num_qubits and all(
-        target.instruction_supported(inst.operation.name, tuple(circuit.find_bit(q).index for q in inst.qubits))
+        target.instruction_supported(
+            inst.operation.name, tuple(circuit.find_bit(q).index for q in inst.qubits)
+        )
         for inst in circuit.data
         if inst.operation.name != "barrier"
     )
@@ -151,9 +157,27 @@ def fake_unlearn(tmp_path_factory, iris_teacher):
 
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main(["unlearn", "--run", str(teacher), "--forget", "class:0", "--method", "certified",
-                  "--backend", "fake_brisbane", "--no-progress"])
-    return {"teacher": teacher, "spy": s, "runners": built, "stdout": out.getvalue(), "stderr": err.getvalue()}
+            main(
+                [
+                    "unlearn",
+                    "--run",
+                    str(teacher),
+                    "--forget",
+                    "class:0",
+                    "--method",
+                    "certified",
+                    "--backend",
+                    "fake_brisbane",
+                    "--no-progress",
+                ]
+            )
+    return {
+        "teacher": teacher,
+        "spy": s,
+        "runners": built,
+        "stdout": out.getvalue(),
+        "stderr": err.getvalue(),
+    }
 
 
 def test_fake_backend_unlearn_runs_the_runtime_path(fake_unlearn):
@@ -188,7 +212,9 @@ def test_fake_backend_unlearn_runs_the_runtime_path(fake_unlearn):
     for job in jobs:
         assert job.backend == "fake_brisbane" and job.runner == "runtime:local"
         assert job.job_id and job.status == "done"
-    assert all(shots > 0 for (shots,) in _sql(run / "ledger" / "jobs.sqlite", "SELECT shots FROM jobs"))
+    assert all(
+        shots > 0 for (shots,) in _sql(run / "ledger" / "jobs.sqlite", "SELECT shots FROM jobs")
+    )
 
     import json
 
@@ -205,7 +231,9 @@ def test_no_token_is_written_anywhere(fake_unlearn):
     results, outputs, metrics, cost, checkpoints — and of the command's output finds no token."""
     needle = FAKE_TOKEN.encode()
     files = [p for p in fake_unlearn["teacher"].rglob("*") if p.is_file()]
-    assert any(p.suffix == ".sqlite" for p in files) and any(p.name == "metrics.json" for p in files)
+    assert any(p.suffix == ".sqlite" for p in files) and any(
+        p.name == "metrics.json" for p in files
+    )
     leaked = [str(p) for p in files if needle in p.read_bytes()]
     assert leaked == []
     assert FAKE_TOKEN not in fake_unlearn["stdout"] + fake_unlearn["stderr"]
@@ -216,8 +244,18 @@ def test_no_token_is_written_anywhere(fake_unlearn):
 
 
 def test_ibm_backend_without_credentials_is_one_line_and_leaves_no_run(iris_teacher_copy, tmp_path):
-    res = _cli("unlearn", "--run", str(iris_teacher_copy), "--forget", "class:0", "--method",
-               "certified", "--backend", "ibm_brisbane", env=_sub_env(tmp_path))
+    res = _cli(
+        "unlearn",
+        "--run",
+        str(iris_teacher_copy),
+        "--forget",
+        "class:0",
+        "--method",
+        "certified",
+        "--backend",
+        "ibm_brisbane",
+        env=_sub_env(tmp_path),
+    )
     assert res.returncode == 3
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
@@ -229,8 +267,18 @@ def test_ibm_backend_without_credentials_is_one_line_and_leaves_no_run(iris_teac
 
 def test_a_device_too_small_is_refused_before_any_run_directory(tmp_path):
     out = tmp_path / "run"
-    res = _cli("train", "--dataset", "digits", "--qubits", "8", "--backend", "fake_manila",
-               "--out", str(out), env=_sub_env(tmp_path))
+    res = _cli(
+        "train",
+        "--dataset",
+        "digits",
+        "--qubits",
+        "8",
+        "--backend",
+        "fake_manila",
+        "--out",
+        str(out),
+        env=_sub_env(tmp_path),
+    )
     assert res.returncode == 3
     (line,) = res.stderr.strip().splitlines()
     assert "needs 8 qubits but fake_manila has 5" in line
@@ -267,7 +315,9 @@ def hqml4():
 
 def test_an_expired_session_is_reopened_and_the_run_resumes(hqml4, spy, tmp_path):
     qc, obs, vals = hqml4
-    ex = Executor("fake_manila", cache_dir=tmp_path, ledger=tmp_path / "jobs.sqlite", run_id="run-s")
+    ex = Executor(
+        "fake_manila", cache_dir=tmp_path, ledger=tmp_path / "jobs.sqlite", run_id="run-s"
+    )
     first, _ = ex.expectation_values(qc, obs, vals[:3])
     assert ex.runner.sessions_opened == 1
     ex.runner.mode().close()  # the session expires between two calls (max_time reached)
@@ -290,8 +340,14 @@ def test_error_mitigation_options_reach_the_primitive(hqml4, spy, tmp_path):
     from qiskit_ibm_runtime import Batch
 
     qc, obs, vals = hqml4
-    options = {"mode": "batch", "resilience_level": 2, "dynamical_decoupling": True, "twirling": True,
-               "zne": True, "max_time": 600}
+    options = {
+        "mode": "batch",
+        "resilience_level": 2,
+        "dynamical_decoupling": True,
+        "twirling": True,
+        "zne": True,
+        "max_time": 600,
+    }
     ex = Executor("fake_manila", cache_dir=tmp_path, run_id="run-opt", runtime_options=options)
     ex.expectation_values(qc, obs, vals[:2])
     prim = ex.runner.last_primitive
@@ -313,16 +369,33 @@ def test_cli_runtime_flags_become_the_backend_config_and_unknown_options_are_ref
     from qmu_qiskit.cli import _backend_dict, _runtime_items
     from qmu_qiskit.config import BackendConfig
 
-    got = _backend_dict("fake_manila", None, None, None, None,
-                        _runtime_items(1, dynamical_decoupling=True, twirling=False, zne=True, max_time=300))
-    assert got == {"name": "fake_manila", "runtime": {"resilience_level": 1, "max_time": 300,
-                                                      "dynamical_decoupling": True, "zne": True}}
+    got = _backend_dict(
+        "fake_manila",
+        None,
+        None,
+        None,
+        None,
+        _runtime_items(1, dynamical_decoupling=True, twirling=False, zne=True, max_time=300),
+    )
+    assert got == {
+        "name": "fake_manila",
+        "runtime": {
+            "resilience_level": 1,
+            "max_time": 300,
+            "dynamical_decoupling": True,
+            "zne": True,
+        },
+    }
     assert BackendConfig(**got).runtime["max_time"] == 300
     assert "runtime" not in _backend_dict("aer", None, None, None, None, _runtime_items())
-    with pytest.raises(BadInputError, match=r"runtime: unknown option\(s\) resilience; use mode, max_time"):
+    with pytest.raises(
+        BadInputError, match=r"runtime: unknown option\(s\) resilience; use mode, max_time"
+    ):
         from qmu_qiskit.config import resolve_run_config
 
-        resolve_run_config(dataset="iris", backend={"name": "fake_manila", "runtime": {"resilience": 1}})
+        resolve_run_config(
+            dataset="iris", backend={"name": "fake_manila", "runtime": {"resilience": 1}}
+        )
 
 
 def test_amplitude_encoded_circuits_run_as_one_runtime_job(spy, tmp_path):
@@ -338,7 +411,9 @@ def test_amplitude_encoded_circuits_run_as_one_runtime_job(spy, tmp_path):
         vals[:, index[p]] = rng.normal(size=4)
     for j, p in enumerate(w):
         vals[:, index[p]] = rng.normal()
-    ex = Executor("fake_manila", shots=4000, cache_dir=tmp_path, ledger=tmp_path / "l.sqlite", run_id="run-a")
+    ex = Executor(
+        "fake_manila", shots=4000, cache_dir=tmp_path, ledger=tmp_path / "l.sqlite", run_id="run-a"
+    )
     evs, stds = ex.expectation_values(qc, obs, vals)
     exact, _ = Executor("aer", cache_dir=tmp_path).expectation_values(qc, obs, vals)
     assert evs.shape == (n, 4) and len(spy.primitives) == 1 and len(spy.pubs[0]) == 4
@@ -347,20 +422,32 @@ def test_amplitude_encoded_circuits_run_as_one_runtime_job(spy, tmp_path):
     assert job.status == "done"
     assert _sql(tmp_path / "l.sqlite", "SELECT num_pubs FROM jobs") == [(4,)]
     misses = ex.cost.total.transpile_misses
-    ex.expectation_values(qc, obs, vals + np.where(np.isin(np.arange(qc.num_parameters), [index[p] for p in w]), 0.3, 0))
+    ex.expectation_values(
+        qc,
+        obs,
+        vals + np.where(np.isin(np.arange(qc.num_parameters), [index[p] for p in w]), 0.3, 0),
+    )
     assert ex.cost.total.transpile_misses == misses  # same samples, new weights: no transpiling
     ex.close()
 
 
 @pytest.mark.hardware
-@pytest.mark.skipif(not os.environ.get("QISKIT_IBM_TOKEN"), reason="needs an IBM Quantum account (QISKIT_IBM_TOKEN)")
+@pytest.mark.skipif(
+    not os.environ.get("QISKIT_IBM_TOKEN"), reason="needs an IBM Quantum account (QISKIT_IBM_TOKEN)"
+)
 def test_the_same_path_on_ibm_hardware(hqml4, tmp_path):  # pragma: no cover - needs the service
     """One small job on the least busy device the account can use: the path the fake_* tests
     exercise offline, on hardware (session, ISA circuit, job id in the ledger)."""
     qc, obs, vals = hqml4
     device = runtime.runtime_service().least_busy(operational=True, simulator=False)
-    ex = Executor(device.name, shots=256, cache_dir=tmp_path, ledger=tmp_path / "l.sqlite", run_id="run-hw",
-                  runtime_options={"max_time": 300})
+    ex = Executor(
+        device.name,
+        shots=256,
+        cache_dir=tmp_path,
+        ledger=tmp_path / "l.sqlite",
+        run_id="run-hw",
+        runtime_options={"max_time": 300},
+    )
     evs, _ = ex.expectation_values(qc, obs, vals[:2])
     assert evs.shape == (4, 2) and ex.runner.remote
     (job,) = ex.ledger.jobs()

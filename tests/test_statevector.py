@@ -212,5 +212,6 @@ def test_feature_map_ladders_compile_to_one_diagonal_per_layer():
     vals = np.random.default_rng(1).uniform(0, np.pi, (2, 4))
     sv = cc.statevector(torch.tensor(vals)).numpy()
     for b in range(2):
-        np.testing.assert_allclose(sv[b], Statevector(qc.assign_parameters(vals[b])).data,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            sv[b], Statevector(qc.assign_parameters(vals[b])).data, atol=1e-12
+        )

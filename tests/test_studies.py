@@ -25,10 +25,13 @@ def teacher_config(spec: dict, dataset: int = 0, model: int = 0, seed: int | Non
     js = proto.complete(js)
     entry = js.datasets[dataset]
     models = proto.models_for(js, entry)
-    return proto.run_config(js, entry, models[model], js.backends[0], js.seeds[0] if seed is None else seed)
+    return proto.run_config(
+        js, entry, models[model], js.backends[0], js.seeds[0] if seed is None else seed
+    )
 
 
 # ------------------------------------------------------------------------------ recipes
+
 
 def test_hqml_recipe_and_quirks():
     cfg = teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"]})
@@ -39,30 +42,55 @@ def test_hqml_recipe_and_quirks():
     # a terse hqml spec gets every HQML quirk that applies to Iris
     assert cfg.protocol == "hqml" and cfg.exclude_forget == "subset:0.02"
     assert cfg.data.quirks == ("scaler_on_all", "shuffled_subset")
-    assert teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"]}, seed=5).data.seed == 0
+    assert (
+        teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"]}, seed=5).data.seed
+        == 0
+    )
 
     plain = teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"], "quirks": {}})
     assert plain.exclude_forget is None and plain.data.quirks == ()
-    quirky = teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"],
-                             "quirks": {"iris_teacher_without_subset": True}})
+    quirky = teacher_config(
+        {
+            "name": "h",
+            "protocol": "hqml",
+            "datasets": ["iris"],
+            "quirks": {"iris_teacher_without_subset": True},
+        }
+    )
     assert quirky.exclude_forget == "subset:0.02" and quirky.fingerprint() != plain.fingerprint()
 
-    honest = teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"],
-                             "quirks": {"test_selection": False}})
+    honest = teacher_config(
+        {"name": "h", "protocol": "hqml", "datasets": ["iris"], "quirks": {"test_selection": False}}
+    )
     assert (honest.training.select, honest.data.val_size, honest.protocol) == ("val", 0.1, "fixed")
 
     with pytest.raises(BadInputError, match="contradicts quirks.test_selection"):
-        teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"], "training": {"select": "val"}})
+        teacher_config(
+            {"name": "h", "protocol": "hqml", "datasets": ["iris"], "training": {"select": "val"}}
+        )
     with pytest.raises(BadInputError, match="needs a subset:F"):
-        teacher_config({"name": "h", "protocol": "hqml", "datasets": ["iris"], "forget": ["class:0"],
-                        "quirks": {"iris_teacher_without_subset": True}})
+        teacher_config(
+            {
+                "name": "h",
+                "protocol": "hqml",
+                "datasets": ["iris"],
+                "forget": ["class:0"],
+                "quirks": {"iris_teacher_without_subset": True},
+            }
+        )
 
     fashion = teacher_config({"name": "h", "protocol": "hqml", "datasets": ["fashion_mnist"]})
-    assert (fashion.model.name, fashion.model.qubits, fashion.data.samples_per_class) == ("hqml-conv", 10, 800)
+    assert (fashion.model.name, fashion.model.qubits, fashion.data.samples_per_class) == (
+        "hqml-conv",
+        10,
+        800,
+    )
     assert fashion.data.quirks == ("shuffled_subset", "torch_class_draws")  # no scaler on images
     fixed = teacher_config({"name": "f", "datasets": ["mnist"]})
     assert (fixed.training.select, fixed.data.val_size, fixed.protocol) == ("val", 0.1, "fixed")
-    spec = get_protocol("hqml").complete(jobs.load_spec({"name": "h", "protocol": "hqml", "datasets": ["iris"]}))
+    spec = get_protocol("hqml").complete(
+        jobs.load_spec({"name": "h", "protocol": "hqml", "datasets": ["iris"]})
+    )
     assert spec.metrics.mia_nonmembers == "retain" and spec.forget == ["subset:0.02", "class:0"]
 
 
@@ -72,7 +100,11 @@ def test_job_specs_parse_and_agree_with_their_protocol(path):
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     spec = jobs.load_spec(path)
     assert spec.name == path.stem and spec.out == f"runs/{path.stem}"
-    terse = {"name": spec.name, "protocol": spec.protocol, "datasets": [d.name for d in spec.datasets]}
+    terse = {
+        "name": spec.name,
+        "protocol": spec.protocol,
+        "datasets": [d.name for d in spec.datasets],
+    }
     for d in range(len(spec.datasets)):
         for m in range(len(spec.models or [None])):
             assert teacher_config(raw, d, m) == teacher_config(terse, d, m)
@@ -98,6 +130,7 @@ def test_hqml_iris_spec_expands_when_its_methods_exist(tmp_path):
 
 
 # ------------------------------------------------------------------------------ a study end to end
+
 
 @pytest.fixture(scope="module")
 def faithful_study(tmp_path_factory):
@@ -128,7 +161,8 @@ def test_faithful_summary_columns_and_uqi(faithful_study):
     assert header[: len(HQML_COLUMNS)] == HQML_COLUMNS
     assert header[len(HQML_COLUMNS)] == "dataset" and header[-2:] == ["cell", "path"]
     assert {(r["scenario"], r["method"]) for r in rows} == {
-        (s, m) for s in ("subset:0.02", "class:0") for m in ("retrain", "ga", "neggrad_plus")}
+        (s, m) for s in ("subset:0.02", "class:0") for m in ("retrain", "ga", "neggrad_plus")
+    }
     for r in rows:
         uqi = float(r["forget_drop"]) - 0.5 * (float(r["retain_drop"]) + float(r["test_drop"]))
         assert math.isclose(float(r["UQI"]), uqi, rel_tol=0, abs_tol=1e-12), r
@@ -144,15 +178,21 @@ def test_faithful_quirks_applied_and_reported(faithful_study):
     teacher = next(c for c in grid.cells if c.kind == "teacher")
     metrics = json.loads((teacher.path / "metrics.json").read_text())
     assert metrics["excluded"] == {"forget": "subset:0.02", "size": 3}
-    assert all(c.payload["metric_ctx"]["kl_shuffled"] and c.payload["metric_ctx"]["mia_nonmembers"] == "retain"
-               for c in grid.cells if c.kind != "teacher")
+    assert all(
+        c.payload["metric_ctx"]["kl_shuffled"]
+        and c.payload["metric_ctx"]["mia_nonmembers"] == "retain"
+        for c in grid.cells
+        if c.kind != "teacher"
+    )
     report = out.report.read_text(encoding="utf-8")
     for flag in ("test_selection", "iris_teacher_without_subset", "kl_retain_shuffled"):
         assert f"`{flag}` | **on**" in report
     assert "without subset:0.02" in report and "## Results" in report
     names = sorted(p.name for p in out.plots)
-    assert len(names) == 6 and all(sum(n.startswith(k) for n in names) == 2
-                                   for k in ("mia_roc_", "forget_vs_retain_", "curves_"))
+    assert len(names) == 6 and all(
+        sum(n.startswith(k) for n in names) == 2
+        for k in ("mia_roc_", "forget_vs_retain_", "curves_")
+    )
     for p in out.plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{p.name}" in report
@@ -171,8 +211,16 @@ def test_study_cli_report_only(faithful_study, capsys):
 
 def test_mean_std_over_seeds():
     rows = [
-        {"dataset": "iris", "model": "m", "backend": "aer", "scenario": "class:0", "method": "ga",
-         "seed": s, "UQI": u, "MIA_AUC": float("nan") if s == 2 else 0.5}
+        {
+            "dataset": "iris",
+            "model": "m",
+            "backend": "aer",
+            "scenario": "class:0",
+            "method": "ga",
+            "seed": s,
+            "UQI": u,
+            "MIA_AUC": float("nan") if s == 2 else 0.5,
+        }
         for s, u in ((0, 0.1), (1, 0.3), (2, 0.5))
     ]
     agg, cols = mean_std_rows(rows, ["scenario", "method", "UQI", "MIA_AUC", "seed"])
@@ -184,6 +232,11 @@ def test_mean_std_over_seeds():
 
 
 def test_backends_accept_names_and_mappings():
-    spec = jobs.load_spec({"name": "b", "datasets": ["iris"],
-                           "backends": ["aer", {"name": "aer", "engine": "aer", "shots": 128}]})
+    spec = jobs.load_spec(
+        {
+            "name": "b",
+            "datasets": ["iris"],
+            "backends": ["aer", {"name": "aer", "engine": "aer", "shots": 128}],
+        }
+    )
     assert spec.backends == [BackendConfig(), BackendConfig(engine="aer", shots=128)]

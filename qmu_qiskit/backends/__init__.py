@@ -115,7 +115,7 @@ def _valid_names_hint() -> str:
 
     try:
         profiles = ", ".join(list_profiles())
-    except Exception:  # noqa: BLE001 - the hint must not fail
+    except Exception:
         profiles = "see `qmu-qiskit profiles list`"
     return (
         f"use aer, aer_noisy or aer_noisy:PROFILE (profiles: {profiles}), fake_<device> "

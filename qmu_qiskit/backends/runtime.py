@@ -81,15 +81,28 @@ def service_error(exc: BaseException, *, token: bool) -> QmuError:
     low = text.lower()
     host = re.search(r"host='([^']+)'", text)
     where = f" {host.group(1)}" if host else ""
-    if ("NameResolutionError" in names or "gaierror" in names or "failed to resolve" in low
-            or "name or service not known" in low or "temporary failure in name resolution" in low):
+    if (
+        "NameResolutionError" in names
+        or "gaierror" in names
+        or "failed to resolve" in low
+        or "name or service not known" in low
+        or "temporary failure in name resolution" in low
+    ):
         return BackendError(
             f"cannot reach IBM Quantum: the host name{where} does not resolve (no network or no "
             "DNS); check the network connection, or run offline with a fake_<device> backend"
         )
     if any(isinstance(e, (ConnectionError, TimeoutError)) for e in chain) or any(
-            n in names for n in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "ProxyError",
-                                 "SSLError", "MaxRetryError")):
+        n in names
+        for n in (
+            "ConnectionError",
+            "ConnectTimeout",
+            "ReadTimeout",
+            "ProxyError",
+            "SSLError",
+            "MaxRetryError",
+        )
+    ):
         return BackendError(
             f"cannot reach IBM Quantum{' at' + where if where else ''} (connection failed: "
             f"{type(chain[-1]).__name__}); check the network or proxy, or run offline with a "
@@ -155,7 +168,7 @@ def runtime_service():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 _service = QiskitRuntimeService(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - account errors come in several types
+        except Exception as exc:
             raise service_error(exc, token=bool(token)) from exc
         finally:
             runtime_logger.setLevel(previous_level)
@@ -172,12 +185,14 @@ def ibm_backend(name: str):
     service = runtime_service()
     try:
         available = sorted(b.name for b in service.backends())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         mapped = service_error(exc, token=True)
         said = str(mapped)
         if isinstance(mapped, CredentialsError) or "resolve" in said or "reach" in said:
             raise mapped from exc
-        raise BackendError(f"cannot list IBM Quantum devices ({type(exc).__name__}); try again later") from None
+        raise BackendError(
+            f"cannot list IBM Quantum devices ({type(exc).__name__}); try again later"
+        ) from None
     if name not in available:
         raise BackendError(
             f"device {name!r} is not available to this account (unknown or retired); available: "

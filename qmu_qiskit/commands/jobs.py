@@ -11,14 +11,23 @@ import click
 from ..cli import CONTEXT, print_table
 from ..exceptions import JobError
 
-OUT_DIR_HELP = ("Output directory the spec's `out:` (default runs/<name>) is relative to, and may "
-                "not leave (default: the current directory; --out-dir is its older name).")
+OUT_DIR_HELP = (
+    "Output directory the spec's `out:` (default runs/<name>) is relative to, and may "
+    "not leave (default: the current directory; --out-dir is its older name)."
+)
 
 
 def out_option(help_text: str = OUT_DIR_HELP):
     """``--out`` (``--out-dir`` kept as an alias): one output option on every command."""
-    return click.option("--out", "--out-dir", "out_dir", type=click.Path(file_okay=False),
-                        default=".", show_default=True, help=help_text)
+    return click.option(
+        "--out",
+        "--out-dir",
+        "out_dir",
+        type=click.Path(file_okay=False),
+        default=".",
+        show_default=True,
+        help=help_text,
+    )
 
 
 class ProgressPrinter:
@@ -68,13 +77,33 @@ def jobs():
 @jobs.command(context_settings=CONTEXT)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @out_option()
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with MNIST/raw and FashionMNIST/raw (torchvision's layout).")
-@click.option("--workers", type=click.IntRange(1), default=None, help="Cells run in parallel (default: one per core; Aer/torch threads are divided between them).")
-@click.option("--method", "methods", multiple=True, help="Run only this method (repeatable; label or registry name).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder with MNIST/raw and FashionMNIST/raw (torchvision's layout).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Cells run in parallel (default: one per core; Aer/torch threads are divided between them).",
+)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    help="Run only this method (repeatable; label or registry name).",
+)
 @click.option("--seed", "seeds", type=int, multiple=True, help="Run only this seed (repeatable).")
 @click.option("--quiet", is_flag=True, help="Print only failures and the summary.")
-@click.option("--max-cells", type=click.IntRange(1), default=None, metavar="N",
-              help="Allow a grid of up to N cells (default 5000).")
+@click.option(
+    "--max-cells",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
+    help="Allow a grid of up to N cells (default 5000).",
+)
 def submit(spec, out_dir, data_dir, workers, methods, seeds, quiet, max_cells):
     """Run the grid of SPEC in the foreground, with one line per finished cell.
 
@@ -84,9 +113,16 @@ def submit(spec, out_dir, data_dir, workers, methods, seeds, quiet, max_cells):
     from .. import jobs as api
 
     printer = ProgressPrinter(quiet)
-    handle = api.submit(spec, out_dir=out_dir, data_dir=data_dir, workers=workers,
-                        methods=list(methods) or None, seeds=list(seeds) or None, on_event=printer,
-                        max_cells=max_cells)
+    handle = api.submit(
+        spec,
+        out_dir=out_dir,
+        data_dir=data_dir,
+        workers=workers,
+        methods=list(methods) or None,
+        seeds=list(seeds) or None,
+        on_event=printer,
+        max_cells=max_cells,
+    )
     click.echo(f"grid directory: {handle.path}")
     status = wait_interruptibly(handle)
     finish(status, f"qmu-qiskit jobs results {handle.path}")
@@ -121,7 +157,9 @@ def finish(status, next_step: str) -> None:
 @jobs.command(context_settings=CONTEXT)
 @click.argument("target", type=click.Path())
 @out_option()
-@click.option("--all", "show_all", is_flag=True, help="List every cell, not only the unfinished ones.")
+@click.option(
+    "--all", "show_all", is_flag=True, help="List every cell, not only the unfinished ones."
+)
 def status(target, out_dir, show_all):
     """State of a grid: counts per status and the cells not finished.
 
@@ -130,20 +168,48 @@ def status(target, out_dir, show_all):
     from .. import jobs as api
 
     st = api.open_grid(target, out_dir=out_dir).status()
-    running = f" (scheduler pid {st.scheduler_pid})" if st.scheduler_pid and st.scheduler_pid > 0 else ""
+    running = (
+        f" (scheduler pid {st.scheduler_pid})" if st.scheduler_pid and st.scheduler_pid > 0 else ""
+    )
     click.echo(f"{st.summary()}{running}  [{st.path}]")
     cells = st.cells if show_all else [c for c in st.cells if c["status"] != "done"]
     if cells:
-        print_table(cells, [("cell", "label"), ("status", "status"), ("attempts", "attempts"),
-                            ("s", "seconds"), ("error", "error")])
+        print_table(
+            cells,
+            [
+                ("cell", "label"),
+                ("status", "status"),
+                ("attempts", "attempts"),
+                ("s", "seconds"),
+                ("error", "error"),
+            ],
+        )
 
 
 @jobs.command(context_settings=CONTEXT)
 @click.argument("target", type=click.Path())
-@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="Output directory the spec was submitted with (only when TARGET is a spec).")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--output", "--out", "output", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout (csv/json).")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Output directory the spec was submitted with (only when TARGET is a spec).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--output",
+    "--out",
+    "output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to this file instead of stdout (csv/json).",
+)
 def results(target, out_dir, fmt, output):
     """Metrics of every finished cell of a grid."""
     from .. import jobs as api
@@ -151,11 +217,27 @@ def results(target, out_dir, fmt, output):
     rows = api.open_grid(target, out_dir=out_dir).results()
     if fmt == "table":
         rows = [r for r in rows if r["kind"] != "teacher"]
-        print_table(rows, [("kind", "kind"), ("dataset", "dataset"), ("model", "model"), ("seed", "seed"),
-                           ("forget", "forget"), ("method", "method"), ("acc_retain", "acc_retain_unlearn"),
-                           ("acc_forget", "acc_forget_unlearn"), ("acc_test", "acc_test_unlearn"),
-                           ("UQI", "UQI"), ("MIA_AUC", "MIA_AUC"), ("UA", "UA"), ("RA", "RA"),
-                           ("TA", "TA"), ("MIA-Efficacy", "MIA_Efficacy"), ("s", "seconds")])
+        print_table(
+            rows,
+            [
+                ("kind", "kind"),
+                ("dataset", "dataset"),
+                ("model", "model"),
+                ("seed", "seed"),
+                ("forget", "forget"),
+                ("method", "method"),
+                ("acc_retain", "acc_retain_unlearn"),
+                ("acc_forget", "acc_forget_unlearn"),
+                ("acc_test", "acc_test_unlearn"),
+                ("UQI", "UQI"),
+                ("MIA_AUC", "MIA_AUC"),
+                ("UA", "UA"),
+                ("RA", "RA"),
+                ("TA", "TA"),
+                ("MIA-Efficacy", "MIA_Efficacy"),
+                ("s", "seconds"),
+            ],
+        )
         return
     if fmt == "json":
         text = json.dumps(rows, indent=2, default=str) + "\n"
@@ -184,7 +266,9 @@ def cancel(target, out_dir):
     handle.cancel()
     st = handle.status()
     if st.state == "running":
-        click.echo(f"cancel requested; the scheduler (pid {st.scheduler_pid}) stops within a second")
+        click.echo(
+            f"cancel requested; the scheduler (pid {st.scheduler_pid}) stops within a second"
+        )
     else:
         click.echo(f"{st.summary()}: nothing is running; the next submission clears the request")
 
@@ -198,9 +282,25 @@ def list_(out_dir):
     rows = []
     for handle in api.list_grids(out_dir):
         st = handle.status()
-        rows.append({"name": st.name, "state": st.state, "done": st.counts.get("done", 0),
-                     "cells": len(st.cells), "path": str(st.path)})
+        rows.append(
+            {
+                "name": st.name,
+                "state": st.state,
+                "done": st.counts.get("done", 0),
+                "cells": len(st.cells),
+                "path": str(st.path),
+            }
+        )
     if not rows:
         click.echo(f"no job grids under {out_dir}")
         return
-    print_table(rows, [("name", "name"), ("state", "state"), ("done", "done"), ("cells", "cells"), ("path", "path")])
+    print_table(
+        rows,
+        [
+            ("name", "name"),
+            ("state", "state"),
+            ("done", "done"),
+            ("cells", "cells"),
+            ("path", "path"),
+        ],
+    )

@@ -67,8 +67,12 @@ def show_cmd(name, qubits):
 
 @profiles.command("pull", context_settings=CONTEXT)
 @click.argument("name")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder to save into (default: $QMU_PROFILES_DIR or the hardware_profiles/ folder).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder to save into (default: $QMU_PROFILES_DIR or the hardware_profiles/ folder).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing profile of that name.")
 def pull_cmd(name, out, overwrite):
     """Save a live IBM device's current calibration as a profile (needs an IBM Quantum account:
@@ -80,8 +84,12 @@ def pull_cmd(name, out, overwrite):
     folder = Path(out) if out else profiles_directory()
     target = folder / f"{device_name}.json"
     if target.exists() and not overwrite:
-        raise BadInputError(f"profile {target} exists; pass --overwrite to replace it with today's calibration")
+        raise BadInputError(
+            f"profile {target} exists; pass --overwrite to replace it with today's calibration"
+        )
     backend = ibm_backend(device_name)
     folder.mkdir(parents=True, exist_ok=True)
-    path = save_profile(backend, target, source=f"{device_name} live calibration (qmu-qiskit profiles pull)")
+    path = save_profile(
+        backend, target, source=f"{device_name} live calibration (qmu-qiskit profiles pull)"
+    )
     click.echo(f"saved {path}")

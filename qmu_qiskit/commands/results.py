@@ -21,14 +21,37 @@ MAX_DEPTH = 6
 
 #: (header, key) of the printed table.
 TABLE_COLUMNS = [
-    ("kind", "kind"), ("dataset", "dataset"), ("model", "model"), ("backend", "backend"),
-    ("seed", "seed"), ("forget", "forget"), ("method", "method"), ("acc_retain", "acc_retain"),
-    ("acc_forget", "acc_forget"), ("acc_test", "acc_test"), ("UQI", "UQI"),
-    ("MIA_AUC", "MIA_AUC"), ("UA", "UA"), ("RA", "RA"), ("TA", "TA"),
-    ("MIA-Efficacy", "MIA_Efficacy"), ("s", "seconds"),
+    ("kind", "kind"),
+    ("dataset", "dataset"),
+    ("model", "model"),
+    ("backend", "backend"),
+    ("seed", "seed"),
+    ("forget", "forget"),
+    ("method", "method"),
+    ("acc_retain", "acc_retain"),
+    ("acc_forget", "acc_forget"),
+    ("acc_test", "acc_test"),
+    ("UQI", "UQI"),
+    ("MIA_AUC", "MIA_AUC"),
+    ("UA", "UA"),
+    ("RA", "RA"),
+    ("TA", "TA"),
+    ("MIA-Efficacy", "MIA_Efficacy"),
+    ("s", "seconds"),
 ]
-_FIRST = ["source", "kind", "dataset", "model", "backend", "seed", "forget", "method",
-          "acc_retain", "acc_forget", "acc_test"]
+_FIRST = [
+    "source",
+    "kind",
+    "dataset",
+    "model",
+    "backend",
+    "seed",
+    "forget",
+    "method",
+    "acc_retain",
+    "acc_forget",
+    "acc_test",
+]
 
 
 def _read(path: Path) -> dict:
@@ -38,7 +61,7 @@ def _read(path: Path) -> dict:
         return {}
     try:
         return read_json(path)
-    except Exception:  # noqa: BLE001 - a damaged file: the run is left out
+    except Exception:
         return {}
 
 
@@ -50,7 +73,7 @@ def _config(run: Path) -> dict:
         return {}
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -71,11 +94,19 @@ def run_row(run: Path) -> dict | None:
     if cfg.get("kind") == "train":
         row = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
         phase = cost.get("train", {})
-        row.update({"kind": "teacher", "dataset": (cfg.get("data") or {}).get("dataset"),
-                    "model": (cfg.get("model") or {}).get("name"),
-                    "backend": (cfg.get("backend") or {}).get("name"), "seed": cfg.get("seed"),
-                    "acc_test": metrics.get("acc_test"), "seconds": phase.get("wall_seconds"),
-                    "jobs": phase.get("jobs"), "path": str(run)})
+        row.update(
+            {
+                "kind": "teacher",
+                "dataset": (cfg.get("data") or {}).get("dataset"),
+                "model": (cfg.get("model") or {}).get("name"),
+                "backend": (cfg.get("backend") or {}).get("name"),
+                "seed": cfg.get("seed"),
+                "acc_test": metrics.get("acc_test"),
+                "seconds": phase.get("wall_seconds"),
+                "jobs": phase.get("jobs"),
+                "path": str(run),
+            }
+        )
         return row
     if cfg.get("kind") != "unlearn":
         return None
@@ -84,16 +115,19 @@ def run_row(run: Path) -> dict | None:
         teacher = _config(Path(str(cfg.get("teacher", ""))))
     method = cfg.get("method") or run.name
     row = method_row(method, metrics, cost, path=run)
-    row.update({
-        "kind": "oracle" if method == "retrain" else "method",
-        "dataset": (teacher.get("data") or {}).get("dataset"),
-        "model": (teacher.get("model") or {}).get("name"),
-        "backend": (cfg.get("backend") or {}).get("name"), "seed": cfg.get("seed"),
-        "forget": (cfg.get("forget") or {}).get("spec"),
-        "acc_retain": metrics.get("acc_retain_unlearn"),
-        "acc_forget": metrics.get("acc_forget_unlearn"),
-        "acc_test": metrics.get("acc_test_unlearn"),
-    })
+    row.update(
+        {
+            "kind": "oracle" if method == "retrain" else "method",
+            "dataset": (teacher.get("data") or {}).get("dataset"),
+            "model": (teacher.get("model") or {}).get("name"),
+            "backend": (cfg.get("backend") or {}).get("name"),
+            "seed": cfg.get("seed"),
+            "forget": (cfg.get("forget") or {}).get("spec"),
+            "acc_retain": metrics.get("acc_retain_unlearn"),
+            "acc_forget": metrics.get("acc_forget_unlearn"),
+            "acc_test": metrics.get("acc_test_unlearn"),
+        }
+    )
     if run.name != method:
         row["method"] = run.name  # a labelled variant (e.g. dg_uniform)
     return row
@@ -130,8 +164,10 @@ def collect(paths: list[str | os.PathLike]) -> list[dict]:
     for given in paths:
         top = Path(given)
         if not top.is_dir():
-            raise BadInputError(f"{top} is not a folder; pass run directories, grids or folders "
-                                "holding them (e.g. runs/)")
+            raise BadInputError(
+                f"{top} is not a folder; pass run directories, grids or folders "
+                "holding them (e.g. runs/)"
+            )
         before = len(rows)
         stack = [(top, 0)]
         while stack:
@@ -152,16 +188,24 @@ def collect(paths: list[str | os.PathLike]) -> list[dict]:
                 continue
             try:
                 with os.scandir(folder) as it:
-                    subs = sorted((Path(e.path) for e in it
-                                  if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
-                               and e.name not in ("checkpoints", "ledger", "evaluations", "plots")),
-                              key=lambda p: (p.name != "retrain", p.name))  # the oracle first
+                    subs = sorted(
+                        (
+                            Path(e.path)
+                            for e in it
+                            if e.is_dir(follow_symlinks=False)
+                            and not e.name.startswith(".")
+                            and e.name not in ("checkpoints", "ledger", "evaluations", "plots")
+                        ),
+                        key=lambda p: (p.name != "retrain", p.name),
+                    )  # the oracle first
             except OSError:
                 continue
             stack.extend((s, depth + 1) for s in reversed(subs))
         if len(rows) == before:
-            raise BadInputError(f"no complete run or grid under {top}; pass a run directory "
-                                "(from train or unlearn), a grid, or a folder holding them")
+            raise BadInputError(
+                f"no complete run or grid under {top}; pass a run directory "
+                "(from train or unlearn), a grid, or a folder holding them"
+            )
     return rows
 
 
@@ -176,12 +220,22 @@ def columns(rows: list[dict]) -> list[str]:
 
 @click.command("results", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]),
-              default="table", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Write to this file instead of stdout.")
-@click.option("--teachers/--no-teachers", default=True, show_default=True,
-              help="Include the teachers' rows.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "markdown"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
+@click.option(
+    "--teachers/--no-teachers", default=True, show_default=True, help="Include the teachers' rows."
+)
 def results(paths, fmt, out, teachers):
     """One table of any runs: PATH may be a run, a forget folder, a grid or a folder of them.
 

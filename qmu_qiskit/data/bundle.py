@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,8 +25,14 @@ def _le(arr: np.ndarray) -> np.ndarray:
 
 
 def compute_fingerprint(
-    *, name: str, input_kind: str, class_names: Sequence[str], input_shape: Sequence[int],
-    X: dict[str, np.ndarray], y: dict[str, np.ndarray], ids: dict[str, np.ndarray],
+    *,
+    name: str,
+    input_kind: str,
+    class_names: Sequence[str],
+    input_shape: Sequence[int],
+    X: dict[str, np.ndarray],
+    y: dict[str, np.ndarray],
+    ids: dict[str, np.ndarray],
 ) -> str:
     """SHA-256 (hex) over a bundle's metadata and the bytes of every array.
 
@@ -42,8 +49,13 @@ def compute_fingerprint(
         64 hex characters; equal for bit-identical bundles.
     """
     digest = hashlib.sha256()
-    header = {"name": name, "input_kind": input_kind, "class_names": list(class_names),
-              "input_shape": list(input_shape), "format": 1}
+    header = {
+        "name": name,
+        "input_kind": input_kind,
+        "class_names": list(class_names),
+        "input_shape": list(input_shape),
+        "format": 1,
+    }
     digest.update(json.dumps(header, sort_keys=True).encode())
     for split in SPLITS:
         for key, arrays in (("X", X), ("y", y), ("ids", ids)):
@@ -93,22 +105,26 @@ class DataBundle:
     input_kind: str
     input_shape: tuple[int, ...]
     n_records: int
-    config: Optional["DataConfig"] = None
+    config: DataConfig | None = None
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
         for attr in ("X", "y", "ids"):
             if set(getattr(self, attr)) != set(SPLITS):
-                raise BadInputError(f"DataBundle.{attr} must have exactly the splits "
-                                    f"{', '.join(SPLITS)}; build bundles with load_data")
+                raise BadInputError(
+                    f"DataBundle.{attr} must have exactly the splits "
+                    f"{', '.join(SPLITS)}; build bundles with load_data"
+                )
         frozen: dict[str, dict[str, np.ndarray]] = {"X": {}, "y": {}, "ids": {}}
         for split in SPLITS:
             x = np.array(self.X[split], dtype=np.float32)
             y = np.array(self.y[split], dtype=np.int64)
             ids = np.array(self.ids[split], dtype=np.int64)
             if not (len(x) == len(y) == len(ids)):
-                raise BadInputError(f"DataBundle split {split!r} has {len(x)} inputs, {len(y)} "
-                                    f"labels and {len(ids)} ids; they must match")
+                raise BadInputError(
+                    f"DataBundle split {split!r} has {len(x)} inputs, {len(y)} "
+                    f"labels and {len(ids)} ids; they must match"
+                )
             for arr in (x, y, ids):
                 arr.setflags(write=False)
             frozen["X"][split], frozen["y"][split], frozen["ids"][split] = x, y, ids
@@ -116,10 +132,19 @@ class DataBundle:
             object.__setattr__(self, attr, value)
         object.__setattr__(self, "class_names", tuple(self.class_names))
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
-        object.__setattr__(self, "fingerprint", compute_fingerprint(
-            name=self.name, input_kind=self.input_kind, class_names=self.class_names,
-            input_shape=self.input_shape, X=self.X, y=self.y, ids=self.ids,
-        ))
+        object.__setattr__(
+            self,
+            "fingerprint",
+            compute_fingerprint(
+                name=self.name,
+                input_kind=self.input_kind,
+                class_names=self.class_names,
+                input_shape=self.input_shape,
+                X=self.X,
+                y=self.y,
+                ids=self.ids,
+            ),
+        )
 
     # Equality by content: the fingerprint covers every array and the metadata.
     def __eq__(self, other: object) -> bool:
@@ -131,9 +156,11 @@ class DataBundle:
         return hash(self.fingerprint)
 
     def __repr__(self) -> str:
-        return (f"DataBundle(name={self.name!r}, input_kind={self.input_kind!r}, "
-                f"input_shape={self.input_shape}, sizes={self.sizes}, "
-                f"fingerprint={self.fingerprint[:12]}...)")
+        return (
+            f"DataBundle(name={self.name!r}, input_kind={self.input_kind!r}, "
+            f"input_shape={self.input_shape}, sizes={self.sizes}, "
+            f"fingerprint={self.fingerprint[:12]}...)"
+        )
 
     # ----------------------------------------------------------------------- helpers
 
@@ -163,8 +190,9 @@ class DataBundle:
         self._check_split(split)
         return np.full(self.sizes[split], split == "train", dtype=bool)
 
-    def subset(self, split: str, idx: Union[np.ndarray, Sequence[int], None] = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def subset(
+        self, split: str, idx: np.ndarray | Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Inputs, labels and record ids of some samples of a split.
 
         Args:
@@ -184,15 +212,17 @@ class DataBundle:
         if idx.dtype != bool:
             idx = idx.astype(np.int64)
             if idx.size and (idx.min() < 0 or idx.max() >= self.sizes[split]):
-                raise BadInputError(f"positions must be in 0..{self.sizes[split] - 1} for the "
-                                    f"{split} split; pass positions, not record ids")
+                raise BadInputError(
+                    f"positions must be in 0..{self.sizes[split] - 1} for the "
+                    f"{split} split; pass positions, not record ids"
+                )
         elif idx.shape != (self.sizes[split],):
-            raise BadInputError(f"a mask for the {split} split needs {self.sizes[split]} "
-                                f"entries, got {idx.shape}")
+            raise BadInputError(
+                f"a mask for the {split} split needs {self.sizes[split]} entries, got {idx.shape}"
+            )
         return self.X[split][idx], self.y[split][idx], self.ids[split][idx]
 
-    def positions(self, record_ids: Union[np.ndarray, Sequence[int]], split: str = "train"
-                  ) -> np.ndarray:
+    def positions(self, record_ids: np.ndarray | Sequence[int], split: str = "train") -> np.ndarray:
         """Positions in ``split`` of the given record ids.
 
         Args:
@@ -215,8 +245,10 @@ class DataBundle:
             found = np.zeros(len(wanted), dtype=bool)
         if not found.all():
             bad = wanted[~found][:5].tolist()
-            raise BadInputError(f"record ids {bad} are not in the {split} split of {self.name}; "
-                                f"pass ids from bundle.ids[{split!r}]")
+            raise BadInputError(
+                f"record ids {bad} are not in the {split} split of {self.name}; "
+                f"pass ids from bundle.ids[{split!r}]"
+            )
         return pos.astype(np.int64)
 
     def class_counts(self, split: str) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -99,15 +99,15 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     dataset: str
-    path: Optional[str] = None
-    target: Optional[str] = None
-    id_column: Optional[str] = None
-    sha256: Optional[str] = None
-    data_dir: Optional[str] = None
+    path: str | None = None
+    target: str | None = None
+    id_column: str | None = None
+    sha256: str | None = None
+    data_dir: str | None = None
     input_kind: InputKind = "angles"
-    n_features: Optional[int] = None
+    n_features: int | None = None
     angle_range: tuple[float, float] = (0.0, math.pi)
-    samples_per_class: Optional[int] = None
+    samples_per_class: int | None = None
     test_size: float = 0.2
     val_size: float = 0.1
     seed: int = 0
@@ -121,7 +121,7 @@ class DataConfig(BaseModel):
             raise _one_line(exc) from exc
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> "DataConfig":  # noqa: D102
+    def model_validate(cls, obj: Any, **kwargs: Any) -> DataConfig:
         if isinstance(obj, cls):
             return obj
         try:
@@ -130,14 +130,14 @@ class DataConfig(BaseModel):
             raise _one_line(exc) from exc
 
     @classmethod
-    def model_validate_json(cls, json_data: Any, **kwargs: Any) -> "DataConfig":  # noqa: D102
+    def model_validate_json(cls, json_data: Any, **kwargs: Any) -> DataConfig:
         try:
             return super().model_validate_json(json_data, **kwargs)
         except ValidationError as exc:
             raise _one_line(exc) from exc
 
     @classmethod
-    def coerce(cls, obj: Any) -> "DataConfig":
+    def coerce(cls, obj: Any) -> DataConfig:
         """Accept a :class:`DataConfig` or a mapping of its fields.
 
         Args:
@@ -196,13 +196,17 @@ class DataConfig(BaseModel):
                 raise ValueError(str(exc)) from None
             return data
         if any(data.get(k) is not None for k in ("target", "id_column", "sha256")):
-            raise ValueError("target, id_column and sha256 apply only to a data file; pass "
-                             "--dataset PATH.csv (or .npz)")
+            raise ValueError(
+                "target, id_column and sha256 apply only to a data file; pass "
+                "--dataset PATH.csv (or .npz)"
+            )
         if "dataset" in data:
             value = dataset
             if not isinstance(value, str):
-                raise ValueError(f"dataset must be a name or a .csv/.npz file, got {value!r}; "
-                                 f"use one of: {', '.join(DATASETS)}")
+                raise ValueError(
+                    f"dataset must be a name or a .csv/.npz file, got {value!r}; "
+                    f"use one of: {', '.join(DATASETS)}"
+                )
             try:
                 data = {**data, "dataset": canonical_dataset_name(value)}
             except BadInputError as exc:
@@ -217,26 +221,31 @@ class DataConfig(BaseModel):
 
     @field_validator("n_features")
     @classmethod
-    def _positive_features(cls, value: Optional[int]) -> Optional[int]:
+    def _positive_features(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
-            raise ValueError(f"n_features must be >= 1, got {value}; pass a positive count or "
-                             "leave it unset to keep every feature")
+            raise ValueError(
+                f"n_features must be >= 1, got {value}; pass a positive count or "
+                "leave it unset to keep every feature"
+            )
         return value
 
     @field_validator("samples_per_class")
     @classmethod
-    def _positive_spc(cls, value: Optional[int]) -> Optional[int]:
+    def _positive_spc(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
-            raise ValueError(f"samples_per_class must be >= 1, got {value}; pass a positive "
-                             "count or leave it unset to use every record")
+            raise ValueError(
+                f"samples_per_class must be >= 1, got {value}; pass a positive "
+                "count or leave it unset to use every record"
+            )
         return value
 
     @field_validator("test_size", "val_size")
     @classmethod
     def _fraction(cls, value: float, info: Any) -> float:
         if not (0.0 <= value < 1.0):
-            raise ValueError(f"{info.field_name} must be a fraction in [0, 1), got {value}; "
-                             "e.g. 0.2")
+            raise ValueError(
+                f"{info.field_name} must be a fraction in [0, 1), got {value}; e.g. 0.2"
+            )
         return value
 
     @field_validator("seed")
@@ -244,8 +253,9 @@ class DataConfig(BaseModel):
     def _seed_range(cls, value: int) -> int:
         # scikit-learn's random_state and numpy's legacy seeding both stop at 2**32 - 1.
         if not (0 <= value <= 2**32 - 1):
-            raise ValueError(f"seed must be in 0..{2**32 - 1}, got {value}; pass a small "
-                             "non-negative integer")
+            raise ValueError(
+                f"seed must be in 0..{2**32 - 1}, got {value}; pass a small non-negative integer"
+            )
         return value
 
     @field_validator("angle_range")
@@ -253,16 +263,20 @@ class DataConfig(BaseModel):
     def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
         low, high = value
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise ValueError(f"angle_range must be two finite numbers low < high, got {value}; "
-                             "e.g. (0, 3.141592653589793)")
+            raise ValueError(
+                f"angle_range must be two finite numbers low < high, got {value}; "
+                "e.g. (0, 3.141592653589793)"
+            )
         return (float(low), float(high))
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DataConfig":
+    def _consistent(self) -> DataConfig:
         if self.path is not None:
             if self.input_kind == "image":
-                raise ValueError("input_kind 'image' needs an image dataset; a data file gives "
-                                 "tabular features, use 'angles' or 'amplitude'")
+                raise ValueError(
+                    "input_kind 'image' needs an image dataset; a data file gives "
+                    "tabular features, use 'angles' or 'amplitude'"
+                )
             return self
         info = DATASETS[self.dataset]
         if len(set(self.quirks)) != len(self.quirks):
@@ -271,10 +285,14 @@ class DataConfig(BaseModel):
         if self.input_kind == "image":
             if not info.is_image:
                 images = ", ".join(n for n, i in DATASETS.items() if i.is_image)
-                raise ValueError(f"input_kind 'image' needs an image dataset ({images}), "
-                                 f"{self.dataset} is tabular; use input_kind 'angles' or "
-                                 "'amplitude'")
+                raise ValueError(
+                    f"input_kind 'image' needs an image dataset ({images}), "
+                    f"{self.dataset} is tabular; use input_kind 'angles' or "
+                    "'amplitude'"
+                )
             if self.n_features is not None:
-                raise ValueError("n_features does not apply to input_kind 'image' (images "
-                                 "keep every pixel); leave it unset")
+                raise ValueError(
+                    "n_features does not apply to input_kind 'image' (images "
+                    "keep every pixel); leave it unset"
+                )
         return self

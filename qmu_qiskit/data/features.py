@@ -8,7 +8,6 @@ features (HQML's scripts fit PCA and the scaler on all data before splitting; we
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -21,7 +20,7 @@ __all__ = ["Encoder", "encode"]
 _ZERO_NORM = 1e-12
 
 
-def _flatten(x: np.ndarray, pixel_max: Optional[float]) -> np.ndarray:
+def _flatten(x: np.ndarray, pixel_max: float | None) -> np.ndarray:
     # Explicit width: reshape(0, -1) is ambiguous for an empty split.
     flat = x.reshape(len(x), int(np.prod(x.shape[1:]))).astype(np.float64)
     return flat / pixel_max if pixel_max else flat
@@ -74,9 +73,16 @@ class Encoder:
         angle_range: ``(low, high)`` of the ``angles`` encoding.
     """
 
-    def __init__(self, *, input_kind: str, dataset: str, pixel_max: Optional[float],
-                 image_shape: Optional[tuple[int, int]], n_features: Optional[int],
-                 angle_range: tuple[float, float]):
+    def __init__(
+        self,
+        *,
+        input_kind: str,
+        dataset: str,
+        pixel_max: float | None,
+        image_shape: tuple[int, int] | None,
+        n_features: int | None,
+        angle_range: tuple[float, float],
+    ):
         if input_kind not in ("angles", "image", "amplitude"):
             raise BadInputError(
                 f"unknown input_kind {input_kind!r}; use 'angles', 'image' or 'amplitude'"
@@ -92,8 +98,8 @@ class Encoder:
         self.image_shape = image_shape
         self.n_features = n_features
         self.angle_range = angle_range
-        self.raw_width: Optional[int] = None
-        self.width: Optional[int] = None
+        self.raw_width: int | None = None
+        self.width: int | None = None
         self._pca = None
         self._scaler = None
 
@@ -107,7 +113,7 @@ class Encoder:
             raise BadInputError("the encoder is not fitted yet; call fit(train_records) first")
         return (self.width,)
 
-    def fit(self, train: np.ndarray) -> "Encoder":
+    def fit(self, train: np.ndarray) -> Encoder:
         """Fit PCA / scaling on the raw training records."""
         if self.input_kind == "image":
             return self
@@ -142,8 +148,9 @@ class Encoder:
         if self.input_kind == "image":
             height, width = self.image_shape  # type: ignore[misc]
             if tuple(raw.shape[1:]) not in ((height, width), (1, height, width)):
-                raise BadInputError(f"expected {height}x{width} images, got records of shape "
-                                    f"{tuple(raw.shape[1:])}")
+                raise BadInputError(
+                    f"expected {height}x{width} images, got records of shape {tuple(raw.shape[1:])}"
+                )
             # Divide in float32, like torchvision's ToTensor, so pixels match HQML's inputs bit
             # for bit; 0 and pixel_max map exactly to 0.0 and 1.0.
             scale = np.float32(self.pixel_max)
@@ -152,9 +159,11 @@ class Encoder:
             raise BadInputError("the encoder is not fitted yet; call fit(train_records) first")
         flat = _flatten(raw, self.pixel_max)
         if flat.shape[1] != self.raw_width:
-            raise BadInputError(f"expected records with {self.raw_width} features ({self.dataset}),"
-                                f" got {flat.shape[1]}; pass the same columns the model was "
-                                "trained on")
+            raise BadInputError(
+                f"expected records with {self.raw_width} features ({self.dataset}),"
+                f" got {flat.shape[1]}; pass the same columns the model was "
+                "trained on"
+            )
         if self._pca is not None:
             flat = _apply(self._pca.transform, flat, self.width)
         if self.input_kind == "angles":
@@ -169,9 +178,9 @@ def encode(
     *,
     input_kind: str,
     dataset: str,
-    pixel_max: Optional[float],
-    image_shape: Optional[tuple[int, int]],
-    n_features: Optional[int],
+    pixel_max: float | None,
+    image_shape: tuple[int, int] | None,
+    n_features: int | None,
     angle_range: tuple[float, float],
 ) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
     """Encode the raw records of every split with an :class:`Encoder` fitted on ``train``.
@@ -192,7 +201,13 @@ def encode(
         BadInputError: ``n_features`` exceeds the feature count or the training-set size, or
             ``image`` is asked of tabular data.
     """
-    enc = Encoder(input_kind=input_kind, dataset=dataset, pixel_max=pixel_max,
-                  image_shape=image_shape, n_features=n_features, angle_range=angle_range)
+    enc = Encoder(
+        input_kind=input_kind,
+        dataset=dataset,
+        pixel_max=pixel_max,
+        image_shape=image_shape,
+        n_features=n_features,
+        angle_range=angle_range,
+    )
     enc.fit(raw["train"])
     return {s: enc.transform(x) for s, x in raw.items()}, enc.input_shape

@@ -23,9 +23,10 @@ import hashlib
 import io
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,8 +35,7 @@ from ..exceptions import BadInputError, DataError
 if TYPE_CHECKING:
     from .config import DataConfig
 
-__all__ = ["FileData", "file_sha256", "from_arrays", "from_torch", "is_data_file",
-           "read_data_file"]
+__all__ = ["FileData", "file_sha256", "from_arrays", "from_torch", "is_data_file", "read_data_file"]
 
 #: File endings read as data files.
 SUFFIXES = (".csv", ".npz")
@@ -54,24 +54,27 @@ def is_data_file(text: str) -> bool:
     return str(text).strip().lower().endswith(SUFFIXES)
 
 
-def _checked_path(path: Union[str, os.PathLike]) -> Path:
+def _checked_path(path: str | os.PathLike) -> Path:
     p = Path(os.path.expanduser(os.fspath(path)))
     if p.suffix.lower() not in SUFFIXES:
         raise BadInputError(f"data file {p} must end in .csv or .npz")
     try:
         st = p.stat()
     except OSError:
-        raise BadInputError(f"data file {p} does not exist; pass an existing .csv or .npz file "
-                            "to --dataset") from None
+        raise BadInputError(
+            f"data file {p} does not exist; pass an existing .csv or .npz file to --dataset"
+        ) from None
     if not p.is_file():
         raise BadInputError(f"data file {p} is not a regular file; pass a .csv or .npz file")
     if st.st_size > MAX_BYTES:
-        raise BadInputError(f"data file {p} is {st.st_size} bytes, more than the {MAX_BYTES} "
-                            "this loader reads; subsample it first")
+        raise BadInputError(
+            f"data file {p} is {st.st_size} bytes, more than the {MAX_BYTES} "
+            "this loader reads; subsample it first"
+        )
     return p.resolve()
 
 
-def file_sha256(path: Union[str, os.PathLike]) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 (hex) of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -111,15 +114,22 @@ def prepare_file_fields(data: dict[str, Any]) -> dict[str, Any]:
         out["dataset"] = _name_for(path)
     if path.suffix.lower() == ".csv":
         if not out.get("target"):
-            raise BadInputError(f"{path.name} is a CSV file: name its label column with --target "
-                                "COLUMN (data config field target)")
+            raise BadInputError(
+                f"{path.name} is a CSV file: name its label column with --target "
+                "COLUMN (data config field target)"
+            )
     elif out.get("target") is not None or out.get("id_column") is not None:
-        raise BadInputError(f"{path.name} is an .npz file: its labels are the array 'y' and its "
-                            "ids the array 'ids'; drop --target/--id-column")
+        raise BadInputError(
+            f"{path.name} is an .npz file: its labels are the array 'y' and its "
+            "ids the array 'ids'; drop --target/--id-column"
+        )
     if out.get("sha256") is None:
         out["sha256"] = file_sha256(path)
-    elif not (isinstance(out["sha256"], str) and len(out["sha256"]) == 64
-              and all(c in "0123456789abcdef" for c in out["sha256"])):
+    elif not (
+        isinstance(out["sha256"], str)
+        and len(out["sha256"]) == 64
+        and all(c in "0123456789abcdef" for c in out["sha256"])
+    ):
         raise BadInputError("sha256 must be 64 lower-case hex digits (the file's SHA-256)")
     return out
 
@@ -149,11 +159,12 @@ def _labels(values: Sequence[Any], where: str) -> tuple[np.ndarray, tuple[str, .
     """Target values → (int labels by sorted distinct value, class names)."""
     arr = np.asarray(values)
     if arr.dtype.kind in "iub":
-        numeric: Optional[np.ndarray] = arr.astype(np.int64)
+        numeric: np.ndarray | None = arr.astype(np.int64)
     elif arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
-            raise BadInputError(f"{where}: the labels have missing or infinite values; fill or "
-                                "drop those rows")
+            raise BadInputError(
+                f"{where}: the labels have missing or infinite values; fill or drop those rows"
+            )
         numeric = arr.astype(np.float64)
     else:
         text = [str(v).strip() for v in arr.tolist()]
@@ -178,12 +189,14 @@ def _labels(values: Sequence[Any], where: str) -> tuple[np.ndarray, tuple[str, .
         names = tuple(str(v) for v in distinct.tolist())
     if len(names) < 2:
         only = _show(names[0]) if names else ""
-        raise BadInputError(f"{where}: every record has the same label {only}; a classifier "
-                            "needs at least 2 classes")
+        raise BadInputError(
+            f"{where}: every record has the same label {only}; a classifier "
+            "needs at least 2 classes"
+        )
     return y.astype(np.int64).ravel(), names
 
 
-def _record_ids(values: Optional[Sequence[Any]], n: int, where: str) -> tuple[np.ndarray, bool]:
+def _record_ids(values: Sequence[Any] | None, n: int, where: str) -> tuple[np.ndarray, bool]:
     if values is None:
         return np.arange(n, dtype=np.int64), False
     out = np.empty(n, dtype=np.int64)
@@ -195,23 +208,27 @@ def _record_ids(values: Optional[Sequence[Any]], n: int, where: str) -> tuple[np
                 v = int(v)
             out[i] = int(str(v).strip()) if isinstance(v, (str, bytes, np.str_)) else int(v)
         except (ValueError, OverflowError, TypeError):
-            raise BadInputError(f"{where}: record id of row {i} is {_show(v)}, not an integer; "
-                                "record ids must be integers (64-bit)") from None
+            raise BadInputError(
+                f"{where}: record id of row {i} is {_show(v)}, not an integer; "
+                "record ids must be integers (64-bit)"
+            ) from None
     distinct, counts = np.unique(out, return_counts=True)
     if (counts > 1).any():
         dups = distinct[counts > 1][:5].tolist()
-        raise BadInputError(f"{where}: record ids {dups} appear more than once; every record "
-                            "needs its own id")
+        raise BadInputError(
+            f"{where}: record ids {dups} appear more than once; every record needs its own id"
+        )
     return out, True
 
 
-def _read_csv(path: Path, target: str, id_column: Optional[str]) -> FileData:
+def _read_csv(path: Path, target: str, id_column: str | None) -> FileData:
     where = f"data file {path.name}"
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise BadInputError(f"{where} is not UTF-8 text ({exc.reason}); save it as UTF-8 "
-                            "CSV") from None
+        raise BadInputError(
+            f"{where} is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV"
+        ) from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if not header:
@@ -231,8 +248,10 @@ def _read_csv(path: Path, target: str, id_column: Optional[str]) -> FileData:
         raise BadInputError(f"{where} has a header but no records")
     for lineno, r in enumerate(rows, start=2):
         if len(r) != len(header):
-            raise BadInputError(f"{where}: a record has {len(r)} fields where the header has "
-                                f"{len(header)} (record {lineno - 2}); fix the row")
+            raise BadInputError(
+                f"{where}: a record has {len(r)} fields where the header has "
+                f"{len(header)} (record {lineno - 2}); fix the row"
+            )
     t_col = header.index(target)
     i_col = header.index(id_column) if id_column is not None else None
     feat_cols = [j for j in range(len(header)) if j not in (t_col, i_col)]
@@ -243,8 +262,10 @@ def _read_csv(path: Path, target: str, id_column: Optional[str]) -> FileData:
         for i, r in enumerate(rows):
             cell = r[j].strip()
             if cell == "" or cell.lower() in ("nan", "na", "n/a", "null", "none"):
-                raise BadInputError(f"{where}: column {_show(header[j])} has a missing value in "
-                                    f"row {i}; fill or drop the rows with missing values")
+                raise BadInputError(
+                    f"{where}: column {_show(header[j])} has a missing value in "
+                    f"row {i}; fill or drop the rows with missing values"
+                )
             try:
                 value = float(cell)
             except ValueError:
@@ -254,41 +275,58 @@ def _read_csv(path: Path, target: str, id_column: Optional[str]) -> FileData:
                     "except --target and --id-column)"
                 ) from None
             if not math.isfinite(value):
-                raise BadInputError(f"{where}: column {_show(header[j])} has a non-finite value "
-                                    f"{_show(cell)} in row {i}; fix or drop that row")
+                raise BadInputError(
+                    f"{where}: column {_show(header[j])} has a non-finite value "
+                    f"{_show(cell)} in row {i}; fix or drop that row"
+                )
             X[i, k] = value
     y, names = _labels([r[t_col] for r in rows], where)
-    ids, from_file = _record_ids([r[i_col] for r in rows] if i_col is not None else None,
-                                 len(rows), where)
-    return FileData(X=X, y=y, ids=ids, class_names=names,
-                    feature_names=tuple(header[j] for j in feat_cols), ids_from_file=from_file)
+    ids, from_file = _record_ids(
+        [r[i_col] for r in rows] if i_col is not None else None, len(rows), where
+    )
+    return FileData(
+        X=X,
+        y=y,
+        ids=ids,
+        class_names=names,
+        feature_names=tuple(header[j] for j in feat_cols),
+        ids_from_file=from_file,
+    )
 
 
-def _read_npz(path: Union[Path, io.BytesIO], label: Optional[str] = None) -> FileData:
+def _read_npz(path: Path | io.BytesIO, label: str | None = None) -> FileData:
     where = f"data file {label or getattr(path, 'name', 'arrays')}"
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files if k in ("X", "y", "ids")}
             names = list(npz.files)
     except ValueError as exc:
-        raise BadInputError(f"{where} holds object arrays ({exc}); store plain numeric/string "
-                            "arrays X, y and ids") from None
+        raise BadInputError(
+            f"{where} holds object arrays ({exc}); store plain numeric/string arrays X, y and ids"
+        ) from None
     except (OSError, EOFError) as exc:
-        raise BadInputError(f"{where} is not a readable .npz file ({type(exc).__name__}); write "
-                            "it with numpy.savez(path, X=..., y=..., ids=...)") from None
+        raise BadInputError(
+            f"{where} is not a readable .npz file ({type(exc).__name__}); write "
+            "it with numpy.savez(path, X=..., y=..., ids=...)"
+        ) from None
     missing = [k for k in ("X", "y") if k not in arrays]
     if missing:
-        raise BadInputError(f"{where} has no array {' or '.join(missing)} (arrays: "
-                            f"{', '.join(names) or 'none'}); save X, y and optionally ids")
+        raise BadInputError(
+            f"{where} has no array {' or '.join(missing)} (arrays: "
+            f"{', '.join(names) or 'none'}); save X, y and optionally ids"
+        )
     X = arrays["X"]
     if X.ndim < 2 or X.dtype.kind not in "iufb":
-        raise BadInputError(f"{where}: X must be a numeric array of shape (N, features), got "
-                            f"dtype {X.dtype} and shape {X.shape}")
+        raise BadInputError(
+            f"{where}: X must be a numeric array of shape (N, features), got "
+            f"dtype {X.dtype} and shape {X.shape}"
+        )
     X = X.reshape(len(X), -1).astype(np.float64)
     if not np.isfinite(X).all():
         row = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-        raise BadInputError(f"{where}: X has a missing or infinite value in row {row}; fill or "
-                            "drop those rows")
+        raise BadInputError(
+            f"{where}: X has a missing or infinite value in row {row}; fill or drop those rows"
+        )
     y_raw = arrays["y"].reshape(-1)
     if len(y_raw) != len(X):
         raise BadInputError(f"{where}: y has {len(y_raw)} labels for {len(X)} rows of X")
@@ -299,12 +337,17 @@ def _read_npz(path: Union[Path, io.BytesIO], label: Optional[str] = None) -> Fil
         if len(ids_raw) != len(X):
             raise BadInputError(f"{where}: ids has {len(ids_raw)} entries for {len(X)} rows of X")
     ids, from_file = _record_ids(None if ids_raw is None else ids_raw.tolist(), len(X), where)
-    return FileData(X=X, y=y, ids=ids, class_names=class_names,
-                    feature_names=tuple(f"x{i}" for i in range(X.shape[1])),
-                    ids_from_file=from_file)
+    return FileData(
+        X=X,
+        y=y,
+        ids=ids,
+        class_names=class_names,
+        feature_names=tuple(f"x{i}" for i in range(X.shape[1])),
+        ids_from_file=from_file,
+    )
 
 
-def read_data_file(cfg: "DataConfig") -> FileData:
+def read_data_file(cfg: DataConfig) -> FileData:
     """Read the data file of a config, after checking it is the file the config was made with.
 
     Raises:
@@ -313,13 +356,17 @@ def read_data_file(cfg: "DataConfig") -> FileData:
     """
     path = Path(str(cfg.path))
     if not path.is_file():
-        raise DataError(f"data file {path} is missing; restore it (the run recorded its path and "
-                        "SHA-256) and run the command again")
+        raise DataError(
+            f"data file {path} is missing; restore it (the run recorded its path and "
+            "SHA-256) and run the command again"
+        )
     got = file_sha256(path)
     if cfg.sha256 is not None and got != cfg.sha256:
-        raise DataError(f"data file {path} changed since the run was made (sha256 {got[:12]}... "
-                        f"!= recorded {cfg.sha256[:12]}...); restore the original file, or train "
-                        "a new run on the new data")
+        raise DataError(
+            f"data file {path} changed since the run was made (sha256 {got[:12]}... "
+            f"!= recorded {cfg.sha256[:12]}...); restore the original file, or train "
+            "a new run on the new data"
+        )
     if path.suffix.lower() == ".csv":
         return _read_csv(path, str(cfg.target), cfg.id_column)
     return _read_npz(path)
@@ -334,8 +381,15 @@ def _default_dir() -> Path:
     return resolve_data_dir(None) / "arrays"
 
 
-def from_arrays(X: Any, y: Any, ids: Any = None, *, name: str = "data",
-                directory: Union[str, os.PathLike, None] = None, **fields: Any) -> "DataConfig":
+def from_arrays(
+    X: Any,
+    y: Any,
+    ids: Any = None,
+    *,
+    name: str = "data",
+    directory: str | os.PathLike | None = None,
+    **fields: Any,
+) -> DataConfig:
     """A :class:`DataConfig` for in-memory arrays, stored as an ``.npz`` file.
 
     The arrays are written to ``<directory>/<name>-<hash>.npz`` (default directory:
@@ -396,8 +450,13 @@ def _as_numpy(value: Any, what: str) -> np.ndarray:
     return arr
 
 
-def from_torch(dataset: Any, *, name: str = "data", directory: Union[str, os.PathLike, None] = None,
-               **fields: Any) -> "DataConfig":
+def from_torch(
+    dataset: Any,
+    *,
+    name: str = "data",
+    directory: str | os.PathLike | None = None,
+    **fields: Any,
+) -> DataConfig:
     """A :class:`DataConfig` for a map-style ``torch.utils.data.Dataset``.
 
     Every item must be ``(x, y)`` or ``(x, y, record_id)``; ``x`` is flattened to a feature
@@ -409,21 +468,31 @@ def from_torch(dataset: Any, *, name: str = "data", directory: Union[str, os.Pat
     try:
         n = len(dataset)
     except TypeError:
-        raise BadInputError("from_torch needs a map-style dataset with len(); iterate an "
-                            "IterableDataset into arrays and call from_arrays") from None
+        raise BadInputError(
+            "from_torch needs a map-style dataset with len(); iterate an "
+            "IterableDataset into arrays and call from_arrays"
+        ) from None
     if n == 0:
         raise BadInputError("the torch dataset is empty")
     xs, ys, ids = [], [], []
     for i in range(n):
         item = dataset[i]
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise BadInputError(f"item {i} of the torch dataset is not (x, y) or (x, y, id); "
-                                "wrap it so that it returns such tuples")
+            raise BadInputError(
+                f"item {i} of the torch dataset is not (x, y) or (x, y, id); "
+                "wrap it so that it returns such tuples"
+            )
         xs.append(_as_numpy(item[0], "x").reshape(-1))
         ys.append(_as_numpy(item[1], "y").reshape(()))
         if len(item) == 3:
             ids.append(_as_numpy(item[2], "id").reshape(()))
     if ids and len(ids) != n:
         raise BadInputError("some items of the torch dataset carry a record id and some do not")
-    return from_arrays(np.stack(xs), np.stack(ys), np.stack(ids) if ids else None, name=name,
-                       directory=directory, **fields)
+    return from_arrays(
+        np.stack(xs),
+        np.stack(ys),
+        np.stack(ids) if ids else None,
+        name=name,
+        directory=directory,
+        **fields,
+    )

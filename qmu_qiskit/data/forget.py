@@ -20,7 +20,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,9 +32,11 @@ __all__ = ["ForgetSet", "ForgetSpec", "parse_forget_spec", "resolve_forget"]
 
 ForgetKind = Literal["class", "subset", "indices"]
 
-_FORMS = ("use class:K (every training sample of class K), subset:F (a stratified fraction "
-          "0 < F < 1 of the training set, e.g. subset:0.02) or indices:FILE (a file of record "
-          "ids, one per line)")
+_FORMS = (
+    "use class:K (every training sample of class K), subset:F (a stratified fraction "
+    "0 < F < 1 of the training set, e.g. subset:0.02) or indices:FILE (a file of record "
+    "ids, one per line)"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,9 +51,9 @@ class ForgetSpec:
     """
 
     kind: ForgetKind
-    label: Optional[int] = None
-    fraction: Optional[float] = None
-    path: Optional[str] = None
+    label: int | None = None
+    fraction: float | None = None
+    path: str | None = None
 
     @property
     def text(self) -> str:
@@ -126,7 +128,7 @@ def _malformed(text: str, why: str = "") -> BadInputError:
     return BadInputError(f"malformed forget spec {text!r}{detail}; {_FORMS}")
 
 
-def parse_forget_spec(text: Union[str, ForgetSpec]) -> ForgetSpec:
+def parse_forget_spec(text: str | ForgetSpec) -> ForgetSpec:
     """Parse ``class:K``, ``subset:F`` or ``indices:FILE``.
 
     Args:
@@ -178,6 +180,7 @@ def parse_forget_spec(text: Union[str, ForgetSpec]) -> ForgetSpec:
 #: Largest ``indices:FILE`` read (ten million record ids fit in far less).
 MAX_INDICES_BYTES = 64 * 2**20
 
+
 def _ints(values: list[Any], path: Path, where: str) -> list[int]:
     out = []
     for i, value in enumerate(values):
@@ -200,28 +203,35 @@ def _read_ids(path: Path, content: bytes) -> list[int]:
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise BadInputError(f"indices file {path} is not UTF-8 text ({exc}); write one record "
-                            "id per line") from exc
+        raise BadInputError(
+            f"indices file {path} is not UTF-8 text ({exc}); write one record id per line"
+        ) from exc
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise BadInputError(f"indices file {path} is not valid JSON ({exc}); write a JSON "
-                                "list of record ids, e.g. [3, 17, 42]") from exc
+            raise BadInputError(
+                f"indices file {path} is not valid JSON ({exc}); write a JSON "
+                "list of record ids, e.g. [3, 17, 42]"
+            ) from exc
         if isinstance(data, dict) and isinstance(data.get("ids"), list):
             data = data["ids"]
         if not isinstance(data, list):
-            raise BadInputError(f"indices file {path} must hold a JSON list of record ids (or "
-                                '{"ids": [...]}), e.g. [3, 17, 42]')
+            raise BadInputError(
+                f"indices file {path} must hold a JSON list of record ids (or "
+                '{"ids": [...]}), e.g. [3, 17, 42]'
+            )
         return _ints(data, path, "entry")
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text))
         fields = {(f or "").strip().lower(): f for f in (reader.fieldnames or [])}
         if "id" not in fields:
-            raise BadInputError(f"indices file {path} has no 'id' column (columns: "
-                                f"{', '.join(reader.fieldnames or []) or 'none'}); add a "
-                                "header line with an id column")
+            raise BadInputError(
+                f"indices file {path} has no 'id' column (columns: "
+                f"{', '.join(reader.fieldnames or []) or 'none'}); add a "
+                "header line with an id column"
+            )
         return _ints([row[fields["id"]] for row in reader], path, "row")
     ids = []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -231,9 +241,11 @@ def _read_ids(path: Path, content: bytes) -> list[int]:
         try:
             ids.append(int(token))
         except ValueError:
-            raise BadInputError(f"indices file {path}: line {lineno} holds {token!r}, not an "
-                                "integer record id; write one record id per line ('#' starts "
-                                "a comment)") from None
+            raise BadInputError(
+                f"indices file {path}: line {lineno} holds {token!r}, not an "
+                "integer record id; write one record id per line ('#' starts "
+                "a comment)"
+            ) from None
     return ids
 
 
@@ -246,12 +258,18 @@ def _first(values: Any, limit: int = 5) -> str:
 def _resolve_indices(spec: ForgetSpec, bundle: DataBundle) -> tuple[np.ndarray, str]:
     path = Path(str(spec.path)).expanduser()
     # a regular file of bounded size: a FIFO, /dev/zero or a device is refused, never read
-    content = read_regular(path, max_bytes=MAX_INDICES_BYTES, what="forget indices file",
-                           fix="pass an existing file with --forget indices:FILE")
+    content = read_regular(
+        path,
+        max_bytes=MAX_INDICES_BYTES,
+        what="forget indices file",
+        fix="pass an existing file with --forget indices:FILE",
+    )
     ids = _read_ids(path, content)
     if not ids:
-        raise BadInputError(f"indices file {path} lists no record ids, so the forget set would "
-                            "be empty; list the record ids to forget, one per line")
+        raise BadInputError(
+            f"indices file {path} lists no record ids, so the forget set would "
+            "be empty; list the record ids to forget, one per line"
+        )
     seen: set[int] = set()
     dups: list[int] = []
     for rid in ids:
@@ -259,8 +277,10 @@ def _resolve_indices(spec: ForgetSpec, bundle: DataBundle) -> tuple[np.ndarray, 
             dups.append(rid)
         seen.add(rid)
     if dups:
-        raise BadInputError(f"indices file {path} lists record ids more than once: "
-                            f"{_first(dups)}; list each record id once")
+        raise BadInputError(
+            f"indices file {path} lists record ids more than once: "
+            f"{_first(dups)}; list each record id once"
+        )
 
     wanted = np.asarray(ids, dtype=np.int64)
     train = bundle.ids["train"]
@@ -270,8 +290,9 @@ def _resolve_indices(spec: ForgetSpec, bundle: DataBundle) -> tuple[np.ndarray, 
         if bundle.config is not None and bundle.config.is_file:
             # The file's own ids are not a range: an id in no split is not in the file.
             known = np.concatenate([bundle.ids[s] for s in ("train", "val", "test")])
-            out_of_range = bad[~np.isin(bad, known)] if bundle.config.samples_per_class is None \
-                else bad[:0]
+            out_of_range = (
+                bad[~np.isin(bad, known)] if bundle.config.samples_per_class is None else bad[:0]
+            )
         else:
             out_of_range = bad[(bad < 0) | (bad >= bundle.n_records)]
         in_val = bad[np.isin(bad, bundle.ids["val"])]
@@ -281,8 +302,9 @@ def _resolve_indices(spec: ForgetSpec, bundle: DataBundle) -> tuple[np.ndarray, 
         if len(out_of_range) and bundle.config is not None and bundle.config.is_file:
             parts.append(f"not record ids of the file: {_first(out_of_range)}")
         elif len(out_of_range):
-            parts.append(f"out of range (ids are 0..{bundle.n_records - 1}): "
-                         f"{_first(out_of_range)}")
+            parts.append(
+                f"out of range (ids are 0..{bundle.n_records - 1}): {_first(out_of_range)}"
+            )
         if len(in_val):
             parts.append(f"in the val split: {_first(in_val)}")
         if len(in_test):
@@ -314,7 +336,7 @@ def _stratified_draw(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(drawn)
 
 
-def resolve_forget(spec: Union[str, ForgetSpec], bundle: DataBundle, seed: int = 0) -> ForgetSet:
+def resolve_forget(spec: str | ForgetSpec, bundle: DataBundle, seed: int = 0) -> ForgetSet:
     """Resolve a forget request to positions in the bundle's training split.
 
     Args:
@@ -343,8 +365,10 @@ def resolve_forget(spec: Union[str, ForgetSpec], bundle: DataBundle, seed: int =
         label = int(spec.label)  # type: ignore[arg-type]
         top = bundle.num_classes - 1
         if not 0 <= label <= top:
-            raise BadInputError(f"class {label} is not a class of {bundle.name} (classes "
-                                f"0..{top}); use --forget class:K with K in 0..{top}")
+            raise BadInputError(
+                f"class {label} is not a class of {bundle.name} (classes "
+                f"0..{top}); use --forget class:K with K in 0..{top}"
+            )
         train_idx = np.flatnonzero(y_train == label)
         slug = f"class-{label}"
     elif spec.kind == "subset":
@@ -352,9 +376,11 @@ def resolve_forget(spec: Union[str, ForgetSpec], bundle: DataBundle, seed: int =
         # Same count scikit-learn uses for a float test_size, so HQML's draw size is matched.
         n = math.ceil(fraction * n_train)
         if n >= n_train:
-            raise BadInputError(f"forget set {spec.text} covers all {n_train} training samples "
-                                f"of {bundle.name}: nothing would be retained; use a smaller "
-                                "fraction")
+            raise BadInputError(
+                f"forget set {spec.text} covers all {n_train} training samples "
+                f"of {bundle.name}: nothing would be retained; use a smaller "
+                "fraction"
+            )
         quirks = getattr(bundle.config, "quirks", ()) if bundle.config is not None else ()
         if "shuffled_subset" in quirks:
             # HQML drew the subset from D_tr in the order its first split returned it
@@ -369,11 +395,15 @@ def resolve_forget(spec: Union[str, ForgetSpec], bundle: DataBundle, seed: int =
         train_idx, slug = _resolve_indices(spec, bundle)
 
     if len(train_idx) == 0:
-        raise BadInputError(f"forget set {spec.text} selects no training sample of "
-                            f"{bundle.name}; nothing to forget, choose another class or ids")
+        raise BadInputError(
+            f"forget set {spec.text} selects no training sample of "
+            f"{bundle.name}; nothing to forget, choose another class or ids"
+        )
     if len(train_idx) >= n_train:
-        raise BadInputError(f"forget set {spec.text} covers all {n_train} training samples of "
-                            f"{bundle.name}: nothing would be retained; forget fewer samples")
+        raise BadInputError(
+            f"forget set {spec.text} covers all {n_train} training samples of "
+            f"{bundle.name}: nothing would be retained; forget fewer samples"
+        )
     train_idx = np.sort(train_idx).astype(np.int64)
     retain = np.ones(n_train, dtype=bool)
     retain[train_idx] = False

@@ -24,7 +24,6 @@ stratified splits of scikit-learn depend on the order of their input.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
 
 import numpy as np
 
@@ -47,13 +46,16 @@ def _train_and_test(cfg, info):
     raw_dir = resolve_data_dir(cfg.data_dir) / _IDX_FOLDERS[cfg.dataset] / "raw"
     images = read_idx(_find(raw_dir, "t10k-images-idx3-ubyte"), expect_ndim=3, expect_dtype="uint8")
     labels = read_idx(_find(raw_dir, "t10k-labels-idx1-ubyte"), expect_ndim=1, expect_dtype="uint8")
-    return RawDataset(X=np.concatenate([train.X, images]),
-                      y=np.concatenate([train.y, labels.astype(np.int64)]),
-                      pixel_max=train.pixel_max)
+    return RawDataset(
+        X=np.concatenate([train.X, images]),
+        y=np.concatenate([train.y, labels.astype(np.int64)]),
+        pixel_max=train.pixel_max,
+    )
 
 
-def torch_class_draws(y: np.ndarray, samples_per_class: int, seed: int,
-                      num_classes: int) -> np.ndarray:
+def torch_class_draws(
+    y: np.ndarray, samples_per_class: int, seed: int, num_classes: int
+) -> np.ndarray:
     """HQML's ``load_data_cnn`` draw: for each class in order, ``torch.randperm`` over that class's
     records (one generator seeded once, shared across classes), keep the first
     ``samples_per_class``. Returns record ids in HQML's order (class by class, draw order)."""
@@ -65,21 +67,26 @@ def torch_class_draws(y: np.ndarray, samples_per_class: int, seed: int,
     for c in range(num_classes):
         idx = (y_t == c).nonzero(as_tuple=True)[0]
         if len(idx) < samples_per_class:
-            raise BadInputError(f"samples_per_class={samples_per_class} exceeds the {len(idx)} "
-                                f"records of class {c}; use at most {len(idx)}")
+            raise BadInputError(
+                f"samples_per_class={samples_per_class} exceeds the {len(idx)} "
+                f"records of class {c}; use at most {len(idx)}"
+            )
         perm = torch.randperm(len(idx), generator=g)
         chosen.append(idx[perm[:samples_per_class]].numpy())
     return np.concatenate(chosen).astype(np.int64)
 
 
-def _numpy_class_draws(y: np.ndarray, samples_per_class: int, seed: int,
-                       num_classes: int) -> np.ndarray:
+def _numpy_class_draws(
+    y: np.ndarray, samples_per_class: int, seed: int, num_classes: int
+) -> np.ndarray:
     """HQML's PCA-branch draw (``rng.choice`` per class), in draw order (not sorted)."""
     rng = np.random.default_rng(seed)
-    return np.concatenate([
-        rng.choice(np.flatnonzero(y == c), size=samples_per_class, replace=False)
-        for c in range(num_classes)
-    ]).astype(np.int64)
+    return np.concatenate(
+        [
+            rng.choice(np.flatnonzero(y == c), size=samples_per_class, replace=False)
+            for c in range(num_classes)
+        ]
+    ).astype(np.int64)
 
 
 def _check(cfg, info) -> None:
@@ -88,14 +95,20 @@ def _check(cfg, info) -> None:
         raise BadInputError(f"unknown data quirk {unknown[0]!r}; known: {', '.join(DATA_QUIRKS)}")
     if "torch_class_draws" in cfg.quirks:
         if cfg.dataset not in _IDX_FOLDERS:
-            raise BadInputError("data quirk torch_class_draws applies to mnist and fashion_mnist "
-                                f"(HQML's CNN branch), not {cfg.dataset}")
+            raise BadInputError(
+                "data quirk torch_class_draws applies to mnist and fashion_mnist "
+                f"(HQML's CNN branch), not {cfg.dataset}"
+            )
         if cfg.samples_per_class is None:
-            raise BadInputError("data quirk torch_class_draws needs samples_per_class (HQML: 200 "
-                                "MNIST, 800 Fashion-MNIST)")
+            raise BadInputError(
+                "data quirk torch_class_draws needs samples_per_class (HQML: 200 "
+                "MNIST, 800 Fashion-MNIST)"
+            )
     if "scaler_on_all" in cfg.quirks and cfg.input_kind != "angles":
-        raise BadInputError("data quirk scaler_on_all applies to the angles encoding (HQML fits "
-                            f"its MinMax scaler on all samples), not {cfg.input_kind!r}")
+        raise BadInputError(
+            "data quirk scaler_on_all applies to the angles encoding (HQML fits "
+            f"its MinMax scaler on all samples), not {cfg.input_kind!r}"
+        )
 
 
 def _raw_and_pool(cfg, info):
@@ -111,20 +124,28 @@ def _raw_and_pool(cfg, info):
     return raw, np.arange(len(raw.y), dtype=np.int64)
 
 
-def _split_in_order(pool: np.ndarray, y: np.ndarray,
-                    cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split_in_order(
+    pool: np.ndarray, y: np.ndarray, cfg
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HQML's ``train_test_split(X, y, test_size, stratify=y, random_state=seed)`` on the pool in
     its order; returns (train in the order the split returned it, val, test)."""
     from sklearn.model_selection import train_test_split
 
     try:
-        rest, test = train_test_split(pool, test_size=cfg.test_size, stratify=y[pool],
-                                      random_state=cfg.seed) if cfg.test_size else (pool, pool[:0])
-        train, val = (train_test_split(rest, test_size=cfg.val_size, stratify=y[rest],
-                                       random_state=cfg.seed) if cfg.val_size else (rest, rest[:0]))
+        rest, test = (
+            train_test_split(pool, test_size=cfg.test_size, stratify=y[pool], random_state=cfg.seed)
+            if cfg.test_size
+            else (pool, pool[:0])
+        )
+        train, val = (
+            train_test_split(rest, test_size=cfg.val_size, stratify=y[rest], random_state=cfg.seed)
+            if cfg.val_size
+            else (rest, rest[:0])
+        )
     except ValueError as exc:
-        raise BadInputError(f"cannot split {cfg.dataset} as HQML did ({exc}); use more "
-                            "samples") from exc
+        raise BadInputError(
+            f"cannot split {cfg.dataset} as HQML did ({exc}); use more samples"
+        ) from exc
     return np.asarray(train), np.asarray(val), np.asarray(test)
 
 
@@ -161,23 +182,35 @@ def load_hqml(cfg, info):
     train, val, test = _split_in_order(pool, raw.y, cfg)
     ids = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
     parts = {split: raw.X[split_ids] for split, split_ids in ids.items()}
-    enc = Encoder(input_kind=cfg.input_kind, dataset=cfg.dataset, pixel_max=raw.pixel_max,
-                  image_shape=info.image_shape, n_features=cfg.n_features,
-                  angle_range=cfg.angle_range)
+    enc = Encoder(
+        input_kind=cfg.input_kind,
+        dataset=cfg.dataset,
+        pixel_max=raw.pixel_max,
+        image_shape=info.image_shape,
+        n_features=cfg.n_features,
+        angle_range=cfg.angle_range,
+    )
     if "scaler_on_all" in cfg.quirks:
         X, shape = _encode_on_all(parts, cfg, raw.pixel_max, enc)
     else:
         enc.fit(parts["train"])
         X, shape = {s: enc.transform(x) for s, x in parts.items()}, enc.input_shape
     bundle = DataBundle(
-        name=cfg.dataset, X=X, y={s: raw.y[i] for s, i in ids.items()}, ids=ids,
-        num_classes=info.num_classes, class_names=info.class_names, input_kind=cfg.input_kind,
-        input_shape=shape, n_records=len(raw.y), config=cfg,
+        name=cfg.dataset,
+        X=X,
+        y={s: raw.y[i] for s, i in ids.items()},
+        ids=ids,
+        num_classes=info.num_classes,
+        class_names=info.class_names,
+        input_kind=cfg.input_kind,
+        input_shape=shape,
+        n_records=len(raw.y),
+        config=cfg,
     )
     return bundle, enc
 
 
-def _encode_on_all(parts: dict, cfg, pixel_max: Optional[float], enc=None):
+def _encode_on_all(parts: dict, cfg, pixel_max: float | None, enc=None):
     """Angles with PCA and MinMax fitted on every selected sample (HQML's ``load_data``):
     ``PCA(n_components, random_state=seed)`` then ``MinMaxScaler(feature_range)`` without
     clipping (nothing falls outside: the scaler saw every sample). ``enc`` (an unfitted
@@ -196,8 +229,10 @@ def _encode_on_all(parts: dict, cfg, pixel_max: Optional[float], enc=None):
         everything = pca.transform(everything)
         width = cfg.n_features
     scaler = MinMaxScaler(feature_range=cfg.angle_range).fit(everything)
-    out = {s: np.ascontiguousarray(_apply(scaler.transform, x, width), dtype=np.float32)
-           for s, x in flat.items()}
+    out = {
+        s: np.ascontiguousarray(_apply(scaler.transform, x, width), dtype=np.float32)
+        for s, x in flat.items()
+    }
     if enc is not None:
         enc.raw_width = flat_width
         enc._pca = pca

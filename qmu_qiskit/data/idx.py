@@ -21,7 +21,6 @@ import stat
 import struct
 import zlib
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 
@@ -58,8 +57,10 @@ def _open_regular(path: Path):
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise DataError(f"IDX file {path} is not a regular file (a FIFO, device or folder); "
-                        "pass the downloaded MNIST files")
+        raise DataError(
+            f"IDX file {path} is not a regular file (a FIFO, device or folder); "
+            "pass the downloaded MNIST files"
+        )
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
@@ -72,8 +73,10 @@ def _read_bounded(stream, path: Path) -> bytes:
         return head  # read_idx names the problem (truncated / bad magic / dtype)
     ndim = head[3]
     if ndim > MAX_IDX_NDIM:
-        raise DataError(f"IDX file {path} declares {ndim} dimensions (at most {MAX_IDX_NDIM}); "
-                        f"{_redownload(path)}")
+        raise DataError(
+            f"IDX file {path} declares {ndim} dimensions (at most {MAX_IDX_NDIM}); "
+            f"{_redownload(path)}"
+        )
     dims_raw = stream.read(4 * ndim)
     if len(dims_raw) < 4 * ndim:
         return head + dims_raw
@@ -109,10 +112,10 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def read_idx(
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     *,
-    expect_ndim: Optional[int] = None,
-    expect_dtype: Optional[Union[str, np.dtype]] = None,
+    expect_ndim: int | None = None,
+    expect_dtype: str | np.dtype | None = None,
 ) -> np.ndarray:
     """Read one IDX file, plain or gzip-compressed, and validate it against its header.
 
@@ -170,7 +173,7 @@ def read_idx(
     return array.astype(dtype.newbyteorder("="))
 
 
-def write_idx(path: Union[str, os.PathLike], array: np.ndarray) -> Path:
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Write ``array`` as an IDX file; a name ending in ``.gz`` is gzip-compressed.
 
     Used to build test fixtures and to export subsets in the format the reader accepts.
@@ -199,9 +202,10 @@ def write_idx(path: Union[str, os.PathLike], array: np.ndarray) -> Path:
     path = Path(path)
     if path.name.endswith(_GZIP_SUFFIX):
         # mtime=0 keeps the bytes reproducible, so fixtures hash the same every run.
-        with open(path, "wb") as raw_fh, gzip.GzipFile(
-            filename="", mode="wb", fileobj=raw_fh, mtime=0
-        ) as fh:
+        with (
+            open(path, "wb") as raw_fh,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw_fh, mtime=0) as fh,
+        ):
             fh.write(header + payload)
     else:
         path.write_bytes(header + payload)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .splits import split_records
 __all__ = ["fit_encoder", "load_data"]
 
 
-def load_data(cfg: Union[DataConfig, dict[str, Any]]) -> DataBundle:
+def load_data(cfg: DataConfig | dict[str, Any]) -> DataBundle:
     """Read, split and encode a dataset.
 
     Steps: read every record (ids = row index in the original dataset), optionally subsample
@@ -47,7 +47,7 @@ def load_data(cfg: Union[DataConfig, dict[str, Any]]) -> DataBundle:
     return _load(DataConfig.coerce(cfg))[0]
 
 
-def fit_encoder(cfg: Union[DataConfig, dict[str, Any]]) -> tuple[DataBundle, Encoder]:
+def fit_encoder(cfg: DataConfig | dict[str, Any]) -> tuple[DataBundle, Encoder]:
     """The bundle of ``cfg`` and the :class:`~qmu_qiskit.data.features.Encoder` fitted on its
     training split (what turns new raw records into model inputs, e.g. for ``predict``).
 
@@ -68,13 +68,26 @@ def _load(cfg: DataConfig) -> tuple[DataBundle, Encoder]:
     raw = info.loader(data_dir=resolve_data_dir(cfg.data_dir), download=cfg.download)
     n_records = len(raw.y)
     ids = split_records(
-        np.arange(n_records, dtype=np.int64), raw.y,
-        test_size=cfg.test_size, val_size=cfg.val_size, seed=cfg.seed, dataset=cfg.dataset,
-        class_names=info.class_names, samples_per_class=cfg.samples_per_class,
+        np.arange(n_records, dtype=np.int64),
+        raw.y,
+        test_size=cfg.test_size,
+        val_size=cfg.val_size,
+        seed=cfg.seed,
+        dataset=cfg.dataset,
+        class_names=info.class_names,
+        samples_per_class=cfg.samples_per_class,
     )
-    return _encoded(cfg, raw.X, raw.y, ids, ids, class_names=info.class_names,
-                    num_classes=info.num_classes, pixel_max=raw.pixel_max,
-                    image_shape=info.image_shape)
+    return _encoded(
+        cfg,
+        raw.X,
+        raw.y,
+        ids,
+        ids,
+        class_names=info.class_names,
+        num_classes=info.num_classes,
+        pixel_max=raw.pixel_max,
+        image_shape=info.image_shape,
+    )
 
 
 def _load_file(cfg: DataConfig) -> tuple[DataBundle, Encoder]:
@@ -83,9 +96,14 @@ def _load_file(cfg: DataConfig) -> tuple[DataBundle, Encoder]:
     n_records = len(data.y)
     try:
         rows = split_records(
-            np.arange(n_records, dtype=np.int64), data.y,
-            test_size=cfg.test_size, val_size=cfg.val_size, seed=cfg.seed, dataset=cfg.dataset,
-            class_names=data.class_names, samples_per_class=cfg.samples_per_class,
+            np.arange(n_records, dtype=np.int64),
+            data.y,
+            test_size=cfg.test_size,
+            val_size=cfg.val_size,
+            seed=cfg.seed,
+            dataset=cfg.dataset,
+            class_names=data.class_names,
+            samples_per_class=cfg.samples_per_class,
         )
     except BadInputError as exc:
         counts = np.bincount(data.y, minlength=len(data.class_names)).tolist()
@@ -96,18 +114,41 @@ def _load_file(cfg: DataConfig) -> tuple[DataBundle, Encoder]:
         ) from exc
     # Within a split, samples are kept sorted by record id (DataBundle.positions relies on it).
     rows = {s: r[np.argsort(data.ids[r], kind="stable")] for s, r in rows.items()}
-    return _encoded(cfg, data.X, data.y, rows, {s: data.ids[r] for s, r in rows.items()},
-                    class_names=data.class_names, num_classes=len(data.class_names),
-                    pixel_max=None, image_shape=None)
+    return _encoded(
+        cfg,
+        data.X,
+        data.y,
+        rows,
+        {s: data.ids[r] for s, r in rows.items()},
+        class_names=data.class_names,
+        num_classes=len(data.class_names),
+        pixel_max=None,
+        image_shape=None,
+    )
 
 
-def _encoded(cfg: DataConfig, X, y, rows: dict, ids: dict, *, class_names, num_classes: int,
-             pixel_max, image_shape) -> tuple[DataBundle, Encoder]:
+def _encoded(
+    cfg: DataConfig,
+    X,
+    y,
+    rows: dict,
+    ids: dict,
+    *,
+    class_names,
+    num_classes: int,
+    pixel_max,
+    image_shape,
+) -> tuple[DataBundle, Encoder]:
     """The bundle of ``rows`` (split -> row positions in ``X``/``y``), named by ``ids``, encoded
     with an :class:`Encoder` fitted on the training rows only."""
-    enc = Encoder(input_kind=cfg.input_kind, dataset=cfg.dataset, pixel_max=pixel_max,
-                  image_shape=image_shape, n_features=cfg.n_features,
-                  angle_range=cfg.angle_range).fit(X[rows["train"]])
+    enc = Encoder(
+        input_kind=cfg.input_kind,
+        dataset=cfg.dataset,
+        pixel_max=pixel_max,
+        image_shape=image_shape,
+        n_features=cfg.n_features,
+        angle_range=cfg.angle_range,
+    ).fit(X[rows["train"]])
     bundle = DataBundle(
         name=cfg.dataset,
         X={split: enc.transform(X[r]) for split, r in rows.items()},

@@ -9,9 +9,9 @@ IDX file. Feature engineering and splitting happen later (:mod:`qmu_qiskit.data.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class RawDataset:
 
     X: np.ndarray
     y: np.ndarray
-    pixel_max: Optional[float] = None
+    pixel_max: float | None = None
 
 
 Loader = Callable[..., RawDataset]
@@ -73,7 +73,7 @@ class DatasetInfo:
     name: str
     title: str
     class_names: tuple[str, ...]
-    image_shape: Optional[tuple[int, int]]
+    image_shape: tuple[int, int] | None
     source: str
     offline: bool
     loader: Loader
@@ -89,7 +89,7 @@ class DatasetInfo:
         return self.image_shape is not None
 
 
-def resolve_data_dir(data_dir: Union[str, os.PathLike, None] = None) -> Path:
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The folder IDX datasets are read from.
 
     Args:
@@ -162,7 +162,7 @@ _IDX_STEMS = (
 )
 
 
-def _find(raw_dir: Path, stem: str) -> Optional[Path]:
+def _find(raw_dir: Path, stem: str) -> Path | None:
     # Older torchvision versions keep both the .gz and the extracted file; the plain one is
     # faster to read.
     for candidate in (raw_dir / stem, raw_dir / f"{stem}.gz"):
@@ -189,7 +189,7 @@ def _download_with_torchvision(*, title: str, folder: str, data_dir: Path, raw_d
         # Never at module level: torchvision may be absent, or built against another torch
         # (then importing it raises RuntimeError/OSError rather than ImportError).
         import torchvision.datasets as tv_datasets
-    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot download"
+    except Exception as exc:
         raise DataError(
             f"{title} files not found in {raw_dir} and downloading them needs torchvision, which "
             f"cannot be imported ({type(exc).__name__}: {exc}); install it (pip install "
@@ -200,7 +200,7 @@ def _download_with_torchvision(*, title: str, folder: str, data_dir: Path, raw_d
     try:
         for train in (True, False):
             dataset_cls(root=str(data_dir), train=train, download=True)
-    except Exception as exc:  # noqa: BLE001 - network failures come in many exception types
+    except Exception as exc:
         raise DataError(
             f"could not download {title} into {raw_dir} ({type(exc).__name__}: {exc}); it needs "
             f"internet once, or put {_expected_names()} there (or pass --data-dir / set "
@@ -275,67 +275,82 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
         BadInputError: the name is not a plain lower-case name, or the info is inconsistent.
     """
     if not info.name or info.name != info.name.strip().lower().replace("-", "_"):
-        raise BadInputError(f"dataset name {info.name!r} must be lower case with '_' (e.g. "
-                            "'two_moons'), the form canonical_dataset_name produces")
+        raise BadInputError(
+            f"dataset name {info.name!r} must be lower case with '_' (e.g. "
+            "'two_moons'), the form canonical_dataset_name produces"
+        )
     if len(info.class_names) < 2:
         raise BadInputError(f"dataset {info.name!r} needs at least 2 class names")
     return DATASETS.register(info.name, info)
 
 
 for _info in (
-        DatasetInfo(
-            name="iris",
-            title="iris",
-            class_names=("setosa", "versicolor", "virginica"),
-            image_shape=None,
-            source="sklearn.datasets.load_iris (bundled, offline); HQML's Iris study",
-            offline=True,
-            loader=_load_iris,
+    DatasetInfo(
+        name="iris",
+        title="iris",
+        class_names=("setosa", "versicolor", "virginica"),
+        image_shape=None,
+        source="sklearn.datasets.load_iris (bundled, offline); HQML's Iris study",
+        offline=True,
+        loader=_load_iris,
+    ),
+    DatasetInfo(
+        name="digits",
+        title="digits",
+        class_names=_DIGIT_NAMES,
+        image_shape=(8, 8),
+        source="sklearn.datasets.load_digits (bundled, offline), 8x8 images",
+        offline=True,
+        loader=_load_digits,
+    ),
+    DatasetInfo(
+        name="mnist",
+        title="MNIST",
+        class_names=_DIGIT_NAMES,
+        image_shape=(28, 28),
+        source="IDX files in <data_dir>/MNIST/raw (torchvision layout); HQML and QMU",
+        offline=False,
+        loader=_idx_loader(title="MNIST", folder="MNIST", num_classes=10),
+    ),
+    DatasetInfo(
+        name="fashion_mnist",
+        title="FashionMNIST",
+        # Label order of Zalando's fashion-mnist README.
+        class_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
-        DatasetInfo(
-            name="digits",
-            title="digits",
-            class_names=_DIGIT_NAMES,
-            image_shape=(8, 8),
-            source="sklearn.datasets.load_digits (bundled, offline), 8x8 images",
-            offline=True,
-            loader=_load_digits,
+        image_shape=(28, 28),
+        source="IDX files in <data_dir>/FashionMNIST/raw (torchvision layout); HQML",
+        offline=False,
+        loader=_idx_loader(title="FashionMNIST", folder="FashionMNIST", num_classes=10),
+    ),
+    DatasetInfo(
+        name="covertype",
+        title="covertype",
+        # UCI Covertype cover types 1..7, shifted to labels 0..6.
+        class_names=(
+            "Spruce/Fir",
+            "Lodgepole Pine",
+            "Ponderosa Pine",
+            "Cottonwood/Willow",
+            "Aspen",
+            "Douglas-fir",
+            "Krummholz",
         ),
-        DatasetInfo(
-            name="mnist",
-            title="MNIST",
-            class_names=_DIGIT_NAMES,
-            image_shape=(28, 28),
-            source="IDX files in <data_dir>/MNIST/raw (torchvision layout); HQML and QMU",
-            offline=False,
-            loader=_idx_loader(title="MNIST", folder="MNIST", num_classes=10),
-        ),
-        DatasetInfo(
-            name="fashion_mnist",
-            title="FashionMNIST",
-            # Label order of Zalando's fashion-mnist README.
-            class_names=(
-                "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-            ),
-            image_shape=(28, 28),
-            source="IDX files in <data_dir>/FashionMNIST/raw (torchvision layout); HQML",
-            offline=False,
-            loader=_idx_loader(title="FashionMNIST", folder="FashionMNIST", num_classes=10),
-        ),
-        DatasetInfo(
-            name="covertype",
-            title="covertype",
-            # UCI Covertype cover types 1..7, shifted to labels 0..6.
-            class_names=(
-                "Spruce/Fir", "Lodgepole Pine", "Ponderosa Pine", "Cottonwood/Willow",
-                "Aspen", "Douglas-fir", "Krummholz",
-            ),
-            image_shape=None,
-            source="sklearn.datasets.fetch_covtype (needs internet once); DG-QMU",
-            offline=False,
-            loader=_load_covertype,
-        ),
+        image_shape=None,
+        source="sklearn.datasets.fetch_covtype (needs internet once); DG-QMU",
+        offline=False,
+        loader=_load_covertype,
+    ),
 ):
     register_dataset(_info)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -17,7 +17,11 @@ _EMPTY = np.empty(0, dtype=np.int64)
 
 
 def subsample_per_class(
-    y: np.ndarray, *, samples_per_class: int, seed: int, dataset: str,
+    y: np.ndarray,
+    *,
+    samples_per_class: int,
+    seed: int,
+    dataset: str,
     class_names: Sequence[str],
 ) -> np.ndarray:
     """Draw ``samples_per_class`` records of every class without replacement.
@@ -53,15 +57,15 @@ def subsample_per_class(
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def _carve(ids: np.ndarray, y: np.ndarray, fraction: float, *, seed: int, what: str,
-           dataset: str) -> tuple[np.ndarray, np.ndarray]:
+def _carve(
+    ids: np.ndarray, y: np.ndarray, fraction: float, *, seed: int, what: str, dataset: str
+) -> tuple[np.ndarray, np.ndarray]:
     if fraction == 0:
         return ids, _EMPTY
     from sklearn.model_selection import train_test_split
 
     try:
-        keep, carved = train_test_split(ids, test_size=fraction, stratify=y[ids],
-                                        random_state=seed)
+        keep, carved = train_test_split(ids, test_size=fraction, stratify=y[ids], random_state=seed)
     except ValueError as exc:
         # scikit-learn refuses when a class or a side of the split is too small to stratify.
         raise BadInputError(
@@ -72,8 +76,15 @@ def _carve(ids: np.ndarray, y: np.ndarray, fraction: float, *, seed: int, what: 
 
 
 def split_records(
-    pool: np.ndarray, y: np.ndarray, *, test_size: float, val_size: float, seed: int,
-    dataset: str, class_names: Sequence[str], samples_per_class: Optional[int] = None,
+    pool: np.ndarray,
+    y: np.ndarray,
+    *,
+    test_size: float,
+    val_size: float,
+    seed: int,
+    dataset: str,
+    class_names: Sequence[str],
+    samples_per_class: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Split record ids into stratified, seeded ``train``/``val``/``test`` sets.
 
@@ -103,8 +114,13 @@ def split_records(
     y = np.asarray(y, dtype=np.int64)
     pool = np.asarray(pool, dtype=np.int64)
     if samples_per_class is not None:
-        sub = subsample_per_class(y[pool], samples_per_class=samples_per_class, seed=seed,
-                                  dataset=dataset, class_names=class_names)
+        sub = subsample_per_class(
+            y[pool],
+            samples_per_class=samples_per_class,
+            seed=seed,
+            dataset=dataset,
+            class_names=class_names,
+        )
         pool = pool[sub]
     rest, test = _carve(pool, y, test_size, seed=seed, what="test", dataset=dataset)
     train, val = _carve(rest, y, val_size, seed=seed, what="val", dataset=dataset)

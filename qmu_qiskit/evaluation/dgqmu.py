@@ -33,7 +33,9 @@ def forget_confidence(out: Outputs, mask: np.ndarray) -> float:
     return float(out.probs[idx, out.labels[idx]].mean())
 
 
-def forget_mass(out: Outputs, mask: np.ndarray, *, hard: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def forget_mass(
+    out: Outputs, mask: np.ndarray, *, hard: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Per true class r of the samples in ``mask``: the mean predicted distribution over classes
     (``hard``: the fraction predicted as each class).
 
@@ -47,8 +49,10 @@ def forget_mass(out: Outputs, mask: np.ndarray, *, hard: bool = False) -> tuple[
         probs = np.eye(probs.shape[1])[probs.argmax(1)] if idx.size else probs
     labels = out.labels[idx]
     rows = np.unique(labels)
-    matrix = np.stack([probs[labels == r].mean(0) for r in rows]) if rows.size else np.zeros(
-        (0, out.logits.shape[1])
+    matrix = (
+        np.stack([probs[labels == r].mean(0) for r in rows])
+        if rows.size
+        else np.zeros((0, out.logits.shape[1]))
     )
     return rows, matrix
 

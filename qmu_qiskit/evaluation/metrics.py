@@ -10,8 +10,8 @@ Names follow HQML's ``results_summary.csv`` where HQML defines them (``acc_retai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -230,7 +230,9 @@ def compute_metrics(
     ctx = ctx or MetricContext()
     unknown = [n for n in names if n not in METRICS]
     if unknown:
-        raise BadInputError(f"unknown metric {unknown[0]!r}; available: {', '.join(sorted(METRICS))}")
+        raise BadInputError(
+            f"unknown metric {unknown[0]!r}; available: {', '.join(sorted(METRICS))}"
+        )
     if not aligned(U, T):
         raise BadInputError(
             "the unlearned model's and the teacher's outputs cover different samples; they must "
@@ -275,8 +277,10 @@ def mia_efficacy_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricC
 
     _check_oracle(U, O)
     members, nonmembers, targets = mia_efficacy_sets(U, ctx.seed)
-    res = {"MIA_Efficacy": svc_mia_efficacy(U, members, nonmembers, targets),
-           "MIA_Efficacy_teacher": svc_mia_efficacy(T, members, nonmembers, targets)}
+    res = {
+        "MIA_Efficacy": svc_mia_efficacy(U, members, nonmembers, targets),
+        "MIA_Efficacy_teacher": svc_mia_efficacy(T, members, nonmembers, targets),
+    }
     if O is not None:
         res["MIA_Efficacy_oracle"] = svc_mia_efficacy(O, members, nonmembers, targets)
     return res

@@ -18,8 +18,8 @@ Nothing here runs a circuit: every attack reads logits and labels from
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -62,7 +62,9 @@ def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------- ROC
 
 
-def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float, *, interpolate: bool = False) -> float:
+def tpr_at_fpr(
+    fpr: np.ndarray, tpr: np.ndarray, target: float, *, interpolate: bool = False
+) -> float:
     """TPR of the attack at an FPR budget, from an ROC curve (``sklearn.metrics.roc_curve``).
 
     Default: the largest TPR among operating points with FPR ≤ ``target`` — LiRA's convention
@@ -102,8 +104,11 @@ def roc_summary(
     neg = np.asarray(nonmember_scores, dtype=np.float64).ravel()
     out = {"n_members": int(pos.size), "n_nonmembers": int(neg.size)}
     if pos.size == 0 or neg.size == 0:
-        out.update(auc=float("nan"), advantage=float("nan"),
-                   tpr_at_fpr={t: float("nan") for t in fpr_targets})
+        out.update(
+            auc=float("nan"),
+            advantage=float("nan"),
+            tpr_at_fpr={t: float("nan") for t in fpr_targets},
+        )
         return out
     y = np.r_[np.ones(pos.size), np.zeros(neg.size)]
     s = np.r_[pos, neg]
@@ -198,8 +203,9 @@ def svc_mia_efficacy(
 
     if len(shadow_members) == 0 or len(shadow_nonmembers) == 0 or len(targets) == 0:
         return float("nan")
-    X = np.concatenate([svc_features(out, shadow_members, feature),
-                        svc_features(out, shadow_nonmembers, feature)])
+    X = np.concatenate(
+        [svc_features(out, shadow_members, feature), svc_features(out, shadow_nonmembers, feature)]
+    )
     y = np.r_[np.ones(len(shadow_members)), np.zeros(len(shadow_nonmembers))]
     clf = SVC(C=3, gamma="auto", kernel="rbf").fit(X, y)
     return float(1.0 - clf.predict(svc_features(out, targets, feature)).mean())
@@ -237,8 +243,13 @@ def _attack_net(num_features: int):
 
     # QMU MIA.py: Linear(13→64) ReLU Dropout(0.3) Linear(64→64) ReLU Linear(64→1) Sigmoid
     return nn.Sequential(
-        nn.Linear(num_features, 64), nn.ReLU(), nn.Dropout(0.3),
-        nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1), nn.Sigmoid(),
+        nn.Linear(num_features, 64),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(64, 64),
+        nn.ReLU(),
+        nn.Linear(64, 1),
+        nn.Sigmoid(),
     )
 
 
@@ -280,7 +291,7 @@ class GreyBoxAttack:
         epochs: int | None = None,
         lr: float = 1e-2,
         train_fraction: float = 0.8,
-    ) -> "GreyBoxAttack":
+    ) -> GreyBoxAttack:
         """Train the MLP (BCE, Adam, full batch, dropout on) on a seeded ``train_fraction`` split.
 
         The global torch RNG is forked, so the caller's random state is untouched and the
@@ -325,8 +336,14 @@ class GreyBoxAttack:
             return float((pred == y[idx]).float().mean())
 
         return cls(
-            net=net, heldout_accuracy=acc(ho), train_accuracy=acc(tr), num_train=len(tr),
-            num_heldout=len(ho), epochs=int(epochs), lr=lr, seed=int(seed),
+            net=net,
+            heldout_accuracy=acc(ho),
+            train_accuracy=acc(tr),
+            num_train=len(tr),
+            num_heldout=len(ho),
+            epochs=int(epochs),
+            lr=lr,
+            seed=int(seed),
             num_features=features.shape[1],
         )
 
@@ -354,7 +371,9 @@ class GreyBoxAttack:
 
 def _rows_for_ids(out: Outputs, ids: np.ndarray, split: str = "train") -> np.ndarray:
     """Positions in ``out`` of the samples of ``split`` with record ``ids`` (in ``ids`` order)."""
-    where = {int(i): k for k, i in zip(np.flatnonzero(out.split == split), out.ids[out.split == split])}
+    where = {
+        int(i): k for k, i in zip(np.flatnonzero(out.split == split), out.ids[out.split == split])
+    }
     missing = [int(i) for i in ids if int(i) not in where]
     if missing:
         raise BadInputError(
@@ -574,7 +593,9 @@ def ulira(
     r = np.asarray(retrained, dtype=np.float64)
     m = np.asarray(forgotten, dtype=bool)
     if not (u.shape == r.shape == m.shape) or u.ndim != 2:
-        raise BadInputError("U-LiRA needs unlearned, retrained and forgotten arrays of one (S, N) shape")
+        raise BadInputError(
+            "U-LiRA needs unlearned, retrained and forgotten arrays of one (S, N) shape"
+        )
     if min_shadows < 2:
         raise BadInputError("min_shadows must be at least 2 (a Gaussian needs a spread)")
     mf = m.astype(np.float64)

@@ -56,7 +56,7 @@ class Outputs:
             return self.split == name
         raise KeyError(name)
 
-    def with_forget(self, forget_ids: np.ndarray) -> "Outputs":
+    def with_forget(self, forget_ids: np.ndarray) -> Outputs:
         """The same outputs with the forget set marked (for teacher/oracle alignment)."""
         mask = (self.split == "train") & np.isin(self.ids, forget_ids)
         return Outputs(self.logits, self.labels, self.ids, self.split, mask)
@@ -74,7 +74,7 @@ class Outputs:
         )
 
     @classmethod
-    def load(cls, path: Path) -> "Outputs":
+    def load(cls, path: Path) -> Outputs:
         try:
             with np.load(path, allow_pickle=False) as data:
                 return cls(

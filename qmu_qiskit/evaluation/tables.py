@@ -37,17 +37,52 @@ AUDIT_COLUMNS: list[tuple[str, str]] = [
 
 #: Keys of the saved CSV, first in this order, then any other number a row has.
 CSV_FIRST = [
-    "method", "forget", "forget_size", "seed", "backend",
-    "acc_retain_unlearn", "acc_forget_unlearn", "acc_test_unlearn",
-    "acc_retain_orig", "acc_forget_orig", "acc_test_orig",
-    "acc_retain_oracle", "acc_forget_oracle", "acc_test_oracle",
-    "forget_drop", "retain_drop", "test_drop", "UQI",
-    "KL_retain", "JS_retain", "KL_test", "JS_test", "Agree_retain", "Agree_test",
-    "MIA_AUC", "MIA_AUC_teacher", "MIA_AUC_oracle", "mia_members", "mia_nonmembers",
-    "UA", "RA", "TA", "TA_classes", "MIA_Efficacy",
-    "UA_teacher", "RA_teacher", "TA_teacher", "MIA_Efficacy_teacher",
-    "UA_oracle", "RA_oracle", "TA_oracle", "MIA_Efficacy_oracle",
-    "seconds", "jobs", "circuit_evaluations", "path",
+    "method",
+    "forget",
+    "forget_size",
+    "seed",
+    "backend",
+    "acc_retain_unlearn",
+    "acc_forget_unlearn",
+    "acc_test_unlearn",
+    "acc_retain_orig",
+    "acc_forget_orig",
+    "acc_test_orig",
+    "acc_retain_oracle",
+    "acc_forget_oracle",
+    "acc_test_oracle",
+    "forget_drop",
+    "retain_drop",
+    "test_drop",
+    "UQI",
+    "KL_retain",
+    "JS_retain",
+    "KL_test",
+    "JS_test",
+    "Agree_retain",
+    "Agree_test",
+    "MIA_AUC",
+    "MIA_AUC_teacher",
+    "MIA_AUC_oracle",
+    "mia_members",
+    "mia_nonmembers",
+    "UA",
+    "RA",
+    "TA",
+    "TA_classes",
+    "MIA_Efficacy",
+    "UA_teacher",
+    "RA_teacher",
+    "TA_teacher",
+    "MIA_Efficacy_teacher",
+    "UA_oracle",
+    "RA_oracle",
+    "TA_oracle",
+    "MIA_Efficacy_oracle",
+    "seconds",
+    "jobs",
+    "circuit_evaluations",
+    "path",
 ]
 
 
@@ -122,12 +157,14 @@ def forget_folder_rows(folder: str | os.PathLike) -> list[dict]:
                     continue
                 metrics = read_json(path / "metrics.json")
                 cost = read_json(path / "cost.json") if (path / "cost.json").is_file() else {}
-            except Exception:  # noqa: BLE001 - a damaged run is left out of the table
+            except Exception:
                 continue
             runs.append((entry.name, metrics, cost, path))
     runs.sort(key=lambda r: (r[0] != "retrain", r[0]))
-    rows = [method_row(name + (" (oracle)" if name == "retrain" else ""), m, c, path=p)
-            for name, m, c, p in runs]
+    rows = [
+        method_row(name + (" (oracle)" if name == "retrain" else ""), m, c, path=p)
+        for name, m, c, p in runs
+    ]
     if runs:
         rows.insert(0, teacher_row(runs[0][1]))
     return rows
@@ -152,8 +189,10 @@ def csv_columns(rows: list[dict]) -> list[str]:
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(h for h, _ in columns) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
+    lines = [
+        "| " + " | ".join(h for h, _ in columns) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|",
+    ]
     for r in rows:
         cells = [fmt(r.get(k)).replace("|", "\\|") for _, k in columns]
         lines.append("| " + " | ".join(cells) + " |")
@@ -171,8 +210,10 @@ def write_audit(folder: str | os.PathLike, *, title: str = "") -> tuple[Path, Pa
     csv_path, md_path = folder / "audit.csv", folder / "audit.md"
     atomic_write_text(csv_path, csv_text(rows, csv_columns(rows)))
     head = f"# {title}\n\n" if title else ""
-    note = ("\nUA = 1 − acc_forget, RA = acc_retain, TA = test accuracy (remaining classes when "
-            "whole classes are forgotten), MIA-Efficacy = SalUn's SVC attack; see docs/metrics.md "
-            "of qmu-qiskit.\n")
+    note = (
+        "\nUA = 1 − acc_forget, RA = acc_retain, TA = test accuracy (remaining classes when "
+        "whole classes are forgotten), MIA-Efficacy = SalUn's SVC attack; see docs/metrics.md "
+        "of qmu-qiskit.\n"
+    )
     atomic_write_text(md_path, head + markdown_table(rows, AUDIT_COLUMNS) + note)
     return csv_path, md_path

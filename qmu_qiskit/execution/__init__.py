@@ -52,7 +52,7 @@ class Primitives:
         """Close the runtime session (if any) and the job ledger."""
         self.executor.close()
 
-    def __enter__(self) -> "Primitives":
+    def __enter__(self) -> Primitives:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -95,7 +95,6 @@ class _AerBase(Runner):
             prepared.extra[("sim", method)] = sim
         return sim
 
-
     # Sampling: shots from counts (used by the sampler, and by the shot-based estimator).
     def _measured_circuit(self, prepared: Prepared):
         circ = prepared.extra.get("measured")
@@ -116,7 +115,11 @@ class _AerBase(Runner):
         if self.device is not None and circuit.num_qubits <= self.MAX_DENSITY_QUBITS:
             return self._sampled_density_job(prepared, circuit, values, shots, seed)
         sim = self._simulator(prepared, "automatic")
-        binds = [{p: values[:, i] for i, p in enumerate(circuit.parameters)}] if circuit.num_parameters else None
+        binds = (
+            [{p: values[:, i] for i, p in enumerate(circuit.parameters)}]
+            if circuit.num_parameters
+            else None
+        )
         job = sim.run(circuit, parameter_binds=binds, shots=shots, seed_simulator=int(seed))
         num_bits = circuit.num_clbits
 
@@ -153,7 +156,11 @@ class _AerBase(Runner):
             prepared.extra[key] = entry
         bare, confusion = entry
         sim = self._simulator(prepared, "density_matrix")
-        binds = [{p: values[:, i] for i, p in enumerate(bare.parameters)}] if bare.num_parameters else None
+        binds = (
+            [{p: values[:, i] for i, p in enumerate(bare.parameters)}]
+            if bare.num_parameters
+            else None
+        )
         job = sim.run(bare, parameter_binds=binds, shots=1)
 
         def probs():
@@ -161,7 +168,9 @@ class _AerBase(Runner):
             p = np.array([result.data(i)["probs"] for i in range(len(values))])
             p = _apply_confusion(p, confusion)
             rng = np.random.default_rng(int(seed))
-            counts = rng.multinomial(shots, np.clip(p, 0, None) / np.clip(p, 0, None).sum(1, keepdims=True))
+            counts = rng.multinomial(
+                shots, np.clip(p, 0, None) / np.clip(p, 0, None).sum(1, keepdims=True)
+            )
             return counts / shots
 
         return job.job_id(), probs
@@ -184,7 +193,7 @@ class _AerBase(Runner):
         exact and the shot-based runner alike, are simulated once.
         """
         out: list = [None] * len(pubs)
-        todo: "OrderedDict[int, list[int]]" = OrderedDict()
+        todo: OrderedDict[int, list[int]] = OrderedDict()
         keys = []
         for i, (pub, qubits) in enumerate(zip(pubs, qubit_sets)):
             key = _distribution_key(pub, qubits)
@@ -307,7 +316,9 @@ class AerEstimatorRunner(_AerBase):
             lambda: {"probs": self._pub_distributions([pub], [measured])[0]},
         )
 
-    def submit_estimate(self, prepared, observables, values, *, precision, seed, shots=None) -> Handle:
+    def submit_estimate(
+        self, prepared, observables, values, *, precision, seed, shots=None
+    ) -> Handle:
         from qiskit_aer.primitives import EstimatorV2
 
         est = prepared.extra.get("estimator")
@@ -323,7 +334,10 @@ class AerEstimatorRunner(_AerBase):
 
         def run():
             res = job.result()[0]
-            return {"evs": np.asarray(res.data.evs, dtype=float), "stds": np.asarray(res.data.stds, dtype=float)}
+            return {
+                "evs": np.asarray(res.data.evs, dtype=float),
+                "stds": np.asarray(res.data.stds, dtype=float),
+            }
 
         return Handle(job.job_id(), run)
 
@@ -341,9 +355,13 @@ class AerEstimatorRunner(_AerBase):
         def run():
             dists = self._pub_distributions(pubs, qubit_sets)
             evs = np.concatenate(
-                [(d @ signs).T + consts[:, None] for d, signs, consts in (
-                    (d, *_z_parities(p.observables, len(q))) for d, p, q in zip(dists, pubs, qubit_sets)
-                )],
+                [
+                    (d @ signs).T + consts[:, None]
+                    for d, signs, consts in (
+                        (d, *_z_parities(p.observables, len(q)))
+                        for d, p, q in zip(dists, pubs, qubit_sets)
+                    )
+                ],
                 axis=1,
             )
             if precision:
@@ -357,7 +375,7 @@ class AerEstimatorRunner(_AerBase):
         from qiskit_aer.library import SaveExpectationValue, SetStatevector
 
         def run():
-            groups: "OrderedDict[int, list[int]]" = OrderedDict()
+            groups: OrderedDict[int, list[int]] = OrderedDict()
             for i, p in enumerate(pubs):
                 groups.setdefault(id(p.prepared.noise_model), []).append(i)
             parts: list = [None] * len(pubs)
@@ -369,7 +387,10 @@ class AerEstimatorRunner(_AerBase):
                     bare = _strip_measurements(pub.prepared.circuit)
                     circ = QuantumCircuit(bare.num_qubits, global_phase=bare.global_phase)
                     if pub.state is not None:
-                        circ.append(SetStatevector(_embed_state(pub.state, pub.prepared, bare.num_qubits)), circ.qubits)
+                        circ.append(
+                            SetStatevector(_embed_state(pub.state, pub.prepared, bare.num_qubits)),
+                            circ.qubits,
+                        )
                     circ.compose(bare, inplace=True)
                     for o, op in enumerate(pub.observables):
                         circ.append(SaveExpectationValue(op, label=f"o{o}"), circ.qubits)
@@ -385,7 +406,8 @@ class AerEstimatorRunner(_AerBase):
                 for i, n in zip(members, rows):
                     O = len(pubs[i].observables)
                     part = np.array(
-                        [[result.data(k + r)[f"o{o}"] for r in range(n)] for o in range(O)], dtype=float
+                        [[result.data(k + r)[f"o{o}"] for r in range(n)] for o in range(O)],
+                        dtype=float,
                     )
                     if n == 1 and len(pubs[i].values) != 1:
                         part = np.repeat(part, len(pubs[i].values), axis=1)
@@ -410,7 +432,9 @@ class AerShotsRunner(_AerBase):
         super().__init__(**kw)
         self.name = "aer_shots"
 
-    def submit_estimate(self, prepared, observables, values, *, precision, seed, shots=None) -> Handle:
+    def submit_estimate(
+        self, prepared, observables, values, *, precision, seed, shots=None
+    ) -> Handle:
         shots = int(shots or self.shots or 1024)
         if not all(_is_z_type(op) for op in observables):
             return self._basis_estimate(prepared, observables, values, shots, seed)
@@ -450,7 +474,7 @@ class AerShotsRunner(_AerBase):
         per basis; each term is the parity of its qubits' outcomes in its basis."""
         n = _strip_measurements(prepared.circuit).num_qubits
         consts = np.zeros(len(observables))
-        groups: "OrderedDict[str, list[tuple[int, int, float]]]" = OrderedDict()
+        groups: OrderedDict[str, list[tuple[int, int, float]]] = OrderedDict()
         for o, op in enumerate(observables):
             for pauli, coeff in zip(op.paulis, op.coeffs):
                 mask, key = 0, ["Z"] * n
@@ -503,7 +527,9 @@ class AerShotsRunner(_AerBase):
             rng = np.random.default_rng(int(seed))
             evs, stds = [], []
             for pub, q, d, (signs, consts) in zip(pubs, qubit_sets, dists, parities):
-                d = np.clip(_apply_confusion(d, _readout_confusions(pub.prepared.noise_model, q)), 0, None)
+                d = np.clip(
+                    _apply_confusion(d, _readout_confusions(pub.prepared.noise_model, q)), 0, None
+                )
                 freq = rng.multinomial(shots, d / d.sum(1, keepdims=True)) / shots
                 z = (freq @ signs).T
                 evs.append(z + consts[:, None])
@@ -589,11 +615,15 @@ def _embed_state(state: np.ndarray, prepared: Prepared, k: int) -> np.ndarray:
     of the index goes to the compact position of virtual qubit v, the other qubits are |0⟩."""
     positions = prepared.extra.get("virtual_positions")
     if positions is None:
-        raise BackendError("ideal amplitude loading needs a circuit prepared with its virtual qubits kept")
+        raise BackendError(
+            "ideal amplitude loading needs a circuit prepared with its virtual qubits kept"
+        )
     state = np.asarray(state, dtype=np.complex128)
     n = len(positions)
     if state.shape != (2**n,):
-        raise BadInputError(f"an amplitude vector for {n} qubits has {2**n} entries, got {state.shape}")
+        raise BadInputError(
+            f"an amplitude vector for {n} qubits has {2**n} entries, got {state.shape}"
+        )
     index = prepared.extra.get("embed_index")
     if index is None:
         i = np.arange(2**n)
@@ -612,7 +642,11 @@ def _distribution_key(pub: Pub, qubits) -> str:
     h.update(str(prepared.extra.get("sim_key", prepared.key)).encode())
     h.update(repr(list(qubits)).encode())
     if pub.state is not None:
-        h.update(np.ascontiguousarray(pub.state, dtype=np.float64 if np.isrealobj(pub.state) else np.complex128).tobytes())
+        h.update(
+            np.ascontiguousarray(
+                pub.state, dtype=np.float64 if np.isrealobj(pub.state) else np.complex128
+            ).tobytes()
+        )
     h.update(np.ascontiguousarray(pub.values, dtype=np.float64).tobytes())
     return h.hexdigest()
 
@@ -627,7 +661,7 @@ class DistributionCache:
 
     def __init__(self, max_bytes: int = 256 << 20):
         self.max_bytes = max_bytes
-        self._items: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 

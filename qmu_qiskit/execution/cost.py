@@ -45,11 +45,15 @@ class CostRecord:
     transpile_hits: int = 0
     transpile_misses: int = 0
 
-    def __add__(self, other: "CostRecord") -> "CostRecord":
-        return CostRecord(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+    def __add__(self, other: CostRecord) -> CostRecord:
+        return CostRecord(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
 
-    def __sub__(self, other: "CostRecord") -> "CostRecord":
-        return CostRecord(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+    def __sub__(self, other: CostRecord) -> CostRecord:
+        return CostRecord(
+            **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)}
+        )
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -58,7 +62,7 @@ class CostRecord:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CostRecord":
+    def from_dict(cls, data: dict) -> CostRecord:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 

@@ -112,9 +112,13 @@ class Executor:
     ):
         from ..backends import BackendSpec, parse_backend
 
-        self.spec: BackendSpec = backend if isinstance(backend, BackendSpec) else parse_backend(backend)
+        self.spec: BackendSpec = (
+            backend if isinstance(backend, BackendSpec) else parse_backend(backend)
+        )
         if shots is not None and (not isinstance(shots, (int, np.integer)) or shots <= 0):
-            raise BadInputError(f"shots must be a positive integer, got {shots!r}; e.g. --shots 1024")
+            raise BadInputError(
+                f"shots must be a positive integer, got {shots!r}; e.g. --shots 1024"
+            )
         if engine not in ENGINES:
             raise BadInputError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
         if optimization_level not in (0, 1, 2, 3):
@@ -148,17 +152,23 @@ class Executor:
         self.engine = engine
         self.noise_scale = noise_scale
         self.runner: Runner = make_runner(
-            self.spec, engine=engine, shots=self.shots, noise_scale=noise_scale,
-            runtime_options=self.runtime_options, run_id=self.run_id,
+            self.spec,
+            engine=engine,
+            shots=self.shots,
+            noise_scale=noise_scale,
+            runtime_options=self.runtime_options,
+            run_id=self.run_id,
         )
         kind = self.runner.kind
         self.max_parameter_sets = max_parameter_sets or DEFAULT_MAX_PARAMETER_SETS[kind]
-        self.max_circuits = max_circuits or DEFAULT_MAX_CIRCUITS["runtime" if kind == "runtime" else "aer"]
+        self.max_circuits = (
+            max_circuits or DEFAULT_MAX_CIRCUITS["runtime" if kind == "runtime" else "aer"]
+        )
         if max_prepared < 1:
             raise BadInputError(f"max_prepared must be ≥ 1, got {max_prepared}")
         self.max_prepared = int(max_prepared)
-        self._prepared: "OrderedDict[object, tuple[object, Prepared]]" = OrderedDict()
-        self._plans: "OrderedDict[int, tuple[object, object]]" = OrderedDict()
+        self._prepared: OrderedDict[object, tuple[object, Prepared]] = OrderedDict()
+        self._plans: OrderedDict[int, tuple[object, object]] = OrderedDict()
         self._layouts_used: dict[str, int] = {}
         self._amplitude_circuits = 0
         self._lock = threading.Lock()
@@ -205,7 +215,9 @@ class Executor:
             "layout": {
                 "setting": list(self.layout) if isinstance(self.layout, tuple) else self.layout,
                 "used": dict(self._layouts_used),
-            } if self.runner.target is not None else None,
+            }
+            if self.runner.target is not None
+            else None,
             "amplitude_loading": {
                 "setting": None if exact_engine else self.amplitude_loading,
                 "what": loading,
@@ -244,7 +256,9 @@ class Executor:
         return BatchedParamShiftSamplerGradient(self)
 
     # ------------------------------------------------------------------ preparation
-    def prepare(self, circuit, *, initially_zero: bool = True, keep_virtual: bool = False) -> Prepared:
+    def prepare(
+        self, circuit, *, initially_zero: bool = True, keep_virtual: bool = False
+    ) -> Prepared:
         """Transpile (cached), compact and attach noise; cached per circuit object (LRU).
 
         Args:
@@ -270,8 +284,14 @@ class Executor:
             while len(self._prepared) > self.max_prepared:
                 self._prepared.popitem(last=False)
 
-    def _prepare(self, circuit, *, initially_zero: bool = True, keep_virtual: bool = False,
-                 layout_hint: dict | None = None) -> Prepared:
+    def _prepare(
+        self,
+        circuit,
+        *,
+        initially_zero: bool = True,
+        keep_virtual: bool = False,
+        layout_hint: dict | None = None,
+    ) -> Prepared:
         target = self.runner.target
         structure = structure_key(circuit)
         if target is None:
@@ -296,7 +316,8 @@ class Executor:
         from .layout import best_path, check_path, restrict_target
 
         kw = dict(
-            optimization_level=self.optimization_level, seed=self.seed_transpiler,
+            optimization_level=self.optimization_level,
+            seed=self.seed_transpiler,
             qubits_initially_zero=initially_zero,
         )
         n = circuit.num_qubits
@@ -327,7 +348,9 @@ class Executor:
             return self.cache.get_or_transpile(circuit, target, **kw), "device"
         where = "path:" + ",".join(str(q) for q in path)
         self._note_layout(where, hint, path)
-        isa = self.cache.get_or_transpile(circuit, restrict_target(target, path), initial_layout=list(path), **kw)
+        isa = self.cache.get_or_transpile(
+            circuit, restrict_target(target, path), initial_layout=list(path), **kw
+        )
         return isa, where
 
     def _note_layout(self, where: str, hint: dict | None, decision) -> None:
@@ -338,7 +361,7 @@ class Executor:
             hint.setdefault("where", decision)
 
     # ------------------------------------------------------------------ data-dependent circuits
-    def _amplitude_plan(self, circuit) -> "_AmplitudePlan | None":
+    def _amplitude_plan(self, circuit) -> _AmplitudePlan | None:
         """How to split a circuit with a leading amplitude encoding (``None``: it has none, or
         the runner evaluates it natively — the exact engine)."""
         if self.runner.native_amplitude_encoding:
@@ -371,7 +394,9 @@ class Executor:
         rest = np.ascontiguousarray(values[:, plan.rest_cols])
         norms = np.linalg.norm(amps, axis=1)
         if not np.all(norms > 0):
-            raise BadInputError("cannot amplitude-encode a zero vector (a sample whose features are all 0)")
+            raise BadInputError(
+                "cannot amplitude-encode a zero vector (a sample whose features are all 0)"
+            )
         _, first, inverse = np.unique(amps, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(first)  # samples in order of first appearance
@@ -424,10 +449,12 @@ class Executor:
         self._remember(slot, bound, prepared)
         return prepared
 
-    def _sample_chunks(self, rows_of: list) -> "list[list[int]]":
+    def _sample_chunks(self, rows_of: list) -> list[list[int]]:
         chunks, current, size = [], [], 0
         for u, rows in enumerate(rows_of):
-            if current and (len(current) >= self.max_circuits or size + len(rows) > self.max_parameter_sets):
+            if current and (
+                len(current) >= self.max_circuits or size + len(rows) > self.max_parameter_sets
+            ):
                 chunks.append(current)
                 current, size = [], 0
             current.append(u)
@@ -438,7 +465,12 @@ class Executor:
 
     # ------------------------------------------------------------------ evaluation
     def expectation_values(
-        self, circuit, observables, values, *, precision: float | None = None,
+        self,
+        circuit,
+        observables,
+        values,
+        *,
+        precision: float | None = None,
         shots: int | None = None,
     ):
         """All expectation values of ``observables`` at every row of ``values``.
@@ -465,7 +497,11 @@ class Executor:
         plan = self._amplitude_plan(circuit)
         if plan is not None:
             out = self._amplitude_jobs(
-                "estimate", plan, values, observables=list(observables), precision=precision,
+                "estimate",
+                plan,
+                values,
+                observables=list(observables),
+                precision=precision,
                 shots=shots,
             )
             return out["evs"], out["stds"]
@@ -474,7 +510,10 @@ class Executor:
         evs, stds = [], []
         for chunk in self._chunks(values, len(obs)):
             arrays = self._job(
-                "estimate", [Pub(prepared, chunk, obs)], observables=obs, precision=precision,
+                "estimate",
+                [Pub(prepared, chunk, obs)],
+                observables=obs,
+                precision=precision,
                 shots=shots,
             )
             evs.append(arrays.evs)
@@ -501,16 +540,22 @@ class Executor:
         """Exact values (N, O) and Jacobian (N, O, C) in one evaluation (exact engine only)."""
         runner = self.runner
         if not runner.exact_gradients:
-            raise BackendError("exact gradients need the noiseless 'aer' backend with engine 'exact'")
+            raise BackendError(
+                "exact gradients need the noiseless 'aer' backend with engine 'exact'"
+            )
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
         self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values) * len(observables))
-        return runner.value_and_jacobian(prepared, prepared.observables(observables), values, columns)
+        return runner.value_and_jacobian(
+            prepared, prepared.observables(observables), values, columns
+        )
 
     def probs_and_jacobian(self, circuit, values, columns):
         runner = self.runner
         if not runner.exact_gradients:
-            raise BackendError("exact gradients need the noiseless 'aer' backend with engine 'exact'")
+            raise BackendError(
+                "exact gradients need the noiseless 'aer' backend with engine 'exact'"
+            )
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
         self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values))
@@ -527,7 +572,9 @@ class Executor:
     # ------------------------------------------------------------------ jobs & the ledger
     def _fingerprint(self, kind, prepared, values, observables, precision, shots) -> str:
         """The ledger fingerprint of a one-circuit job."""
-        return self._fingerprint_pubs(kind, [Pub(prepared, values, observables)], observables, precision, shots)
+        return self._fingerprint_pubs(
+            kind, [Pub(prepared, values, observables)], observables, precision, shots
+        )
 
     def _fingerprint_pubs(self, kind, pubs, observables, precision, shots) -> str:
         h = hashlib.sha256()
@@ -592,7 +639,10 @@ class Executor:
         if record:
             self.ledger.record_done(handle.job_id, arrays.arrays())
         self.cost.add(
-            jobs=1, pubs=len(pubs), circuit_evaluations=evals, shots=shots_used * n,
+            jobs=1,
+            pubs=len(pubs),
+            circuit_evaluations=evals,
+            shots=shots_used * n,
             qpu_seconds=getattr(handle, "qpu_seconds", 0.0),
         )
         return arrays
@@ -632,16 +682,22 @@ class Executor:
                     if single:
                         p = pubs[0]
                         return self.runner.submit_estimate(
-                            p.prepared, p.observables, p.values, precision=precision, seed=seed,
+                            p.prepared,
+                            p.observables,
+                            p.values,
+                            precision=precision,
+                            seed=seed,
                             shots=shots,
                         )
                     return self.runner.submit_estimate_pubs(
                         pubs, precision=precision, seed=seed, shots=shots
                     )
                 if single:
-                    return self.runner.submit_sample(pubs[0].prepared, pubs[0].values, shots=shots, seed=seed)
+                    return self.runner.submit_sample(
+                        pubs[0].prepared, pubs[0].values, shots=shots, seed=seed
+                    )
                 return self.runner.submit_sample_pubs(pubs, shots=shots, seed=seed)
-            except Exception as exc:  # noqa: BLE001 - classified below
+            except Exception as exc:
                 if not _transient(exc) or attempt == self.retries - 1:
                     if isinstance(exc, (BadInputError, BackendError, JobError)):
                         raise
@@ -675,7 +731,7 @@ class _AmplitudePlan:
     layout_hint: dict = field(default_factory=dict)
 
     @classmethod
-    def build(cls, circuit, amp_params) -> "_AmplitudePlan":
+    def build(cls, circuit, amp_params) -> _AmplitudePlan:
         params = list(circuit.parameters)
         index = {p: i for i, p in enumerate(params)}
         amp_set = set(amp_params)
@@ -690,7 +746,9 @@ class _AmplitudePlan:
                 "amplitude encoding can be split off for devices"
             )
         if [p.name for p in tail.parameters] != [params[c].name for c in rest_cols]:
-            raise BackendError("the ansatz after the amplitude encoding does not use every weight parameter")
+            raise BackendError(
+                "the ansatz after the amplitude encoding does not use every weight parameter"
+            )
         return cls(circuit, list(amp_params), amp_cols, rest_cols, tail)
 
 
@@ -722,9 +780,15 @@ def _check_layout(layout):
         raise BadInputError(
             f"unknown layout {layout!r}; use auto, path, device or path:Q0,Q1,... (coupled qubits)"
         )
-    if isinstance(layout, (list, tuple)) and layout and all(isinstance(q, (int, np.integer)) for q in layout):
+    if (
+        isinstance(layout, (list, tuple))
+        and layout
+        and all(isinstance(q, (int, np.integer)) for q in layout)
+    ):
         return tuple(int(q) for q in layout)
-    raise BadInputError(f"unknown layout {layout!r}; use auto, path, device or a list of coupled qubits")
+    raise BadInputError(
+        f"unknown layout {layout!r}; use auto, path, device or a list of coupled qubits"
+    )
 
 
 def _transient(exc: Exception) -> bool:

@@ -47,7 +47,7 @@ def _columns(circuit, parameters) -> tuple[int, ...]:
 
 def _group(circuits, parameters):
     """Group gradient requests by (circuit, parameter subset); yields (circuit, columns, rows)."""
-    groups: "OrderedDict[tuple, list[int]]" = OrderedDict()
+    groups: OrderedDict[tuple, list[int]] = OrderedDict()
     cols_of = {}
     for i, (circ, params) in enumerate(zip(circuits, parameters)):
         key = (id(circ), tuple(p.name for p in params))
@@ -134,8 +134,11 @@ def _without_parametric_phase(circuit):
     def parametric(value) -> bool:
         return isinstance(value, ParameterExpression) and bool(value.parameters)
 
-    gates = [i for i in circuit.data if i.operation.name == "global_phase"
-             and any(parametric(p) for p in i.operation.params)]
+    gates = [
+        i
+        for i in circuit.data
+        if i.operation.name == "global_phase" and any(parametric(p) for p in i.operation.params)
+    ]
     if not gates and not parametric(circuit.global_phase):
         return circuit
     out = circuit.copy_empty_like()
@@ -202,7 +205,7 @@ class _ShiftPlan:
         check_evolutions(body)
         try:
             unrolled = TranslateParameterizedGates(list(SUPPORTED_GATES))(body)
-        except Exception as exc:  # noqa: BLE001 - QiskitError from the basis translator
+        except Exception as exc:
             raise BadInputError(
                 f"cannot write the circuit's parameterised gates as Pauli rotations for the "
                 f"parameter-shift rule ({type(exc).__name__}); use engine 'exact' on 'aer'"
@@ -249,8 +252,8 @@ class _ShiftPlan:
                 coeffs.append(float(coeff))
             if affine:
                 try:
-                    b[g] = float(expr.bind({p: 0.0 for p in params})) if params else float(expr)
-                except Exception:  # noqa: BLE001 - not defined at 0 (e.g. 1/x): not affine
+                    b[g] = float(expr.bind(dict.fromkeys(params, 0.0))) if params else float(expr)
+                except Exception:
                     affine = False
             if affine:
                 for p, c in zip(params, coeffs):
@@ -328,7 +331,7 @@ class BatchedParamShiftEstimatorGradient(_EstimatorGradientMixin, BaseEstimatorG
     def __init__(self, executor):
         super().__init__(executor.estimator())
         self._executor = executor
-        self._plans: "OrderedDict[int, tuple[object, _ShiftPlan]]" = OrderedDict()
+        self._plans: OrderedDict[int, tuple[object, _ShiftPlan]] = OrderedDict()
 
     def plan(self, circuit) -> _ShiftPlan:
         entry = self._plans.get(id(circuit))
@@ -408,7 +411,7 @@ class BatchedParamShiftSamplerGradient(_SamplerGradientMixin, BaseSamplerGradien
         self._sampler_ro = executor.sampler()
         super().__init__(self._sampler_ro)
         self._executor = executor
-        self._plans: "OrderedDict[int, tuple[object, _ShiftPlan]]" = OrderedDict()
+        self._plans: OrderedDict[int, tuple[object, _ShiftPlan]] = OrderedDict()
 
     def probs_and_jacobian(self, circuit, values, columns):
         """Outcome distributions (N, 2**bits) and their Jacobian (N, 2**bits, C)."""

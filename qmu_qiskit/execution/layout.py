@@ -55,7 +55,9 @@ def _readout_errors(target) -> dict[int, float]:
     if "measure" in target.operation_names:
         for qargs, p in (target["measure"] or {}).items():
             if qargs is not None and len(qargs) == 1:
-                out[qargs[0]] = p.error if (p is not None and p.error is not None) else UNKNOWN_ERROR
+                out[qargs[0]] = (
+                    p.error if (p is not None and p.error is not None) else UNKNOWN_ERROR
+                )
     return out
 
 
@@ -111,7 +113,9 @@ def best_path(target, n: int) -> tuple[int, ...]:
             path.pop()
             used.discard(nb)
 
-    starts = sorted(range(target.num_qubits), key=lambda q: ro[q]) if n > 1 else range(target.num_qubits)
+    starts = (
+        sorted(range(target.num_qubits), key=lambda q: ro[q]) if n > 1 else range(target.num_qubits)
+    )
     for q in starts:
         if n > 1 and q not in adj:
             continue

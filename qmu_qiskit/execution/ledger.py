@@ -101,9 +101,20 @@ class JobLedger(PrivateSQLite):
         )
         return [
             JobRow(
-                job_id=r[0], fingerprint=r[1], backend=r[2], runner=r[3], remote=bool(r[4]),
-                session_id=r[5], run_id=r[6], tags=json.loads(r[7] or "{}"), status=r[8],
-                pid=r[9], submitted_at=r[10], finished_at=r[11], result_path=r[12], error=r[13],
+                job_id=r[0],
+                fingerprint=r[1],
+                backend=r[2],
+                runner=r[3],
+                remote=bool(r[4]),
+                session_id=r[5],
+                run_id=r[6],
+                tags=json.loads(r[7] or "{}"),
+                status=r[8],
+                pid=r[9],
+                submitted_at=r[10],
+                finished_at=r[11],
+                result_path=r[12],
+                error=r[13],
             )
             for r in cur.fetchall()
         ]
@@ -156,9 +167,19 @@ class JobLedger(PrivateSQLite):
             "run_id, tags, status, pid, num_pubs, circuit_evaluations, shots, submitted_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, ?, ?, ?)",
             (
-                job_id, fingerprint, backend, runner, int(remote), session_id, run_id,
-                json.dumps(tags or {}, sort_keys=True), os.getpid(), num_pubs,
-                circuit_evaluations, shots, time.time(),
+                job_id,
+                fingerprint,
+                backend,
+                runner,
+                int(remote),
+                session_id,
+                run_id,
+                json.dumps(tags or {}, sort_keys=True),
+                os.getpid(),
+                num_pubs,
+                circuit_evaluations,
+                shots,
+                time.time(),
             ),
         )
 

@@ -26,8 +26,8 @@ parameter-safe definition (e.g. ``rv``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -38,8 +38,15 @@ from ..exceptions import BadInputError
 SKIP = frozenset({"barrier", "delay", "id"})
 # Single-qubit rotations built in closed form by the segment machinery (by Qiskit class name).
 ROT1 = {
-    "RXGate": "rx", "RYGate": "ry", "RZGate": "rz", "PhaseGate": "p", "U1Gate": "u1",
-    "UGate": "u", "U3Gate": "u3", "U2Gate": "u2", "RGate": "r",
+    "RXGate": "rx",
+    "RYGate": "ry",
+    "RZGate": "rz",
+    "PhaseGate": "p",
+    "U1Gate": "u1",
+    "UGate": "u",
+    "U3Gate": "u3",
+    "U2Gate": "u2",
+    "RGate": "r",
 }
 # exp(-i a/2 P) with a two-qubit Pauli P (P = i·U(π) in Qiskit's own convention).
 _PAULI_ROT2 = frozenset({"RXXGate", "RYYGate", "RZZGate", "RZXGate"})
@@ -48,11 +55,24 @@ MAX_DENSE_QUBITS = 6
 _MAX_DEPTH = 64
 
 _TORCH_FUNCS = {
-    "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "asin": torch.asin,
-    "acos": torch.acos, "atan": torch.atan, "sinh": torch.sinh, "cosh": torch.cosh,
-    "tanh": torch.tanh, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt,
-    "Abs": torch.abs, "sign": torch.sign, "conjugate": lambda v: v, "re": lambda v: v,
-    "pi": math.pi, "E": math.e,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tan": torch.tan,
+    "asin": torch.asin,
+    "acos": torch.acos,
+    "atan": torch.atan,
+    "sinh": torch.sinh,
+    "cosh": torch.cosh,
+    "tanh": torch.tanh,
+    "exp": torch.exp,
+    "log": torch.log,
+    "sqrt": torch.sqrt,
+    "Abs": torch.abs,
+    "sign": torch.sign,
+    "conjugate": lambda v: v,
+    "re": lambda v: v,
+    "pi": math.pi,
+    "E": math.e,
 }
 
 
@@ -110,14 +130,14 @@ class Expressions:
         for p in params:
             try:
                 grad = expr.gradient(p)
-            except Exception:  # noqa: BLE001 - an expression Qiskit cannot differentiate
+            except Exception:
                 return self._virtual(expr, params)
             if getattr(grad, "parameters", None):
                 return self._virtual(expr, params)
             coeffs.append(_real(grad))
         try:
-            offset = _real(expr.bind({p: 0.0 for p in params}))
-        except Exception:  # noqa: BLE001 - e.g. log(x) is affine in nothing at 0; go symbolic
+            offset = _real(expr.bind(dict.fromkeys(params, 0.0)))
+        except Exception:
             return self._virtual(expr, params)
         index = np.array([self.index[p] for p in params], dtype=np.int64)
         return Angle(index, np.array(coeffs, dtype=np.float64), offset)
@@ -136,7 +156,7 @@ class Expressions:
 
         try:
             sym = expr.sympify()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise BadInputError(
                 f"gate parameter {_short(expr)} cannot be converted to sympy ({exc})"
             ) from None
@@ -158,8 +178,9 @@ class Expressions:
         if col is None:
             symbols = [a for a, _ in args]
             f = sympy.lambdify(symbols, sym, modules=[_TORCH_FUNCS])
-            dfs = [sympy.lambdify(symbols, sympy.diff(sym, a), modules=[_TORCH_FUNCS])
-                   for a in symbols]
+            dfs = [
+                sympy.lambdify(symbols, sympy.diff(sym, a), modules=[_TORCH_FUNCS]) for a in symbols
+            ]
             cols = np.array([c for _, c in args], dtype=np.int64)
             col = len(self.parameters) + len(self._funcs)
             self._funcs.append((cols, f, dfs))
@@ -343,6 +364,7 @@ def _closed_form(op) -> Builder | None:
     if cls in ("XXPlusYYGate", "XXMinusYYGate"):
         return _two_level(*((1, 2) if cls == "XXPlusYYGate" else (0, 3)))
     if cls == "CUGate":  # controlled e^{iγ} U(θ, φ, λ)
+
         def base(a):
             return torch.exp(1j * a[3])[:, None, None] * rot_matrix("u", a[:3])
 
@@ -369,7 +391,7 @@ def _evolution_hamiltonian(op) -> np.ndarray | None:
         operator = sum(operator[1:], start=operator[0])
     try:
         matrix = SparsePauliOp(operator).to_matrix()
-    except Exception:  # noqa: BLE001 - symbolic coefficients: no closed form here
+    except Exception:
         return None
     return np.asarray(matrix, dtype=np.complex128)
 
@@ -570,7 +592,7 @@ def flatten(circuit, expressions: Expressions) -> tuple[list[Leaf], float, list[
             if leaf is None:
                 try:
                     definition = op.definition
-                except Exception as exc:  # noqa: BLE001 - e.g. 'rv' with unbound parameters
+                except Exception as exc:
                     raise BadInputError(
                         f"gate '{name}' is not supported by the exact engine: {_short(exc)}"
                     ) from None
@@ -605,17 +627,15 @@ def _check_definition(op) -> None:
     probe = QuantumCircuit(op.num_qubits)
     probe.append(op, range(op.num_qubits))
     rng = np.random.default_rng(1234)
-    bound = probe.assign_parameters(
-        {p: float(rng.uniform(0.1, 1.0)) for p in probe.parameters}
-    )
+    bound = probe.assign_parameters({p: float(rng.uniform(0.1, 1.0)) for p in probe.parameters})
     gate = bound.data[0].operation
     try:
         matrix = np.asarray(gate.to_matrix(), dtype=np.complex128)
-    except Exception:  # noqa: BLE001 - no matrix: Statevector uses the definition too
+    except Exception:
         return
     try:
         defined = Operator(gate.definition).data
-    except Exception:  # noqa: BLE001 - a definition that is not a plain unitary circuit
+    except Exception:
         return
     if not np.allclose(matrix, defined, atol=1e-10, rtol=0):
         raise BadInputError(
@@ -679,7 +699,7 @@ def _fixed_matrix(op) -> np.ndarray | None:
     definition for small gates; ``None`` for large composite gates (decomposed instead)."""
     try:
         return np.asarray(op.to_matrix(), dtype=np.complex128)
-    except Exception:  # noqa: BLE001 - gates without a closed-form matrix
+    except Exception:
         pass
     if op.num_qubits > MAX_DENSE_QUBITS:
         return None
@@ -687,7 +707,7 @@ def _fixed_matrix(op) -> np.ndarray | None:
 
     try:
         return np.asarray(Operator(op).data, dtype=np.complex128)
-    except Exception:  # noqa: BLE001 - the definition holds something non-unitary: go inside
+    except Exception:
         return None
 
 

@@ -155,7 +155,7 @@ class BatchingEstimator(BaseEstimatorV2):
         items = [self._coerce(pub, precision) for pub in pubs]
         executor.cost.add(estimator_calls=1)
         results: list = [None] * len(items)
-        groups: "OrderedDict[tuple, list[int]]" = OrderedDict()
+        groups: OrderedDict[tuple, list[int]] = OrderedDict()
         for i, item in enumerate(items):
             groups.setdefault((id(item["circuit"]), item["precision"]), []).append(i)
         for (_, prec), members in groups.items():
@@ -406,7 +406,7 @@ class BatchingSampler(BaseSamplerV2):
         if default_shots <= 0:
             raise ValueError("default_shots must be positive")
         self._default_shots = int(default_shots)
-        self._readouts: "OrderedDict[int, tuple[object, Readout]]" = OrderedDict()
+        self._readouts: OrderedDict[int, tuple[object, Readout]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -456,7 +456,7 @@ class BatchingSampler(BaseSamplerV2):
                 stacklevel=2,
             )
         executor.cost.add(sampler_calls=1)
-        groups: "OrderedDict[tuple, list[int]]" = OrderedDict()
+        groups: OrderedDict[tuple, list[int]] = OrderedDict()
         for i, pub in enumerate(coerced):
             groups.setdefault((id(pub.circuit), pub.shots), []).append(i)
         out: list = [None] * len(coerced)
@@ -484,8 +484,12 @@ class BatchingSampler(BaseSamplerV2):
             total = len(values)
             k = readout.num_measured
             seed = _derived_seed(
-                executor.seed, "sampler", executor.spec.name, readout.circuit.num_qubits,
-                hashlib.sha256(values.tobytes()).hexdigest(), pub_shots,
+                executor.seed,
+                "sampler",
+                executor.spec.name,
+                readout.circuit.num_qubits,
+                hashlib.sha256(values.tobytes()).hexdigest(),
+                pub_shots,
                 readout.key,
             )
             rng = np.random.default_rng(seed)
@@ -509,9 +513,7 @@ class BatchingSampler(BaseSamplerV2):
                     rng.permutation(np.repeat(np.arange(len(c), dtype=np.uint64), c))
                     for c in counts
                 ]
-                samples = (
-                    drawn[0].reshape(total, pub_shots) if const else np.stack(drawn)
-                )
+                samples = drawn[0].reshape(total, pub_shots) if const else np.stack(drawn)
             start = 0
             for i, n in zip(members, counts_rows):
                 pshape = coerced[i].shape

@@ -16,8 +16,8 @@ mode and IBM hardware); :func:`qmu_qiskit.execution.runners.make_runner` picks o
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class Distributions:
         return {"probs": self.probs}
 
 
-def typed_result(arrays) -> "Estimates | Distributions":
+def typed_result(arrays) -> Estimates | Distributions:
     """A stored or freshly computed result as its typed form."""
     if isinstance(arrays, (Estimates, Distributions)):
         return arrays
@@ -122,7 +122,7 @@ class Handle:
         self._result: Estimates | Distributions | None = None
         self.qpu_seconds = 0.0
 
-    def result(self) -> "Estimates | Distributions":
+    def result(self) -> Estimates | Distributions:
         if self._result is None:
             self._result = typed_result(self._fn())
         return self._result
@@ -239,5 +239,3 @@ def _marginal(probs: np.ndarray, measured: list[int], n: int) -> np.ndarray:
     out = np.zeros((probs.shape[0], 2 ** len(measured)))
     np.add.at(out.T, out_index, probs.T)
     return out
-
-

@@ -18,13 +18,29 @@ re-exports them so that ``from qmu_qiskit.execution.runners import ...`` keeps w
 from __future__ import annotations
 
 __all__ = [
-    "AerEstimatorRunner", "AerShotsRunner", "DistributionCache", "Distributions", "Estimates",
-    "ExactRunner", "Handle", "Prepared", "Pub", "Runner", "distribution_cache", "make_runner",
-    "typed_result", "_AerBase", "_apply_confusion", "_marginal", "_measured_qubits",
-    "_readout_confusions", "_strip_measurements", "_z_parities",
+    "AerEstimatorRunner",
+    "AerShotsRunner",
+    "DistributionCache",
+    "Distributions",
+    "Estimates",
+    "ExactRunner",
+    "Handle",
+    "Prepared",
+    "Pub",
+    "Runner",
+    "distribution_cache",
+    "make_runner",
+    "typed_result",
+    "_AerBase",
+    "_apply_confusion",
+    "_marginal",
+    "_measured_qubits",
+    "_readout_confusions",
+    "_strip_measurements",
+    "_z_parities",
 ]
 
-from .aer_runners import (  # noqa: F401 - re-exports
+from .aer_runners import (
     AerEstimatorRunner,
     AerShotsRunner,
     DistributionCache,
@@ -34,8 +50,8 @@ from .aer_runners import (  # noqa: F401 - re-exports
     _z_parities,
     distribution_cache,
 )
-from .exact_runner import ExactRunner  # noqa: F401
-from .runner_base import (  # noqa: F401
+from .exact_runner import ExactRunner
+from .runner_base import (
     Distributions,
     Estimates,
     Handle,

@@ -47,7 +47,7 @@ def _apply_options(prim, options: dict, *, estimator: bool, tags: list[str]) -> 
     opts = prim.options
     try:
         opts.environment.job_tags = tags
-    except Exception:  # noqa: BLE001 - local mode may not carry environment options
+    except Exception:
         pass
     if "dynamical_decoupling" in options:
         opts.dynamical_decoupling.enable = bool(options["dynamical_decoupling"])
@@ -150,7 +150,7 @@ class RuntimeRunner(Runner):
             return False
         try:
             details = mode.details() if mode.session_id else None
-        except Exception:  # noqa: BLE001 - unknown state: keep using it, submission will tell
+        except Exception:
             return True
         if details and str(details.get("state", "")).lower() in ("closed", "expired", "inactive"):
             return False
@@ -160,7 +160,7 @@ class RuntimeRunner(Runner):
         if self._mode is not None:
             try:
                 self._mode.close()
-            except Exception:  # noqa: BLE001 - closing an expired session is not an error
+            except Exception:
                 pass
             self._mode = None
 
@@ -260,7 +260,7 @@ class RuntimeRunner(Runner):
             try:
                 usage = job.usage()
                 handle.qpu_seconds = float(usage or 0.0)
-            except Exception:  # noqa: BLE001 - local jobs report no usage
+            except Exception:
                 pass
             return convert(res)
 

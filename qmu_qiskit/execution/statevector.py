@@ -29,8 +29,8 @@ Qiskit: qubit 0 is the least significant bit of the basis-state index.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -59,8 +59,6 @@ _stack2 = stack2
 _rot_derivatives = rot_derivatives
 # rz / p / u1 as exp(i a g) with g over the qubit's bit (for the permuted-frame diagonals)
 _ROT1_DIAGONAL = {"rz": [-0.5, 0.5], "p": [0.0, 1.0], "u1": [0.0, 1.0]}
-
-
 
 
 class _Segment:
@@ -139,8 +137,11 @@ class _Segment:
         if key not in self._tensors:
             self._tensors[key] = (
                 [
-                    (name, [torch.as_tensor(c, dtype=rdtype) for c in cs],
-                     [torch.as_tensor(o, dtype=rdtype) for o in os])
+                    (
+                        name,
+                        [torch.as_tensor(c, dtype=rdtype) for c in cs],
+                        [torch.as_tensor(o, dtype=rdtype) for o in os],
+                    )
                     for name, cs, os in self.kinds
                 ],
                 torch.as_tensor(self.fixed, dtype=cdtype),
@@ -183,9 +184,7 @@ class _Permutation:
             inverse[self.src] = np.arange(len(self.src))
             ones = bool(np.all(self.phase == 1))
             phase = None if ones else torch.as_tensor(self.phase, dtype=cdtype)
-            self._tensors[cdtype] = (
-                torch.as_tensor(self.src), torch.as_tensor(inverse), phase
-            )
+            self._tensors[cdtype] = (torch.as_tensor(self.src), torch.as_tensor(inverse), phase)
         return self._tensors[cdtype]
 
     def apply(self, state: torch.Tensor) -> torch.Tensor:
@@ -607,8 +606,10 @@ class CompiledCircuit:
         rdtype = values.dtype
         batch = values.shape[0]
         steps = list(tape)
-        diagonal_obs = local is not None or observables is None or all(
-            not np.any(_as_spo(o).paulis.x) for o in observables
+        diagonal_obs = (
+            local is not None
+            or observables is None
+            or all(not np.any(_as_spo(o).paulis.x) for o in observables)
         )
         num_out = 2**n if observables is None else len(observables)
         grad = torch.zeros(batch, num_out, self._num_columns, dtype=rdtype)

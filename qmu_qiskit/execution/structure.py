@@ -33,14 +33,33 @@ AER_BINDABLE = frozenset(
 
 #: Non-gate instructions Aer executes as they are.
 _AER_DIRECTIVES = frozenset(
-    {"measure", "barrier", "reset", "delay", "initialize", "unitary", "diagonal", "kraus",
-     "set_statevector", "save_expval", "save_expval_var", "save_probabilities",
-     "save_probabilities_dict", "save_statevector", "save_density_matrix", "save_state",
-     "save_amplitudes", "save_amplitudes_sq", "pauli", "superop", "quantum_channel"}
+    {
+        "measure",
+        "barrier",
+        "reset",
+        "delay",
+        "initialize",
+        "unitary",
+        "diagonal",
+        "kraus",
+        "set_statevector",
+        "save_expval",
+        "save_expval_var",
+        "save_probabilities",
+        "save_probabilities_dict",
+        "save_statevector",
+        "save_density_matrix",
+        "save_state",
+        "save_amplitudes",
+        "save_amplitudes_sq",
+        "pauli",
+        "superop",
+        "quantum_channel",
+    }
 )
 
 _aer_names: frozenset | None = None
-_cache: "OrderedDict[str, object]" = OrderedDict()
+_cache: OrderedDict[str, object] = OrderedDict()
 _lock = threading.Lock()
 _MAX_CACHED = 256
 
@@ -82,7 +101,7 @@ def _ops(circuit, std: frozenset, depth: int = 0) -> list:
         if op.name not in std and depth < 16:
             try:
                 definition = op.definition
-            except Exception:  # noqa: BLE001 - e.g. ParameterizedInitialize with free inputs:
+            except Exception:
                 definition = None  # its name and parameters are its structure
             if definition is not None:
                 entry.append(_ops(definition, std, depth + 1))
@@ -203,7 +222,7 @@ def check_evolutions(circuit, depth: int = 0) -> None:
             continue
         try:
             definition = op.definition
-        except Exception:  # noqa: BLE001 - needs bound parameters: decomposed later or refused
+        except Exception:
             definition = None
         if definition is not None:
             check_evolutions(definition, depth + 1)
@@ -240,7 +259,7 @@ def _has_evolution(circuit, depth: int = 0) -> bool:
             continue
         try:
             definition = op.definition
-        except Exception:  # noqa: BLE001 - needs bound parameters
+        except Exception:
             definition = None
         if definition is not None and _has_evolution(definition, depth + 1):
             return True
@@ -269,7 +288,7 @@ def exact_evolutions(circuit):
                 continue
             try:
                 definition = op.definition
-            except Exception:  # noqa: BLE001
+            except Exception:
                 definition = None
             if definition is not None and _has_evolution(definition):
                 nested.add(op.name)
@@ -294,7 +313,7 @@ def _rewrite(circuit):
         for inst in out.data:
             try:
                 definition = inst.operation.definition if inst.operation.name in unknown else 1
-            except Exception:  # noqa: BLE001 - a definition that needs bound parameters
+            except Exception:
                 definition = None
             if definition is None:
                 raise BackendError(
@@ -306,7 +325,7 @@ def _rewrite(circuit):
         raise BackendError("a composite instruction is nested more than 32 levels deep")
     try:
         out = TranslateParameterizedGates(sorted(AER_BINDABLE))(out)
-    except Exception as exc:  # noqa: BLE001 - QiskitError from the basis translator
+    except Exception as exc:
         raise BackendError(
             f"cannot write the circuit's parameterised gates in gates Aer binds correctly "
             f"({type(exc).__name__}); use engine 'exact' or standard rotation gates"

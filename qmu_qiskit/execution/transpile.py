@@ -82,11 +82,13 @@ class TranspileCache:
             one is read back from disk). Data-dependent circuits make one ISA circuit per sample.
     """
 
-    def __init__(self, directory: str | os.PathLike | None = None, *, cost=None, max_memory: int = 512):
+    def __init__(
+        self, directory: str | os.PathLike | None = None, *, cost=None, max_memory: int = 512
+    ):
         from collections import OrderedDict
 
         self.directory = Path(directory) if directory is not None else None
-        self._memory: "OrderedDict[str, object]" = OrderedDict()
+        self._memory: OrderedDict[str, object] = OrderedDict()
         self.max_memory = max(1, int(max_memory))
         self._lock = threading.Lock()
         self.cost = cost
@@ -94,7 +96,9 @@ class TranspileCache:
     #: Bumped when the preparation before the pass manager changes (old entries are not reused).
     VERSION = "phase-free-1"
 
-    def key(self, circuit, target, *, optimization_level: int, seed: int | None, extra: str = "") -> str:
+    def key(
+        self, circuit, target, *, optimization_level: int, seed: int | None, extra: str = ""
+    ) -> str:
         import qiskit
 
         from .structure import structure_key
@@ -142,7 +146,9 @@ class TranspileCache:
         extra = "" if initial_layout is None else json.dumps(list(initial_layout))
         if not qubits_initially_zero:
             extra += "|not-initially-zero"
-        key = self.key(circuit, target, optimization_level=optimization_level, seed=seed, extra=extra)
+        key = self.key(
+            circuit, target, optimization_level=optimization_level, seed=seed, extra=extra
+        )
         with self._lock:
             hit = self._memory.get(key)
             if hit is not None:
@@ -192,8 +198,9 @@ class TranspileCache:
         # sealed with a keyed content hash when stored: a changed entry is refused (RunError),
         # an unsealed one (older format, or unreadable) is recomputed
         try:
-            blob = read_regular(path, max_bytes=256 * 2**20, what="transpile cache entry",
-                                follow=False)
+            blob = read_regular(
+                path, max_bytes=256 * 2**20, what="transpile cache entry", follow=False
+            )
         except BadInputError:
             return None
         data = unseal(self.directory, blob, path=path)
@@ -202,7 +209,7 @@ class TranspileCache:
         try:
             isa = qpy.load(io.BytesIO(data))[0]
             _check_parameters(circuit, isa)
-        except Exception:  # noqa: BLE001 - a damaged cache entry is only a miss
+        except Exception:
             return None
         return isa
 

@@ -53,9 +53,24 @@ DEFAULT_METHODS = ("ga", "ssd", "rga")
 NEEDS_INPUT_GRADIENTS = ("qmu-hybrid",)
 
 CSV_COLUMNS = [
-    "model", "layers", "backend", "shots", "trained_on", "amplitude_loading", "layout", "attack_trained_on",
-    "state", "mia_success", "nonmember_flagged", "acc_forget", "acc_test", "attack_heldout_accuracy", "num_targets",
-    "num_attack_train", "seed", "seconds",
+    "model",
+    "layers",
+    "backend",
+    "shots",
+    "trained_on",
+    "amplitude_loading",
+    "layout",
+    "attack_trained_on",
+    "state",
+    "mia_success",
+    "nonmember_flagged",
+    "acc_forget",
+    "acc_test",
+    "attack_heldout_accuracy",
+    "num_targets",
+    "num_attack_train",
+    "seed",
+    "seconds",
 ]
 
 
@@ -162,8 +177,15 @@ def _run_config(cc: CompareConfig, name: str, layers: int, backend: dict):
     if cc.epochs:
         training["epochs"] = int(cc.epochs)
     return resolve_run_config(
-        dataset="mnist", model=name, qubits=8, layers=layers, seed=cc.seed, protocol="qmu",
-        data=data, training=training, backend=backend,
+        dataset="mnist",
+        model=name,
+        qubits=8,
+        layers=layers,
+        seed=cc.seed,
+        protocol="qmu",
+        data=data,
+        training=training,
+        backend=backend,
     )
 
 
@@ -171,7 +193,11 @@ def _method_options(cc: CompareConfig) -> dict:
     """The qmu protocol's options of each method (QMU's unlearning budget), under the user's."""
     from ..studies.protocols import get_protocol
 
-    out = {e.method: dict(e.options) for e in get_protocol("qmu").methods if e.method in cc.methods and e.options}
+    out = {
+        e.method: dict(e.options)
+        for e in get_protocol("qmu").methods
+        if e.method in cc.methods and e.options
+    }
     for method, opts in cc.method_options.items():
         out.setdefault(method, {}).update(opts)
     return out
@@ -210,7 +236,9 @@ def _validate(cc: CompareConfig):
         )
     for m in cc.models:
         if m not in ("qmu-basic", "qmu-hybrid"):
-            raise BadInputError(f"mia-compare runs QMU's models; unknown model {m!r} (use qmu-basic, qmu-hybrid)")
+            raise BadInputError(
+                f"mia-compare runs QMU's models; unknown model {m!r} (use qmu-basic, qmu-hybrid)"
+            )
         if m not in MODELS:
             raise BadInputError(f"model {m!r} is not registered")
     if not cc.methods:
@@ -222,7 +250,9 @@ def _validate(cc: CompareConfig):
     if cc.attack_on not in ("reference", "backend"):
         raise BadInputError(f"--attack-on must be reference or backend, got {cc.attack_on!r}")
     if cc.amplitude_loading not in ("ideal", "device"):
-        raise BadInputError(f"amplitude loading must be ideal or device, got {cc.amplitude_loading!r}")
+        raise BadInputError(
+            f"amplitude loading must be ideal or device, got {cc.amplitude_loading!r}"
+        )
     if any(s <= 0 for s in cc.shots):
         raise BadInputError(f"shot counts must be positive, got {list(cc.shots)}")
     if cc.attack_members < 2:
@@ -287,8 +317,13 @@ def _select(outputs, ids, split):
 
     where = {(s, int(i)): k for k, (s, i) in enumerate(zip(outputs.split, outputs.ids))}
     rows = np.array([where[(s, int(i))] for s, i in zip(split, ids)], dtype=np.int64)
-    return Outputs(outputs.logits[rows], outputs.labels[rows], outputs.ids[rows], outputs.split[rows],
-                   outputs.forget[rows])
+    return Outputs(
+        outputs.logits[rows],
+        outputs.labels[rows],
+        outputs.ids[rows],
+        outputs.split[rows],
+        outputs.forget[rows],
+    )
 
 
 class _Evaluator:
@@ -313,7 +348,10 @@ class _Evaluator:
             if spec.is_runtime:
                 runtime.setdefault("mode", "batch")  # evaluation sweeps run in a Batch
             ex = Executor(
-                spec, shots=shots, noise_scale=self.cc.noise_scale, seed=self.cc.seed,
+                spec,
+                shots=shots,
+                noise_scale=self.cc.noise_scale,
+                seed=self.cc.seed,
                 layout=self.cc.layout,
                 amplitude_loading=None if spec.is_runtime else self.cc.amplitude_loading,
                 ledger=self.out / "eval" / "ledger" / "jobs.sqlite",
@@ -334,8 +372,12 @@ def _model_from_run(run_dir: Path, cfg, bundle, executor):
     from ..pipeline import load_checkpoint_weights, model_spec
     from ..training import load_state
 
-    model = build_model(model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed)
-    load_state(model, load_checkpoint_weights(run_dir / "model.pt"), source=str(run_dir / "model.pt"))
+    model = build_model(
+        model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed
+    )
+    load_state(
+        model, load_checkpoint_weights(run_dir / "model.pt"), source=str(run_dir / "model.pt")
+    )
     model.eval()
     return model
 
@@ -345,8 +387,16 @@ def _run_fingerprint(run_dir: Path) -> str:
     return f"{st.get('fingerprint')}|{st.get('finished', '')}"
 
 
-def _evaluate(ev: _Evaluator, m: _Model, state: str, run_dir: Path, backend: str, shots: int | None,
-              rows: tuple, where: Path) -> tuple:
+def _evaluate(
+    ev: _Evaluator,
+    m: _Model,
+    state: str,
+    run_dir: Path,
+    backend: str,
+    shots: int | None,
+    rows: tuple,
+    where: Path,
+) -> tuple:
     """Outputs of one model state on one backend (saved; reused when the same inputs made them).
 
     Returns ``(Outputs, seconds, execution)``: 0 seconds when reused; ``execution`` is the
@@ -355,12 +405,24 @@ def _evaluate(ev: _Evaluator, m: _Model, state: str, run_dir: Path, backend: str
     from ..training import predict_logits
 
     X, y, ids, split, forget = rows
-    key = hashlib.sha256(json.dumps({
-        "backend": backend, "shots": shots, "noise_scale": ev.cc.noise_scale,
-        "loading": ev.cc.amplitude_loading, "layout": ev.cc.layout, "seed": ev.cc.seed,
-        "run": _run_fingerprint(run_dir), "ids": hashlib.sha256(ids.tobytes()).hexdigest(),
-        "split": hashlib.sha256(split.tobytes()).hexdigest(), "runtime": ev.cc.runtime,
-    }, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "backend": backend,
+                "shots": shots,
+                "noise_scale": ev.cc.noise_scale,
+                "loading": ev.cc.amplitude_loading,
+                "layout": ev.cc.layout,
+                "seed": ev.cc.seed,
+                "run": _run_fingerprint(run_dir),
+                "ids": hashlib.sha256(ids.tobytes()).hexdigest(),
+                "split": hashlib.sha256(split.tobytes()).hexdigest(),
+                "runtime": ev.cc.runtime,
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
     path = where / f"{state}.npz"
     meta = where / f"{state}.json"
     if path.exists() and meta.exists():
@@ -376,7 +438,9 @@ def _evaluate(ev: _Evaluator, m: _Model, state: str, run_dir: Path, backend: str
     where.mkdir(parents=True, exist_ok=True)
     out.save(path)
     execution = executor.describe()
-    atomic_write_json(meta, {"key": key, "seconds": seconds, "samples": int(len(ids)), "execution": execution})
+    atomic_write_json(
+        meta, {"key": key, "seconds": seconds, "samples": int(len(ids)), "execution": execution}
+    )
     return out, seconds, execution
 
 
@@ -384,7 +448,9 @@ def _evaluate(ev: _Evaluator, m: _Model, state: str, run_dir: Path, backend: str
 # the comparison
 
 
-def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, echo=print) -> CompareResult:
+def run_compare(
+    cc: CompareConfig, out: str | Path, *, progress: bool = True, echo=print
+) -> CompareResult:
     """Run (or resume) the comparison into ``out`` and write ``results.csv``, ``mia_compare.png``
     and ``summary.json``.
 
@@ -403,8 +469,12 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
     ref = next(s for s in specs if s.kind == "aer")
     models = []
     for name in cc.models:
-        layers = (cc.basic_layers if name == "qmu-basic" else cc.hybrid_layers) or _default_layers(name)
-        models.append(_Model(name=name, layers=layers, cfg=_run_config(cc, name, layers, {"name": ref.name})))
+        layers = (cc.basic_layers if name == "qmu-basic" else cc.hybrid_layers) or _default_layers(
+            name
+        )
+        models.append(
+            _Model(name=name, layers=layers, cfg=_run_config(cc, name, layers, {"name": ref.name}))
+        )
     for m in models:  # data present and the forget request valid, before any directory exists
         m.bundle = load_data(m.cfg.data)
         m.fset = resolve_forget(cc.forget, m.bundle, seed=m.cfg.data.seed)
@@ -420,10 +490,22 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
             if cc.train_on_noisy:
                 for s in specs:
                     if s.kind == "aer_noisy":
-                        backend = {"name": s.name, "noise_scale": cc.noise_scale,
-                                   "runtime": {"amplitude_loading": cc.amplitude_loading, "layout": cc.layout}}
-                        mm = _Model(name=m.name, layers=m.layers, cfg=_run_config(cc, m.name, m.layers, backend),
-                                    bundle=m.bundle, fset=m.fset, trained_on=s.name)
+                        backend = {
+                            "name": s.name,
+                            "noise_scale": cc.noise_scale,
+                            "runtime": {
+                                "amplitude_loading": cc.amplitude_loading,
+                                "layout": cc.layout,
+                            },
+                        }
+                        mm = _Model(
+                            name=m.name,
+                            layers=m.layers,
+                            cfg=_run_config(cc, m.name, m.layers, backend),
+                            bundle=m.bundle,
+                            fset=m.fset,
+                            trained_on=s.name,
+                        )
                         variants.append((mm, s.name))
             for mm, on in variants:
                 label = f"{mm.name}-L{mm.layers}" + ("" if on == ref.name else f"@{_slug(on)}")
@@ -435,10 +517,18 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
                     pipeline.train(mm.cfg, mm.teacher, progress=progress)
                 timings[f"train {label}"] = round(time.perf_counter() - t0, 1)
                 t0 = time.perf_counter()
-                echo(f"[mia-compare] unlearning {cc.forget} from {label}: {', '.join(cc.methods)} ...")
-                summaries = pipeline.unlearn(mm.teacher, cc.forget, list(cc.methods), oracle=False,
-                                             options=_method_options(cc), seed=cc.seed,
-                                             progress=progress)
+                echo(
+                    f"[mia-compare] unlearning {cc.forget} from {label}: {', '.join(cc.methods)} ..."
+                )
+                summaries = pipeline.unlearn(
+                    mm.teacher,
+                    cc.forget,
+                    list(cc.methods),
+                    oracle=False,
+                    options=_method_options(cc),
+                    seed=cc.seed,
+                    progress=progress,
+                )
                 mm.unlearned = {s.method: s.path for s in summaries}
                 timings[f"unlearn {label}"] = round(time.perf_counter() - t0, 1)
                 trained.append(mm)
@@ -447,7 +537,9 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
         rows: list[dict] = []
         try:
             for m in trained:
-                label = f"{m.name}-L{m.layers}" + ("" if m.trained_on == ref.name else f"@{_slug(m.trained_on)}")
+                label = f"{m.name}-L{m.layers}" + (
+                    "" if m.trained_on == ref.name else f"@{_slug(m.trained_on)}"
+                )
                 data = _subset(m.bundle, m.fset, cc)
                 X, y, ids, split, forget = data
                 fmask = forget
@@ -458,61 +550,123 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
                     if m.trained_on != ref.name and s.name != m.trained_on:
                         continue
                     evals.append((s.name, None))
-                    if sweep is not None and s.name == sweep.name and (m.trained_on in (ref.name, s.name)):
+                    if (
+                        sweep is not None
+                        and s.name == sweep.name
+                        and (m.trained_on in (ref.name, s.name))
+                    ):
                         evals.extend((s.name, n) for n in cc.shots)
                 # the backend the model was trained on comes first: the reference attack learns there
                 evals.sort(key=lambda e: not (e[0] == m.trained_on and e[1] is None))
                 for backend, shots in evals:
                     t0 = time.perf_counter()
-                    where = out / "eval" / label / _eval_folder(cc, backend) / (f"shots-{shots}" if shots else "exact")
+                    where = (
+                        out
+                        / "eval"
+                        / label
+                        / _eval_folder(cc, backend)
+                        / (f"shots-{shots}" if shots else "exact")
+                    )
                     if backend == ref.name and shots is None and m.trained_on == ref.name:
                         # the training runs' own per-sample outputs are the noiseless evaluation
                         T = _select(Outputs.load(m.teacher / "outputs.npz"), ids, split)
-                        U = {k: _select(Outputs.load(p / "outputs.npz"), ids[fmask], split[fmask])
-                             for k, p in m.unlearned.items()}
+                        U = {
+                            k: _select(Outputs.load(p / "outputs.npz"), ids[fmask], split[fmask])
+                            for k, p in m.unlearned.items()
+                        }
                         T = Outputs(T.logits, T.labels, T.ids, T.split, fmask)
                         desc = {}
                     else:
-                        echo(f"[mia-compare] evaluating {label} on {backend}"
-                             f"{f' at {shots} shots' if shots else ''} ...")
-                        T, _, desc = _evaluate(ev, m, "teacher", m.teacher, backend, shots, data, where)
+                        echo(
+                            f"[mia-compare] evaluating {label} on {backend}"
+                            f"{f' at {shots} shots' if shots else ''} ..."
+                        )
+                        T, _, desc = _evaluate(
+                            ev, m, "teacher", m.teacher, backend, shots, data, where
+                        )
                         U = {}
-                        sub = (X[fmask], y[fmask], ids[fmask], split[fmask], np.ones(int(fmask.sum()), bool))
+                        sub = (
+                            X[fmask],
+                            y[fmask],
+                            ids[fmask],
+                            split[fmask],
+                            np.ones(int(fmask.sum()), bool),
+                        )
                         for k, p in m.unlearned.items():
                             U[k], _, _ = _evaluate(ev, m, k, p, backend, shots, sub, where)
                     trained_here = cc.attack_on == "backend" or ref_attack is None
-                    res = grey_box_attack(T, U, forget_ids=forget_ids, seed=cc.seed, epochs=cc.attack_epochs,
-                                          attack=None if trained_here else ref_attack)
+                    res = grey_box_attack(
+                        T,
+                        U,
+                        forget_ids=forget_ids,
+                        seed=cc.seed,
+                        epochs=cc.attack_epochs,
+                        attack=None if trained_here else ref_attack,
+                    )
                     if ref_attack is None:  # the first evaluation is where the model was trained
                         ref_attack = res["attack"]
                     attack_on = backend if trained_here else m.trained_on
                     spent = time.perf_counter() - t0
-                    timings[f"evaluate {label} on {backend}{f' @{shots}' if shots else ''}"] = round(spent, 1)
+                    timings[f"evaluate {label} on {backend}{f' @{shots}' if shots else ''}"] = (
+                        round(spent, 1)
+                    )
                     kind = parse_backend(backend)
-                    loading = "exact" if kind.kind == "aer" else ("device" if kind.is_runtime else cc.amplitude_loading)
-                    layout_used = "-" if kind.kind == "aer" else ";".join((desc.get("layout") or {}).get("used", {}))
+                    loading = (
+                        "exact"
+                        if kind.kind == "aer"
+                        else ("device" if kind.is_runtime else cc.amplitude_loading)
+                    )
+                    layout_used = (
+                        "-"
+                        if kind.kind == "aer"
+                        else ";".join((desc.get("layout") or {}).get("used", {}))
+                    )
                     base = {
-                        "model": m.name, "layers": m.layers, "backend": backend, "shots": shots,
-                        "trained_on": m.trained_on, "amplitude_loading": loading,
-                        "layout": layout_used or cc.layout, "attack_trained_on": attack_on, "seed": cc.seed,
+                        "model": m.name,
+                        "layers": m.layers,
+                        "backend": backend,
+                        "shots": shots,
+                        "trained_on": m.trained_on,
+                        "amplitude_loading": loading,
+                        "layout": layout_used or cc.layout,
+                        "attack_trained_on": attack_on,
+                        "seed": cc.seed,
                         "attack_heldout_accuracy": res["attack_heldout_accuracy"],
-                        "num_targets": res["num_targets"], "num_attack_train": res["num_attack_train"],
+                        "num_targets": res["num_targets"],
+                        "num_attack_train": res["num_attack_train"],
                         "seconds": round(spent, 1),
                     }
                     tmask = T.split == "test"
                     # the same attack on non-members of the forget set's classes: how much of the
                     # success rate is membership, and how much is the class's confidence
                     nm = tmask & np.isin(T.labels, np.unique(T.labels[fmask]))
-                    flagged = (res["attack"].success_rate(grey_box_features(T.logits[nm], T.labels[nm]))
-                               if nm.any() else None)
-                    rows.append({**base, "state": "teacher", "mia_success": res["success_before"],
-                                 "nonmember_flagged": flagged,
-                                 "acc_forget": _acc(T.logits[fmask], T.labels[fmask]),
-                                 "acc_test": _acc(T.logits[tmask], T.labels[tmask])})
+                    flagged = (
+                        res["attack"].success_rate(grey_box_features(T.logits[nm], T.labels[nm]))
+                        if nm.any()
+                        else None
+                    )
+                    rows.append(
+                        {
+                            **base,
+                            "state": "teacher",
+                            "mia_success": res["success_before"],
+                            "nonmember_flagged": flagged,
+                            "acc_forget": _acc(T.logits[fmask], T.labels[fmask]),
+                            "acc_test": _acc(T.logits[tmask], T.labels[tmask]),
+                        }
+                    )
                     for k in cc.methods:
                         Uk = U[k]
-                        rows.append({**base, "state": k, "mia_success": res["success"][k], "nonmember_flagged": None,
-                                     "acc_forget": _acc(Uk.logits, Uk.labels), "acc_test": None})
+                        rows.append(
+                            {
+                                **base,
+                                "state": k,
+                                "mia_success": res["success"][k],
+                                "nonmember_flagged": None,
+                                "acc_forget": _acc(Uk.logits, Uk.labels),
+                                "acc_test": None,
+                            }
+                        )
         finally:
             ev.close()
         timings["total"] = round(time.perf_counter() - t_all, 1)
@@ -520,10 +674,19 @@ def run_compare(cc: CompareConfig, out: str | Path, *, progress: bool = True, ec
         _write_csv(csv_path, rows)
         plot = _plot(rows, out / "mia_compare.png", cc)
         summary = out / "summary.json"
-        atomic_write_json(summary, {"rows": rows, "timings": timings, "config": asdict(cc),
-                                    "reference": {"noiseless": "≈90% before → 0% after",
-                                                  "hardware": "≈75% before → ≈4% after",
-                                                  "source": "QMU, arXiv 2509.06086"}})
+        atomic_write_json(
+            summary,
+            {
+                "rows": rows,
+                "timings": timings,
+                "config": asdict(cc),
+                "reference": {
+                    "noiseless": "≈90% before → 0% after",
+                    "hardware": "≈75% before → ≈4% after",
+                    "source": "QMU, arXiv 2509.06086",
+                },
+            },
+        )
     return CompareResult(rows=rows, csv=csv_path, plot=plot, summary=summary, timings=timings)
 
 
@@ -558,12 +721,18 @@ def wide_rows(rows: list[dict], methods) -> list[dict]:
     out: dict = {}
     for r in rows:
         key = (r["model"], r["layers"], r["trained_on"], r["backend"], r["shots"] or 0)
-        w = out.setdefault(key, {
-            "model": f"{r['model']} L={r['layers']}", "backend": r["backend"],
-            "shots": r["shots"] if r["shots"] else "exact", "trained_on": r["trained_on"],
-            "loading": r["amplitude_loading"], "attack_on": r.get("attack_trained_on"),
-            "attack_acc": r["attack_heldout_accuracy"],
-        })
+        w = out.setdefault(
+            key,
+            {
+                "model": f"{r['model']} L={r['layers']}",
+                "backend": r["backend"],
+                "shots": r["shots"] if r["shots"] else "exact",
+                "trained_on": r["trained_on"],
+                "loading": r["amplitude_loading"],
+                "attack_on": r.get("attack_trained_on"),
+                "attack_acc": r["attack_heldout_accuracy"],
+            },
+        )
         if r["state"] == "teacher":
             w["before"] = r["mia_success"]
             w["nonmember_flagged"] = r.get("nonmember_flagged")
@@ -590,31 +759,66 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
     states = ["teacher", *cc.methods]
     fig, axes = plt.subplots(len(keys), 2, figsize=(12, 3.6 * len(keys)), squeeze=False)
     for i, (model, layers, trained_on) in enumerate(keys):
-        mine = [r for r in rows if (r["model"], r["layers"], r["trained_on"]) == (model, layers, trained_on)]
+        mine = [
+            r
+            for r in rows
+            if (r["model"], r["layers"], r["trained_on"]) == (model, layers, trained_on)
+        ]
         exact = [r for r in mine if not r["shots"]]
         backends = list(dict.fromkeys(r["backend"] for r in exact))
         ax = axes[i][0]
         width = 0.8 / len(states)
         for j, st in enumerate(states):
-            vals = [next((r["mia_success"] for r in exact if r["backend"] == b and r["state"] == st), math.nan)
-                    for b in backends]
+            vals = [
+                next(
+                    (r["mia_success"] for r in exact if r["backend"] == b and r["state"] == st),
+                    math.nan,
+                )
+                for b in backends
+            ]
             # an outline keeps a zero-height bar visible (a line at 0), and every bar is labelled
-            bars = ax.bar(np.arange(len(backends)) + (j - (len(states) - 1) / 2) * width, vals, width,
-                          edgecolor="black", linewidth=0.6,
-                          label="before (teacher)" if st == "teacher" else f"after {st}")
-            ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.2f}" for v in vals],
-                         fontsize=6, padding=1)
+            bars = ax.bar(
+                np.arange(len(backends)) + (j - (len(states) - 1) / 2) * width,
+                vals,
+                width,
+                edgecolor="black",
+                linewidth=0.6,
+                label="before (teacher)" if st == "teacher" else f"after {st}",
+            )
+            ax.bar_label(
+                bars,
+                labels=["" if math.isnan(v) else f"{v:.2f}" for v in vals],
+                fontsize=6,
+                padding=1,
+            )
         # the attack's false-positive rate on non-members of the class: the level "before" and
         # "after" must be read against
         labelled = False
         for k, b in enumerate(backends):
-            fp = next((r.get("nonmember_flagged") for r in exact
-                       if r["backend"] == b and r["state"] == "teacher"), None)
+            fp = next(
+                (
+                    r.get("nonmember_flagged")
+                    for r in exact
+                    if r["backend"] == b and r["state"] == "teacher"
+                ),
+                None,
+            )
             if fp is not None and not math.isnan(fp):
-                ax.hlines(fp, k - 0.45, k + 0.45, colors="crimson", linestyles="--", linewidth=1.2,
-                          label=None if labelled else "non-members flagged (false-positive baseline)")
+                ax.hlines(
+                    fp,
+                    k - 0.45,
+                    k + 0.45,
+                    colors="crimson",
+                    linestyles="--",
+                    linewidth=1.2,
+                    label=None if labelled else "non-members flagged (false-positive baseline)",
+                )
                 labelled = True
-        ax.set_xticks(np.arange(len(backends)), [b.replace("aer_noisy:", "noisy:") for b in backends], fontsize=8)
+        ax.set_xticks(
+            np.arange(len(backends)),
+            [b.replace("aer_noisy:", "noisy:") for b in backends],
+            fontsize=8,
+        )
         ax.set_ylim(0, 1.12)
         ax.set_ylabel("MIA success (forget class)")
         ax.set_title(f"{model} L={layers}, trained on {trained_on}", fontsize=9)
@@ -624,8 +828,12 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
         if sweep:
             for st in states:
                 pts = sorted((r["shots"], r["mia_success"]) for r in sweep if r["state"] == st)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                        label="before (teacher)" if st == "teacher" else f"after {st}")
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    marker="o",
+                    label="before (teacher)" if st == "teacher" else f"after {st}",
+                )
             ax.set_xscale("log", base=2)
             ax.set_xlabel(f"shots ({sweep[0]['backend']})")
             ax.set_ylim(-0.02, 1.05)
@@ -644,13 +852,23 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
 # several seeds: the headline numbers as distributions
 
 #: Row fields that identify one cell of the comparison (everything but the seed and results).
-CELL_KEYS = ("model", "layers", "backend", "shots", "trained_on", "amplitude_loading",
-             "attack_trained_on", "state")
+CELL_KEYS = (
+    "model",
+    "layers",
+    "backend",
+    "shots",
+    "trained_on",
+    "amplitude_loading",
+    "attack_trained_on",
+    "state",
+)
 #: Result fields aggregated over seeds.
 VALUE_KEYS = ("mia_success", "nonmember_flagged", "acc_forget", "acc_test")
-SEEDS_CSV_COLUMNS = [*CELL_KEYS, "n_seeds"] + [
-    f"{k}_{s}" for k in VALUE_KEYS for s in ("mean", "std", "ci_low", "ci_high")
-] + ["seeds"]
+SEEDS_CSV_COLUMNS = (
+    [*CELL_KEYS, "n_seeds"]
+    + [f"{k}_{s}" for k in VALUE_KEYS for s in ("mean", "std", "ci_low", "ci_high")]
+    + ["seeds"]
+)
 
 
 def interval(values, bounds: tuple[float, float] | None = None) -> dict:
@@ -702,26 +920,41 @@ def shape_claims(agg: list[dict], methods) -> list[dict]:
     for r in exact:
         if r["state"] != "teacher":
             continue
-        same = [a for a in exact if all(a[k] == r[k] for k in ("model", "layers", "backend", "trained_on"))]
+        same = [
+            a
+            for a in exact
+            if all(a[k] == r[k] for k in ("model", "layers", "backend", "trained_on"))
+        ]
         for m in methods:
             after = next((a for a in same if a["state"] == m), None)
             if after is None or after["mia_success_mean"] is None:
                 continue
-            claims.append({
-                "model": r["model"], "layers": r["layers"], "backend": r["backend"],
-                "claim": f"after {m} < before",
-                "holds": bool(after["mia_success_ci_high"] < r["mia_success_ci_low"]),
-                "before": [r["mia_success_ci_low"], r["mia_success_ci_high"]],
-                "after": [after["mia_success_ci_low"], after["mia_success_ci_high"]],
-            })
+            claims.append(
+                {
+                    "model": r["model"],
+                    "layers": r["layers"],
+                    "backend": r["backend"],
+                    "claim": f"after {m} < before",
+                    "holds": bool(after["mia_success_ci_high"] < r["mia_success_ci_low"]),
+                    "before": [r["mia_success_ci_low"], r["mia_success_ci_high"]],
+                    "after": [after["mia_success_ci_low"], after["mia_success_ci_high"]],
+                }
+            )
         if r["nonmember_flagged_mean"] is not None:
-            claims.append({
-                "model": r["model"], "layers": r["layers"], "backend": r["backend"],
-                "claim": "before > non-members flagged",
-                "holds": bool(r["mia_success_ci_low"] > r["nonmember_flagged_ci_high"]),
-                "before": [r["mia_success_ci_low"], r["mia_success_ci_high"]],
-                "nonmember_flagged": [r["nonmember_flagged_ci_low"], r["nonmember_flagged_ci_high"]],
-            })
+            claims.append(
+                {
+                    "model": r["model"],
+                    "layers": r["layers"],
+                    "backend": r["backend"],
+                    "claim": "before > non-members flagged",
+                    "holds": bool(r["mia_success_ci_low"] > r["nonmember_flagged_ci_high"]),
+                    "before": [r["mia_success_ci_low"], r["mia_success_ci_high"]],
+                    "nonmember_flagged": [
+                        r["nonmember_flagged_ci_low"],
+                        r["nonmember_flagged_ci_high"],
+                    ],
+                }
+            )
     return claims
 
 
@@ -735,8 +968,9 @@ class SeedsResult:
     seconds: float
 
 
-def run_compare_seeds(cc: CompareConfig, out: str | Path, *, seeds: int, progress: bool = True,
-                      echo=print) -> SeedsResult:
+def run_compare_seeds(
+    cc: CompareConfig, out: str | Path, *, seeds: int, progress: bool = True, echo=print
+) -> SeedsResult:
     """:func:`run_compare` for seeds ``cc.seed … cc.seed + seeds − 1`` (each into
     ``out/seed-<s>``, each resumable), then ``results_seeds.csv`` (mean, std, 95% t-interval per
     cell), ``claims.json`` (QMU's statements judged on the intervals) and ``summary_seeds.json``.
@@ -754,7 +988,9 @@ def run_compare_seeds(cc: CompareConfig, out: str | Path, *, seeds: int, progres
     results = []
     for s in range(cc.seed, cc.seed + seeds):
         echo(f"[mia-compare] seed {s} ({s - cc.seed + 1} of {seeds})")
-        results.append(run_compare(replace(cc, seed=s), out / f"seed-{s}", progress=progress, echo=echo))
+        results.append(
+            run_compare(replace(cc, seed=s), out / f"seed-{s}", progress=progress, echo=echo)
+        )
     rows = [r for res in results for r in res.rows]
     agg = aggregate_seeds(rows)
     claims = shape_claims(agg, cc.methods)
@@ -763,15 +999,29 @@ def run_compare_seeds(cc: CompareConfig, out: str | Path, *, seeds: int, progres
     seconds = round(time.perf_counter() - t0, 1)
     summary = out / "summary_seeds.json"
     atomic_write_json(out / "claims.json", claims)
-    atomic_write_json(summary, {
-        "config": asdict(cc), "seeds": list(range(cc.seed, cc.seed + seeds)),
-        "interval": "two-sided 95% Student-t interval of the mean over seeds",
-        "aggregate": agg, "claims": claims, "seconds": seconds,
-        "per_seed_seconds": {str(res.rows[0]["seed"]) if res.rows else "?": res.timings.get("total")
-                             for res in results},
-    })
-    return SeedsResult(per_seed=results, aggregate=agg, claims=claims, csv=csv_path,
-                       summary=summary, seconds=seconds)
+    atomic_write_json(
+        summary,
+        {
+            "config": asdict(cc),
+            "seeds": list(range(cc.seed, cc.seed + seeds)),
+            "interval": "two-sided 95% Student-t interval of the mean over seeds",
+            "aggregate": agg,
+            "claims": claims,
+            "seconds": seconds,
+            "per_seed_seconds": {
+                str(res.rows[0]["seed"]) if res.rows else "?": res.timings.get("total")
+                for res in results
+            },
+        },
+    )
+    return SeedsResult(
+        per_seed=results,
+        aggregate=agg,
+        claims=claims,
+        csv=csv_path,
+        summary=summary,
+        seconds=seconds,
+    )
 
 
 def _write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -782,6 +1032,14 @@ def _write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r[k]))
-                    for k in columns})
+        w.writerow(
+            {
+                k: (
+                    ""
+                    if r.get(k) is None
+                    else (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r[k])
+                )
+                for k in columns
+            }
+        )
     atomic_write_text(path, buf.getvalue())

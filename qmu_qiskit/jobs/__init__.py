@@ -18,12 +18,21 @@ cell ledger (``cells.sqlite``). Re-submitting a spec skips finished cells, resum
 ones from their checkpoints, and never runs a cell in two processes at once.
 """
 
-from .grid import Cell, Grid, expand  # noqa: F401
-from .handle import GridStatus, JobHandle, list_grids, open_grid, submit  # noqa: F401
-from .ledger import CellLedger  # noqa: F401
-from .spec import JobSpec, load_spec  # noqa: F401
+from .grid import Cell, Grid, expand
+from .handle import GridStatus, JobHandle, list_grids, open_grid, submit
+from .ledger import CellLedger
+from .spec import JobSpec, load_spec
 
 __all__ = [
-    "Cell", "CellLedger", "Grid", "GridStatus", "JobHandle", "JobSpec", "expand", "list_grids",
-    "load_spec", "open_grid", "submit",
+    "Cell",
+    "CellLedger",
+    "Grid",
+    "GridStatus",
+    "JobHandle",
+    "JobSpec",
+    "expand",
+    "list_grids",
+    "load_spec",
+    "open_grid",
+    "submit",
 ]

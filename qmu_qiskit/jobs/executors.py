@@ -50,8 +50,10 @@ class LocalPool:
         if quiet not in sys.warnoptions:
             sys.warnoptions.append(quiet)
         self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=WORKER_CONTEXT,
-            initializer=init_worker, initargs=(threads,),
+            max_workers=workers,
+            mp_context=WORKER_CONTEXT,
+            initializer=init_worker,
+            initargs=(threads,),
         )
 
     def submit(self, fn, *args) -> Future:
@@ -84,7 +86,9 @@ class InlinePool:
     def submit(self, fn, *args) -> Future:
         with InlinePool._guard:
             if InlinePool._thread_pool is None:
-                InlinePool._thread_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qmu-inline")
+                InlinePool._thread_pool = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="qmu-inline"
+                )
         return InlinePool._thread_pool.submit(fn, *args)
 
     def terminate(self) -> None:
@@ -138,8 +142,9 @@ class DaskPool:
         if address:  # the user's cluster: its workers are sized by whoever started it
             self._client = _connect(Client, address)
         else:  # a local cluster of worker processes, each limited to its share of the cores
-            self._client = Client(n_workers=workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=None)
+            self._client = Client(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
             self._client.run(_limit_threads, threads)
         self._futures: list = []
 
@@ -151,7 +156,7 @@ class DaskPool:
         def relay(t):
             try:
                 out.set_result(t.result())
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 out.set_exception(exc)
 
         task.add_done_callback(relay)

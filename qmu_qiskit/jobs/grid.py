@@ -71,12 +71,16 @@ class Cell:
 
     def to_dict(self) -> dict:
         return {
-            "id": self.id, "kind": self.kind, "path": str(self.path), "deps": list(self.deps),
-            "coords": self.coords, "payload": self.payload,
+            "id": self.id,
+            "kind": self.kind,
+            "path": str(self.path),
+            "deps": list(self.deps),
+            "coords": self.coords,
+            "payload": self.payload,
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Cell":
+    def from_dict(cls, d: dict) -> Cell:
         return cls(d["id"], d["kind"], Path(d["path"]), tuple(d["deps"]), d["coords"], d["payload"])
 
 
@@ -109,18 +113,21 @@ class Grid:
         return {c.id: c for c in self.cells}
 
     def save(self) -> None:
-        atomic_write_json(self.dir / GRID_FILE, {
-            "name": self.spec.name,
-            "protocol": self.spec.protocol,
-            "source": self.source,
-            "spec": self.spec.model_dump(mode="json"),
-            "overrides": self.overrides,
-            "saved": time.time(),
-            "cells": [c.to_dict() for c in self.cells],
-        })
+        atomic_write_json(
+            self.dir / GRID_FILE,
+            {
+                "name": self.spec.name,
+                "protocol": self.spec.protocol,
+                "source": self.source,
+                "spec": self.spec.model_dump(mode="json"),
+                "overrides": self.overrides,
+                "saved": time.time(),
+                "cells": [c.to_dict() for c in self.cells],
+            },
+        )
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Grid":
+    def load(cls, directory: str | Path) -> Grid:
         directory = Path(directory)
         path = directory / GRID_FILE
         if not path.exists():
@@ -131,9 +138,16 @@ class Grid:
             raw = read_json(path)
             spec = JobSpec(**raw["spec"])
         except (OSError, ValueError, KeyError) as exc:
-            raise RunError(f"{path} is unreadable or from an incompatible version ({exc}); submit the spec again") from None
-        return cls(spec, raw.get("source", "?"), directory, [Cell.from_dict(c) for c in raw["cells"]],
-                   raw.get("overrides", {}))
+            raise RunError(
+                f"{path} is unreadable or from an incompatible version ({exc}); submit the spec again"
+            ) from None
+        return cls(
+            spec,
+            raw.get("source", "?"),
+            directory,
+            [Cell.from_dict(c) for c in raw["cells"]],
+            raw.get("overrides", {}),
+        )
 
 
 def _backend_slug(backend) -> str:
@@ -213,16 +227,22 @@ def expand(
 
     for i, name in enumerate(spec.metrics.extra):
         if name not in METRICS:
-            raise BadInputError(f"{where}: metrics.extra.{i}: unknown metric {name!r}; available: {', '.join(sorted(METRICS))}")
+            raise BadInputError(
+                f"{where}: metrics.extra.{i}: unknown metric {name!r}; available: {', '.join(sorted(METRICS))}"
+            )
     used = {m.method for m in entries} | {"retrain"}
     for name in spec.options:
         if name not in used:
-            raise BadInputError(f"{where}: options.{name}: not a method of this spec (methods: {', '.join(sorted(used))})")
+            raise BadInputError(
+                f"{where}: options.{name}: not a method of this spec (methods: {', '.join(sorted(used))})"
+            )
 
     datasets = spec.datasets
     if data_dir is not None:
         absolute = str(Path(data_dir).expanduser().resolve())
-        datasets = [d.model_copy(update={"data": {**d.data, "data_dir": absolute}}) for d in datasets]
+        datasets = [
+            d.model_copy(update={"data": {**d.data, "data_dir": absolute}}) for d in datasets
+        ]
 
     cells: dict[str, Cell] = {}
     bundles: dict[str, object] = {}
@@ -241,8 +261,16 @@ def expand(
                         bundles[data_key] = load_data(cfg.data)
                     bundle = bundles[data_key]
                     _add_teacher_subtree(
-                        cells, spec, cfg, bundle, grid_dir, entries, seed,
-                        resolve_forget=resolve_forget, resolve_options=resolve_options, get_method=get_method,
+                        cells,
+                        spec,
+                        cfg,
+                        bundle,
+                        grid_dir,
+                        entries,
+                        seed,
+                        resolve_forget=resolve_forget,
+                        resolve_options=resolve_options,
+                        get_method=get_method,
                         recipe=RecipeInfo.from_config(cfg),
                         where=where,
                     )
@@ -250,16 +278,41 @@ def expand(
     return Grid(spec, source, grid_dir, ordered, overrides)
 
 
-def _add_teacher_subtree(cells, spec: JobSpec, cfg, bundle, grid_dir: Path, entries, seed: int, *,
-                         resolve_forget, resolve_options, get_method, recipe, where: str) -> None:
+def _add_teacher_subtree(
+    cells,
+    spec: JobSpec,
+    cfg,
+    bundle,
+    grid_dir: Path,
+    entries,
+    seed: int,
+    *,
+    resolve_forget,
+    resolve_options,
+    get_method,
+    recipe,
+    where: str,
+) -> None:
     fp = cfg.fingerprint()
     coords = {
-        "dataset": cfg.data.dataset, "model": cfg.model.name, "backend": cfg.backend.name,
-        "seed": seed, "forget": None, "method": None,
+        "dataset": cfg.data.dataset,
+        "model": cfg.model.name,
+        "backend": cfg.backend.name,
+        "seed": seed,
+        "forget": None,
+        "method": None,
     }
-    tdir = grid_dir / "teachers" / f"{cfg.data.dataset}-{cfg.model.name}-{_backend_slug(cfg.backend)}-s{seed}-{fp[:8]}"
+    tdir = (
+        grid_dir
+        / "teachers"
+        / f"{cfg.data.dataset}-{cfg.model.name}-{_backend_slug(cfg.backend)}-s{seed}-{fp[:8]}"
+    )
     teacher = Cell(
-        id=f"t-{fp}", kind="teacher", path=tdir, deps=(), coords=coords,
+        id=f"t-{fp}",
+        kind="teacher",
+        path=tdir,
+        deps=(),
+        coords=coords,
         payload={"kind": "teacher", "config": cfg.model_dump(mode="json"), "path": str(tdir)},
     )
     cells.setdefault(teacher.id, teacher)
@@ -274,16 +327,30 @@ def _add_teacher_subtree(cells, spec: JobSpec, cfg, bundle, grid_dir: Path, entr
             fset = resolve_forget(forget, bundle, seed=cfg.data.seed)
         except BadInputError as exc:
             raise BadInputError(f"{where}: forget {forget} on {cfg.data.dataset}: {exc}") from None
-        base = {"teacher": teacher.id, "forget": fset.spec, "forget_fingerprint": stable_hash(fset.record_ids.tolist()),
-                "seed": seed, "metrics": metric_ctx}
+        base = {
+            "teacher": teacher.id,
+            "forget": fset.spec,
+            "forget_fingerprint": stable_hash(fset.record_ids.tolist()),
+            "seed": seed,
+            "metrics": metric_ctx,
+        }
         unlearn_dir = tdir / "unlearn" / fset.slug
         oracle = Cell(
-            id="o-" + stable_hash({**base, "options": retrain_opts}), kind="oracle",
-            path=unlearn_dir / "retrain", deps=(teacher.id,),
+            id="o-" + stable_hash({**base, "options": retrain_opts}),
+            kind="oracle",
+            path=unlearn_dir / "retrain",
+            deps=(teacher.id,),
             coords={**coords, "forget": fset.spec, "method": "retrain"},
-            payload={"kind": "oracle", "teacher": str(tdir), "forget": fset.spec, "method": "retrain",
-                     "label": "retrain", "options": {"retrain": retrain_given}, "seed": seed,
-                     "metric_ctx": metric_ctx},
+            payload={
+                "kind": "oracle",
+                "teacher": str(tdir),
+                "forget": fset.spec,
+                "method": "retrain",
+                "label": "retrain",
+                "options": {"retrain": retrain_given},
+                "seed": seed,
+                "metric_ctx": metric_ctx,
+            },
         )
         cells.setdefault(oracle.id, oracle)
         for i, m in enumerate(entries):
@@ -294,11 +361,26 @@ def _add_teacher_subtree(cells, spec: JobSpec, cfg, bundle, grid_dir: Path, entr
             except BadInputError as exc:
                 raise BadInputError(f"{where}: methods.{i} ({m.name}): {exc}") from None
             cell = Cell(
-                id="m-" + stable_hash({**base, "method": m.method, "label": m.name, "options": resolved}),
-                kind="method", path=unlearn_dir / m.name, deps=(oracle.id,),
-                coords={**coords, "forget": fset.spec, "method": m.name, "method_registry": m.method},
-                payload={"kind": "method", "teacher": str(tdir), "forget": fset.spec, "method": m.method,
-                         "label": m.name, "options": {"retrain": retrain_given, m.method: given},
-                         "seed": seed, "metric_ctx": metric_ctx},
+                id="m-"
+                + stable_hash({**base, "method": m.method, "label": m.name, "options": resolved}),
+                kind="method",
+                path=unlearn_dir / m.name,
+                deps=(oracle.id,),
+                coords={
+                    **coords,
+                    "forget": fset.spec,
+                    "method": m.name,
+                    "method_registry": m.method,
+                },
+                payload={
+                    "kind": "method",
+                    "teacher": str(tdir),
+                    "forget": fset.spec,
+                    "method": m.method,
+                    "label": m.name,
+                    "options": {"retrain": retrain_given, m.method: given},
+                    "seed": seed,
+                    "metric_ctx": metric_ctx,
+                },
             )
             cells.setdefault(cell.id, cell)

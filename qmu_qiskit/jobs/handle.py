@@ -57,8 +57,13 @@ class JobHandle:
     :func:`open_grid` (an existing grid directory: status, results, cancel).
     """
 
-    def __init__(self, path: str | Path, *, thread: threading.Thread | None = None,
-                 cancel_event: threading.Event | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        thread: threading.Thread | None = None,
+        cancel_event: threading.Event | None = None,
+    ):
         self.path = Path(path)
         self._thread = thread
         self._cancel = cancel_event
@@ -84,18 +89,35 @@ class JobHandle:
         pid = _holder(self.path)
         alive = pid is not None or (self._thread is not None and self._thread.is_alive())
         for c in grid.cells:
-            row = rows.get(c.id) or {"status": "pending", "attempts": 0, "seconds": None, "error": None}
+            row = rows.get(c.id) or {
+                "status": "pending",
+                "attempts": 0,
+                "seconds": None,
+                "error": None,
+            }
             status = row["status"]
             if status == "running" and not alive and _cell_lock_free(c.path):
                 # the ledger says running, but no scheduler holds the grid and no process holds
                 # the cell's run directory: its process died (SIGKILL, lost machine)
                 status = "dead"
-                row = {**row, "error": row.get("error") or "its process died; submit the same spec "
-                       "again to resume it"}
+                row = {
+                    **row,
+                    "error": row.get("error")
+                    or "its process died; submit the same spec again to resume it",
+                }
             counts[status] = counts.get(status, 0) + 1
-            cells.append({"id": c.id, "kind": c.kind, "label": c.label, "status": status,
-                          "attempts": row["attempts"], "seconds": row["seconds"], "error": row["error"],
-                          "path": str(c.path)})
+            cells.append(
+                {
+                    "id": c.id,
+                    "kind": c.kind,
+                    "label": c.label,
+                    "status": status,
+                    "attempts": row["attempts"],
+                    "seconds": row["seconds"],
+                    "error": row["error"],
+                    "path": str(c.path),
+                }
+            )
         if alive:
             state = "running"
         elif counts.get("done", 0) == len(grid.cells):
@@ -181,8 +203,14 @@ def _row(cell) -> dict | None:
     cost = read_run_json(cell.path / "cost.json")
     c = cell.coords
     row = {
-        "cell": cell.id, "kind": cell.kind, "dataset": c["dataset"], "model": c["model"],
-        "backend": c["backend"], "seed": c["seed"], "forget": c["forget"], "method": c["method"],
+        "cell": cell.id,
+        "kind": cell.kind,
+        "dataset": c["dataset"],
+        "model": c["model"],
+        "backend": c["backend"],
+        "seed": c["seed"],
+        "forget": c["forget"],
+        "method": c["method"],
         "method_registry": c.get("method_registry", c["method"]),
     }
     for k, v in metrics.items():
@@ -228,8 +256,10 @@ def output_root(out: str | Path | None = None, out_dir: str | Path | None = None
     if out is not None and out_dir is not None and Path(out) != Path(out_dir):
         from ..exceptions import BadInputError
 
-        raise BadInputError(f"out ({out}) and out_dir ({out_dir}) are one setting (out_dir is "
-                            "its older name); give only out")
+        raise BadInputError(
+            f"out ({out}) and out_dir ({out_dir}) are one setting (out_dir is "
+            "its older name); give only out"
+        )
     chosen = out if out is not None else out_dir
     return Path(chosen) if chosen is not None else Path(".")
 
@@ -275,8 +305,14 @@ def submit(
         'complete'
         >>> rows = handle.results()                               # doctest: +SKIP
     """
-    grid = expand(spec, root=output_root(out, out_dir), data_dir=data_dir, methods=methods,
-                  seeds=seeds, max_cells=max_cells)
+    grid = expand(
+        spec,
+        root=output_root(out, out_dir),
+        data_dir=data_dir,
+        methods=methods,
+        seeds=seeds,
+        max_cells=max_cells,
+    )
     grid.dir.mkdir(parents=True, exist_ok=True)
     stack = contextlib.ExitStack()
     stack.enter_context(directory_lock(grid.dir, what="job grid"))
@@ -294,13 +330,14 @@ def submit(
 
     def main() -> None:
         try:
-            scheduler = Scheduler(grid, lambda: make_pool(executor, workers=workers),
-                                  cancel=cancel, on_event=on_event)
+            scheduler = Scheduler(
+                grid, lambda: make_pool(executor, workers=workers), cancel=cancel, on_event=on_event
+            )
             try:
                 handle._final = scheduler.run()
             finally:
                 scheduler.ledger.close()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by wait()
+        except BaseException as exc:
             handle._error = exc
         finally:
             stack.close()
@@ -311,8 +348,9 @@ def submit(
     return handle
 
 
-def open_grid(target: str | Path, *, out: str | Path | None = None,
-              out_dir: str | Path | None = None) -> JobHandle:
+def open_grid(
+    target: str | Path, *, out: str | Path | None = None, out_dir: str | Path | None = None
+) -> JobHandle:
     """A handle on an existing grid: its directory, or the spec that made it.
 
     Raises:
@@ -339,4 +377,3 @@ def list_grids(root: str | Path = ".", *, depth: int = 3) -> list[JobHandle]:
         pattern = "/".join(["*"] * d + [GRID_FILE])
         found.extend(p.parent for p in root.glob(pattern))
     return [JobHandle(p) for p in sorted(set(found))]
-

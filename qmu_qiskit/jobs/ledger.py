@@ -84,7 +84,7 @@ class CellLedger(PrivateSQLite):
     def __init__(self, path: str | os.PathLike):
         super().__init__(path, SCHEMA)
 
-    def __enter__(self) -> "CellLedger":
+    def __enter__(self) -> CellLedger:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -101,13 +101,18 @@ class CellLedger(PrivateSQLite):
 
     def end_session(self, session: str, state: str) -> None:
         self._conn().execute(
-            "UPDATE sessions SET ended = ?, state = ? WHERE session = ?", (time.time(), state, session)
+            "UPDATE sessions SET ended = ?, state = ? WHERE session = ?",
+            (time.time(), state, session),
         )
 
     def last_session(self) -> dict | None:
-        row = self._conn().execute(
-            "SELECT session, pid, host, started, ended, state FROM sessions ORDER BY started DESC LIMIT 1"
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT session, pid, host, started, ended, state FROM sessions ORDER BY started DESC LIMIT 1"
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         return dict(zip(("session", "pid", "host", "started", "ended", "state"), row))
@@ -126,21 +131,36 @@ class CellLedger(PrivateSQLite):
                 )
 
     def record(
-        self, cell_id: str, event: str, *, session: str | None = None, info: dict | None = None,
-        seconds: float | None = None, error: str | None = None,
+        self,
+        cell_id: str,
+        event: str,
+        *,
+        session: str | None = None,
+        info: dict | None = None,
+        seconds: float | None = None,
+        error: str | None = None,
     ) -> int:
         """Append an event and update the cell's status. Returns the attempt number."""
         conn = self._conn()
         now = time.time()
         with _transaction(conn):
-            row = conn.execute("SELECT attempts FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+            row = conn.execute(
+                "SELECT attempts FROM cells WHERE cell_id = ?", (cell_id,)
+            ).fetchone()
             attempts = int(row[0]) if row else 0
             if event == "submitted":
                 attempts += 1
             conn.execute(
                 "INSERT INTO events (cell_id, event, attempt, session, pid, at, info) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (cell_id, event, attempts, session, os.getpid(), now,
-                 json.dumps(info, sort_keys=True) if info else None),
+                (
+                    cell_id,
+                    event,
+                    attempts,
+                    session,
+                    os.getpid(),
+                    now,
+                    json.dumps(info, sort_keys=True) if info else None,
+                ),
             )
             conn.execute(
                 "UPDATE cells SET status = ?, attempts = ?, updated = ?, "

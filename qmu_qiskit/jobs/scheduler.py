@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Callable
 
 from ..exceptions import RunError
 from ..io import directory_lock
@@ -78,8 +78,14 @@ class Scheduler:
             ``skip``, ``blocked``, ``lost``, ``waiting``, ``cancelled``, ``end``).
     """
 
-    def __init__(self, grid: Grid, make_pool: Callable, *, cancel: threading.Event | None = None,
-                 on_event: EventFn | None = None):
+    def __init__(
+        self,
+        grid: Grid,
+        make_pool: Callable,
+        *,
+        cancel: threading.Event | None = None,
+        on_event: EventFn | None = None,
+    ):
         self.grid = grid
         self.make_pool = make_pool
         self.cancel = cancel or threading.Event()
@@ -136,7 +142,9 @@ class Scheduler:
         done_before = sum(1 for s in state.values() if s == "done")
         self.on_event("plan", None, {"cells": len(self.grid.cells), "done": done_before})
         for cell in lost:
-            self.on_event("lost", cell, {"note": "interrupted earlier; resumes from its checkpoint"})
+            self.on_event(
+                "lost", cell, {"note": "interrupted earlier; resumes from its checkpoint"}
+            )
         cells = {c.id: c for c in self.grid.cells}
         order = {c.id: (KIND_ORDER[c.kind], i) for i, c in enumerate(self.grid.cells)}
         # ready oracles (long) before ready methods (mostly short)
@@ -153,14 +161,19 @@ class Scheduler:
                     if pool is not None:
                         pool.terminate()
                 if not cancelled:
-                    for cid in sorted((c for c, s in state.items() if s == "pending"), key=order.get):
+                    for cid in sorted(
+                        (c for c, s in state.items() if s == "pending"), key=order.get
+                    ):
                         if any(state[d] in ("failed", "blocked") for d in cells[cid].deps):
                             state[cid] = "blocked"
                             ledger.record(cid, "blocked", session=session)
                             self.on_event("blocked", cells[cid], {})
                     ready = sorted(
-                        (c for c, s in state.items()
-                         if s == "pending" and all(state[d] == "done" for d in cells[c].deps)),
+                        (
+                            c
+                            for c, s in state.items()
+                            if s == "pending" and all(state[d] == "done" for d in cells[c].deps)
+                        ),
                         key=priority.get,
                     )
                     if pool is None and ready:
@@ -230,8 +243,13 @@ class Scheduler:
                         state[cid] = "pending"
                         self.on_event("cancelled", cell, {})
                     else:
-                        ledger.record(cid, "failed", session=session, seconds=result["seconds"],
-                                      error=result["error"])
+                        ledger.record(
+                            cid,
+                            "failed",
+                            session=session,
+                            seconds=result["seconds"],
+                            error=result["error"],
+                        )
                         state[cid] = "failed"
                         self.on_event("failed", cell, result)
                 if broken and not cancelled and pool is not None:

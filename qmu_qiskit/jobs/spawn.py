@@ -45,8 +45,9 @@ if sys.platform != "win32":
     _namespace["spawn"] = _SpawnWithoutMain()
 
     class _Popen(popen_spawn_posix.Popen):
-        _launch = types.FunctionType(popen_spawn_posix.Popen._launch.__code__, _namespace,
-                                     "_launch")
+        _launch = types.FunctionType(
+            popen_spawn_posix.Popen._launch.__code__, _namespace, "_launch"
+        )
 
     class WorkerProcess(multiprocessing.context.SpawnProcess):
         """A spawned process that starts without the parent's ``__main__``."""

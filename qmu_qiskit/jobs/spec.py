@@ -25,12 +25,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import BackendConfig
 from .. import safeyaml
+from ..config import BackendConfig
 from ..exceptions import BadInputError, QmuError, echo, shorten
 from ..io import read_regular
 
@@ -38,8 +38,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 #: What to write for a required field that is missing.
-_EXAMPLES = {"name": "name: my_study", "datasets": "datasets: [iris]", "method": "method: ga",
-             "kind": "kind: local"}
+_EXAMPLES = {
+    "name": "name: my_study",
+    "datasets": "datasets: [iris]",
+    "method": "method: ga",
+    "kind": "kind: local",
+}
 
 
 def _spec_error(exc: ValidationError, source: str) -> BadInputError:
@@ -54,8 +58,11 @@ def _spec_error(exc: ValidationError, source: str) -> BadInputError:
             msg = "unknown field (check its spelling; see jobs/README.md)"
         elif err.get("type") == "missing":
             example = _EXAMPLES.get(loc.split(".")[-1])
-            msg = "required field is missing" + (f" (add e.g. `{example}`; see jobs/README.md)" if example
-                                                 else " (see jobs/README.md)")
+            msg = "required field is missing" + (
+                f" (add e.g. `{example}`; see jobs/README.md)"
+                if example
+                else " (see jobs/README.md)"
+            )
         else:
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
             if err.get("type") != "value_error" and "input" in err:
@@ -81,7 +88,7 @@ class DatasetEntry(_Model):
     name: str
     data: dict[str, Any] = {}
     training: dict[str, Any] = {}
-    models: Optional[list["ModelEntry"]] = None
+    models: list[ModelEntry] | None = None
 
     @field_validator("models", mode="before")
     @classmethod
@@ -97,15 +104,15 @@ class ModelEntry(_Model):
     """
 
     name: str
-    qubits: Optional[int] = Field(default=None, ge=1)
-    layers: Optional[int] = Field(default=None, ge=1)
+    qubits: int | None = Field(default=None, ge=1)
+    layers: int | None = Field(default=None, ge=1)
     readout: Literal["estimator", "sampler"] = "estimator"
     training: dict[str, Any] = {}
     #: model ``circuit`` only: a ``.qpy`` path (relative to the spec) or ``module:function``,
     #: the head (``linear`` | ``mlp:H``) and the input ParameterVector's name.
-    circuit: Optional[str] = None
-    head: Optional[str] = None
-    input_params: Optional[str] = None
+    circuit: str | None = None
+    head: str | None = None
+    input_params: str | None = None
 
 
 class MethodEntry(_Model):
@@ -119,7 +126,7 @@ class MethodEntry(_Model):
     """
 
     method: str
-    label: Optional[str] = None
+    label: str | None = None
     options: dict[str, Any] = {}
 
     @field_validator("label")
@@ -146,7 +153,7 @@ class AuditSpec(_Model):
 
     shadows: int = Field(ge=4, le=4096)
     seed: int = Field(default=0, ge=0)
-    methods: Optional[list[str]] = None
+    methods: list[str] | None = None
     fixed_variance: bool = False
 
 
@@ -165,11 +172,15 @@ class MetricsSpec(_Model):
     mia_nonmembers: Literal["heldout", "retain"] = "heldout"
     kl_shuffled: bool = False
     extra: list[str] = []
-    audit: Optional[AuditSpec] = None
+    audit: AuditSpec | None = None
 
     def context(self, seed: int) -> dict:
         """The :class:`~qmu_qiskit.evaluation.metrics.MetricContext` fields of a cell."""
-        return {"seed": seed, "mia_nonmembers": self.mia_nonmembers, "kl_shuffled": self.kl_shuffled}
+        return {
+            "seed": seed,
+            "mia_nonmembers": self.mia_nonmembers,
+            "kl_shuffled": self.kl_shuffled,
+        }
 
 
 class QuirksSpec(_Model):
@@ -224,9 +235,9 @@ class ExecutorSpec(_Model):
     """
 
     kind: Literal["local", "inline", "dask"] = "local"
-    workers: Optional[int] = Field(default=None, ge=1)
-    threads_per_worker: Optional[int] = Field(default=None, ge=1)
-    address: Optional[str] = None
+    workers: int | None = Field(default=None, ge=1)
+    threads_per_worker: int | None = Field(default=None, ge=1)
+    address: str | None = None
 
 
 class JobSpec(_Model):
@@ -236,18 +247,18 @@ class JobSpec(_Model):
     name: str
     description: str = ""
     protocol: Literal["fixed", "hqml", "qmu", "dgqmu"] = "fixed"
-    out: Optional[str] = None
+    out: str | None = None
     datasets: list[DatasetEntry] = Field(min_length=1)
-    models: Optional[list[ModelEntry]] = None
-    methods: Optional[list[MethodEntry]] = None
-    forget: Optional[list[str]] = None
-    seeds: Optional[list[int]] = None
+    models: list[ModelEntry] | None = None
+    methods: list[MethodEntry] | None = None
+    forget: list[str] | None = None
+    seeds: list[int] | None = None
     backends: list[BackendConfig] = Field(default_factory=lambda: [BackendConfig()], min_length=1)
     data: dict[str, Any] = {}
     training: dict[str, Any] = {}
     options: dict[str, dict[str, Any]] = {}
-    metrics: Optional[MetricsSpec] = None
-    quirks: Optional[QuirksSpec] = None
+    metrics: MetricsSpec | None = None
+    quirks: QuirksSpec | None = None
     executor: ExecutorSpec = ExecutorSpec()
 
     @field_validator("name")
@@ -316,7 +327,9 @@ class JobSpec(_Model):
                 f"quirks: HQML's quirks exist only in the hqml protocol (this spec is {self.protocol})"
             )
         if self.metrics is not None and self.metrics.kl_shuffled and self.protocol != "hqml":
-            raise ValueError("metrics.kl_shuffled: HQML's shuffled KL exists only in the hqml protocol")
+            raise ValueError(
+                "metrics.kl_shuffled: HQML's shuffled KL exists only in the hqml protocol"
+            )
         return self
 
     # ------------------------------------------------------------------ paths
@@ -368,7 +381,9 @@ def parse_spec(obj: dict, *, source: str = "<spec>", base_dir: Path | None = Non
         BadInputError: one line naming the bad field(s).
     """
     if not isinstance(obj, dict):
-        raise BadInputError(f"invalid job spec {source}: expected a mapping of fields, got {type(obj).__name__}")
+        raise BadInputError(
+            f"invalid job spec {source}: expected a mapping of fields, got {type(obj).__name__}"
+        )
     if base_dir is not None and isinstance(obj.get("forget"), list):
         obj = dict(obj)
         obj["forget"] = [_anchor_indices(f, base_dir) for f in obj["forget"]]
@@ -438,15 +453,17 @@ def load_spec(spec: str | os.PathLike | dict | JobSpec) -> JobSpec:
         return parse_spec(spec)
     path = Path(spec)
     if not (path.exists() or path.is_symlink()):
-        raise BadInputError(f"job spec {shorten(str(path), 200)} does not exist; pass a YAML "
-                            "file such as jobs/hqml_iris.yaml")
+        raise BadInputError(
+            f"job spec {shorten(str(path), 200)} does not exist; pass a YAML "
+            "file such as jobs/hqml_iris.yaml"
+        )
     fix = "pass a YAML file such as jobs/hqml_iris.yaml"
     raw = read_regular(path, max_bytes=safeyaml.MAX_BYTES, what="job spec", fix=fix)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadInputError(f"job spec {shorten(str(path), 200)} is not UTF-8 text "
-                            f"({exc.reason}); {fix}") from None
+        raise BadInputError(
+            f"job spec {shorten(str(path), 200)} is not UTF-8 text ({exc.reason}); {fix}"
+        ) from None
     obj = safeyaml.load_untrusted(text, what=f"job spec {shorten(str(path), 200)}")
     return parse_spec(obj, source=str(path), base_dir=path.parent)
-

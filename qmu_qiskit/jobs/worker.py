@@ -81,11 +81,20 @@ def run_cell(payload: dict, threads: int | None = None) -> dict:
     try:
         _run(payload)
     except QmuError as exc:
-        return {"status": "failed", "error": str(exc), "seconds": time.perf_counter() - t0, "pid": os.getpid()}
-    except Exception as exc:  # noqa: BLE001 - reported as the cell's failure, one line
+        return {
+            "status": "failed",
+            "error": str(exc),
+            "seconds": time.perf_counter() - t0,
+            "pid": os.getpid(),
+        }
+    except Exception as exc:
         text = " ".join(str(exc).split())[:300]
-        return {"status": "failed", "error": f"unexpected {type(exc).__name__}: {text}",
-                "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+        return {
+            "status": "failed",
+            "error": f"unexpected {type(exc).__name__}: {text}",
+            "seconds": time.perf_counter() - t0,
+            "pid": os.getpid(),
+        }
     return {"status": "done", "seconds": time.perf_counter() - t0, "pid": os.getpid()}
 
 
@@ -101,7 +110,9 @@ def _run(payload: dict) -> None:
     from ..evaluation.metrics import MetricContext
 
     method = payload["method"]
-    labels = {method: payload["label"]} if method != "retrain" and payload["label"] != method else None
+    labels = (
+        {method: payload["label"]} if method != "retrain" and payload["label"] != method else None
+    )
     pipeline.unlearn(
         payload["teacher"],
         payload["forget"],

@@ -23,8 +23,9 @@ import io
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -52,7 +53,7 @@ HEADS = ("linear", "mlp:H")
 #: Largest QPY file read (bytes); run directories are untrusted input.
 MAX_QPY_BYTES = 32 << 20
 
-_CACHE: dict[tuple[str, str], "QuantumCircuit"] = {}
+_CACHE: dict[tuple[str, str], QuantumCircuit] = {}
 
 
 # --------------------------------------------------------------------------- fingerprint
@@ -64,7 +65,7 @@ def _standard_gates() -> set[str]:
     return set(get_standard_gate_name_mapping())
 
 
-def _describe(circuit: "QuantumCircuit", standard: set[str]) -> dict:
+def _describe(circuit: QuantumCircuit, standard: set[str]) -> dict:
     ops = []
     for inst in circuit.data:
         op = inst.operation
@@ -87,7 +88,7 @@ def _describe(circuit: "QuantumCircuit", standard: set[str]) -> dict:
     }
 
 
-def circuit_fingerprint(circuit: "QuantumCircuit") -> str:
+def circuit_fingerprint(circuit: QuantumCircuit) -> str:
     """SHA-256 (hex) of a circuit's structure: gates, qubits, parameter expressions (by name).
 
     Two builds of the same circuit agree even though their ``Parameter`` objects differ
@@ -101,32 +102,38 @@ def circuit_fingerprint(circuit: "QuantumCircuit") -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def _load_qpy(path: Path) -> "QuantumCircuit":
+def _load_qpy(path: Path) -> QuantumCircuit:
     from qiskit import QuantumCircuit, qpy
 
     try:
         size = path.stat().st_size
     except OSError:
-        raise BadInputError(f"circuit file {path} does not exist; pass a .qpy file or "
-                            "module:function to --circuit") from None
+        raise BadInputError(
+            f"circuit file {path} does not exist; pass a .qpy file or module:function to --circuit"
+        ) from None
     if not path.is_file():
         raise BadInputError(f"circuit file {path} is not a regular file")
     if size > MAX_QPY_BYTES:
-        raise BadInputError(f"circuit file {path} is {size} bytes (more than {MAX_QPY_BYTES}); "
-                            "that is not a circuit this package can train")
+        raise BadInputError(
+            f"circuit file {path} is {size} bytes (more than {MAX_QPY_BYTES}); "
+            "that is not a circuit this package can train"
+        )
     try:
         with open(path, "rb") as fh:
             circuits = qpy.load(fh)
-    except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file
-        raise BadInputError(f"circuit file {path} is not a readable QPY file "
-                            f"({type(exc).__name__}); write it with qiskit.qpy.dump") from None
+    except Exception as exc:
+        raise BadInputError(
+            f"circuit file {path} is not a readable QPY file "
+            f"({type(exc).__name__}); write it with qiskit.qpy.dump"
+        ) from None
     if len(circuits) != 1 or not isinstance(circuits[0], QuantumCircuit):
-        raise BadInputError(f"circuit file {path} holds {len(circuits)} programs; save exactly "
-                            "one QuantumCircuit")
+        raise BadInputError(
+            f"circuit file {path} holds {len(circuits)} programs; save exactly one QuantumCircuit"
+        )
     return circuits[0]
 
 
-def _call_factory(text: str) -> "QuantumCircuit":
+def _call_factory(text: str) -> QuantumCircuit:
     from qiskit import QuantumCircuit
 
     module_name, _, attr = text.partition(":")
@@ -136,27 +143,30 @@ def _call_factory(text: str) -> "QuantumCircuit":
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name.split(".")[0] or os.getcwd() in sys.path:
-            raise BadInputError(f"cannot import {module_name!r} for --circuit ({exc}); make the "
-                                "module importable (PYTHONPATH) or save the circuit as .qpy") \
-                from None
+            raise BadInputError(
+                f"cannot import {module_name!r} for --circuit ({exc}); make the "
+                "module importable (PYTHONPATH) or save the circuit as .qpy"
+            ) from None
         # Like `python -m`, find modules in the working directory; appended, so nothing
         # installed is shadowed, and kept, so spawned grid workers see the same path.
         sys.path.append(os.getcwd())
         return _call_factory(text)
-    except Exception as exc:  # noqa: BLE001 - the user's module failed on import
-        raise BadInputError(f"importing {module_name!r} for --circuit failed: "
-                            f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise BadInputError(
+            f"importing {module_name!r} for --circuit failed: {type(exc).__name__}: {exc}"
+        ) from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise BadInputError(f"module {module_name!r} has no {attr!r} for --circuit")
     circuit = fn() if callable(fn) else fn
     if not isinstance(circuit, QuantumCircuit):
-        raise BadInputError(f"--circuit {text}: {attr} returned {type(circuit).__name__}, not a "
-                            "QuantumCircuit")
+        raise BadInputError(
+            f"--circuit {text}: {attr} returned {type(circuit).__name__}, not a QuantumCircuit"
+        )
     return circuit
 
 
-def load_circuit(source: str, *, sha256: Optional[str] = None) -> "QuantumCircuit":
+def load_circuit(source: str, *, sha256: str | None = None) -> QuantumCircuit:
     """The circuit named by ``--circuit`` (a ``.qpy`` path or ``module:function``).
 
     Args:
@@ -183,15 +193,17 @@ def load_circuit(source: str, *, sha256: Optional[str] = None) -> "QuantumCircui
         circuit = _call_factory(str(source))
     got = circuit_fingerprint(circuit)
     if sha256 is not None and got != sha256:
-        raise RunError(f"circuit {source} differs from the run's (fingerprint {got[:12]}... != "
-                       f"recorded {sha256[:12]}...); restore the original circuit or train a "
-                       "new run")
+        raise RunError(
+            f"circuit {source} differs from the run's (fingerprint {got[:12]}... != "
+            f"recorded {sha256[:12]}...); restore the original circuit or train a "
+            "new run"
+        )
     if not is_file:
         _CACHE[(str(source), got)] = circuit
     return circuit
 
 
-def save_circuit(circuit: "QuantumCircuit", path: Union[str, os.PathLike]) -> None:
+def save_circuit(circuit: QuantumCircuit, path: str | os.PathLike) -> None:
     """Write the circuit's QPY copy atomically."""
     from qiskit import qpy
 
@@ -205,8 +217,9 @@ def save_circuit(circuit: "QuantumCircuit", path: Union[str, os.PathLike]) -> No
 # --------------------------------------------------------------------------- parameters
 
 
-def split_parameters(circuit: "QuantumCircuit", input_params: Union[str, Sequence, None] = None
-                     ) -> tuple[list, list]:
+def split_parameters(
+    circuit: QuantumCircuit, input_params: str | Sequence | None = None
+) -> tuple[list, list]:
     """Input parameters and weights of a circuit.
 
     Args:
@@ -240,15 +253,17 @@ def split_parameters(circuit: "QuantumCircuit", input_params: Union[str, Sequenc
     chosen = set(inputs)
     weights = [p for p in params if p not in chosen]
     if not weights:
-        raise BadInputError("the circuit has no trainable parameters besides its inputs; add a "
-                            "parameterised ansatz (e.g. qiskit's real_amplitudes)")
+        raise BadInputError(
+            "the circuit has no trainable parameters besides its inputs; add a "
+            "parameterised ansatz (e.g. qiskit's real_amplitudes)"
+        )
     return inputs, weights
 
 
 # --------------------------------------------------------------------------- heads
 
 
-def _head_width(head: str) -> Optional[int]:
+def _head_width(head: str) -> int | None:
     text = str(head).strip().lower()
     if text == "linear":
         return None
@@ -273,69 +288,103 @@ def make_head(head: str, width: int, num_classes: int, generator) -> nn.Sequenti
     hidden = _head_width(head)
     if hidden is None:
         return _seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
-    return _seeded_classical(generator, lambda: nn.Sequential(
-        nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
-    ))
+    return _seeded_classical(
+        generator,
+        lambda: nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)),
+    )
 
 
 # --------------------------------------------------------------------------- models
 
 
-def _check_unitary(circuit: "QuantumCircuit") -> None:
+def _check_unitary(circuit: QuantumCircuit) -> None:
     if circuit.num_clbits or any(i.operation.name in ("measure", "reset") for i in circuit.data):
-        raise BadInputError("the circuit has measurements or classical bits; remove them (the "
-                            "readout adds what it needs): circuit.remove_final_measurements()")
+        raise BadInputError(
+            "the circuit has measurements or classical bits; remove them (the "
+            "readout adds what it needs): circuit.remove_final_measurements()"
+        )
 
 
-def build_from_circuit(circuit: "QuantumCircuit", *, num_classes: int, readout: str,
-                       head: str, input_params: Union[str, Sequence, None], executor,
-                       generator) -> HybridModel:
+def build_from_circuit(
+    circuit: QuantumCircuit,
+    *,
+    num_classes: int,
+    readout: str,
+    head: str,
+    input_params: str | Sequence | None,
+    executor,
+    generator,
+) -> HybridModel:
     """The :class:`HybridModel` of a circuit (what :func:`from_circuit` and ``--circuit`` use)."""
     if num_classes < 2:
         raise BadInputError(f"num_classes must be ≥ 2, got {num_classes}")
     _check_unitary(circuit)
     inputs, weights = split_parameters(circuit, input_params)
     quantum, width = quantum_layer(
-        circuit, inputs, weights, executor=executor, readout=readout, input_gradients=False,
+        circuit,
+        inputs,
+        weights,
+        executor=executor,
+        readout=readout,
+        input_gradients=False,
         generator=generator,
     )
     return HybridModel(quantum, make_head(head, width, num_classes, generator))
 
 
-def _spec_circuit(spec) -> "QuantumCircuit":
+def _spec_circuit(spec) -> QuantumCircuit:
     if not spec.circuit:
-        raise BadInputError("model 'circuit' needs a circuit: pass --circuit PATH.qpy or "
-                            "module:function")
+        raise BadInputError(
+            "model 'circuit' needs a circuit: pass --circuit PATH.qpy or module:function"
+        )
     if spec.circuit_dir:
         # Rebuilding a run's model: only its own QPY copy, never the recorded source (a run
         # directory is untrusted input, and its `module:function` would run code).
         copy = Path(spec.circuit_dir) / CIRCUIT_FILE
         if copy.is_symlink() or not copy.is_file():
-            raise RunError(f"run {spec.circuit_dir} has no regular file {CIRCUIT_FILE} (the copy "
-                           "of its circuit); train that run again")
+            raise RunError(
+                f"run {spec.circuit_dir} has no regular file {CIRCUIT_FILE} (the copy "
+                "of its circuit); train that run again"
+            )
         return load_circuit(str(copy), sha256=spec.circuit_sha256)
     return load_circuit(spec.circuit, sha256=spec.circuit_sha256)
 
 
 def _build_spec(spec, num_classes, executor, generator) -> HybridModel:
     return build_from_circuit(
-        _spec_circuit(spec), num_classes=num_classes, readout=spec.readout,
-        head=spec.head or "linear", input_params=spec.input_params or "x", executor=executor,
+        _spec_circuit(spec),
+        num_classes=num_classes,
+        readout=spec.readout,
+        head=spec.head or "linear",
+        input_params=spec.input_params or "x",
+        executor=executor,
         generator=generator,
     )
 
 
-register_model(ModelInfo(
-    name="circuit", input_kind="angles", default_qubits=None, default_layers=1,
-    source="your QuantumCircuit (--circuit PATH.qpy or module:function): inputs = "
-           "ParameterVector 'x', weights = every other parameter → --head linear | mlp:H",
-    build=_build_spec,
-))
+register_model(
+    ModelInfo(
+        name="circuit",
+        input_kind="angles",
+        default_qubits=None,
+        default_layers=1,
+        source="your QuantumCircuit (--circuit PATH.qpy or module:function): inputs = "
+        "ParameterVector 'x', weights = every other parameter → --head linear | mlp:H",
+        build=_build_spec,
+    )
+)
 
 
-def from_circuit(circuit: "QuantumCircuit", *, num_classes: int, readout: str = "estimator",
-                 head: str = "linear", input_params: Union[str, Sequence, None] = None,
-                 executor: Any = None, seed: int = 0) -> HybridModel:
+def from_circuit(
+    circuit: QuantumCircuit,
+    *,
+    num_classes: int,
+    readout: str = "estimator",
+    head: str = "linear",
+    input_params: str | Sequence | None = None,
+    executor: Any = None,
+    seed: int = 0,
+) -> HybridModel:
     """A trainable :class:`HybridModel` from any parameterised ``QuantumCircuit``.
 
     Args:
@@ -373,6 +422,11 @@ def from_circuit(circuit: "QuantumCircuit", *, num_classes: int, readout: str = 
         executor = make_executor(BackendConfig(), seed=seed)
     generator = torch.Generator().manual_seed(int(seed))
     return build_from_circuit(
-        circuit, num_classes=num_classes, readout=readout, head=check_head(head),
-        input_params=input_params, executor=executor, generator=generator,
+        circuit,
+        num_classes=num_classes,
+        readout=readout,
+        head=check_head(head),
+        input_params=input_params,
+        executor=executor,
+        generator=generator,
     )

@@ -10,8 +10,8 @@ certified-removal head works on).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -52,7 +52,9 @@ def _load_builtins() -> None:
 #: Every hybrid model by name: the built-ins, then installed plugins (entry-point group
 #: ``qmu_qiskit.models``), loaded on first use.
 MODELS: Registry[ModelInfo] = Registry(
-    "model", group=ENTRY_POINT_GROUPS["model"], builtins=_load_builtins,
+    "model",
+    group=ENTRY_POINT_GROUPS["model"],
+    builtins=_load_builtins,
     hint="see `qmu-qiskit models`",
 )
 
@@ -159,7 +161,7 @@ class HybridModel(nn.Module):
         try:
             with torch.no_grad():
                 for start in range(0, len(X), batch_size):
-                    logits = self(torch.from_numpy(X[start:start + batch_size]))
+                    logits = self(torch.from_numpy(X[start : start + batch_size]))
                     out.append(torch.softmax(logits.double(), dim=-1).numpy())
         finally:
             self.train(was_training)
@@ -258,20 +260,35 @@ def _hqml_tabular(spec, num_classes, executor, generator, *, deep: bool) -> Hybr
     n, layers = spec.qubits, spec.layers
     circuit, x, w = hqml_circuit(n, layers)
     quantum, width = quantum_layer(
-        circuit, x, w, executor=executor, readout=spec.readout, input_gradients=False,
+        circuit,
+        x,
+        w,
+        executor=executor,
+        readout=spec.readout,
+        input_gradients=False,
         generator=generator,
     )
     if deep:
-        head = _seeded_classical(generator, lambda: nn.Sequential(
-            nn.Linear(width, 32), nn.BatchNorm1d(32), nn.ELU(),
-            nn.Linear(32, 32), nn.BatchNorm1d(32), nn.ELU(),
-            nn.Linear(32, 16), nn.ELU(), nn.Dropout(0.2),
-            nn.Linear(16, num_classes),
-        ))
+        head = _seeded_classical(
+            generator,
+            lambda: nn.Sequential(
+                nn.Linear(width, 32),
+                nn.BatchNorm1d(32),
+                nn.ELU(),
+                nn.Linear(32, 32),
+                nn.BatchNorm1d(32),
+                nn.ELU(),
+                nn.Linear(32, 16),
+                nn.ELU(),
+                nn.Dropout(0.2),
+                nn.Linear(16, num_classes),
+            ),
+        )
     else:
-        head = _seeded_classical(generator, lambda: nn.Sequential(
-            nn.Linear(width, 16), nn.ReLU(), nn.Linear(16, num_classes)
-        ))
+        head = _seeded_classical(
+            generator,
+            lambda: nn.Sequential(nn.Linear(width, 16), nn.ReLU(), nn.Linear(16, num_classes)),
+        )
     return HybridModel(quantum, head)
 
 
@@ -281,43 +298,78 @@ def _hqml_conv(spec, num_classes, executor, generator) -> HybridModel:
     n, layers = spec.qubits, spec.layers
     side = spec.image_side
     flat = 32 * (side // 4) * (side // 4)
-    encoder = _seeded_classical(generator, lambda: nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(flat, n), PiTanh(),
-    ))
+    encoder = _seeded_classical(
+        generator,
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(flat, n),
+            PiTanh(),
+        ),
+    )
     circuit, x, w = hqml_circuit(n, layers)
     quantum, width = quantum_layer(
-        circuit, x, w, executor=executor, readout=spec.readout, input_gradients=True,
+        circuit,
+        x,
+        w,
+        executor=executor,
+        readout=spec.readout,
+        input_gradients=True,
         generator=generator,
     )
-    head = _seeded_classical(generator, lambda: nn.Sequential(
-        nn.Linear(width, 32), nn.ReLU(), nn.Linear(32, num_classes)
-    ))
+    head = _seeded_classical(
+        generator,
+        lambda: nn.Sequential(nn.Linear(width, 32), nn.ReLU(), nn.Linear(32, num_classes)),
+    )
     return HybridModel(quantum, head, encoder)
 
 
-register_model(ModelInfo(
-    name="hqml-shallow", input_kind="angles", default_qubits=None, default_layers=2,
-    source="HQML Iris shallow: hqml(n, L=2) → Linear(n→16) → ReLU → Linear(16→C)",
-    build=lambda spec, c, ex, g: _hqml_tabular(spec, c, ex, g, deep=False),
-))
-register_model(ModelInfo(
-    name="hqml-deep", input_kind="angles", default_qubits=None, default_layers=6,
-    source="HQML Iris deep: hqml(n, L=6) → 32 BN ELU → 32 BN ELU → 16 ELU Dropout(0.2) → C",
-    build=lambda spec, c, ex, g: _hqml_tabular(spec, c, ex, g, deep=True),
-))
-register_model(ModelInfo(
-    name="hqml-pca", input_kind="angles", default_qubits=8, default_layers=2,
-    source="HQML PCA model: PCA angles → hqml(n, L=2) → Linear(n→16) → ReLU → Linear(16→C)",
-    build=lambda spec, c, ex, g: _hqml_tabular(spec, c, ex, g, deep=False),
-))
-register_model(ModelInfo(
-    name="hqml-conv", input_kind="image", default_qubits=8, default_layers=2,
-    source="HQML conv model: 2×(Conv ReLU MaxPool) → Linear(→n) → π·tanh → hqml(n, L=2) → 32 → C",
-    build=_hqml_conv,
-    features=lambda qubits: None,
-))
+register_model(
+    ModelInfo(
+        name="hqml-shallow",
+        input_kind="angles",
+        default_qubits=None,
+        default_layers=2,
+        source="HQML Iris shallow: hqml(n, L=2) → Linear(n→16) → ReLU → Linear(16→C)",
+        build=lambda spec, c, ex, g: _hqml_tabular(spec, c, ex, g, deep=False),
+    )
+)
+register_model(
+    ModelInfo(
+        name="hqml-deep",
+        input_kind="angles",
+        default_qubits=None,
+        default_layers=6,
+        source="HQML Iris deep: hqml(n, L=6) → 32 BN ELU → 32 BN ELU → 16 ELU Dropout(0.2) → C",
+        build=lambda spec, c, ex, g: _hqml_tabular(spec, c, ex, g, deep=True),
+    )
+)
+register_model(
+    ModelInfo(
+        name="hqml-pca",
+        input_kind="angles",
+        default_qubits=8,
+        default_layers=2,
+        source="HQML PCA model: PCA angles → hqml(n, L=2) → Linear(n→16) → ReLU → Linear(16→C)",
+        build=lambda spec, c, ex, g: _hqml_tabular(spec, c, ex, g, deep=False),
+    )
+)
+register_model(
+    ModelInfo(
+        name="hqml-conv",
+        input_kind="image",
+        default_qubits=8,
+        default_layers=2,
+        source="HQML conv model: 2×(Conv ReLU MaxPool) → Linear(→n) → π·tanh → hqml(n, L=2) → 32 → C",
+        build=_hqml_conv,
+        features=lambda qubits: None,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -359,4 +411,3 @@ def count_parameters(model: nn.Module) -> dict:
 
 def numpy_weights(model: nn.Module) -> np.ndarray:
     return np.concatenate([p.detach().cpu().numpy().ravel() for p in model.parameters()])
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from ..exceptions import RunError
 from .hybrid import HybridModel
@@ -12,7 +12,7 @@ from .hybrid import HybridModel
 __all__ = ["load_model"]
 
 
-def load_model(run_dir: Union[str, os.PathLike], *, backend: Optional[Any] = None) -> HybridModel:
+def load_model(run_dir: str | os.PathLike, *, backend: Any | None = None) -> HybridModel:
     """The model of a run, with the run's input encoding attached.
 
     Works for a teacher run (``qmu-qiskit train --out DIR``) and for an unlearning run

@@ -21,7 +21,9 @@ from torch import nn
 
 
 def _key(parameter_values: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(parameter_values).tobytes(), digest_size=16).digest()
+    return hashlib.blake2b(
+        np.ascontiguousarray(parameter_values).tobytes(), digest_size=16
+    ).digest()
 
 
 class _FusedMixin:

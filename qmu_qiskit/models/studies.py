@@ -45,8 +45,14 @@ def _qmu_basic(spec, num_classes, executor, generator) -> HybridModel:
 
     circuit, x, w = qmu_circuit(spec.layers, spec.qubits)
     quantum, width = quantum_layer(
-        circuit, x, w, executor=executor, readout=spec.readout, input_gradients=False,
-        generator=generator, init="normal",
+        circuit,
+        x,
+        w,
+        executor=executor,
+        readout=spec.readout,
+        input_gradients=False,
+        generator=generator,
+        init="normal",
     )
     head = _seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
     return HybridModel(quantum, head)
@@ -58,14 +64,28 @@ def _qmu_hybrid(spec, num_classes, executor, generator) -> HybridModel:
     n = spec.qubits
     pooled = spec.image_side // 2
     flat = 5 * pooled * pooled  # 980 for 28×28 MNIST
-    encoder = _seeded_classical(generator, lambda: nn.Sequential(
-        nn.Conv2d(1, 5, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(flat, 2**n), nn.LeakyReLU(0.01), L2Normalize(),
-    ))
+    encoder = _seeded_classical(
+        generator,
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 5, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(flat, 2**n),
+            nn.LeakyReLU(0.01),
+            L2Normalize(),
+        ),
+    )
     circuit, x, w = qmu_circuit(spec.layers, n)
     quantum, width = quantum_layer(
-        circuit, x, w, executor=executor, readout=spec.readout, input_gradients=True,
-        generator=generator, init="uniform_pi",
+        circuit,
+        x,
+        w,
+        executor=executor,
+        readout=spec.readout,
+        input_gradients=True,
+        generator=generator,
+        init="uniform_pi",
     )
     head = _seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
     return HybridModel(quantum, head, encoder)
@@ -79,7 +99,12 @@ def _dgqmu(spec, num_classes, executor, generator) -> HybridModel:
     n = spec.qubits
     circuit, x, w = dgqmu_circuit(n, DGQMU_FEATURES, reps=spec.layers)
     quantum, width = quantum_layer(
-        circuit, x, w, executor=executor, readout="estimator", input_gradients=False,
+        circuit,
+        x,
+        w,
+        executor=executor,
+        readout="estimator",
+        input_gradients=False,
         generator=generator,
     )
     if num_classes <= width:
@@ -93,21 +118,36 @@ def _dgqmu(spec, num_classes, executor, generator) -> HybridModel:
 #: DG-QMU's input width (Iris; Covertype reduced by PCA).
 DGQMU_FEATURES = 4
 
-register_model(ModelInfo(
-    name="qmu-basic", input_kind="amplitude", default_qubits=8, default_layers=10,
-    source="QMU basic QNN: PCA(2^n) amplitudes → U3 layers + CNOT ring (L=10) → Linear(n→C)",
-    build=_qmu_basic,
-    features=lambda qubits: 2**qubits,
-))
-register_model(ModelInfo(
-    name="qmu-hybrid", input_kind="image", default_qubits=8, default_layers=1,
-    source="QMU HQNN: Conv(1→5,k5) ReLU MaxPool → Linear(→2^n) LeakyReLU → L2 → qmu(L=1) → Linear",
-    build=_qmu_hybrid,
-    features=lambda qubits: None,
-))
-register_model(ModelInfo(
-    name="dgqmu", input_kind="angles", default_qubits=6, default_layers=3,
-    source="DG-QMU: 4 angles → [RY + CX–RZ–CX encoding, (RY RZ, CNOT ring)×3]×2 → softmax ⟨Z⟩",
-    build=_dgqmu,
-    features=lambda qubits: DGQMU_FEATURES,
-))
+register_model(
+    ModelInfo(
+        name="qmu-basic",
+        input_kind="amplitude",
+        default_qubits=8,
+        default_layers=10,
+        source="QMU basic QNN: PCA(2^n) amplitudes → U3 layers + CNOT ring (L=10) → Linear(n→C)",
+        build=_qmu_basic,
+        features=lambda qubits: 2**qubits,
+    )
+)
+register_model(
+    ModelInfo(
+        name="qmu-hybrid",
+        input_kind="image",
+        default_qubits=8,
+        default_layers=1,
+        source="QMU HQNN: Conv(1→5,k5) ReLU MaxPool → Linear(→2^n) LeakyReLU → L2 → qmu(L=1) → Linear",
+        build=_qmu_hybrid,
+        features=lambda qubits: None,
+    )
+)
+register_model(
+    ModelInfo(
+        name="dgqmu",
+        input_kind="angles",
+        default_qubits=6,
+        default_layers=3,
+        source="DG-QMU: 4 angles → [RY + CX–RZ–CX encoding, (RY RZ, CNOT ring)×3]×2 → softmax ⟨Z⟩",
+        build=_dgqmu,
+        features=lambda qubits: DGQMU_FEATURES,
+    )
+)

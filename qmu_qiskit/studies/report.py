@@ -22,18 +22,55 @@ from .protocols import Protocol, get_protocol
 
 #: HQML's ``results_summary.csv`` columns, in HQML's order (docs/reference.md §5).
 HQML_COLUMNS = [
-    "scenario", "method", "acc_retain_unlearn", "acc_forget_unlearn", "acc_test_unlearn",
-    "acc_retain_orig", "acc_forget_orig", "acc_test_orig", "forget_drop", "retain_drop",
-    "test_drop", "UQI", "KL_retain", "JS_retain", "KL_test", "JS_test", "Agree_retain",
-    "Agree_test", "MIA_AUC",
+    "scenario",
+    "method",
+    "acc_retain_unlearn",
+    "acc_forget_unlearn",
+    "acc_test_unlearn",
+    "acc_retain_orig",
+    "acc_forget_orig",
+    "acc_test_orig",
+    "forget_drop",
+    "retain_drop",
+    "test_drop",
+    "UQI",
+    "KL_retain",
+    "JS_retain",
+    "KL_test",
+    "JS_test",
+    "Agree_retain",
+    "Agree_test",
+    "MIA_AUC",
 ]
 #: Ours, after HQML's: the grid point first, then the anchors and the cost.
 OUR_COLUMNS = [
-    "dataset", "model", "backend", "seed", "method_registry", "method_source", "scenario_source",
-    "acc_retain_oracle", "acc_forget_oracle", "acc_test_oracle", "MIA_AUC_teacher",
-    "MIA_AUC_oracle", "mia_members", "mia_nonmembers", "UA", "RA", "TA", "TA_classes",
-    "MIA_Efficacy", "MIA_Efficacy_teacher", "MIA_Efficacy_oracle", "forget_size", "seconds",
-    "oracle_seconds", "speedup", "jobs", "circuit_evaluations",
+    "dataset",
+    "model",
+    "backend",
+    "seed",
+    "method_registry",
+    "method_source",
+    "scenario_source",
+    "acc_retain_oracle",
+    "acc_forget_oracle",
+    "acc_test_oracle",
+    "MIA_AUC_teacher",
+    "MIA_AUC_oracle",
+    "mia_members",
+    "mia_nonmembers",
+    "UA",
+    "RA",
+    "TA",
+    "TA_classes",
+    "MIA_Efficacy",
+    "MIA_Efficacy_teacher",
+    "MIA_Efficacy_oracle",
+    "forget_size",
+    "seconds",
+    "oracle_seconds",
+    "speedup",
+    "jobs",
+    "circuit_evaluations",
 ]
 _TAIL = ["cell", "path"]
 _NOT_METRICS = {"kind", "forget", "finished", "config_fingerprint", "data_fingerprint"}
@@ -63,11 +100,21 @@ def summary_rows(grid: Grid, proto: Protocol) -> list[dict]:
     method_order = {"retrain": -1} | {m.name: i for i, m in enumerate(grid.spec.methods)}
     for r in rows:
         r["scenario"] = r["forget"]
-        r["method_source"] = proto.method_names.get(r["method"]) or proto.method_names.get(r["method_registry"], "")
+        r["method_source"] = proto.method_names.get(r["method"]) or proto.method_names.get(
+            r["method_registry"], ""
+        )
         r["scenario_source"] = proto.scenario_names.get(r["forget"], "")
         r["path"] = str(Path(r["path"]).relative_to(grid.dir))
-    rows.sort(key=lambda r: (r["dataset"], r["model"], r["backend"], forget_order.get(r["scenario"], 99),
-                             method_order.get(r["method"], 99), r["seed"]))
+    rows.sort(
+        key=lambda r: (
+            r["dataset"],
+            r["model"],
+            r["backend"],
+            forget_order.get(r["scenario"], 99),
+            method_order.get(r["method"], 99),
+            r["seed"],
+        )
+    )
     return rows
 
 
@@ -99,7 +146,9 @@ def add_extra_metrics(grid: Grid, rows: list[dict]) -> tuple[list[str], list[str
         T = load(Path(cell.payload["teacher"])).with_forget(U.ids[U.forget])
         O = load(cell.path.parent / "retrain")
         try:
-            extra = compute_metrics(U, T, O, names=names, ctx=MetricContext(**cell.payload["metric_ctx"]))
+            extra = compute_metrics(
+                U, T, O, names=names, ctx=MetricContext(**cell.payload["metric_ctx"])
+            )
         except QmuError as exc:
             errors.append(f"{cell.label}: {exc}")
             continue
@@ -113,18 +162,25 @@ def add_extra_metrics(grid: Grid, rows: list[dict]) -> tuple[list[str], list[str
 def columns_of(rows: list[dict]) -> list[str]:
     """HQML's columns, then ours, then any other metric a row has (sorted), then the cell."""
     fixed = HQML_COLUMNS + OUR_COLUMNS
-    extra = sorted({k for r in rows for k, v in r.items()
-                    if k not in fixed and k not in _TAIL and k not in _NOT_METRICS
-                    and (_num(v) or v is None)})
+    extra = sorted(
+        {
+            k
+            for r in rows
+            for k, v in r.items()
+            if k not in fixed
+            and k not in _TAIL
+            and k not in _NOT_METRICS
+            and (_num(v) or v is None)
+        }
+    )
     return fixed + extra + _TAIL
-
-
 
 
 def mean_std_rows(rows: list[dict], columns: list[str]) -> tuple[list[dict], list[str]]:
     """Rows grouped over seeds: ``<metric>_mean`` and ``<metric>_std`` (sample std, n − 1)."""
-    numeric = [c for c in columns if c not in _GROUP and c != "seed"
-               and any(_num(r.get(c)) for r in rows)]
+    numeric = [
+        c for c in columns if c not in _GROUP and c != "seed" and any(_num(r.get(c)) for r in rows)
+    ]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in _GROUP), []).append(r)
@@ -134,15 +190,22 @@ def mean_std_rows(rows: list[dict], columns: list[str]) -> tuple[list[dict], lis
         row["n_seeds"] = len(members)
         row["seeds"] = " ".join(str(m["seed"]) for m in members)
         for c in numeric:
-            vals = np.array([float(m[c]) for m in members if _num(m.get(c)) and math.isfinite(m[c])])
+            vals = np.array(
+                [float(m[c]) for m in members if _num(m.get(c)) and math.isfinite(m[c])]
+            )
             row[f"{c}_mean"] = float(vals.mean()) if len(vals) else None
-            row[f"{c}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else None)
+            row[f"{c}_std"] = (
+                float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else None)
+            )
         out.append(row)
-    cols = list(_GROUP) + ["n_seeds", "seeds"] + [f"{c}_{s}" for c in numeric for s in ("mean", "std")]
+    cols = (
+        list(_GROUP) + ["n_seeds", "seeds"] + [f"{c}_{s}" for c in numeric for s in ("mean", "std")]
+    )
     return out, cols
 
 
 # ------------------------------------------------------------------------------------ report
+
 
 def _fmt(v, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -158,7 +221,9 @@ def _cell_value(members: list[dict], key: str, digits: int = 3) -> str:
         return "–"
     if len(members) == 1:
         return _fmt(vals[0], digits)
-    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0.0:.{digits}f}"
+    return (
+        f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0.0:.{digits}f}"
+    )
 
 
 def _table(header: list[str], body: list[list[str]]) -> str:
@@ -178,20 +243,34 @@ def _roc_lines(roc) -> list[str]:
     head = ["model", "AUC"] + [f"TPR @ {f:.1%} FPR" for f in LOW_FPRS]
     body = []
     for r in roc.rows:
-        pm = (lambda k: f"{r[k]:.3f}" + (f" ± {r[k + '_std']:.3f}" if r["seeds"] > 1 else ""))
-        body.append([r["name"], f"{r['AUC']:.3f}" + (f" ± {r['AUC_std']:.3f}" if r["seeds"] > 1 else "")]
-                    + [pm(f"TPR@{f:g}") for f in LOW_FPRS])
-    out = [f"Membership attack on {roc.members} members / {roc.nonmembers} non-members:", "",
-           _table(head, body), ""]
+        pm = lambda k: f"{r[k]:.3f}" + (f" ± {r[k + '_std']:.3f}" if r["seeds"] > 1 else "")
+        body.append(
+            [r["name"], f"{r['AUC']:.3f}" + (f" ± {r['AUC_std']:.3f}" if r["seeds"] > 1 else "")]
+            + [pm(f"TPR@{f:g}") for f in LOW_FPRS]
+        )
+    out = [
+        f"Membership attack on {roc.members} members / {roc.nonmembers} non-members:",
+        "",
+        _table(head, body),
+        "",
+    ]
     if roc.warnings:
         out += ["**Warning** — the sets are too small for the FPRs shown:", ""]
         out += [f"- {w}" for w in roc.warnings] + [""]
     return out
 
 
-def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path], state: str,
-                 extra_keys: list[str] = (), extra_errors: list[str] = (), *,
-                 rocs: dict | None = None) -> str:
+def write_report(
+    grid: Grid,
+    proto: Protocol,
+    rows: list[dict],
+    plots: list[Path],
+    state: str,
+    extra_keys: list[str] = (),
+    extra_errors: list[str] = (),
+    *,
+    rocs: dict | None = None,
+) -> str:
     spec = grid.spec
     handle = JobHandle(grid.dir)
     status = handle.status()
@@ -210,14 +289,22 @@ def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path
         f"- generated {time.strftime('%Y-%m-%d %H:%M:%S')}",
     ]
     if grid.overrides:
-        out.append(f"- **restricted from the command line**: {grid.overrides} (the spec lists more)")
+        out.append(
+            f"- **restricted from the command line**: {grid.overrides} (the spec lists more)"
+        )
     out.append("")
 
     quirks = proto.quirk_lines(spec)
     if quirks:
-        out += ["## HQML quirks (explicit flags)", "",
-                _table(["flag", "state", "what it does"],
-                       [[f"`{f}`", "**on**" if on else "off", text] for f, on, text in quirks]), ""]
+        out += [
+            "## HQML quirks (explicit flags)",
+            "",
+            _table(
+                ["flag", "state", "what it does"],
+                [[f"`{f}`", "**on**" if on else "off", text] for f, on, text in quirks],
+            ),
+            "",
+        ]
     if proto.notes:
         out += ["## Protocol notes", ""] + [f"- {n}" for n in proto.notes] + [""]
 
@@ -228,56 +315,126 @@ def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path
         d, m, t = cfg["data"], cfg["model"], cfg["training"]
         r = t_rows.get(c.id, {})
         split = f"test {d['test_size']}, val {d['val_size']}" + (
-            f", {d['samples_per_class']}/class" if d.get("samples_per_class") else "")
-        body.append([
-            d["dataset"], f"{m['name']} (n={m['qubits']}, L={m['layers']})", cfg["backend"]["name"],
-            str(cfg["seed"]), split,
-            f"{t['epochs']}/{t['batch_size']}/{t['lr']:g}/{t['patience']}/{t['select']}",
-            f"without {cfg['exclude_forget']}" if cfg.get("exclude_forget") else "all of D_tr",
-            _fmt(r.get("acc_train")), _fmt(r.get("acc_val")), _fmt(r.get("acc_test")),
-            _fmt(r.get("best_epoch")), _fmt(r.get("seconds"), 1),
-        ])
-    out += [_table(["dataset", "model", "backend", "seed", "split", "epochs/batch/lr/patience/select",
-                    "trained on", "acc_train", "acc_val", "acc_test", "best epoch", "s"], body), ""]
+            f", {d['samples_per_class']}/class" if d.get("samples_per_class") else ""
+        )
+        body.append(
+            [
+                d["dataset"],
+                f"{m['name']} (n={m['qubits']}, L={m['layers']})",
+                cfg["backend"]["name"],
+                str(cfg["seed"]),
+                split,
+                f"{t['epochs']}/{t['batch_size']}/{t['lr']:g}/{t['patience']}/{t['select']}",
+                f"without {cfg['exclude_forget']}" if cfg.get("exclude_forget") else "all of D_tr",
+                _fmt(r.get("acc_train")),
+                _fmt(r.get("acc_val")),
+                _fmt(r.get("acc_test")),
+                _fmt(r.get("best_epoch")),
+                _fmt(r.get("seconds"), 1),
+            ]
+        )
+    out += [
+        _table(
+            [
+                "dataset",
+                "model",
+                "backend",
+                "seed",
+                "split",
+                "epochs/batch/lr/patience/select",
+                "trained on",
+                "acc_train",
+                "acc_val",
+                "acc_test",
+                "best epoch",
+                "s",
+            ],
+            body,
+        ),
+        "",
+    ]
 
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["model"], r["backend"], r["scenario"]), {}).setdefault(
-            r["method"], []).append(r)
+            r["method"], []
+        ).append(r)
     if rows:
         n = len(spec.seeds)
-        out += ["## Results", "",
-                "Accuracies of the unlearned model U; drops relative to the teacher; UQI = forget_drop "
-                "− ½(retain_drop + test_drop); KL/Agree against the retrain oracle; MIA_AUC of U "
-                "(teacher / oracle on the same sets in brackets); time of the method and its speed-up "
-                "over retraining." + (f" Mean ± std over {n} seeds." if n > 1 else ""), ""]
+        out += [
+            "## Results",
+            "",
+            "Accuracies of the unlearned model U; drops relative to the teacher; UQI = forget_drop "
+            "− ½(retain_drop + test_drop); KL/Agree against the retrain oracle; MIA_AUC of U "
+            "(teacher / oracle on the same sets in brackets); time of the method and its speed-up "
+            "over retraining." + (f" Mean ± std over {n} seeds." if n > 1 else ""),
+            "",
+        ]
     for (ds, model, backend, scenario), methods in groups.items():
         label = proto.scenario_names.get(scenario)
-        out += [f"### {ds} · {model} · {backend} · `{scenario}`" + (f" (HQML: {label})" if label else ""), ""]
+        out += [
+            f"### {ds} · {model} · {backend} · `{scenario}`"
+            + (f" (HQML: {label})" if label else ""),
+            "",
+        ]
         body = []
         for method, members in methods.items():
             src = members[0].get("method_source")
-            name = "retrain — oracle" if method == "retrain" else method + (f" ({src})" if src else "")
-            body.append([
-                name, _cell_value(members, "acc_retain_unlearn"), _cell_value(members, "acc_forget_unlearn"),
-                _cell_value(members, "acc_test_unlearn"), _cell_value(members, "UQI"),
-                _cell_value(members, "KL_test"), _cell_value(members, "Agree_test"),
-                f"{_cell_value(members, 'MIA_AUC')} ({_cell_value(members, 'MIA_AUC_teacher')} / "
-                f"{_cell_value(members, 'MIA_AUC_oracle')})",
-                _cell_value(members, "UA"), _cell_value(members, "TA"),
-                _cell_value(members, "MIA_Efficacy"),
-                _cell_value(members, "seconds", 1)
-                + ("" if method == "retrain" else f" (×{_cell_value(members, 'speedup', 1)})"),
-            ])
+            name = (
+                "retrain — oracle" if method == "retrain" else method + (f" ({src})" if src else "")
+            )
+            body.append(
+                [
+                    name,
+                    _cell_value(members, "acc_retain_unlearn"),
+                    _cell_value(members, "acc_forget_unlearn"),
+                    _cell_value(members, "acc_test_unlearn"),
+                    _cell_value(members, "UQI"),
+                    _cell_value(members, "KL_test"),
+                    _cell_value(members, "Agree_test"),
+                    f"{_cell_value(members, 'MIA_AUC')} ({_cell_value(members, 'MIA_AUC_teacher')} / "
+                    f"{_cell_value(members, 'MIA_AUC_oracle')})",
+                    _cell_value(members, "UA"),
+                    _cell_value(members, "TA"),
+                    _cell_value(members, "MIA_Efficacy"),
+                    _cell_value(members, "seconds", 1)
+                    + ("" if method == "retrain" else f" (×{_cell_value(members, 'speedup', 1)})"),
+                ]
+            )
         first = next(iter(methods.values()))[0]
-        out += [f"Teacher: acc_retain {_fmt(first.get('acc_retain_orig'))}, acc_forget "
-                f"{_fmt(first.get('acc_forget_orig'))}, acc_test {_fmt(first.get('acc_test_orig'))}"
-                + (" (first seed)" if len(spec.seeds) > 1 else "") + ".", ""]
-        out += [_table(["method", "acc_retain", "acc_forget", "acc_test", "UQI", "KL_test", "Agree_test",
-                        "MIA_AUC (T / O)", "UA", "TA", "MIA-Efficacy", "s (× oracle)"], body), ""]
+        out += [
+            f"Teacher: acc_retain {_fmt(first.get('acc_retain_orig'))}, acc_forget "
+            f"{_fmt(first.get('acc_forget_orig'))}, acc_test {_fmt(first.get('acc_test_orig'))}"
+            + (" (first seed)" if len(spec.seeds) > 1 else "")
+            + ".",
+            "",
+        ]
+        out += [
+            _table(
+                [
+                    "method",
+                    "acc_retain",
+                    "acc_forget",
+                    "acc_test",
+                    "UQI",
+                    "KL_test",
+                    "Agree_test",
+                    "MIA_AUC (T / O)",
+                    "UA",
+                    "TA",
+                    "MIA-Efficacy",
+                    "s (× oracle)",
+                ],
+                body,
+            ),
+            "",
+        ]
         main_keys = [k for k in extra_keys if not k.endswith(("_teacher", "_oracle"))]
         if main_keys:
-            out += [f"Further metrics ({', '.join(grid.spec.metrics.extra)}; teacher / oracle in brackets):", ""]
+            out += [
+                f"Further metrics ({', '.join(grid.spec.metrics.extra)}; teacher / oracle in brackets):",
+                "",
+            ]
             body = []
             for method, members in methods.items():
                 cells = []
@@ -291,37 +448,55 @@ def write_report(grid: Grid, proto: Protocol, rows: list[dict], plots: list[Path
             out += [_table(["method"] + main_keys, body), ""]
         for p in plots:
             if p.stem.endswith(_slug(ds, model, backend, scenario)):
-                kind = {"forget_vs_retain": "forget vs retain accuracy", "mia_roc": "MIA ROC (log-log)",
-                        "curves": "training curves"}.get(p.stem.split("_" + _slug(ds))[0], p.stem)
+                kind = {
+                    "forget_vs_retain": "forget vs retain accuracy",
+                    "mia_roc": "MIA ROC (log-log)",
+                    "curves": "training curves",
+                }.get(p.stem.split("_" + _slug(ds))[0], p.stem)
                 out += [f"![{kind}](plots/{p.name})", ""]
                 roc = (rocs or {}).get(p)
                 if roc is not None:
                     out += _roc_lines(roc)
 
     if extra_errors:
-        out += ["## Metrics that could not be computed", ""] + [f"- {e}" for e in extra_errors] + [""]
+        out += (
+            ["## Metrics that could not be computed", ""] + [f"- {e}" for e in extra_errors] + [""]
+        )
     bad = [c for c in status.cells if c["status"] != "done"]
     if bad:
-        out += ["## Cells not finished", "",
-                _table(["cell", "status", "error"],
-                       [[c["label"], c["status"], (c["error"] or "").replace("|", "\\|")] for c in bad]),
-                "", "Submit the same spec again to resume them.", ""]
-    out += ["## Files", "",
-            "- `results_summary.csv`: one row per (scenario, method, seed); HQML's columns first "
-            "(scenario, method, acc_retain_unlearn, …, MIA_AUC), then ours.",
-            "- `results_summary_mean_std.csv`: the same over seeds (mean, sample std)." if len(spec.seeds) > 1 else
-            "- one seed: no mean ± std table.",
-            "- `plots/`: forget vs retain accuracy per method (numbered markers, mean ± std over "
-            "seeds); log-log MIA ROC curves (U, teacher, oracle; mean ± std over seeds; TPR at "
-            "1% / 0.1% FPR marked) from the saved per-sample outputs; per-epoch curves of the "
-            "teachers and the oracles.",
-            "- SalUn's names: UA = 1 − acc_forget, RA = acc_retain, TA = test accuracy (remaining "
-            "classes when whole classes are forgotten), MIA-Efficacy (column MIA_Efficacy); "
-            "docs/metrics.md defines every column.", ""]
+        out += [
+            "## Cells not finished",
+            "",
+            _table(
+                ["cell", "status", "error"],
+                [[c["label"], c["status"], (c["error"] or "").replace("|", "\\|")] for c in bad],
+            ),
+            "",
+            "Submit the same spec again to resume them.",
+            "",
+        ]
+    out += [
+        "## Files",
+        "",
+        "- `results_summary.csv`: one row per (scenario, method, seed); HQML's columns first "
+        "(scenario, method, acc_retain_unlearn, …, MIA_AUC), then ours.",
+        "- `results_summary_mean_std.csv`: the same over seeds (mean, sample std)."
+        if len(spec.seeds) > 1
+        else "- one seed: no mean ± std table.",
+        "- `plots/`: forget vs retain accuracy per method (numbered markers, mean ± std over "
+        "seeds); log-log MIA ROC curves (U, teacher, oracle; mean ± std over seeds; TPR at "
+        "1% / 0.1% FPR marked) from the saved per-sample outputs; per-epoch curves of the "
+        "teachers and the oracles.",
+        "- SalUn's names: UA = 1 − acc_forget, RA = acc_retain, TA = test accuracy (remaining "
+        "classes when whole classes are forgotten), MIA-Efficacy (column MIA_Efficacy); "
+        "docs/metrics.md defines every column.",
+        "",
+    ]
     return "\n".join(out)
 
 
 # ------------------------------------------------------------------------------------ plots
+
 
 def _mean_std(vals: list[float]) -> tuple[float, float]:
     return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
@@ -344,15 +519,25 @@ def plot_forget_vs_retain(rows: list[dict], title: str, path: Path) -> Path:
             continue
         (x, xe), (y, ye) = _mean_std(xs), _mean_std(ys)
         oracle = method == "retrain"
-        points.append(Point(name="retrain (oracle)" if oracle else method, x=x, y=y, xerr=xe,
-                            yerr=ye, kind="oracle" if oracle else "method"))
+        points.append(
+            Point(
+                name="retrain (oracle)" if oracle else method,
+                x=x,
+                y=y,
+                xerr=xe,
+                yerr=ye,
+                kind="oracle" if oracle else "method",
+            )
+        )
     t = {r["seed"]: (r.get("acc_retain_orig"), r.get("acc_forget_orig")) for r in rows}
     t = [(a, b) for a, b in t.values() if _num(a) and _num(b)]
     if t:
         (x, xe), (y, ye) = _mean_std([a for a, _ in t]), _mean_std([b for _, b in t])
         points.append(Point(name="teacher", x=x, y=y, xerr=xe, yerr=ye, kind="teacher"))
     seeds = len({r["seed"] for r in rows})
-    return draw(points, path, title=title + (f" — mean ± std over {seeds} seeds" if seeds > 1 else ""))
+    return draw(
+        points, path, title=title + (f" — mean ± std over {seeds} seeds" if seeds > 1 else "")
+    )
 
 
 def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path):
@@ -384,14 +569,23 @@ def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path):
         if len(members) == 0 or len(nonmembers) == 0:
             continue
         oracle = r["method"] == "retrain"
-        add("oracle (retrain)" if oracle else r["method"], U, members, nonmembers,
-            {"color": "black", "linestyle": ":"} if oracle else None)
+        add(
+            "oracle (retrain)" if oracle else r["method"],
+            U,
+            members,
+            nonmembers,
+            {"color": "black", "linestyle": ":"} if oracle else None,
+        )
         if r["seed"] not in teacher_seeds:
-            T = Outputs.load(Path(cell.payload["teacher"]) / "outputs.npz").with_forget(U.ids[U.forget])
+            T = Outputs.load(Path(cell.payload["teacher"]) / "outputs.npz").with_forget(
+                U.ids[U.forget]
+            )
             add("teacher", T, members, nonmembers, {"color": "black", "linestyle": "--"})
             teacher_seeds.add(r["seed"])
     order = [k for k in series if k not in ("teacher", "oracle (retrain)")]
-    ordered = [series[k] for k in order] + [series[k] for k in ("oracle (retrain)", "teacher") if k in series]
+    ordered = [series[k] for k in order] + [
+        series[k] for k in ("oracle (retrain)", "teacher") if k in series
+    ]
     return plot_roc(ordered, path, title=title)
 
 
@@ -410,11 +604,14 @@ def plot_curves(grid: Grid, rows: list[dict], title: str, path: Path) -> Path | 
             seen.add(teacher)
             histories["teacher"].append(read_json(teacher / "metrics.json").get("history") or [])
         if r["method"] == "retrain":
-            histories["retrain (oracle)"].append(read_json(cell.path / "metrics.json").get("history") or [])
+            histories["retrain (oracle)"].append(
+                read_json(cell.path / "metrics.json").get("history") or []
+            )
     return draw(histories, path, title=title)
 
 
 # ------------------------------------------------------------------------------------ all
+
 
 def write_outputs(grid_dir: str | Path, *, plots: bool = True) -> StudyOutputs:
     """Write the study's CSVs, report and plots into the grid directory.
@@ -445,7 +642,11 @@ def write_outputs(grid_dir: str | Path, *, plots: bool = True) -> StudyOutputs:
             groups.setdefault((r["dataset"], r["model"], r["backend"], r["scenario"]), []).append(r)
         for key, members in groups.items():
             title = " · ".join(key)
-            drawn.append(plot_forget_vs_retain(members, title, plot_dir / f"forget_vs_retain_{_slug(*key)}.png"))
+            drawn.append(
+                plot_forget_vs_retain(
+                    members, title, plot_dir / f"forget_vs_retain_{_slug(*key)}.png"
+                )
+            )
             roc = plot_mia_roc(grid, members, title, plot_dir / f"mia_roc_{_slug(*key)}.png")
             if roc is not None:
                 drawn.append(roc.path)
@@ -455,6 +656,9 @@ def write_outputs(grid_dir: str | Path, *, plots: bool = True) -> StudyOutputs:
                 drawn.append(curves)
     state = JobHandle(grid.dir).status().state
     report = grid.dir / "report.md"
-    atomic_write_text(report, write_report(grid, proto, rows, drawn, state, extra_keys, extra_errors,
-                                           rocs=rocs))
-    return StudyOutputs(summary=summary, report=report, mean_std=mean_std, plots=drawn, rows=rows, state=state)
+    atomic_write_text(
+        report, write_report(grid, proto, rows, drawn, state, extra_keys, extra_errors, rocs=rocs)
+    )
+    return StudyOutputs(
+        summary=summary, report=report, mean_std=mean_std, plots=drawn, rows=rows, state=state
+    )

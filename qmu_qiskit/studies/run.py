@@ -35,8 +35,16 @@ def run_study(
     Returns:
         The paths written and the summary rows; ``.state`` is the grid's final state.
     """
-    handle = submit(spec, out=out, out_dir=out_dir, data_dir=data_dir, methods=methods, seeds=seeds,
-                    workers=workers, on_event=on_event)
+    handle = submit(
+        spec,
+        out=out,
+        out_dir=out_dir,
+        data_dir=data_dir,
+        methods=methods,
+        seeds=seeds,
+        workers=workers,
+        on_event=on_event,
+    )
     try:
         handle.wait()
     except KeyboardInterrupt:
@@ -74,19 +82,35 @@ def run_audits(handle, *, workers: int | None = None, on_event: EventFn | None =
         if want.methods is not None and label not in want.methods:
             continue
         p = cell.payload
-        res = audit(p["teacher"], p["forget"], p["method"], shadows=want.shadows, seed=want.seed,
-                    options=p["options"].get(p["method"], {}), workers=workers,
-                    out=Path(p["teacher"]) / "audit" / cell.path.parent.name / label,
-                    fixed_variance=want.fixed_variance, on_event=on_event)
+        res = audit(
+            p["teacher"],
+            p["forget"],
+            p["method"],
+            shadows=want.shadows,
+            seed=want.seed,
+            options=p["options"].get(p["method"], {}),
+            workers=workers,
+            out=Path(p["teacher"]) / "audit" / cell.path.parent.name / label,
+            fixed_variance=want.fixed_variance,
+            on_event=on_event,
+        )
         s = res.summary
-        rows.append({"dataset": cell.coords["dataset"], "seed": cell.coords["seed"],
-                     "forget": p["forget"], "method": label, "shadows": want.shadows,
-                     "ulira_success": s["success"], "ulira_auc": s["auc"],
-                     "tpr_at_1pct_fpr": s["tpr_at_fpr"]["0.01"],
-                     "tpr_at_0.1pct_fpr": s["tpr_at_fpr"]["0.001"],
-                     "epsilon_median": s["epsilon"]["median"],
-                     "forgetting_quality": s["forgetting_quality"],
-                     "audit": str(res.out)})
+        rows.append(
+            {
+                "dataset": cell.coords["dataset"],
+                "seed": cell.coords["seed"],
+                "forget": p["forget"],
+                "method": label,
+                "shadows": want.shadows,
+                "ulira_success": s["success"],
+                "ulira_auc": s["auc"],
+                "tpr_at_1pct_fpr": s["tpr_at_fpr"]["0.01"],
+                "tpr_at_0.1pct_fpr": s["tpr_at_fpr"]["0.001"],
+                "epsilon_median": s["epsilon"]["median"],
+                "forgetting_quality": s["forgetting_quality"],
+                "audit": str(res.out),
+            }
+        )
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

@@ -14,9 +14,10 @@ import inspect
 import logging
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +85,9 @@ def _load_builtins() -> None:
 #: Every unlearning method by name: the built-ins, then installed plugins
 #: (entry-point group ``qmu_qiskit.methods``), loaded on first use.
 METHODS: Registry[MethodInfo] = Registry(
-    "unlearning method", group=ENTRY_POINT_GROUPS["method"], builtins=_load_builtins,
+    "unlearning method",
+    group=ENTRY_POINT_GROUPS["method"],
+    builtins=_load_builtins,
     hint="see `qmu-qiskit methods`",
 )
 
@@ -105,10 +108,18 @@ def register_method(
     """
 
     def deco(fn):
-        METHODS.register(name, MethodInfo(
-            name=name, fn=fn, options=dict(options), summary=summary, source=source, family=family,
-            requires_class_forget=requires_class_forget,
-        ))
+        METHODS.register(
+            name,
+            MethodInfo(
+                name=name,
+                fn=fn,
+                options=dict(options),
+                summary=summary,
+                source=source,
+                family=family,
+                requires_class_forget=requires_class_forget,
+            ),
+        )
         return fn
 
     return deco
@@ -139,11 +150,17 @@ class RecipeInfo:
     momentum: float = 0.0
 
     @classmethod
-    def from_config(cls, cfg) -> "RecipeInfo":
+    def from_config(cls, cfg) -> RecipeInfo:
         """The teacher's recipe from its :class:`~qmu_qiskit.config.RunConfig`."""
         t = cfg.training
-        return cls(dataset=cfg.data.dataset, lr=t.lr, batch_size=t.batch_size, epochs=t.epochs,
-                   optimizer=t.optimizer, momentum=t.momentum)
+        return cls(
+            dataset=cfg.data.dataset,
+            lr=t.lr,
+            batch_size=t.batch_size,
+            epochs=t.epochs,
+            optimizer=t.optimizer,
+            momentum=t.momentum,
+        )
 
     @property
     def large(self) -> bool:
@@ -202,9 +219,13 @@ def _cast(name: str, opt: Option, value, method: str):
             f"got {value!r}"
         )
     if opt.minimum is not None and value < opt.minimum:
-        raise BadInputError(f"option {name} of method {method} must be ≥ {opt.minimum}, got {value!r}")
+        raise BadInputError(
+            f"option {name} of method {method} must be ≥ {opt.minimum}, got {value!r}"
+        )
     if opt.maximum is not None and value > opt.maximum:
-        raise BadInputError(f"option {name} of method {method} must be ≤ {opt.maximum}, got {value!r}")
+        raise BadInputError(
+            f"option {name} of method {method} must be ≤ {opt.maximum}, got {value!r}"
+        )
     return value
 
 
@@ -230,8 +251,14 @@ def resolve_options(method: str, given: dict | None, recipe: RecipeInfo) -> dict
             default = opt.default(recipe) if callable(opt.default) else opt.default
             out[name] = default
     for name in ("epochs", "batch_size"):
-        if name in out and isinstance(out[name], int) and out[name] < (0 if name == "epochs" else 1):
-            raise BadInputError(f"option {name} of method {method} must be positive, got {out[name]}")
+        if (
+            name in out
+            and isinstance(out[name], int)
+            and out[name] < (0 if name == "epochs" else 1)
+        ):
+            raise BadInputError(
+                f"option {name} of method {method} must be positive, got {out[name]}"
+            )
     if "lr" in out and not out["lr"] > 0:
         raise BadInputError(f"option lr of method {method} must be positive, got {out['lr']}")
     return out
@@ -325,8 +352,16 @@ class UnlearnContext:
         ck = self._own_checkpoint()
         return dict(ck.get("state", {})) if ck is not None else {}
 
-    def epochs(self, model, optimizer, num_epochs: int, *, state: dict | None = None,
-               desc: str = "", select: bool = True):
+    def epochs(
+        self,
+        model,
+        optimizer,
+        num_epochs: int,
+        *,
+        state: dict | None = None,
+        desc: str = "",
+        select: bool = True,
+    ):
         """Iterate epochs with a resumable checkpoint after each one, and the per-method
         early-stopping wrapper of the protocol (docs/reference.md §3).
 
@@ -353,8 +388,14 @@ class UnlearnContext:
         state = state if state is not None else {}
         rule = self._rule() if select else "last"
         patience = int(self.options.get("patience", 0) or 0) if rule != "last" else 0
-        sel = {"best_score": None, "best_epoch": 0, "stale": 0, "best_state": None, "scores": [],
-               "stopped": False}
+        sel = {
+            "best_score": None,
+            "best_epoch": 0,
+            "stale": 0,
+            "best_state": None,
+            "scores": [],
+            "stopped": False,
+        }
         start = 0
         gen_states = {}
         with torch.random.fork_rng(devices=[]):
@@ -375,8 +416,14 @@ class UnlearnContext:
             if self.progress and num_epochs > start and not sel["stopped"]:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=num_epochs, initial=start, desc=desc or "unlearn", unit="epoch",
-                           leave=False, disable=None)  # no bar (no \r frames) off a terminal
+                bar = tqdm(
+                    total=num_epochs,
+                    initial=start,
+                    desc=desc or "unlearn",
+                    unit="epoch",
+                    leave=False,
+                    disable=None,
+                )  # no bar (no \r frames) off a terminal
             epoch = start
             while epoch < num_epochs and not sel["stopped"]:
                 epoch += 1
@@ -385,9 +432,14 @@ class UnlearnContext:
                     score = self._selection_score(model, rule)
                     sel["scores"].append(score)
                     if sel["best_score"] is None or score > sel["best_score"]:
-                        sel.update(best_score=score, best_epoch=epoch, stale=0,
-                                   best_state={k: v.detach().clone()
-                                               for k, v in model.state_dict().items()})
+                        sel.update(
+                            best_score=score,
+                            best_epoch=epoch,
+                            stale=0,
+                            best_state={
+                                k: v.detach().clone() for k, v in model.state_dict().items()
+                            },
+                        )
                     else:
                         sel["stale"] += 1
                     sel["stopped"] = bool(patience) and sel["stale"] >= patience

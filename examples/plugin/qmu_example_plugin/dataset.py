@@ -17,12 +17,14 @@ def _load(*, data_dir: Path, download: bool) -> RawDataset:
     return RawDataset(X=np.asarray(X, dtype=np.float64), y=np.asarray(y, dtype=np.int64))
 
 
-register_dataset(DatasetInfo(
-    name="example_moons",
-    title="example moons",
-    class_names=("upper", "lower"),
-    image_shape=None,
-    source="sklearn.datasets.make_moons(200, noise=0.15, random_state=0) (example plugin)",
-    offline=True,
-    loader=_load,
-))
+register_dataset(
+    DatasetInfo(
+        name="example_moons",
+        title="example moons",
+        class_names=("upper", "lower"),
+        image_shape=None,
+        source="sklearn.datasets.make_moons(200, noise=0.15, random_state=0) (example plugin)",
+        offline=True,
+        loader=_load,
+    )
+)

@@ -20,8 +20,9 @@ from qmu_qiskit.unlearning.base import cycled
     "uniform_kl",
     options={
         "epochs": Option(int, 3, "epochs over D_r", minimum=0),
-        "lr": Option(float, lambda recipe: recipe.lr,
-                     "Adam learning rate (default: the teacher's)"),
+        "lr": Option(
+            float, lambda recipe: recipe.lr, "Adam learning rate (default: the teacher's)"
+        ),
         "batch_size": Option(int, lambda recipe: recipe.batch_size, "mini-batch size", minimum=1),
         "weight": Option(float, 1.0, "weight of the KL-to-uniform term on D_f", minimum=0.0),
     },
@@ -40,8 +41,13 @@ def uniform_kl(ctx: UnlearnContext) -> MethodResult:
     ce = nn.CrossEntropyLoss()
     losses: list[float] = []
     for _ in ctx.epochs(model, optimizer, opts["epochs"], desc="uniform_kl"):
-        pairs = cycled(retain, forget, opts["batch_size"], ctx.loop_generator("retain"),
-                       ctx.loop_generator("forget"))
+        pairs = cycled(
+            retain,
+            forget,
+            opts["batch_size"],
+            ctx.loop_generator("retain"),
+            ctx.loop_generator("forget"),
+        )
         for (xr, yr), (xf, _) in pairs:
             optimizer.zero_grad()
             log_p = torch.log_softmax(model(xf), dim=-1)

@@ -20,6 +20,7 @@ def forget_confidence(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricCont
     res = {"forget_confidence": _confidence(U), "forget_confidence_teacher": _confidence(T)}
     if O is not None:
         res["forget_confidence_oracle"] = _confidence(O)
-        res["forget_confidence_gap"] = float(np.abs(res["forget_confidence"]
-                                                    - res["forget_confidence_oracle"]))
+        res["forget_confidence_gap"] = float(
+            np.abs(res["forget_confidence"] - res["forget_confidence_oracle"])
+        )
     return res

@@ -4,7 +4,7 @@ arithmetic, freezing, teacher outputs and diagonal Fisher importances."""
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -29,24 +29,42 @@ HQML_PATIENCE = (15, 6)
 SCRUB_PATIENCE = (15, 8)
 
 
-def common_options(iris: int, large: int, source: str,
-                   patience: tuple[int, int] = HQML_PATIENCE) -> dict[str, Option]:
+def common_options(
+    iris: int, large: int, source: str, patience: tuple[int, int] = HQML_PATIENCE
+) -> dict[str, Option]:
     """``epochs`` (an HQML budget, ``source`` says whose), ``patience`` (HQML's), ``lr`` and
     ``batch_size`` (the teacher's)."""
     return {
-        "epochs": Option(int, budget(iris, large), f"epochs ({source}: {iris} Iris, {large} MNIST/Fashion)",
-                         minimum=0),
-        "patience": Option(int, budget(*patience),
-                           f"early-stopping patience of the protocol's epoch selection (HQML: "
-                           f"{patience[0]} Iris, {patience[1]} MNIST/Fashion; 0: run every epoch)",
-                           minimum=0),
+        "epochs": Option(
+            int,
+            budget(iris, large),
+            f"epochs ({source}: {iris} Iris, {large} MNIST/Fashion)",
+            minimum=0,
+        ),
+        "patience": Option(
+            int,
+            budget(*patience),
+            f"early-stopping patience of the protocol's epoch selection (HQML: "
+            f"{patience[0]} Iris, {patience[1]} MNIST/Fashion; 0: run every epoch)",
+            minimum=0,
+        ),
         "lr": Option(float, lambda r: r.lr, "learning rate (default: the teacher's)"),
-        "batch_size": Option(int, lambda r: r.batch_size, "mini-batch size (default: the teacher's)",
-                             minimum=1),
-        "optimizer": Option(str, lambda r: r.optimizer, "adam (HQML) or sgd (QMU) (default: the "
-                            "teacher's)", choices=("adam", "sgd")),
-        "momentum": Option(float, lambda r: r.momentum, "SGD momentum (default: the teacher's; "
-                           "QMU: 0.9)", minimum=0.0, maximum=0.999),
+        "batch_size": Option(
+            int, lambda r: r.batch_size, "mini-batch size (default: the teacher's)", minimum=1
+        ),
+        "optimizer": Option(
+            str,
+            lambda r: r.optimizer,
+            "adam (HQML) or sgd (QMU) (default: the teacher's)",
+            choices=("adam", "sgd"),
+        ),
+        "momentum": Option(
+            float,
+            lambda r: r.momentum,
+            "SGD momentum (default: the teacher's; QMU: 0.9)",
+            minimum=0.0,
+            maximum=0.999,
+        ),
     }
 
 
@@ -59,7 +77,8 @@ def optimizer_for(params, opts: dict):
 
 def loader_option(default: str = "zip") -> Option:
     return Option(
-        str, default,
+        str,
+        default,
         "zip (HQML: retain and forget batches together, stop at the shorter) or cycle (a full "
         "retain epoch with the forget batches cycled alongside)",
         choices=("zip", "cycle"),
@@ -81,7 +100,9 @@ def with_index(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # losses
 
 
-def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+def distill_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0
+) -> torch.Tensor:
     """KL(p_T ‖ p_S) at temperature ``T``, times T², averaged over the batch (Hinton et al.'s
     distillation loss as SCRUB's ``DistillKL`` computes it)."""
     log_s = F.log_softmax(student_logits / T, dim=1)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..base import MethodResult, Option, UnlearnContext, register_method
-from ._common import common_options, input_range, kl_to_uniform, loader_option, pairs, optimizer_for
+from ._common import common_options, input_range, kl_to_uniform, loader_option, optimizer_for, pairs
 
 
 @contextmanager
@@ -30,8 +30,9 @@ def input_gradients(model):
         qnn.input_gradients = before
 
 
-def fgsm_towards_confidence(model, x: torch.Tensor, eps: float, low: float, high: float, *,
-                            mode: str = "train") -> torch.Tensor:
+def fgsm_towards_confidence(
+    model, x: torch.Tensor, eps: float, low: float, high: float, *, mode: str = "train"
+) -> torch.Tensor:
     """x_adv = clip(x + ε·sign(∇_x KL(p_θ(x) ‖ U)), low, high) (HQML's ``fgsm_on_inputs``).
 
     ``mode="train"`` is HQML's: ``fgsm_on_inputs`` runs inside the epoch after
@@ -58,9 +59,13 @@ def fgsm_towards_confidence(model, x: torch.Tensor, eps: float, low: float, high
         "eps": Option(float, 0.1, "FGSM step ε on the forget inputs", minimum=0.0),
         "lam": Option(float, 1.0, "weight λ of KL(p_θ(x_adv) ‖ U)", minimum=0.0),
         "loader": loader_option("zip"),
-        "fgsm_mode": Option(str, "train", "mode of the FGSM forward pass: train (HQML: batch "
-                            "statistics, BatchNorm running statistics updated, dropout on) or eval",
-                            choices=("train", "eval")),
+        "fgsm_mode": Option(
+            str,
+            "train",
+            "mode of the FGSM forward pass: train (HQML: batch "
+            "statistics, BatchNorm running statistics updated, dropout on) or eval",
+            choices=("train", "eval"),
+        ),
     },
     summary="ADV-UNIFORM: CE on D_r plus KL to uniform on FGSM-perturbed forget samples",
     source="HQML §3 (ADV-UNIFORM, method_adv_uniform; new in HQML)",
@@ -83,9 +88,15 @@ def adv_uniform(ctx: UnlearnContext) -> MethodResult:
     for _ in ctx.epochs(model, opt, opts["epochs"], desc="adv_uniform"):
         model.train()
         for (xr, yr), (xf, _) in pair(
-            retain, forget, opts["batch_size"], ctx.loop_generator("retain"), ctx.loop_generator("forget")
+            retain,
+            forget,
+            opts["batch_size"],
+            ctx.loop_generator("retain"),
+            ctx.loop_generator("forget"),
         ):
-            x_adv = fgsm_towards_confidence(model, xf, opts["eps"], low, high, mode=opts["fgsm_mode"])
+            x_adv = fgsm_towards_confidence(
+                model, xf, opts["eps"], low, high, mode=opts["fgsm_mode"]
+            )
             opt.zero_grad()
             (loss_fn(model(xr), yr) + opts["lam"] * kl_to_uniform(model(x_adv))).backward()
             opt.step()

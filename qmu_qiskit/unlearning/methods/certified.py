@@ -60,14 +60,16 @@ def _hessian(W, X, lam, chunk: int = 1024):
     C = W.shape[0]
     H = torch.zeros(C, D, C, D, dtype=X.dtype)
     for start in range(0, n, chunk):
-        Xc = X[start:start + chunk]
+        Xc = X[start : start + chunk]
         P = (Xc @ W.T).softmax(1)
         A = torch.diag_embed(P) - P.unsqueeze(2) * P.unsqueeze(1)
         H += torch.einsum("icd,ik,il->ckdl", A, Xc, Xc)
     return H.reshape(C * D, C * D) + lam * n * torch.eye(C * D, dtype=X.dtype)
 
 
-def fit_head(X, y, num_classes: int, lam: float, b=None, *, tol: float = 1e-10, max_iter: int = 100):
+def fit_head(
+    X, y, num_classes: int, lam: float, b=None, *, tol: float = 1e-10, max_iter: int = 100
+):
     """A(S): the exact minimiser of L_b(·; S), by damped Newton from zero (strongly convex for
     λ > 0, so it converges quadratically; stops at ‖∇L_b‖ ≤ tol·max(1, n))."""
     W = torch.zeros(num_classes, X.shape[1], dtype=X.dtype)
@@ -105,9 +107,13 @@ def _features(model, X: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for start in range(0, len(X), batch_size):
-            out.append(model.features(X[start:start + batch_size]).double())
+            out.append(model.features(X[start : start + batch_size]).double())
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, model.last_linear.in_features, dtype=torch.float64)
+    return (
+        torch.cat(out)
+        if out
+        else torch.zeros(0, model.last_linear.in_features, dtype=torch.float64)
+    )
 
 
 @register_method(
@@ -115,19 +121,31 @@ def _features(model, X: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     options={
         "epsilon": Option(float, 1.0, "ε of the (ε, δ) certificate", minimum=1e-12),
         "delta": Option(float, 1e-4, "δ of the (ε, δ) certificate", minimum=1e-300, maximum=1.0),
-        "sigma": Option(float, 1.0, "std σ of the objective-perturbation noise b when (re)training "
-                        "the head (0: no noise, nothing certified beyond exact retraining)", minimum=0.0),
-        "lam": Option(float, 1e-2, "L2 regularisation λ of the head (mean-loss scale)", minimum=1e-12),
-        "retrain": Option(str, "budget", "budget (retrain the head when a removal would exhaust the "
-                          "budget), always (retrain the head on D_r: exact for the head) or never "
-                          "(always take the Newton step; the report says when it is not certified)",
-                          choices=("budget", "always", "never")),
-        "removals_per_step": Option(int, 0, "forget samples removed per Newton step (0: all of D_f "
-                                    "in one step)", minimum=0),
+        "sigma": Option(
+            float,
+            1.0,
+            "std σ of the objective-perturbation noise b when (re)training "
+            "the head (0: no noise, nothing certified beyond exact retraining)",
+            minimum=0.0,
+        ),
+        "lam": Option(
+            float, 1e-2, "L2 regularisation λ of the head (mean-loss scale)", minimum=1e-12
+        ),
+        "retrain": Option(
+            str,
+            "budget",
+            "budget (retrain the head when a removal would exhaust the "
+            "budget), always (retrain the head on D_r: exact for the head) or never "
+            "(always take the Newton step; the report says when it is not certified)",
+            choices=("budget", "always", "never"),
+        ),
+        "removals_per_step": Option(
+            int, 0, "forget samples removed per Newton step (0: all of D_f in one step)", minimum=0
+        ),
     },
     summary="certified removal on the convex head over fixed features: a Newton step with a "
-            "gradient-residual budget",
-    source="Guo et al. 2020, ICML, \"Certified Data Removal from Machine Learning Models\"",
+    "gradient-residual budget",
+    source='Guo et al. 2020, ICML, "Certified Data Removal from Machine Learning Models"',
     family="certified",
 )
 def certified(ctx: UnlearnContext) -> MethodResult:
@@ -189,7 +207,7 @@ def certified(ctx: UnlearnContext) -> MethodResult:
     within = True
     exact = False  # the head is a from-scratch fit on what remains, no Newton step since
     for start in range(0, len(forget_rows), step):
-        chunk = torch.tensor(forget_rows[start:start + step])
+        chunk = torch.tensor(forget_rows[start : start + step])
         keep_after = keep.clone()
         keep_after[chunk] = False
         if opts["retrain"] == "always":
@@ -214,39 +232,52 @@ def certified(ctx: UnlearnContext) -> MethodResult:
         head.bias.copy_((W[:, -1] / scale).to(head.bias.dtype))
     if exact:
         certified_ok = True
-        what = ("the last linear layer was retrained from scratch on the remaining data's features: "
-                "exact removal for the head given the fixed features")
+        what = (
+            "the last linear layer was retrained from scratch on the remaining data's features: "
+            "exact removal for the head given the fixed features"
+        )
     elif sigma > 0 and within:
         certified_ok = True
-        what = (f"the last linear layer given the fixed features is ({opts['epsilon']}, "
-                f"{opts['delta']})-certified to be indistinguishable from one trained without D_f on "
-                "the same features")
+        what = (
+            f"the last linear layer given the fixed features is ({opts['epsilon']}, "
+            f"{opts['delta']})-certified to be indistinguishable from one trained without D_f on "
+            "the same features"
+        )
     else:
         certified_ok = False
-        what = "nothing is certified (" + (
-            "σ = 0: no objective perturbation" if sigma <= 0 else
-            "the accumulated residual bound exceeds the budget") + ")"
-    return MethodResult(model, {
-        "certified": certified_ok,
-        "certificate": what,
-        "not_certified": "the quantum layer and every layer before the head (and the feature "
-                         "scale R) keep D_f's influence; only the head is covered",
-        "residual_bound": accumulated,
-        "residual_bounds_per_step": bounds,
-        "residual_norm": float(G.norm()),
-        "budget": budget,
-        "c": c,
-        "epsilon": opts["epsilon"],
-        "delta": opts["delta"],
-        "sigma": sigma,
-        "lam": lam,
-        "gamma": GAMMA_SOFTMAX,
-        "feature_scale": scale,
-        "newton_steps": steps,
-        "retrained": retrains > 0,
-        "exact_head": exact,
-        "retrains": retrains,
-    })
+        what = (
+            "nothing is certified ("
+            + (
+                "σ = 0: no objective perturbation"
+                if sigma <= 0
+                else "the accumulated residual bound exceeds the budget"
+            )
+            + ")"
+        )
+    return MethodResult(
+        model,
+        {
+            "certified": certified_ok,
+            "certificate": what,
+            "not_certified": "the quantum layer and every layer before the head (and the feature "
+            "scale R) keep D_f's influence; only the head is covered",
+            "residual_bound": accumulated,
+            "residual_bounds_per_step": bounds,
+            "residual_norm": float(G.norm()),
+            "budget": budget,
+            "c": c,
+            "epsilon": opts["epsilon"],
+            "delta": opts["delta"],
+            "sigma": sigma,
+            "lam": lam,
+            "gamma": GAMMA_SOFTMAX,
+            "feature_scale": scale,
+            "newton_steps": steps,
+            "retrained": retrains > 0,
+            "exact_head": exact,
+            "retrains": retrains,
+        },
+    )
 
 
 @register_method(
@@ -254,9 +285,11 @@ def certified(ctx: UnlearnContext) -> MethodResult:
     options={
         **common_options(5, 12, "HQML Certified"),
         "clip": Option(float, 1.0, "global gradient-norm clip", minimum=0.0),
-        "noise_std": Option(float, 0.05, "std of the Gaussian noise added to every gradient", minimum=0.0),
+        "noise_std": Option(
+            float, 0.05, "std of the Gaussian noise added to every gradient", minimum=0.0
+        ),
     },
-    summary="HQML's \"certified\" unlearning: noisy, clipped fine-tuning on D_r (no certificate)",
+    summary='HQML\'s "certified" unlearning: noisy, clipped fine-tuning on D_r (no certificate)',
     source="HQML §3 (method_certified_unlearning); not Guo et al.'s certified removal",
     family="certified",
 )
@@ -279,10 +312,15 @@ def certified_hqml(ctx: UnlearnContext) -> MethodResult:
             nn.utils.clip_grad_norm_(params, max_norm=opts["clip"])
             for p in params:
                 if p.grad is not None:
-                    p.grad += opts["noise_std"] * torch.randn(p.grad.shape, generator=noise).to(p.grad.dtype)
+                    p.grad += opts["noise_std"] * torch.randn(p.grad.shape, generator=noise).to(
+                        p.grad.dtype
+                    )
             opt.step()
-    return MethodResult(model, {
-        "certified": False,
-        "certificate": "nothing is certified: noisy clipped fine-tuning without privacy accounting "
-                       "(HQML's heuristic, not Guo et al.'s certified removal)",
-    })
+    return MethodResult(
+        model,
+        {
+            "certified": False,
+            "certificate": "nothing is certified: noisy clipped fine-tuning without privacy accounting "
+            "(HQML's heuristic, not Guo et al.'s certified removal)",
+        },
+    )

@@ -61,11 +61,7 @@ def _rotation_sites(circuit, weight_params) -> dict | None:
             used = set(value.parameters) & wanted
             if not used:
                 continue
-            if (
-                len(used) != 1
-                or len(value.parameters) != 1
-                or inst.operation.name not in _PAULI
-            ):
+            if len(used) != 1 or len(value.parameters) != 1 or inst.operation.name not in _PAULI:
                 return None
             (theta,) = used
             if theta in sites:
@@ -131,8 +127,9 @@ def fubini_study_diagonal(model, X: torch.Tensor) -> tuple[np.ndarray, str]:
     rotations = _pauli_rotations(circuit)
     sites = _rotation_sites(rotations, weight_params)
     if sites is None:
-        return _exact_diagonal(circuit, full, input_params + weight_params, weight_params), \
-            "exact statevector (forward-mode autodiff), noiseless reference"
+        return _exact_diagonal(
+            circuit, full, input_params + weight_params, weight_params
+        ), "exact statevector (forward-mode autodiff), noiseless reference"
     circuit = rotations
 
     from qiskit import QuantumCircuit
@@ -142,7 +139,8 @@ def fubini_study_diagonal(model, X: torch.Tensor) -> tuple[np.ndarray, str]:
     next_layer = {}
     for theta, (k, qubit, _, _) in sites.items():
         later = [
-            layers[m] for m in range(k + 1, len(circuit.data))
+            layers[m]
+            for m in range(k + 1, len(circuit.data))
             if any(circuit.find_bit(q).index == qubit for q in circuit.data[m].qubits)
         ]
         next_layer[theta] = (min(later) - 1) if later else max(layers)
@@ -159,7 +157,8 @@ def fubini_study_diagonal(model, X: torch.Tensor) -> tuple[np.ndarray, str]:
             if layer <= cut:
                 prefix.append(inst.operation, inst.qubits, inst.clbits)
         observables = [
-            SparsePauliOp.from_sparse_list([(sites[t][2], [sites[t][1]], 1.0)], num_qubits=n) for t in thetas
+            SparsePauliOp.from_sparse_list([(sites[t][2], [sites[t][1]], 1.0)], num_qubits=n)
+            for t in thetas
         ]
         values = full[:, [column[p] for p in prefix.parameters]]
         evs, _ = executor.expectation_values(prefix, observables, values)
@@ -176,7 +175,9 @@ def _exact_diagonal(circuit, full: np.ndarray, params: list, weight_params: list
 
     compiled = CompiledCircuit(circuit)
     position = {p: i for i, p in enumerate(params)}
-    values = torch.from_numpy(np.ascontiguousarray(full[:, [position[p] for p in compiled.parameters]]))
+    values = torch.from_numpy(
+        np.ascontiguousarray(full[:, [position[p] for p in compiled.parameters]])
+    )
     column = {p: i for i, p in enumerate(compiled.parameters)}
     g = np.zeros((len(full), len(weight_params)))
     for j, theta in enumerate(weight_params):
@@ -193,14 +194,26 @@ def _exact_diagonal(circuit, full: np.ndarray, params: list, weight_params: list
 @register_method(
     "ssd",
     options={
-        "alpha": Option(float, 10.0, "selection weighting α: dampen θ_j where I_F,j > α·I_D,j", minimum=0.0),
-        "lam": Option(float, 1.0, "dampening constant λ: θ_j ← min(λ·I_D,j/I_F,j, 1)·θ_j", minimum=0.0),
-        "batch_size": Option(int, lambda r: r.batch_size, "mini-batch size of the importance "
-                             "estimates (default: the teacher's)", minimum=1),
-        "quantum_importance": Option(str, "fisher", "importance of the circuit weights: fisher (the "
-                                     "diagonal Fisher, as for every weight) or fubini_study (the "
-                                     "diagonal of the Fubini–Study metric)",
-                                     choices=("fisher", "fubini_study")),
+        "alpha": Option(
+            float, 10.0, "selection weighting α: dampen θ_j where I_F,j > α·I_D,j", minimum=0.0
+        ),
+        "lam": Option(
+            float, 1.0, "dampening constant λ: θ_j ← min(λ·I_D,j/I_F,j, 1)·θ_j", minimum=0.0
+        ),
+        "batch_size": Option(
+            int,
+            lambda r: r.batch_size,
+            "mini-batch size of the importance estimates (default: the teacher's)",
+            minimum=1,
+        ),
+        "quantum_importance": Option(
+            str,
+            "fisher",
+            "importance of the circuit weights: fisher (the "
+            "diagonal Fisher, as for every weight) or fubini_study (the "
+            "diagonal of the Fubini–Study metric)",
+            choices=("fisher", "fubini_study"),
+        ),
     },
     summary="selective synaptic dampening: shrink weights far more important to D_f than to D_tr",
     source="Foster et al. 2023 (SSD), AAAI 2024; used by QMU",

@@ -14,15 +14,34 @@ from torch.nn import functional as F
 
 from ...exceptions import BadInputError
 from ..base import MethodResult, Option, UnlearnContext, batches, register_method
-from ._common import SCRUB_PATIENCE, budget, clamped_kl, common_options, distill_kl, loader_option, logits_of, pairs, with_index, optimizer_for
+from ._common import (
+    SCRUB_PATIENCE,
+    budget,
+    clamped_kl,
+    common_options,
+    distill_kl,
+    loader_option,
+    logits_of,
+    optimizer_for,
+    pairs,
+    with_index,
+)
 
 SCRUB_OPTIONS = {
     **common_options(50, 60, "HQML SCRUB", SCRUB_PATIENCE),
-    "msteps": Option(int, budget(15, 18), "epochs (the first ones) that start with a max-step on D_f "
-                     "(default 30% of the epoch budget, the proportion of SCRUB's scripts)", minimum=0),
-    "gamma": Option(float, 0.99, "weight γ of the cross-entropy in the min-step on D_r", minimum=0.0),
-    "beta": Option(float, 0.001, "weight β (SCRUB's alpha) of KL(p_T‖p_S) in the min-step on D_r",
-                   minimum=0.0),
+    "msteps": Option(
+        int,
+        budget(15, 18),
+        "epochs (the first ones) that start with a max-step on D_f "
+        "(default 30% of the epoch budget, the proportion of SCRUB's scripts)",
+        minimum=0,
+    ),
+    "gamma": Option(
+        float, 0.99, "weight γ of the cross-entropy in the min-step on D_r", minimum=0.0
+    ),
+    "beta": Option(
+        float, 0.001, "weight β (SCRUB's alpha) of KL(p_T‖p_S) in the min-step on D_r", minimum=0.0
+    ),
     "kd_T": Option(float, 4.0, "distillation temperature of both KL terms", minimum=1e-6),
 }
 
@@ -46,7 +65,9 @@ def _scrub(ctx: UnlearnContext, desc: str, after_epoch=None) -> tuple[nn.Module,
     opt = optimizer_for(model.parameters(), opts)
     T, bs = opts["kd_T"], opts["batch_size"]
     # SCRUB+R's rewind is its own selection rule: the protocol's wrapper stands aside for it
-    for epoch in ctx.epochs(model, opt, opts["epochs"], state=state, desc=desc, select=after_epoch is None):
+    for epoch in ctx.epochs(
+        model, opt, opts["epochs"], state=state, desc=desc, select=after_epoch is None
+    ):
         model.train()
         if epoch <= opts["msteps"]:
             for xb, idx in batches(*with_index(Xf), bs, ctx.loop_generator("forget")):
@@ -56,7 +77,9 @@ def _scrub(ctx: UnlearnContext, desc: str, after_epoch=None) -> tuple[nn.Module,
         for xb, idx in batches(*with_index(Xr), bs, ctx.loop_generator("retain")):
             opt.zero_grad()
             out = model(xb)
-            loss = opts["gamma"] * F.cross_entropy(out, yr[idx]) + opts["beta"] * distill_kl(out, t_r[idx], T)
+            loss = opts["gamma"] * F.cross_entropy(out, yr[idx]) + opts["beta"] * distill_kl(
+                out, t_r[idx], T
+            )
             loss.backward()
             opt.step()
         if after_epoch is not None:
@@ -91,7 +114,7 @@ def _error(model, X: torch.Tensor, y: torch.Tensor) -> float:
     "scrub_r",
     options=dict(SCRUB_OPTIONS),
     summary="SCRUB+R: SCRUB, then rewind to the epoch whose forget error is closest to the "
-            "validation error",
+    "validation error",
     source="Kurmanji et al. 2023 (SCRUB+R); HQML saved but never loaded the rewind checkpoint",
     family="distillation",
 )
@@ -111,8 +134,10 @@ def scrub_rewind(ctx: UnlearnContext) -> MethodResult:
     """
     Xv, yv = ctx.tensors("val")
     if len(yv) == 0:
-        raise BadInputError("scrub_r needs a validation split for its rewind rule; train the teacher "
-                            "with a non-zero val_size")
+        raise BadInputError(
+            "scrub_r needs a validation split for its rewind rule; train the teacher "
+            "with a non-zero val_size"
+        )
     Xf, yf = ctx.tensors("forget")
 
     def keep(epoch, model, state):
@@ -130,11 +155,14 @@ def scrub_rewind(ctx: UnlearnContext) -> MethodResult:
     epochs = sorted(errors)
     chosen = max(e for e, g in zip(epochs, gaps) if g == gaps.min())
     model.load_state_dict(state["candidates"][str(chosen)])
-    return MethodResult(model, {
-        "chosen_epoch": chosen,
-        "reference_val_error": reference,
-        "forget_errors": {str(e): errors[e] for e in epochs},
-    })
+    return MethodResult(
+        model,
+        {
+            "chosen_epoch": chosen,
+            "reference_val_error": reference,
+            "forget_errors": {str(e): errors[e] for e in epochs},
+        },
+    )
 
 
 @register_method(
@@ -142,8 +170,9 @@ def scrub_rewind(ctx: UnlearnContext) -> MethodResult:
     options={
         **common_options(50, 60, "HQML SCRUB", SCRUB_PATIENCE),
         "lam_r": Option(float, 1.0, "weight λ_r of KL(p_T‖p_S) on retain batches", minimum=0.0),
-        "lam_f": Option(float, 1.5, "weight λ_f of the subtracted KL(p_T‖p_S) on forget batches",
-                        minimum=0.0),
+        "lam_f": Option(
+            float, 1.5, "weight λ_f of the subtracted KL(p_T‖p_S) on forget batches", minimum=0.0
+        ),
         "loader": loader_option("zip"),
     },
     summary="HQML's SCRUB: one joint loss λ_r·KL(B_r) − λ_f·KL(B_f) per paired batch",
@@ -165,8 +194,11 @@ def scrub_hqml(ctx: UnlearnContext) -> MethodResult:
     for _ in ctx.epochs(model, opt, opts["epochs"], state=state, desc="scrub_hqml"):
         model.train()
         for (xr, ir), (xf, jf) in pair(
-            with_index(Xr), with_index(Xf), opts["batch_size"],
-            ctx.loop_generator("retain"), ctx.loop_generator("forget"),
+            with_index(Xr),
+            with_index(Xf),
+            opts["batch_size"],
+            ctx.loop_generator("retain"),
+            ctx.loop_generator("forget"),
         ):
             opt.zero_grad()
             obey = clamped_kl(p_r[ir], model(xr).softmax(1))

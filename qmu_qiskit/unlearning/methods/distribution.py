@@ -11,7 +11,12 @@ from ._common import common_options, kl_rows, logits_of, optimizer_for
 
 
 def target_distribution(
-    p0_forget: torch.Tensor, forgotten: list[int], num_classes: int, *, eps: float, tau: float,
+    p0_forget: torch.Tensor,
+    forgotten: list[int],
+    num_classes: int,
+    *,
+    eps: float,
+    tau: float,
     uniform: bool = False,
 ) -> torch.Tensor:
     """DG-QMU's target q over the classes: mass ε on the forgotten class(es) (split evenly), and
@@ -46,17 +51,31 @@ def anchor_indices(p0: torch.Tensor, labels: torch.Tensor, per_class: int) -> to
     "dg",
     options={
         **common_options(15, 25, "HQML's GA budget; DG-QMU publishes none"),
-        "eps": Option(float, 0.01, "target probability ε left on the forgotten class", minimum=0.0,
-                      maximum=1.0),
-        "tau": Option(float, 1.0, "temperature τ of the retained-class similarity s_k", minimum=1e-6),
+        "eps": Option(
+            float,
+            0.01,
+            "target probability ε left on the forgotten class",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        "tau": Option(
+            float, 1.0, "temperature τ of the retained-class similarity s_k", minimum=1e-6
+        ),
         "mu": Option(float, 10.0, "weight μ of the anchor-constraint penalty", minimum=0.0),
         "delta": Option(float, 0.05, "tolerance δ on the anchors' mean KL(p0 ‖ p_θ)", minimum=0.0),
-        "anchors": Option(int, 8, "anchors per retained class (the teacher's most confident)", minimum=0),
-        "target": Option(str, "distribution", "distribution (DG-QMU's similarity-guided target) or "
-                         "uniform (the uniform-target baseline)", choices=("distribution", "uniform")),
+        "anchors": Option(
+            int, 8, "anchors per retained class (the teacher's most confident)", minimum=0
+        ),
+        "target": Option(
+            str,
+            "distribution",
+            "distribution (DG-QMU's similarity-guided target) or "
+            "uniform (the uniform-target baseline)",
+            choices=("distribution", "uniform"),
+        ),
     },
     summary="DG-QMU: pull forgotten-class predictions to a similarity-guided target under an "
-            "anchor KL constraint",
+    "anchor KL constraint",
     source="DG-QMU: Malik, Khalid & Faryad, arXiv 2601.04413 (no public code; defaults are ours)",
     family="distribution",
     requires_class_forget=True,
@@ -86,8 +105,14 @@ def distribution_guided(ctx: UnlearnContext) -> MethodResult:
         p0_f = logits_of(ctx.teacher, Xf).softmax(1)
         p0_r = logits_of(ctx.teacher, Xr).softmax(1)
         idx = anchor_indices(p0_r, yr, opts["anchors"])
-        state["q"] = target_distribution(p0_f, forgotten, ctx.num_classes, eps=opts["eps"],
-                                         tau=opts["tau"], uniform=opts["target"] == "uniform").float()
+        state["q"] = target_distribution(
+            p0_f,
+            forgotten,
+            ctx.num_classes,
+            eps=opts["eps"],
+            tau=opts["tau"],
+            uniform=opts["target"] == "uniform",
+        ).float()
         state["anchor_idx"] = idx
         state["anchor_p0"] = p0_r[idx]
     q, idx, p0_a = state["q"], state["anchor_idx"], state["anchor_p0"]
@@ -95,7 +120,9 @@ def distribution_guided(ctx: UnlearnContext) -> MethodResult:
     opt = optimizer_for(model.parameters(), opts)
     for _ in ctx.epochs(model, opt, opts["epochs"], state=state, desc="dg"):
         model.train()
-        for xb, _ in batches(Xf, torch.arange(len(Xf)), opts["batch_size"], ctx.loop_generator("forget")):
+        for xb, _ in batches(
+            Xf, torch.arange(len(Xf)), opts["batch_size"], ctx.loop_generator("forget")
+        ):
             opt.zero_grad()
             loss = kl_rows(q.expand(len(xb), -1), F.log_softmax(model(xb), 1)).mean()
             if len(XA) and opts["mu"] > 0:
@@ -104,11 +131,18 @@ def distribution_guided(ctx: UnlearnContext) -> MethodResult:
             loss.backward()
             opt.step()
     with torch.no_grad():
-        forget_kl = float(kl_rows(q.expand(len(Xf), -1), logits_of(model, Xf).log_softmax(1)).mean())
-        anchor_kl = float(kl_rows(p0_a, logits_of(model, XA).log_softmax(1)).mean()) if len(XA) else 0.0
-    return MethodResult(model, {
-        "target": [float(v) for v in q],
-        "forget_kl_to_target": forget_kl,
-        "anchor_kl": anchor_kl,
-        "anchors": int(len(XA)),
-    })
+        forget_kl = float(
+            kl_rows(q.expand(len(Xf), -1), logits_of(model, Xf).log_softmax(1)).mean()
+        )
+        anchor_kl = (
+            float(kl_rows(p0_a, logits_of(model, XA).log_softmax(1)).mean()) if len(XA) else 0.0
+        )
+    return MethodResult(
+        model,
+        {
+            "target": [float(v) for v in q],
+            "forget_kl_to_target": forget_kl,
+            "anchor_kl": anchor_kl,
+            "anchors": int(len(XA)),
+        },
+    )

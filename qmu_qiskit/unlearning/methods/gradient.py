@@ -7,8 +7,16 @@ import torch
 from torch import nn
 
 from ..base import MethodResult, Option, UnlearnContext, batches, cycled, register_method, zipped
-from ._common import common_options, diag_fisher, grads, loader_option, norm, pairs, set_grads, optimizer_for
-
+from ._common import (
+    common_options,
+    diag_fisher,
+    grads,
+    loader_option,
+    norm,
+    optimizer_for,
+    pairs,
+    set_grads,
+)
 
 COMMON = common_options(15, 25, "HQML")
 
@@ -66,8 +74,12 @@ def gradient_ascent(ctx: UnlearnContext) -> MethodResult:
     options={
         **COMMON,
         "beta": Option(float, 0.5, "weight β of the retain loss; the forget loss gets 1−β"),
-        "loader": Option(str, "zip", "zip (HQML: stop at the shorter loader) or cycle (literature)",
-                         choices=("zip", "cycle")),
+        "loader": Option(
+            str,
+            "zip",
+            "zip (HQML: stop at the shorter loader) or cycle (literature)",
+            choices=("zip", "cycle"),
+        ),
     },
     summary="NegGrad+: minimise β·CE(B_r) − (1−β)·CE(B_f)",
     source="Kurmanji et al. 2023 (NegGrad+); HQML uses weights 1 and 1 (β = 0.5 up to scale)",
@@ -86,7 +98,11 @@ def neggrad_plus(ctx: UnlearnContext) -> MethodResult:
     for _ in ctx.epochs(model, opt, opts["epochs"], desc="neggrad_plus"):
         model.train()
         for (xr, yr), (xf, yf) in pair(
-            retain, forget, opts["batch_size"], ctx.loop_generator("retain"), ctx.loop_generator("forget")
+            retain,
+            forget,
+            opts["batch_size"],
+            ctx.loop_generator("retain"),
+            ctx.loop_generator("forget"),
         ):
             opt.zero_grad()
             loss = beta * loss_fn(model(xr), yr) - (1 - beta) * loss_fn(model(xf), yf)
@@ -99,7 +115,9 @@ def neggrad_plus(ctx: UnlearnContext) -> MethodResult:
     "fisher",
     options={
         **common_options(15, 25, "HQML Fisher"),
-        "lam": Option(float, 10.0, "weight λ of the Fisher penalty (λ/2)·Σ F_j (θ_j − θ0_j)²", minimum=0.0),
+        "lam": Option(
+            float, 10.0, "weight λ of the Fisher penalty (λ/2)·Σ F_j (θ_j − θ0_j)²", minimum=0.0
+        ),
     },
     summary="gradient ascent on D_f with a diagonal-Fisher (EWC) penalty pulling towards θ0",
     source="HQML §3 (Fisher): method_fisher_unlearning / compute_fisher",
@@ -128,23 +146,32 @@ def fisher(ctx: UnlearnContext) -> MethodResult:
         model.train()
         for xb, yb in batches(*forget, opts["batch_size"], ctx.loop_generator("forget")):
             opt.zero_grad()
-            penalty = sum((f * (p - p0) ** 2).sum() for f, p, p0 in zip(fisher_diag, model.parameters(), theta0))
+            penalty = sum(
+                (f * (p - p0) ** 2).sum()
+                for f, p, p0 in zip(fisher_diag, model.parameters(), theta0)
+            )
             loss = -loss_fn(model(xb), yb) + (lam / 2) * penalty
             loss.backward()
             opt.step()
-    return MethodResult(model, {"fisher_mean": float(torch.cat([f.flatten() for f in fisher_diag]).mean())})
+    return MethodResult(
+        model, {"fisher_mean": float(torch.cat([f.flatten() for f in fisher_diag]).mean())}
+    )
 
 
 @register_method(
     "rga",
     options={
         **common_options(15, 25, "HQML's GA budget; QMU publishes none"),
-        "alpha": Option(float, 1.0, "scale α of the ascent step relative to the retain gradient norm",
-                        minimum=0.0),
+        "alpha": Option(
+            float,
+            1.0,
+            "scale α of the ascent step relative to the retain gradient norm",
+            minimum=0.0,
+        ),
         "loader": loader_option("zip"),
     },
     summary="relative gradient ascent: descent on D_r plus ascent on D_f rescaled to the retain "
-            "gradient norm",
+    "gradient norm",
     source="QMU (relative gradient ascent; formula not public — the project's formulation)",
     family="gradient",
 )
@@ -170,7 +197,11 @@ def relative_gradient_ascent(ctx: UnlearnContext) -> MethodResult:
     for _ in ctx.epochs(model, opt, opts["epochs"], state=state, desc="rga"):
         model.train()
         for (xr, yr), (xf, yf) in pair(
-            retain, forget, opts["batch_size"], ctx.loop_generator("retain"), ctx.loop_generator("forget")
+            retain,
+            forget,
+            opts["batch_size"],
+            ctx.loop_generator("retain"),
+            ctx.loop_generator("forget"),
         ):
             g_r = grads(loss_fn(model(xr), yr), params)
             g_f = grads(loss_fn(model(xf), yf), params)

@@ -8,11 +8,10 @@ to the output.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..base import MethodResult, Option, UnlearnContext, batches, register_method
-from ._common import common_options, freeze_all_but, train_mode, trainable, optimizer_for
+from ._common import common_options, freeze_all_but, optimizer_for, train_mode, trainable
 
 
 def _k_option(what: str) -> Option:
@@ -20,8 +19,12 @@ def _k_option(what: str) -> Option:
 
 
 def _init_seed_option() -> Option:
-    return Option(int, -1, "seed of the fresh initialisation (-1: the method's seed, which is the "
-                  "retrain oracle's initialisation by default)")
+    return Option(
+        int,
+        -1,
+        "seed of the fresh initialisation (-1: the method's seed, which is the "
+        "retrain oracle's initialisation by default)",
+    )
 
 
 def _fresh(ctx: UnlearnContext) -> nn.Module:
@@ -32,7 +35,11 @@ def _fresh(ctx: UnlearnContext) -> nn.Module:
 def _weight_layers(model) -> list[tuple[str, nn.Module]]:
     """Layer groups without normalisation layers: what HQML's CF-k list holds
     (``[q_layer, fc1, fc2, fc3, fc4]``; BatchNorm layers are never frozen there)."""
-    return [(n, m) for n, m in model.layer_groups() if not isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [
+        (n, m)
+        for n, m in model.layer_groups()
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
 
 
 def _hqml_groups(model) -> list[tuple[str, list[nn.Module]]]:
@@ -72,8 +79,10 @@ def _unfreeze(model) -> None:
 
 @register_method(
     "cf_k",
-    options={**common_options(15, 25, "HQML CF-k"), "k": _k_option("number of last layer groups fine-tuned "
-                                                              "(the others are frozen)")},
+    options={
+        **common_options(15, 25, "HQML CF-k"),
+        "k": _k_option("number of last layer groups fine-tuned (the others are frozen)"),
+    },
     summary="CF-k: freeze all but the last k layers, fine-tune them on D_r",
     source="Goel et al. 2022, arXiv 2201.06640 (CF-k)",
     family="layers",
@@ -85,17 +94,19 @@ def cf_k(ctx: UnlearnContext) -> MethodResult:
     model = ctx.copy_teacher()
     groups = model.layer_groups()
     k = min(ctx.options["k"], len(groups))
-    keep = [m for _, m in groups[len(groups) - k:]]
+    keep = [m for _, m in groups[len(groups) - k :]]
     frozen = freeze_all_but(model, keep)
     _fit_retain(ctx, model, frozen, "cf_k")
     _unfreeze(model)
-    return MethodResult(model, {"trained_groups": [n for n, _ in groups[len(groups) - k:]]})
+    return MethodResult(model, {"trained_groups": [n for n, _ in groups[len(groups) - k :]]})
 
 
 @register_method(
     "cf_k_hqml",
-    options={**common_options(15, 25, "HQML CF-k"), "k": _k_option("number of first layers (from the input "
-                                                              "side) frozen")},
+    options={
+        **common_options(15, 25, "HQML CF-k"),
+        "k": _k_option("number of first layers (from the input side) frozen"),
+    },
     summary="HQML's CF-k: freeze the first k layers, gradient ascent on D_f with the rest",
     source="HQML §3 (CF-k, method_cf_k); deviates from Goel et al. 2022",
     family="layers",
@@ -128,9 +139,11 @@ def cf_k_hqml(ctx: UnlearnContext) -> MethodResult:
 
 @register_method(
     "eu_k",
-    options={**common_options(15, 25, "HQML EU-k"), "k": _k_option("number of last layer groups "
-                                                              "re-initialised and trained"),
-             "init_seed": _init_seed_option()},
+    options={
+        **common_options(15, 25, "HQML EU-k"),
+        "k": _k_option("number of last layer groups re-initialised and trained"),
+        "init_seed": _init_seed_option(),
+    },
     summary="EU-k: re-initialise the last k layers, freeze the rest, train them on D_r",
     source="Goel et al. 2022, arXiv 2201.06640 (EU-k)",
     family="layers",
@@ -146,20 +159,22 @@ def eu_k(ctx: UnlearnContext) -> MethodResult:
     fresh_groups = dict(fresh.layer_groups())
     k = min(ctx.options["k"], len(groups))
     keep = []
-    for name, module in groups[len(groups) - k:]:
+    for name, module in groups[len(groups) - k :]:
         module.load_state_dict(fresh_groups[name].state_dict())
         keep.append(module)
     frozen = freeze_all_but(model, keep)
     _fit_retain(ctx, model, frozen, "eu_k")
     _unfreeze(model)
-    return MethodResult(model, {"reinitialised_groups": [n for n, _ in groups[len(groups) - k:]]})
+    return MethodResult(model, {"reinitialised_groups": [n for n, _ in groups[len(groups) - k :]]})
 
 
 @register_method(
     "eu_k_hqml",
-    options={**common_options(15, 25, "HQML EU-k"), "k": _k_option("number of last linear layers "
-                                                              "re-initialised"),
-             "init_seed": _init_seed_option()},
+    options={
+        **common_options(15, 25, "HQML EU-k"),
+        "k": _k_option("number of last linear layers re-initialised"),
+        "init_seed": _init_seed_option(),
+    },
     summary="HQML's EU-k: re-initialise the last k linear layers, fine-tune all parameters on D_r",
     source="HQML §3 (EU-k, method_eu_k); deviates from Goel et al. 2022",
     family="layers",
@@ -173,7 +188,9 @@ def eu_k_hqml(ctx: UnlearnContext) -> MethodResult:
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     fresh_modules = dict(fresh.named_modules())
     k = min(ctx.options["k"], len(linears))
-    for name, module in linears[len(linears) - k:]:
+    for name, module in linears[len(linears) - k :]:
         module.load_state_dict(fresh_modules[name].state_dict())
     _fit_retain(ctx, model, [], "eu_k_hqml")
-    return MethodResult(model, {"reinitialised_layers": [n for n, _ in linears[len(linears) - k:]]})
+    return MethodResult(
+        model, {"reinitialised_layers": [n for n, _ in linears[len(linears) - k :]]}
+    )

@@ -8,11 +8,24 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..base import MethodResult, Option, UnlearnContext, register_method
-from ._common import common_options, grads, loader_option, logits_of, norm, pairs, set_grads, with_index, optimizer_for
+from ._common import (
+    common_options,
+    grads,
+    loader_option,
+    logits_of,
+    norm,
+    optimizer_for,
+    pairs,
+    set_grads,
+    with_index,
+)
 
 
 def similar_label_map(
-    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
     fallback: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> list[int]:
     """For every class c, the class d ≠ c whose mean teacher logit vector is most cosine-similar to
@@ -63,8 +76,11 @@ def _qmul(ctx: UnlearnContext, sign: float, desc: str, *, hqml: bool) -> MethodR
     for _ in ctx.epochs(model, opt, opts["epochs"], state=state, desc=desc):
         model.train()
         for (xr, ir), (xf, jf) in pair(
-            with_index(Xr), with_index(Xf), opts["batch_size"],
-            ctx.loop_generator("retain"), ctx.loop_generator("forget"),
+            with_index(Xr),
+            with_index(Xf),
+            opts["batch_size"],
+            ctx.loop_generator("retain"),
+            ctx.loop_generator("forget"),
         ):
             g_r = grads(F.cross_entropy(model(xr), yr[ir]), params)
             g_f = grads(F.cross_entropy(model(xf), similar[yf[jf]]), params)
@@ -73,10 +89,13 @@ def _qmul(ctx: UnlearnContext, sign: float, desc: str, *, hqml: bool) -> MethodR
             set_grads(params, [a + sign * w * b for a, b in zip(g_r, g_f)])
             opt.step()
             state["last_weight"] = w
-    return MethodResult(model, {
-        "similar_label_map": {str(c): int(d) for c, d in enumerate(similar.tolist())},
-        "last_weight": state["last_weight"],
-    })
+    return MethodResult(
+        model,
+        {
+            "similar_label_map": {str(c): int(d) for c, d in enumerate(similar.tolist())},
+            "last_weight": state["last_weight"],
+        },
+    )
 
 
 @register_method(
@@ -109,7 +128,9 @@ def qmul_hqml(ctx: UnlearnContext) -> MethodResult:
     return _qmul(ctx, -1.0, "qmul_hqml", hqml=True)
 
 
-def complement_set(X: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def complement_set(
+    X: torch.Tensor, y: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every forget sample repeated with each of its C−1 wrong labels: |D_f|·(C−1) pairs, the rows
     of one sample adjacent, labels ascending (HQML's ``make_label_complement_loader``)."""
     n = len(y)
@@ -146,7 +167,11 @@ def label_complement(ctx: UnlearnContext) -> MethodResult:
     for _ in ctx.epochs(model, opt, opts["epochs"], desc="lca"):
         model.train()
         for (xr, yr), (xc, yc) in pair(
-            retain, comp, opts["batch_size"], ctx.loop_generator("retain"), ctx.loop_generator("complement")
+            retain,
+            comp,
+            opts["batch_size"],
+            ctx.loop_generator("retain"),
+            ctx.loop_generator("complement"),
         ):
             opt.zero_grad()
             (loss_fn(model(xr), yr) + opts["beta"] * loss_fn(model(xc), yc)).backward()

@@ -31,7 +31,9 @@ def retrain(ctx: UnlearnContext) -> MethodResult:
         desc="retrain (oracle)",
     )
     fit = trainer.fit(ctx.retain, ctx.val, ctx.test)
-    return MethodResult(model, {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "history": fit.history})
+    return MethodResult(
+        model, {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "history": fit.history}
+    )
 
 
 @register_method(
