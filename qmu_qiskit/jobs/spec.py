@@ -149,12 +149,15 @@ class AuditSpec(_Model):
         seed: seeds the shadow forget sets and shadow teachers.
         methods: labels of the methods to audit (default: every method of the spec).
         fixed_variance: one pooled σ per side (LiRA's mode for few shadows).
+        teachers: ``shared`` (pairs start from the cell's teacher, the challenge's protocol) or
+            ``independent`` (a shadow teacher per pair, Hayes et al.'s).
     """
 
     shadows: int = Field(ge=4, le=4096)
     seed: int = Field(default=0, ge=0)
     methods: list[str] | None = None
     fixed_variance: bool = False
+    teachers: Literal["shared", "independent"] = "shared"
 
 
 class MetricsSpec(_Model):

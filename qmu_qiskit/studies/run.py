@@ -92,6 +92,7 @@ def run_audits(handle, *, workers: int | None = None, on_event: EventFn | None =
             workers=workers,
             out=Path(p["teacher"]) / "audit" / cell.path.parent.name / label,
             fixed_variance=want.fixed_variance,
+            teachers=want.teachers,
             on_event=on_event,
         )
         s = res.summary
