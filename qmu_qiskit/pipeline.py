@@ -26,7 +26,7 @@ from .exceptions import BackendError, BadInputError, DataError, RunError
 from .io import atomic_torch_save, atomic_write_json
 from .logs import run_log
 from .models.hybrid import ModelSpec, build_model, count_parameters
-from .runs import RunDir, failure_reason, is_scratch
+from .runs import METRICS_FILE, MODEL_FILE, RunDir, failure_reason, is_scratch
 from .training import Trainer, accuracy, load_state
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,18 @@ def versions() -> dict:
     return out
 
 
-def make_executor(backend: BackendConfig, *, seed: int, run: RunDir | None = None, spec=None):
-    """The executor for a run: its ledger lives in the run directory, its jobs carry the run id."""
+def make_executor(
+    backend: BackendConfig,
+    *,
+    seed: int,
+    run: RunDir | None = None,
+    spec=None,
+    ledger: str | Path | None = None,
+    run_id: str | None = None,
+):
+    """The executor for a run: its ledger lives in the run directory, its jobs carry the run id
+    (``ledger`` / ``run_id`` instead, for work that is not a run: evaluations on other backends).
+    ``spec``: the backend already parsed (:class:`~qmu_qiskit.backends.BackendSpec`)."""
     from .execution.executor import Executor
 
     runtime = dict(backend.runtime)
@@ -64,10 +74,45 @@ def make_executor(backend: BackendConfig, *, seed: int, run: RunDir | None = Non
         seed=seed,
         optimization_level=backend.optimization_level,
         seed_transpiler=backend.seed_transpiler,
-        ledger=run.ledger_path if run is not None else None,
-        run_id=run.run_id() if run is not None else None,
+        ledger=run.ledger_path if run is not None else ledger,
+        run_id=run.run_id() if run is not None else run_id,
         runtime_options=runtime,
     )
+
+
+def evaluate_on(
+    run: str | Path | RunDir,
+    executor,
+    X,
+    *,
+    cfg: RunConfig | None = None,
+    bundle: DataBundle | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Logits of a saved run's model (``model.pt``) for the rows ``X``, evaluated with another
+    backend's executor (:func:`make_executor`; share one across models so transpiled circuits
+    are reused).
+
+    Args:
+        run: the run directory (a teacher, or an unlearning run of it).
+        executor: where the circuits run.
+        X: the input rows.
+        cfg, bundle: the model's config and data (default: the run's own; an unlearning run
+            passes its teacher's).
+    """
+    from .training import predict_logits
+
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    if cfg is None or bundle is None:
+        teacher = TeacherRun.load(run.path)
+        cfg, bundle = cfg or teacher.cfg, bundle or teacher.bundle
+    model = build_model(
+        model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed
+    )
+    weights = run.path / MODEL_FILE
+    load_state(model, load_checkpoint_weights(weights), source=str(weights))
+    model.eval()
+    return predict_logits(model, X, batch_size=batch_size)
 
 
 def check_backend(backend: BackendConfig, qubits: int):
@@ -87,6 +132,74 @@ def check_backend(backend: BackendConfig, qubits: int):
 
         check_ibm_backend(spec, qubits)
     return spec
+
+
+def inherited_backend(base: dict, name: str) -> dict:
+    """The teacher's backend settings (``base``) that backend ``name`` applies (inherited, not
+    given: the others are left out instead of refused)."""
+    from .backends import RUNTIME_OPTIONS, backend_kind
+
+    kind = backend_kind(name)
+    out = {**base, "name": name}
+    if kind != "aer_noisy":
+        out.pop("noise_scale", None)
+    if kind != "aer":
+        out.pop("engine", None)
+    if kind in ("aer", "aer_noisy"):
+        out["runtime"] = {
+            k: v for k, v in (out.get("runtime") or {}).items() if k not in RUNTIME_OPTIONS
+        }
+    return out
+
+
+def teacher_backend(run: str | Path) -> dict:
+    """The backend settings a finished teacher run was trained with (its stored config).
+
+    Raises:
+        RunError: not a complete run.
+    """
+    teacher = RunDir(run)
+    teacher.require_complete(what="trained run")
+    return dict(teacher.config().get("backend", {}))
+
+
+def unlearn_backends(
+    base: dict, over: dict, oracle_backend: str | None = None
+) -> tuple[BackendConfig | None, BackendConfig | None]:
+    """The backends of an unlearning call: the teacher's settings ``base`` with the settings
+    given (``over``: only what was given; on another backend the teacher's are not inherited;
+    runtime options merge), and the oracle's backend ``oracle_backend`` with the teacher's
+    settings that it applies. ``None``: the teacher's backend, unchanged."""
+    backend_cfg = None
+    if over:
+        name = over.get("name")
+        merged = dict(base) if (name is None or name == base.get("name")) else {}
+        over = dict(over)
+        if "runtime" in over:
+            over["runtime"] = {**merged.get("runtime", {}), **over["runtime"]}
+        merged.update(over)
+        backend_cfg = BackendConfig(**merged)
+    oracle_cfg = (
+        BackendConfig(**inherited_backend(base, oracle_backend)) if oracle_backend else None
+    )
+    return backend_cfg, oracle_cfg
+
+
+def run_seed(run: str | Path) -> int:
+    """The seed a complete run recorded in its config.
+
+    Raises:
+        RunError: not a complete run.
+    """
+    run_dir = RunDir(run)
+    run_dir.require_complete(what="run")
+    return int(run_dir.config().get("seed", 0))
+
+
+def metrics_path(run: str | Path, metrics: dict) -> Path:
+    """Where :func:`evaluate` wrote ``metrics`` (a versioned evaluation, or the run's own)."""
+    where = (metrics.get("evaluation") or {}).get("path")
+    return Path(where) if where else Path(run) / METRICS_FILE
 
 
 def model_spec(

@@ -138,7 +138,7 @@ def grid_rows(grid_dir: Path) -> list[dict]:
     from ..jobs.grid import Grid
     from ..jobs.handle import JobHandle
 
-    name = Grid.load(grid_dir).spec.name
+    name = Grid.load(grid_dir).name
     rows = []
     for r in JobHandle(grid_dir).results():
         r = dict(r)

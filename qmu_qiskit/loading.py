@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import RunError
-from .hybrid import HybridModel
+from .exceptions import RunError
+from .models.hybrid import HybridModel
 
 __all__ = ["load_model"]
 
@@ -38,11 +38,11 @@ def load_model(run_dir: str | os.PathLike, *, backend: Any | None = None) -> Hyb
         >>> model = load_model("runs/demo-iris")                 # doctest: +SKIP
         >>> model.predict([[5.1, 3.5, 1.4, 0.2]]), model.class_names  # doctest: +SKIP
     """
-    from ..config import BackendConfig
-    from ..data.load import fit_encoder
-    from ..pipeline import TeacherRun, load_checkpoint_weights, make_executor
-    from ..runs import RunDir
-    from ..training import load_state
+    from .config import BackendConfig
+    from .data.load import fit_encoder
+    from .pipeline import TeacherRun, load_checkpoint_weights, make_executor
+    from .runs import RunDir
+    from .training import load_state
 
     run = RunDir(run_dir)
     run.require_complete(what="run")
