@@ -22,7 +22,7 @@ from .exceptions import (  # noqa: F401  (re-exported)
 
 def load_model(run_dir, **kwargs):
     """A run's trained or unlearned model, ready for ``model.predict(X)``; see
-    :func:`qmu_qiskit.models.load_model` (imported on first use: it needs torch and Qiskit)."""
-    from .models.loading import load_model as _load_model
+    :func:`qmu_qiskit.loading.load_model` (imported on first use: it needs torch and Qiskit)."""
+    from .loading import load_model as _load_model
 
     return _load_model(run_dir, **kwargs)

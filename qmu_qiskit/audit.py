@@ -308,8 +308,8 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
 
 def _run_grid(grid, *, workers: int | None, on_event: Callable | None) -> str:
     from .io import directory_lock
-    from .jobs.executors import make_pool
     from .jobs.ledger import CellLedger
+    from .jobs.pools import make_pool
     from .jobs.scheduler import Scheduler
     from .runs import sweep_scratch
 
@@ -320,7 +320,7 @@ def _run_grid(grid, *, workers: int | None, on_event: Callable | None) -> str:
         with CellLedger(grid.ledger_path) as ledger:
             ledger.clear_cancel()
         scheduler = Scheduler(
-            grid, lambda: make_pool(grid.spec.executor, workers=workers), on_event=on_event
+            grid, lambda: make_pool(grid.pool, workers=workers), on_event=on_event
         )
         try:
             return scheduler.run()
@@ -369,9 +369,10 @@ def audit(
     from .evaluation.mia import ulira, ulira_inputs
     from .evaluation.outputs import Outputs
     from .io import atomic_write_json, atomic_write_text
-    from .jobs.grid import Grid
-    from .jobs.spec import ExecutorSpec, JobSpec
+    from .jobs.pools import PoolSpec
     from .pipeline import TeacherRun, versions
+    from .studies.grid import make_grid
+    from .studies.spec import StudySpec
     from .unlearning.base import RecipeInfo, get_method, resolve_options
 
     if not isinstance(shadows, int) or shadows < 4:
@@ -415,13 +416,13 @@ def audit(
     out_dir = Path(out) if out is not None else teacher.run.path / "audit" / fset.slug / method
     grid_dir.mkdir(parents=True, exist_ok=True)
     cells, pairs, target = build_cells(teacher, fset, cfg, grid_dir)
-    spec = JobSpec(
+    spec = StudySpec(
         name=f"audit-{teacher.run.path.name}"[:100].replace(" ", "_"),
         datasets=[{"name": teacher.cfg.data.dataset}],
-        executor=ExecutorSpec(kind=executor, workers=workers, address=address),
+        executor=PoolSpec(kind=executor, workers=workers, address=address),
     )
     order = {"teacher": 0, "oracle": 1, "method": 2}
-    grid = Grid(
+    grid = make_grid(
         spec,
         "audit",
         grid_dir,

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from .backends import RUNTIME_OPTIONS
 from .data import DataConfig
 from .data.files import is_data_file as _is_data_file
 from .exceptions import BadInputError, QmuError, echo
@@ -192,15 +193,6 @@ class TrainingConfig(_Strict):
         return v
 
 
-#: IBM Runtime options (session/batch and error mitigation) that ``backend.runtime`` passes through.
-RUNTIME_OPTIONS = (
-    "mode",
-    "max_time",
-    "resilience_level",
-    "dynamical_decoupling",
-    "twirling",
-    "zne",
-)
 #: ``backend.runtime`` keys the executor itself takes (layout confinement, amplitude loading).
 EXECUTOR_OPTIONS = ("layout", "amplitude_loading")
 

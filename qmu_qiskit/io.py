@@ -332,9 +332,13 @@ def unseal(directory, blob: bytes, *, path) -> bytes | None:
     return data
 
 
+#: The lock file :func:`directory_lock` holds inside a directory.
+LOCK_FILE = ".lock"
+
+
 def _open_lock(directory: Path, what: str, *, create: bool) -> int:
     """``directory/.lock`` opened without following a link; it must be a regular file."""
-    lock_path = directory / ".lock"
+    lock_path = directory / LOCK_FILE
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_CREAT if create else 0)
     try:
         fd = os.open(lock_path, flags, 0o600)

@@ -19,8 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .runs import LOG_FILE  # the run-directory layout lives in runs.py
+
 PACKAGE = "qmu_qiskit"
-LOG_FILE = "log.txt"
+
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 logging.getLogger(PACKAGE).addHandler(logging.NullHandler())

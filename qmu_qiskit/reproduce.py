@@ -23,7 +23,7 @@ from pathlib import Path
 from .config import BackendConfig, RunConfig
 from .exceptions import BadInputError, RunError
 from .io import read_json
-from .runs import RunDir
+from .runs import METRICS_FILE, RunDir
 
 #: Metrics compared (where present); bookkeeping fields are not results.
 SKIP_KEYS = frozenset(
@@ -215,9 +215,9 @@ def reproduce(
     if out.exists() and (not out.is_dir() or out.is_symlink() or any(out.iterdir())):
         raise BadInputError(f"--out {out} exists and is not an empty folder; choose a new one")
 
-    recorded = {"teacher": read_json(teacher.path / "metrics.json")}
+    recorded = {"teacher": read_json(teacher.path / METRICS_FILE)}
     for req in requests:
-        recorded[req["label"]] = read_json(req["path"] / "metrics.json")
+        recorded[req["label"]] = read_json(req["path"] / METRICS_FILE)
     if only is not None:
         recorded.pop("teacher")
 

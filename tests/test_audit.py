@@ -126,12 +126,12 @@ def test_audit_cli_refuses_bad_requests_in_one_line(tiny_run, capsys):
 
 
 def test_studies_request_the_audit_in_their_metrics():
-    from qmu_qiskit import jobs
+    from qmu_qiskit import studies
     from qmu_qiskit.exceptions import BadInputError
 
-    spec = jobs.load_spec(
+    spec = studies.load_spec(
         {"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 64}}}
     )
     assert spec.metrics.audit.shadows == 64 and spec.metrics.audit.seed == 0
     with pytest.raises(BadInputError, match="metrics.audit.shadows"):
-        jobs.load_spec({"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 2}}})
+        studies.load_spec({"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 2}}})

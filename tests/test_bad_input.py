@@ -327,9 +327,9 @@ def api_train(out: str = "out", **kw):
 
 def api_submit(**fields):
     def call(ctx: Ctx):
-        from qmu_qiskit import jobs
+        from qmu_qiskit import studies
 
-        jobs.submit(spec_dict(**fields), out_dir=ctx.tmp / "out")
+        studies.submit(spec_dict(**fields), out_dir=ctx.tmp / "out")
 
     return call
 
@@ -1169,7 +1169,7 @@ CASES = [
         "api",
         r"more than the maximum of 50",
         r"--max-cells",
-        api=lambda ctx: __import__("qmu_qiskit.jobs", fromlist=["submit"]).submit(
+        api=lambda ctx: __import__("qmu_qiskit.studies", fromlist=["submit"]).submit(
             spec_dict(seeds=list(range(30))), out_dir=ctx.tmp / "out", max_cells=50
         ),
     ),

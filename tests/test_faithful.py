@@ -413,8 +413,8 @@ def test_agree_retain_stays_aligned_under_the_shuffled_kl_quirk():
 
 
 def test_fixed_protocol_cycles_the_paired_methods():
-    from qmu_qiskit.jobs.spec import load_spec
     from qmu_qiskit.studies.protocols import get_protocol
+    from qmu_qiskit.studies.spec import load_spec
     from qmu_qiskit.unlearning.base import cycled, zipped
 
     for source in ("jobs/fixed_iris.yaml", {"name": "f", "datasets": ["iris"]}):

@@ -11,7 +11,7 @@ Names (architecture.md, "Seams that matter"):
 * ``ibm_<device>`` — IBM Quantum hardware through ``QiskitRuntimeService``.
 
 The rest of the code sees a :class:`BackendSpec` and an
-:class:`~qmu_qiskit.execution.Executor` built from it.
+:class:`~qmu_qiskit.execution.executor.Executor` built from it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..exceptions import BackendError
+
+#: IBM Runtime options (session/batch and error mitigation) that ``backend.runtime`` passes through.
+RUNTIME_OPTIONS = (
+    "mode",
+    "max_time",
+    "resilience_level",
+    "dynamical_decoupling",
+    "twirling",
+    "zne",
+)
 
 DEFAULT_NOISY_PROFILE = "ibm_brisbane"
 

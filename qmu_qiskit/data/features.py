@@ -61,7 +61,7 @@ class Encoder:
     """The input encoding of a run, fitted on the training split only.
 
     :func:`encode` fits one on the training split and applies it to every split; a loaded model
-    (:func:`qmu_qiskit.models.load_model`) refits the same encoder on the same training split
+    (:func:`qmu_qiskit.load_model`) refits the same encoder on the same training split
     and applies it to new raw records, so ``predict`` takes data as it comes from the source.
 
     Args:

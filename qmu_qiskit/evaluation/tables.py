@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from ..io import atomic_write_text, read_json
+from ..runs import COST_FILE, METRICS_FILE, STATUS_FILE
 
 #: (header, metrics key) of the audit table, in order.
 AUDIT_COLUMNS: list[tuple[str, str]] = [
@@ -149,14 +150,14 @@ def forget_folder_rows(folder: str | os.PathLike) -> list[dict]:
             if not entry.is_dir(follow_symlinks=False):
                 continue
             path = Path(entry.path)
-            status = path / "run.json"
+            status = path / STATUS_FILE
             if status.is_symlink() or not status.is_file():
                 continue
             try:
                 if read_json(status).get("status") != "complete":
                     continue
-                metrics = read_json(path / "metrics.json")
-                cost = read_json(path / "cost.json") if (path / "cost.json").is_file() else {}
+                metrics = read_json(path / METRICS_FILE)
+                cost = read_json(path / COST_FILE) if (path / COST_FILE).is_file() else {}
             except Exception:
                 continue
             runs.append((entry.name, metrics, cost, path))

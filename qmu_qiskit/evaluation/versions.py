@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..io import atomic_write_json
+from ..runs import METRICS_FILE
 from .metrics import MetricContext
 
 #: The folder of a run that holds its re-evaluations.
@@ -83,6 +84,6 @@ def write_version(run_path: str | os.PathLike, metrics: dict) -> Path:
             break
         except FileExistsError:  # a name taken by a folder the scan ignored
             number += 1
-    path = folder / "metrics.json"
+    path = folder / METRICS_FILE
     atomic_write_json(path, metrics)
     return path

@@ -23,8 +23,8 @@ import warnings
 
 import numpy as np
 
+from ..backends import RUNTIME_OPTIONS  # what this runner understands; anything else is refused
 from ..backends import runtime as _service
-from ..config import RUNTIME_OPTIONS  # what this runner understands; anything else is refused
 from ..exceptions import BackendError, BadInputError
 from .runner_base import Handle, Prepared, Pub, Runner
 

@@ -44,9 +44,9 @@ class ModelInfo:
 
 
 def _load_builtins() -> None:
-    # The study models and the from-circuit model register themselves on import.
+    # The papers' models (presets) and the from-circuit model register themselves on import.
     from . import circuit as _circuit  # noqa: F401
-    from . import studies as _studies  # noqa: F401
+    from . import presets as _presets  # noqa: F401
 
 
 #: Every hybrid model by name: the built-ins, then installed plugins (entry-point group
@@ -129,7 +129,7 @@ class HybridModel(nn.Module):
         return groups
 
     # ------------------------------------------------------------------ prediction
-    #: Set by :func:`qmu_qiskit.models.load_model`: the run's input encoding (fitted on its
+    #: Set by :func:`qmu_qiskit.load_model`: the run's input encoding (fitted on its
     #: training split), so :meth:`predict` takes raw records; ``None``: inputs are encoded.
     preprocess = None
     #: Class names in label order, when known (set by ``load_model``).
@@ -140,7 +140,7 @@ class HybridModel(nn.Module):
 
         Args:
             X: records as a numpy array or tensor: raw records as in the data source for a model
-                from :func:`~qmu_qiskit.models.load_model` (its encoding is applied), else the
+                from :func:`~qmu_qiskit.load_model` (its encoding is applied), else the
                 encoded model inputs (e.g. angles).
             batch_size: records per circuit job.
 
@@ -245,7 +245,7 @@ def quantum_layer(
     return QuantumLayer(qnn, initial_weights=w.numpy()), outputs
 
 
-def _seeded_classical(generator: torch.Generator, build: Callable[[], nn.Module]) -> nn.Module:
+def seeded_classical(generator: torch.Generator, build: Callable[[], nn.Module]) -> nn.Module:
     """Build torch layers with their default initialisation drawn from ``generator``'s stream,
     without touching the global RNG (STYLE: no global seeding)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -269,7 +269,7 @@ def _hqml_tabular(spec, num_classes, executor, generator, *, deep: bool) -> Hybr
         generator=generator,
     )
     if deep:
-        head = _seeded_classical(
+        head = seeded_classical(
             generator,
             lambda: nn.Sequential(
                 nn.Linear(width, 32),
@@ -285,7 +285,7 @@ def _hqml_tabular(spec, num_classes, executor, generator, *, deep: bool) -> Hybr
             ),
         )
     else:
-        head = _seeded_classical(
+        head = seeded_classical(
             generator,
             lambda: nn.Sequential(nn.Linear(width, 16), nn.ReLU(), nn.Linear(16, num_classes)),
         )
@@ -298,7 +298,7 @@ def _hqml_conv(spec, num_classes, executor, generator) -> HybridModel:
     n, layers = spec.qubits, spec.layers
     side = spec.image_side
     flat = 32 * (side // 4) * (side // 4)
-    encoder = _seeded_classical(
+    encoder = seeded_classical(
         generator,
         lambda: nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1),
@@ -322,7 +322,7 @@ def _hqml_conv(spec, num_classes, executor, generator) -> HybridModel:
         input_gradients=True,
         generator=generator,
     )
-    head = _seeded_classical(
+    head = seeded_classical(
         generator,
         lambda: nn.Sequential(nn.Linear(width, 32), nn.ReLU(), nn.Linear(32, num_classes)),
     )

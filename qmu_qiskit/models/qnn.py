@@ -53,7 +53,7 @@ class FusedEstimatorQNN(_FusedMixin, EstimatorQNN):
     """``EstimatorQNN`` whose training forward also returns the Jacobian from the same job.
 
     Args:
-        executor: the :class:`~qmu_qiskit.execution.Executor` providing estimator and gradient.
+        executor: the :class:`~qmu_qiskit.execution.executor.Executor` providing estimator and gradient.
         **kwargs: ``EstimatorQNN`` arguments (``circuit``, ``observables``, ``input_params``,
             ``weight_params``, ``input_gradients``).
     """

@@ -10,7 +10,7 @@ out anyway, so a reader sees the study without reading this module.
   model at 200 samples/class and Fashion conv model at 800 samples/class with n = 10 (batch 64,
   lr 1e-3, ≤60 epochs, patience 8), split 80/20 stratified seed 0, no validation split,
   subset 2% and class 0, HQML variants of every method, MIA non-members from D_r. Its quirks are
-  flags (:class:`~qmu_qiskit.jobs.spec.QuirksSpec`).
+  flags (:class:`~qmu_qiskit.studies.spec.QuirksSpec`).
 * ``fixed`` (default) — the same models and budgets with a 10% validation split driving
   selection, the teacher on all of D_tr, aligned paired metrics, held-out MIA non-members,
   literature variants of EU-k / CF-k / SCRUB / certified / Q-MUL, three seeds.
@@ -26,8 +26,8 @@ import math
 from dataclasses import dataclass, field
 
 from ..exceptions import BadInputError
-from ..jobs.spec import DatasetEntry, JobSpec, MethodEntry, MetricsSpec, ModelEntry, QuirksSpec
 from ..registry import Registry
+from .spec import DatasetEntry, MethodEntry, MetricsSpec, ModelEntry, QuirksSpec, StudySpec
 
 PI = math.pi
 
@@ -81,7 +81,7 @@ class Protocol:
     scenario_names: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ spec completion
-    def complete(self, spec: JobSpec) -> JobSpec:
+    def complete(self, spec: StudySpec) -> StudySpec:
         """The spec with every ``None`` field replaced by this protocol's default."""
         quirks = (
             spec.quirks
@@ -101,7 +101,7 @@ class Protocol:
             }
         )
 
-    def models_for(self, spec: JobSpec, dataset: DatasetEntry) -> list[ModelEntry | None]:
+    def models_for(self, spec: StudySpec, dataset: DatasetEntry) -> list[ModelEntry | None]:
         """Models of a dataset: the entry's, else the spec's, else the recipe's, else the
         dataset preset's (``None``)."""
         if dataset.models is not None:
@@ -112,7 +112,7 @@ class Protocol:
         return list(recipe.models) if recipe and recipe.models else [None]
 
     def run_config(
-        self, spec: JobSpec, dataset: DatasetEntry, model: ModelEntry | None, backend, seed: int
+        self, spec: StudySpec, dataset: DatasetEntry, model: ModelEntry | None, backend, seed: int
     ):
         """The teacher's :class:`~qmu_qiskit.config.RunConfig` at one grid point.
 
@@ -189,7 +189,7 @@ class Protocol:
             raise type(exc)(f"invalid job spec ({where}): {exc}") from None
 
     # ------------------------------------------------------------------ report helpers
-    def quirk_lines(self, spec: JobSpec) -> list[tuple[str, bool, str]]:
+    def quirk_lines(self, spec: StudySpec) -> list[tuple[str, bool, str]]:
         """(flag, on, what it does) for every HQML quirk (empty outside the hqml protocol)."""
         if spec.quirks is None:
             return []

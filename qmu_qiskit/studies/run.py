@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..jobs.handle import submit
 from ..jobs.scheduler import EventFn
+from .grid import submit
 from .report import StudyOutputs, write_outputs
 
 
@@ -27,9 +27,9 @@ def run_study(
     what is missing. Outputs are written even when some cells failed (the report lists them).
 
     Args:
-        spec: the study's YAML path (or a mapping / :class:`~qmu_qiskit.jobs.JobSpec`).
+        spec: the study's YAML path (or a mapping / :class:`~qmu_qiskit.studies.StudySpec`).
         out, out_dir, data_dir, methods, seeds, workers, on_event: as
-            :func:`qmu_qiskit.jobs.submit`.
+            :func:`qmu_qiskit.studies.submit`.
         plots: draw the PNG plots.
 
     Returns:
