@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .commands.dry_run import dry_run_option
 from .exceptions import BadInputError, QmuError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -61,6 +62,7 @@ LAZY_COMMANDS = {
     "results": ("qmu_qiskit.commands.results", "results"),
     "reproduce": ("qmu_qiskit.commands.reproduce", "reproduce"),
     "audit": ("qmu_qiskit.commands.audit", "audit"),
+    "estimate": ("qmu_qiskit.commands.estimate", "estimate"),
 }
 
 
@@ -219,6 +221,7 @@ def backend_dict(
 
 
 @cli.command(context_settings=CONTEXT)
+@dry_run_option("train")
 @click.option(
     "--dataset",
     default="iris",
@@ -497,6 +500,7 @@ def parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict]
 
 
 @cli.command(context_settings=CONTEXT)
+@dry_run_option("unlearn")
 @click.option(
     "--run",
     "run_path",

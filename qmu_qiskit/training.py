@@ -186,6 +186,9 @@ class Trainer:
             weight_decay=cfg.weight_decay,
         )
 
+        from .backends.dryrun import full_budget
+
+        patience = full_budget(cfg.patience)  # a dry run counts the whole epoch budget
         start_epoch, history = 0, []
         best_state = copy.deepcopy(model.state_dict())
         best_score, best_epoch, stale = -np.inf, 0, 0
@@ -210,9 +213,7 @@ class Trainer:
             stale = int(ck["stale"])
             best_eval_started = ck.get("best_eval_started")
         resumed_from = start_epoch
-        done = start_epoch >= cfg.epochs or (
-            cfg.patience and select != "last" and stale >= cfg.patience
-        )
+        done = start_epoch >= cfg.epochs or (patience and select != "last" and stale >= patience)
         bar = None
         if self.progress and not done:
             from tqdm.auto import tqdm
@@ -259,9 +260,7 @@ class Trainer:
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
-            done = epoch >= cfg.epochs or (
-                cfg.patience and select != "last" and stale >= cfg.patience
-            )
+            done = epoch >= cfg.epochs or (patience and select != "last" and stale >= patience)
             if self.checkpoint is not None:
                 atomic_torch_save(
                     self.checkpoint,

@@ -182,6 +182,10 @@ def ibm_backend(name: str):
         CredentialsError: no usable account.
         BackendError: the device is unknown or retired for this account (lists the usable ones).
     """
+    from .dryrun import active
+
+    if active() is not None:  # a dry run: the device's hardware profile, no account used
+        return active().device_for(name)
     service = runtime_service()
     try:
         available = sorted(b.name for b in service.backends())

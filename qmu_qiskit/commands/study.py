@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from ..cli import CONTEXT
+from .dry_run import dry_run_option
 from .jobs import ProgressPrinter, finish, out_option, wait_interruptibly
 
 
 @click.command(context_settings=CONTEXT)
+@dry_run_option("study")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @out_option()
 @click.option(

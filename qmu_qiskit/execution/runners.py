@@ -97,6 +97,11 @@ def make_runner(
         return AerEstimatorRunner(
             spec=spec, device=device, method="density_matrix", noise_scale=noise_scale
         )
+    from ..backends.dryrun import active
+
+    dry_run = active()
+    if dry_run is not None:  # `qmu-qiskit estimate` / --dry-run: count the jobs, submit nothing
+        return dry_run.runner(spec, shots=shots or 1024, options=runtime_options, run_id=run_id)
     from .runtime_runner import RuntimeRunner
 
     return RuntimeRunner(spec=spec, shots=shots or 1024, options=runtime_options, run_id=run_id)

@@ -388,6 +388,9 @@ class UnlearnContext:
         state = state if state is not None else {}
         rule = self._rule() if select else "last"
         patience = int(self.options.get("patience", 0) or 0) if rule != "last" else 0
+        from ..backends.dryrun import full_budget
+
+        patience = full_budget(patience)  # a dry run counts the whole epoch budget
         sel = {
             "best_score": None,
             "best_epoch": 0,
