@@ -527,7 +527,7 @@ def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
             continue
         y = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
 
-        def scores(out):
+        def scores(out, members=members, nonmembers=nonmembers):  # bound now, not at call
             p = out.probs.max(1)
             return np.r_[p[members], p[nonmembers]]
 

@@ -53,7 +53,7 @@ def test_audit_sanity_anchors_files_and_resume(tiny_run):
     so a few shadows already give each example several observations per side."""
     from qmu_qiskit.audit import audit
 
-    common = dict(shadows=6, seed=0, executor="inline", fixed_variance=True)
+    common = {"shadows": 6, "seed": 0, "executor": "inline", "fixed_variance": True}
     noop = audit(tiny_run, "subset:0.5", "noop", **common)
     retrain = audit(tiny_run, "subset:0.5", "retrain", **common)
     s_noop, s_re = noop.summary, retrain.summary

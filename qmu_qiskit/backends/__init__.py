@@ -155,6 +155,6 @@ def parse_backend(name: str) -> BackendSpec:
         except Exception as exc:
             raise BackendError(str(exc)) from exc
         return BackendSpec(name=backend.name, kind="fake", device=backend.name)
-    if low.startswith("ibm_") or low.startswith("ibmq_"):
+    if low.startswith(("ibm_", "ibmq_")):
         return BackendSpec(name=low, kind="ibm", device=low)
     raise BackendError(f"unknown backend {raw!r}; {_valid_names_hint()}")

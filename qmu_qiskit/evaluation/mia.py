@@ -613,7 +613,7 @@ def ulira(
     var_r = np.maximum((sr2[None] - rz**2) / safe_n - mu_r**2, 0.0)
     if fixed_variance:
         total = mf.sum()
-        for var, z, z2, mu in ((var_u, uz, uz**2, mu_u), (var_r, rz, rz**2, mu_r)):
+        for var, z, z2 in ((var_u, uz, uz**2), (var_r, rz, rz**2)):
             # pooled over all shadow entries except the target pair's own row
             cnt = total - mf.sum(1, keepdims=True)
             mean = (z.sum() - z.sum(1, keepdims=True)) / np.maximum(cnt, 1)

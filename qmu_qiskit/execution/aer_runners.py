@@ -404,9 +404,9 @@ class AerEstimatorRunner(_AerBase):
                     raise BackendError(f"Aer failed: {getattr(result, 'status', 'unknown error')}")
                 k = 0
                 for i, n in zip(members, rows):
-                    O = len(pubs[i].observables)
+                    n_obs = len(pubs[i].observables)
                     part = np.array(
-                        [[result.data(k + r)[f"o{o}"] for r in range(n)] for o in range(O)],
+                        [[result.data(k + r)[f"o{o}"] for r in range(n)] for o in range(n_obs)],
                         dtype=float,
                     )
                     if n == 1 and len(pubs[i].values) != 1:

@@ -315,11 +315,11 @@ class Executor:
         """The ISA circuit and where it was laid out (``device`` or ``path:q0,q1,…``)."""
         from .layout import best_path, check_path, restrict_target
 
-        kw = dict(
-            optimization_level=self.optimization_level,
-            seed=self.seed_transpiler,
-            qubits_initially_zero=initially_zero,
-        )
+        kw = {
+            "optimization_level": self.optimization_level,
+            "seed": self.seed_transpiler,
+            "qubits_initially_zero": initially_zero,
+        }
         n = circuit.num_qubits
         mode = self.layout
         path = None

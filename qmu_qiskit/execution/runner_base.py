@@ -207,7 +207,7 @@ class Runner(ABC):
     def describe(self) -> dict:
         return {"runner": self.name, "shots": self.shots, "noise_scale": self.noise_scale}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; runners holding nothing keep the no-op
         pass
 
 
