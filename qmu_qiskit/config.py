@@ -26,6 +26,10 @@ from .data import DataConfig
 from .data.files import is_data_file as _is_data_file
 from .exceptions import BadInputError, QmuError, echo
 
+# the closed vocabularies a run config accepts (pydantic rejects anything else at run time)
+Readout = Literal["estimator", "sampler"]
+ProtocolName = Literal["fixed", "hqml", "qmu", "dgqmu"]
+
 PROTOCOLS = ("fixed", "hqml", "qmu", "dgqmu")
 
 #: Bounds of numeric settings, checked before anything runs (numpy seeds are 32-bit; a shot
@@ -44,7 +48,7 @@ def check_seed(seed, flag: str = "seed") -> int:
     return seed
 
 
-def _one_line(exc: ValidationError, what: str) -> BadInputError:
+def _one_line(exc: ValidationError, what: str) -> QmuError:
     parts = []
     for err in exc.errors():
         cause = (err.get("ctx") or {}).get("error")
@@ -100,7 +104,7 @@ class ModelConfig(_Strict):
     name: str = "hqml-shallow"
     qubits: int | None = None
     layers: int | None = None
-    readout: Literal["estimator", "sampler"] = "estimator"
+    readout: Readout = "estimator"
     circuit: str | None = None
     circuit_sha256: str | None = None
     head: str | None = None
@@ -304,7 +308,7 @@ class RunConfig(_Strict):
     _what: ClassVar[str] = "run config"
     kind: Literal["train"] = "train"
     seed: int = 0
-    protocol: Literal["fixed", "hqml", "qmu", "dgqmu"] = "fixed"
+    protocol: ProtocolName = "fixed"
     data: DataConfig
     model: ModelConfig
     training: TrainingConfig
@@ -414,12 +418,12 @@ def resolve_run_config(
     model: str | None = None,
     qubits: int | None = None,
     layers: int | None = None,
-    readout: str = "estimator",
+    readout: Readout = "estimator",
     seed: int = 0,
     data: dict | None = None,
     training: dict | None = None,
     backend: dict | None = None,
-    protocol: str = "fixed",
+    protocol: ProtocolName = "fixed",
     exclude_forget: str | None = None,
     circuit: str | None = None,
     head: str | None = None,

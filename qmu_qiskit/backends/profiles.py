@@ -35,6 +35,7 @@ import os
 import statistics
 import threading
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BackendError, BadInputError
@@ -371,12 +372,9 @@ def _fake_backend_classes() -> dict[str, type[FakeBackendV2]]:
     classes = {}
     for attr in dir(fake_provider):
         obj = getattr(fake_provider, attr)
-        if (
-            isinstance(obj, type)
-            and issubclass(obj, FakeBackendV2)
-            and isinstance(getattr(obj, "backend_name", None), str)
-        ):
-            classes[obj.backend_name] = obj
+        name = getattr(obj, "backend_name", None)
+        if isinstance(obj, type) and issubclass(obj, FakeBackendV2) and isinstance(name, str):
+            classes[name] = obj
     return classes
 
 
@@ -520,10 +518,10 @@ def _summarize(configuration: dict, properties: dict, *, source: str) -> dict[st
     faulty_gates = {(g.gate, tuple(g.qubits)) for g in props.faulty_gates()}
     errors_by_gate: dict[str, list[float]] = {}
     for gate in props.gates:
-        qubits = tuple(gate.qubits)
-        if (gate.gate, qubits) in faulty_gates or any(q in faulty_qubits for q in qubits):
+        gate_qubits = tuple(gate.qubits)
+        if (gate.gate, gate_qubits) in faulty_gates or any(q in faulty_qubits for q in gate_qubits):
             continue
-        error = value(props.gate_error, gate.gate, list(qubits))
+        error = value(props.gate_error, gate.gate, list(gate_qubits))
         if error is not None:
             errors_by_gate.setdefault(gate.gate, []).append(error)
 
@@ -541,7 +539,7 @@ def _summarize(configuration: dict, properties: dict, *, source: str) -> dict[st
             }
         )
 
-    def median(values: list[float | None]) -> float | None:
+    def median(values: Sequence[float | None]) -> float | None:
         present = [v for v in values if v is not None]
         return _round(statistics.median(present)) if present else None
 

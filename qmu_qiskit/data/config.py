@@ -28,7 +28,7 @@ _HINT = (
 )
 
 
-def _one_line(exc: ValidationError) -> BadInputError:
+def _one_line(exc: ValidationError) -> QmuError:
     """Turn pydantic's multi-line report into the project's one-line error."""
     parts = []
     ours = True

@@ -8,6 +8,7 @@ features (HQML's scripts fit PCA and the scaler on all data before splitting; we
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -100,8 +101,8 @@ class Encoder:
         self.angle_range = angle_range
         self.raw_width: int | None = None
         self.width: int | None = None
-        self._pca = None
-        self._scaler = None
+        self._pca: Any = None  # fitted sklearn PCA / MinMaxScaler (untyped library)
+        self._scaler: Any = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -167,7 +168,7 @@ class Encoder:
         if self._pca is not None:
             flat = _apply(self._pca.transform, flat, self.width)
         if self.input_kind == "angles":
-            out64 = _apply(self._scaler.transform, flat, self.width)  # type: ignore[union-attr]
+            out64 = _apply(self._scaler.transform, flat, self.width)
         else:
             out64 = _unit_rows(flat)
         return np.ascontiguousarray(out64, dtype=np.float32)

@@ -13,6 +13,7 @@ import io
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 from ..io import atomic_write_text, read_json
 
@@ -127,7 +128,7 @@ def with_salun_names(row: dict) -> dict:
 def teacher_row(first: dict) -> dict:
     """The teacher's row of an audit table, from any method's metrics (its ``*_orig`` and
     ``*_teacher`` anchors, computed on the same samples)."""
-    row = {"method": "teacher"}
+    row: dict[str, Any] = {"method": "teacher"}
     for split in ("retain", "forget", "test"):
         row[f"acc_{split}_unlearn"] = first.get(f"acc_{split}_orig")
     for key in ("MIA_AUC", "UA", "RA", "TA", "MIA_Efficacy"):
