@@ -25,7 +25,7 @@ from .evaluation.versions import settings_of, write_version
 from .exceptions import BackendError, BadInputError, DataError, RunError
 from .io import atomic_torch_save, atomic_write_json
 from .logs import run_log
-from .models.hybrid import ModelSpec, build_model, count_parameters
+from .models.hybrid import HybridModel, ModelSpec, build_model, count_parameters
 from .runs import RunDir, failure_reason, is_scratch
 from .training import Trainer, accuracy, load_state
 
@@ -312,7 +312,7 @@ class TeacherRun:
         outputs = Outputs.load(run.path / "outputs.npz")
         return cls(run=run, cfg=cfg, bundle=bundle, outputs=outputs)
 
-    def model(self, executor) -> torch.nn.Module:
+    def model(self, executor) -> HybridModel:
         model = build_model(
             model_spec(self.cfg, self.bundle, self.run),
             num_classes=self.bundle.num_classes,
