@@ -34,8 +34,8 @@ import json
 import os
 import statistics
 import threading
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BackendError, BadInputError

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -199,7 +200,7 @@ def salun_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext)
     :func:`mia_efficacy_metrics`), each for U with T's and O's values as anchors."""
     gone = forgotten_classes(U)
     ta_mask = U.mask("test") & ~np.isin(U.labels, gone)
-    res = {}
+    res: dict[str, Any] = {}
     for suffix, out in (("", U), ("_teacher", T), ("_oracle", O)):
         if out is None:
             continue

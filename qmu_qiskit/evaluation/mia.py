@@ -20,11 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..exceptions import BadInputError
 from .outputs import Outputs, aligned
+
+if TYPE_CHECKING:
+    import torch  # imported where used: torch is slow to import
 
 #: FPR budgets at which TPR is reported (1% and 0.1%).
 FPR_TARGETS = (0.01, 0.001)
@@ -102,7 +106,7 @@ def roc_summary(
 
     pos = np.asarray(member_scores, dtype=np.float64).ravel()
     neg = np.asarray(nonmember_scores, dtype=np.float64).ravel()
-    out = {"n_members": int(pos.size), "n_nonmembers": int(neg.size)}
+    out: dict[str, Any] = {"n_members": int(pos.size), "n_nonmembers": int(neg.size)}
     if pos.size == 0 or neg.size == 0:
         out.update(
             auc=float("nan"),
@@ -268,7 +272,7 @@ class GreyBoxAttack:
         epochs, lr, seed: how it was trained.
     """
 
-    net: object
+    net: torch.nn.Module
     heldout_accuracy: float
     train_accuracy: float
     num_train: int
