@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -301,7 +302,7 @@ def audit(
     options: dict | None = None,
     out: str | os.PathLike | None = None,
     workers: int | None = None,
-    executor: str = "local",
+    executor: Literal["local", "inline", "dask"] = "local",
     address: str | None = None,
     fixed_variance: bool = False,
     on_event: Callable | None = None,
@@ -330,7 +331,7 @@ def audit(
     from .evaluation.outputs import Outputs
     from .io import atomic_write_json, atomic_write_text
     from .jobs.grid import Grid
-    from .jobs.spec import ExecutorSpec, JobSpec
+    from .jobs.spec import DatasetEntry, ExecutorSpec, JobSpec
     from .pipeline import TeacherRun, versions
     from .unlearning.base import RecipeInfo, get_method, resolve_options
 
@@ -341,7 +342,7 @@ def audit(
         )
     if shadows > 4096:
         raise BadInputError(f"--shadows {shadows} is more than 4096; audit with fewer shadow pairs")
-    teacher = TeacherRun.load(run)
+    teacher = TeacherRun.load(Path(run))
     if teacher.cfg.exclude_forget:
         raise BadInputError(
             f"run {teacher.run.path} was trained without {teacher.cfg.exclude_forget} (HQML's Iris "
@@ -372,7 +373,7 @@ def audit(
     cells, pairs, target = build_cells(teacher, fset, cfg, grid_dir)
     spec = JobSpec(
         name=f"audit-{teacher.run.path.name}"[:100].replace(" ", "_"),
-        datasets=[{"name": teacher.cfg.data.dataset}],
+        datasets=[DatasetEntry(name=teacher.cfg.data.dataset)],
         executor=ExecutorSpec(kind=executor, workers=workers, address=address),
     )
     order = {"teacher": 0, "oracle": 1, "method": 2}

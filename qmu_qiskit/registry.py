@@ -156,7 +156,7 @@ class Registry(MutableMapping, Generic[T]):
         self._ensure_loaded()
         return self._origin.get(name, "qmu-qiskit")
 
-    def get(self, name: str, default=None):  # type: ignore[override]
+    def get(self, name: str, default=None):
         """The entry ``name``, or ``default``."""
         self._ensure_loaded()
         return self._items.get(name, default)
