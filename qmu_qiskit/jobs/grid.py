@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..exceptions import BadInputError, RunError
 from ..io import atomic_write_json, read_json
-from .spec import JobSpec, MethodEntry, load_spec
+from .spec import JobSpec, MethodEntry, filled_in, load_spec
 
 GRID_FILE = "grid.json"
 LEDGER_FILE = "cells.sqlite"
@@ -316,13 +316,13 @@ def _add_teacher_subtree(
         payload={"kind": "teacher", "config": cfg.model_dump(mode="json"), "path": str(tdir)},
     )
     cells.setdefault(teacher.id, teacher)
-    metric_ctx = spec.metrics.context(seed)
+    metric_ctx = filled_in(spec.metrics, "metrics").context(seed)
     retrain_given = dict(spec.options.get("retrain", {}))
     try:
         retrain_opts = resolve_options("retrain", retrain_given, recipe)
     except BadInputError as exc:
         raise BadInputError(f"{where}: options.retrain: {exc}") from None
-    for forget in spec.forget:
+    for forget in filled_in(spec.forget, "forget"):
         try:
             fset = resolve_forget(forget, bundle, seed=cfg.data.seed)
         except BadInputError as exc:

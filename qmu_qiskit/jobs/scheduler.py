@@ -265,7 +265,7 @@ class Scheduler:
                 if running:
                     pool.terminate()
                 pool.shutdown()
-                for fut, cid in running.items():
+                for cid in running.values():
                     ledger.record(cid, "cancelled", session=session)
         if cancelled:
             return "cancelled"
