@@ -110,6 +110,20 @@ class ModelConfig(_Strict):
     head: str | None = None
     input_params: str | None = None
 
+    @property
+    def n_qubits(self) -> int:
+        """:attr:`qubits` of a resolved config (``resolve_run_config`` fills in the default)."""
+        if self.qubits is None:
+            raise BadInputError("model.qubits is unset; build the config with resolve_run_config")
+        return self.qubits
+
+    @property
+    def n_layers(self) -> int:
+        """:attr:`layers` of a resolved config (``resolve_run_config`` fills in the default)."""
+        if self.layers is None:
+            raise BadInputError("model.layers is unset; build the config with resolve_run_config")
+        return self.layers
+
     @model_serializer(mode="wrap")
     def _drop_unset_circuit(self, handler):
         # Unset circuit fields are left out of config.yaml and payloads: the studies' models

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..config import ProtocolName
 from ..exceptions import BadInputError
 from ..jobs.spec import (
     DatasetEntry,
@@ -76,7 +77,7 @@ class Protocol:
         scenario_names: display names of forget scenarios in the source study (a column).
     """
 
-    name: str
+    name: ProtocolName
     title: str
     source: str
     recipes: dict[str, Recipe]
