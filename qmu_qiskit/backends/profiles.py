@@ -334,7 +334,9 @@ def _profile_backend_class() -> type[FakeBackendV2]:
             # The library decodes dates in place, so it must get a fresh copy every time.
             return copy.deepcopy(self._snapshot[filename])
 
-        def refresh(self, service: Any, use_fractional_gates: bool = False, persist: bool = True):
+        def refresh(
+            self, service: Any, use_fractional_gates: bool = False, persist: bool = True
+        ) -> Any:
             """Refuse: a profile is a fixed snapshot (FakeBackendV2.refresh would write files).
 
             Raises:

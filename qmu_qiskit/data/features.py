@@ -8,6 +8,7 @@ features (HQML's scripts fit PCA and the scaler on all data before splitting; we
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ def _flatten(x: np.ndarray, pixel_max: float | None) -> np.ndarray:
     return flat / pixel_max if pixel_max else flat
 
 
-def _apply(transform, x: np.ndarray, width: int) -> np.ndarray:
+def _apply(transform: Callable[[np.ndarray], np.ndarray], x: np.ndarray, width: int) -> np.ndarray:
     # scikit-learn refuses zero-row inputs; an empty split (val_size=0) stays empty.
     if len(x) == 0:
         return np.empty((0, width), dtype=np.float64)

@@ -10,7 +10,7 @@ Names follow HQML's ``results_summary.csv`` where HQML defines them (``acc_retai
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +41,13 @@ class MetricContext:
 
 #: Every metric by name: the built-ins of this module, then installed plugins (entry-point
 #: group ``qmu_qiskit.metrics``), loaded on first use.
+#: ``fn(U, T, O, ctx) -> {name: value}``
+MetricFn = Callable[..., dict]
+
 METRICS: Registry[Callable] = Registry("metric", group=ENTRY_POINT_GROUPS["metric"])
 
 
-def register_metric(name: str):
+def register_metric(name: str) -> Callable[[MetricFn], MetricFn]:
     """Register ``fn(U, T, O, ctx) -> dict[str, float]`` as the metric ``name`` (a decorator).
 
     ``U``, ``T`` and ``O`` are the unlearned model's, the teacher's and the retrain oracle's
@@ -53,7 +56,7 @@ def register_metric(name: str):
     ``metrics.json`` and of study tables, so prefix them with the metric's name.
     """
 
-    def deco(fn):
+    def deco(fn: MetricFn) -> MetricFn:
         METRICS.register(name, fn)
         return fn
 
@@ -220,7 +223,7 @@ def compute_metrics(
     T: Outputs,
     O: Outputs | None,
     *,
-    names=DEFAULT_METRICS,
+    names: Sequence[str] = DEFAULT_METRICS,
     ctx: MetricContext | None = None,
 ) -> dict:
     """Run the named metrics and merge their results.

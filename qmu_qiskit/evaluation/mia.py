@@ -242,7 +242,7 @@ def grey_box_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.column_stack([probs, probs.max(1), correct, loss]).astype(np.float32)
 
 
-def _attack_net(num_features: int):
+def _attack_net(num_features: int) -> torch.nn.Module:
     from torch import nn
 
     # QMU MIA.py: Linear(13→64) ReLU Dropout(0.3) Linear(64→64) ReLU Linear(64→1) Sigmoid
@@ -332,7 +332,7 @@ class GreyBoxAttack:
                 opt.step()
         net.eval()
 
-        def acc(idx):
+        def acc(idx: np.ndarray) -> float:
             if len(idx) == 0:
                 return float("nan")
             with torch.no_grad():
@@ -553,7 +553,7 @@ def ulira_inputs(
     return np.array(u), np.array(r), np.array(m, dtype=bool), ref.ids[rows]
 
 
-def _gauss_logpdf(x, mu, sd):
+def _gauss_logpdf(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
     # LiRA's scipy.stats.norm.logpdf(x, mu, sd + 1e-30), written out to broadcast cheaply.
     sd = sd + 1e-30
     return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)

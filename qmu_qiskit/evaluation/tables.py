@@ -87,7 +87,7 @@ CSV_FIRST = [
 ]
 
 
-def fmt(v, digits: int = 3) -> str:
+def fmt(v: object, digits: int = 3) -> str:
     """A table cell: ``-`` for missing, fixed decimals for floats."""
     if v is None:
         return "-"
@@ -96,7 +96,9 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
-def method_row(method: str, metrics: dict, cost: dict | None = None, *, path=None) -> dict:
+def method_row(
+    method: str, metrics: dict, cost: dict | None = None, *, path: object = None
+) -> dict:
     """One row of an unlearning run: its metrics, cost and evaluation settings flattened."""
     row = with_salun_names({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
     row["method"] = method
