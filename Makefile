@@ -1,7 +1,8 @@
 # qmu-qiskit: one command sets everything up and runs the demo, one runs the tests.
 #   make demo   — virtual environment, torch 2.13.0 (CPU) first, the package, then
 #                 train on Iris (aer) → unlearn class 0 with three methods next to the oracle
-#   make lint   — the static checks CI runs before the tests (the layering contract in pyproject)
+#   make lint   — the static checks CI runs before the tests: ruff format --check, ruff check,
+#                 mypy, and the layering contract (lint-imports); settings in pyproject.toml
 #   make test   — the same set-up, then the default test suite (what CI runs)
 
 PYTHON ?= python3
@@ -27,9 +28,12 @@ demo: setup
 	$(BIN)/qmu-qiskit train --dataset iris --model hqml-shallow --backend aer --seed 0 --out $(DEMO)
 	$(BIN)/qmu-qiskit unlearn --run $(DEMO) --forget class:0 --method finetune --method ga --method neggrad_plus
 
-# The layering contract ([tool.importlinter] in pyproject.toml): no import from a lower layer to a
-# higher one, and the job layer imports no study or pipeline code.
+# Style, lint, types ([tool.ruff], [tool.mypy]) and the layering contract ([tool.importlinter]: no
+# import from a lower layer to a higher one; the job layer imports no study or pipeline code).
 lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 test: setup

@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -338,7 +339,7 @@ def audit(
     options: dict | None = None,
     out: str | os.PathLike | None = None,
     workers: int | None = None,
-    executor: str = "local",
+    executor: Literal["local", "inline", "dask"] = "local",
     address: str | None = None,
     fixed_variance: bool = False,
     teachers: str = "shared",
@@ -372,7 +373,7 @@ def audit(
     from .jobs.pools import PoolSpec
     from .pipeline import TeacherRun, versions
     from .studies.grid import make_grid
-    from .studies.spec import StudySpec
+    from .studies.spec import DatasetEntry, StudySpec
     from .unlearning.base import RecipeInfo, get_method, resolve_options
 
     if not isinstance(shadows, int) or shadows < 4:
@@ -386,7 +387,7 @@ def audit(
         raise BadInputError(
             f"--teachers must be one of {', '.join(TEACHER_MODES)}, got {str(teachers)[:40]!r}"
         )
-    teacher = TeacherRun.load(run)
+    teacher = TeacherRun.load(Path(run))
     if teacher.cfg.exclude_forget:
         raise BadInputError(
             f"run {teacher.run.path} was trained without {teacher.cfg.exclude_forget} (HQML's Iris "
@@ -418,7 +419,7 @@ def audit(
     cells, pairs, target = build_cells(teacher, fset, cfg, grid_dir)
     spec = StudySpec(
         name=f"audit-{teacher.run.path.name}"[:100].replace(" ", "_"),
-        datasets=[{"name": teacher.cfg.data.dataset}],
+        datasets=[DatasetEntry(name=teacher.cfg.data.dataset)],
         executor=PoolSpec(kind=executor, workers=workers, address=address),
     )
     order = {"teacher": 0, "oracle": 1, "method": 2}
@@ -427,7 +428,14 @@ def audit(
         "audit",
         grid_dir,
         sorted(cells.values(), key=lambda c: order[c.kind]),
-        {"audit": {"forget": fset.spec, "method": method, "shadows": shadows, "teachers": teachers}},
+        {
+            "audit": {
+                "forget": fset.spec,
+                "method": method,
+                "shadows": shadows,
+                "teachers": teachers,
+            }
+        },
     )
 
     t0, c0 = time.perf_counter(), _cpu()

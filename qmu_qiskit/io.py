@@ -43,7 +43,7 @@ STORAGE_ERRNOS = {
 
 def storage_error(exc: OSError, path) -> StorageError | None:
     """The one-line error for a write that failed because of the storage, else ``None``."""
-    why = STORAGE_ERRNOS.get(exc.errno)
+    why = STORAGE_ERRNOS.get(exc.errno) if exc.errno is not None else None
     if why is None:
         return None
     return StorageError(

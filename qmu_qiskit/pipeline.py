@@ -25,7 +25,7 @@ from .evaluation.versions import settings_of, write_version
 from .exceptions import BackendError, BadInputError, DataError, RunError
 from .io import atomic_torch_save, atomic_write_json
 from .logs import run_log
-from .models.hybrid import ModelSpec, build_model, count_parameters
+from .models.hybrid import HybridModel, ModelSpec, build_model, count_parameters
 from .runs import (
     COST_FILE,
     METRICS_FILE,
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 def versions() -> dict:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in (
         "qmu-qiskit",
         "qiskit",
@@ -220,8 +220,8 @@ def model_spec(
         side = int(bundle.input_shape[-1])
     return ModelSpec(
         name=cfg.model.name,
-        qubits=cfg.model.qubits,
-        layers=cfg.model.layers,
+        qubits=cfg.model.n_qubits,
+        layers=cfg.model.n_layers,
         readout=cfg.model.readout,
         image_side=side,
         circuit=cfg.model.circuit,
@@ -253,7 +253,7 @@ def train(
         QmuError: bad backend, data, model or run directory (before anything is written), or a
             job failure during training (the run is then marked failed and can be resumed).
     """
-    spec = check_backend(cfg.backend, cfg.model.qubits)
+    spec = check_backend(cfg.backend, cfg.model.n_qubits)
     bundle = load_data(cfg.data)
     excluded = (
         resolve_forget(cfg.exclude_forget, bundle, seed=cfg.data.seed)
@@ -434,7 +434,7 @@ class TeacherRun:
         outputs = Outputs.load(run.path / OUTPUTS_FILE)
         return cls(run=run, cfg=cfg, bundle=bundle, outputs=outputs)
 
-    def model(self, executor) -> torch.nn.Module:
+    def model(self, executor) -> HybridModel:
         model = build_model(
             model_spec(self.cfg, self.bundle, self.run),
             num_classes=self.bundle.num_classes,
@@ -613,8 +613,8 @@ def unlearn(
             )
     resolved = {m: resolve_options(m, options.get(m), recipe) for m in wanted}
     infos = {m: get_method(m) for m in wanted}
-    spec = check_backend(backend, cfg.model.qubits)
-    oracle_spec = check_backend(oracle_backend, cfg.model.qubits)
+    spec = check_backend(backend, cfg.model.n_qubits)
+    oracle_spec = check_backend(oracle_backend, cfg.model.n_qubits)
     fset = resolve_forget(forget, teacher.bundle, seed=cfg.data.seed)
     for m in wanted:
         infos[m].check_request(fset.kind)
@@ -904,18 +904,18 @@ def evaluate(
         oracle_dir = run.path.parent / str(status.get("oracle") or "retrain")
         O = Outputs.load(oracle_dir / OUTPUTS_FILE) if RunDir(oracle_dir).is_complete() else None
         ctx = metric_ctx or MetricContext(seed=int(raw.get("seed", 0)))
-        metrics = compute_metrics(U, T, O, names=DEFAULT_METRICS + tuple(extra), ctx=ctx)
+        scores = compute_metrics(U, T, O, names=DEFAULT_METRICS + tuple(extra), ctx=ctx)
         old = run.read_metrics()
         for key in ("method", "seed", "forget", "forget_size", "method_info", "execution"):
             if key in old:
-                metrics[key] = old[key]
-        metrics["evaluation"] = settings_of(ctx, source="evaluate")
+                scores[key] = old[key]
+        scores["evaluation"] = settings_of(ctx, source="evaluate")
         if overwrite:
             if old:
                 write_version(run.path, old)  # nothing is lost: the replaced numbers stay
             target = run.path / METRICS_FILE
-            atomic_write_json(target, metrics)
+            atomic_write_json(target, scores)
         else:
-            target = write_version(run.path, metrics)
-    metrics["evaluation"]["path"] = str(target)
-    return metrics
+            target = write_version(run.path, scores)
+    scores["evaluation"]["path"] = str(target)
+    return scores

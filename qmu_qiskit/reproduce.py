@@ -112,7 +112,7 @@ def _numeric_metrics(metrics: dict) -> dict[str, float]:
 
 def _unlearn_requests(teacher: RunDir, only: Path | None) -> list[dict]:
     """The finished unlearning runs under a teacher: forget spec, method, options, backend, seed."""
-    requests = []
+    requests: list[dict] = []
     root = teacher.path / "unlearn"
     if not root.is_dir() or root.is_symlink():
         return requests
@@ -237,10 +237,10 @@ def reproduce(
                 samples = [rec_vals[metric]] + [
                     _numeric_metrics(trees[s][label]).get(metric) for s in seeds[1:]
                 ]
-                samples = [v for v in samples if v is not None]
-                if len(samples) >= 2:
-                    mean = sum(samples) / len(samples)
-                    std = math.sqrt(sum((v - mean) ** 2 for v in samples) / (len(samples) - 1))
+                present: list[float] = [v for v in samples if v is not None]
+                if len(present) >= 2:
+                    mean = sum(present) / len(present)
+                    std = math.sqrt(sum((v - mean) ** 2 for v in present) / (len(present) - 1))
             result.comparisons.append(
                 Comparison(label, metric, rec_vals[metric], rep_vals[metric], std, z)
             )

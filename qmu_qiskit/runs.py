@@ -151,7 +151,12 @@ class RunDir:
     def is_complete(self) -> bool:
         """Complete and intact: ``run.json`` says complete and no result file is damaged."""
         st = self.status()
-        return bool(st) and st.get("status") == "complete" and self.damaged() is None
+        return (
+            st is not None
+            and bool(st)
+            and st.get("status") == "complete"
+            and self.damaged() is None
+        )
 
     def damaged(self) -> str | None:
         """What is wrong with a run marked complete (a missing or unreadable result file), or

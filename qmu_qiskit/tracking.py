@@ -159,9 +159,9 @@ def _to_mlflow(uri: str, name: str, config: dict, history: list, final: dict, pa
             client.log_param(rid, k[:250], v)
         for row in history:
             step = int(row.get("epoch", 0))
-            for k, v in _numbers(row).items():
+            for k, x in _numbers(row).items():
                 if k != "epoch":
-                    client.log_metric(rid, k, v, step=step)
+                    client.log_metric(rid, k, x, step=step)
         for k, v in final.items():
             client.log_metric(rid, f"final.{k}", v)
         client.log_artifact(rid, str(path / METRICS_FILE))

@@ -53,9 +53,13 @@ def test_audit_sanity_anchors_files_and_resume(tiny_run):
     so a few shadows already give each example several observations per side."""
     from qmu_qiskit.audit import audit
 
-    common = dict(
-        shadows=6, seed=0, executor="inline", fixed_variance=True, teachers="independent"
-    )
+    common = {
+        "shadows": 6,
+        "seed": 0,
+        "executor": "inline",
+        "fixed_variance": True,
+        "teachers": "independent",
+    }
     noop = audit(tiny_run, "subset:0.5", "noop", **common)
     retrain = audit(tiny_run, "subset:0.5", "retrain", **common)
     s_noop, s_re = noop.summary, retrain.summary
@@ -91,7 +95,7 @@ def test_shared_teacher_audit_separates_noop_from_retrain(tiny_run):
     and the oracles are shared by both audits."""
     from qmu_qiskit.audit import audit
 
-    common = dict(shadows=8, seed=1, executor="inline", teachers="shared")
+    common = {"shadows": 8, "seed": 1, "executor": "inline", "teachers": "shared"}
     shadow_teachers = tiny_run / "audit" / "shadows" / "teachers"
 
     def count_teachers():

@@ -1332,7 +1332,7 @@ def _sub_env(tmp: Path, extra: dict) -> dict:
 
 
 def _tree(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")}
+    return set(root.rglob("*"))
 
 
 def _complete_runs(root: Path) -> dict[Path, bytes]:
@@ -1375,7 +1375,7 @@ def test_bad_input(
     import time
 
     ctx = Ctx(tmp_path, iris_teacher, data_dirs, fake_iam)
-    ctx.teacher  # the private teacher copy exists before the snapshot below
+    _ = ctx.teacher  # the private teacher copy exists before the snapshot below
     if case.prepare is not None:
         case.prepare(ctx)
     service = getattr(ctx, "service", None)

@@ -366,7 +366,7 @@ def test_cf_k1_freezes_the_whole_cnn_group(executor, tmp_path):
     assert len(convs) == 2 and result.info["frozen_groups"] == ["encoder.0+encoder.3"]
     for k in before:
         same = torch.equal(before[k], after[k])
-        assert same == (k.startswith("encoder.0.") or k.startswith("encoder.3.")), k
+        assert same == (k.startswith(("encoder.0.", "encoder.3."))), k
 
 
 def test_fgsm_runs_in_train_mode_as_hqml(executor):

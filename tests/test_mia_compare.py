@@ -39,17 +39,17 @@ def _synthetic_mnist(root: Path, per_class: int = 48) -> Path:
 
 
 def _tiny(data_dir: Path, **kw) -> CompareConfig:
-    base = dict(
-        backends=("aer", "aer_noisy:ibm_brisbane"),
-        data_dir=str(data_dir),
-        samples_per_class=40,
-        epochs=1,
-        basic_layers=1,
-        shots=(128, 1024),
-        attack_epochs=60,
-        attack_members=40,
-        method_options={"ga": {"epochs": 3}, "rga": {"epochs": 3}},
-    )
+    base = {
+        "backends": ("aer", "aer_noisy:ibm_brisbane"),
+        "data_dir": str(data_dir),
+        "samples_per_class": 40,
+        "epochs": 1,
+        "basic_layers": 1,
+        "shots": (128, 1024),
+        "attack_epochs": 60,
+        "attack_members": 40,
+        "method_options": {"ga": {"epochs": 3}, "rga": {"epochs": 3}},
+    }
     base.update(kw)
     return CompareConfig(**base)
 

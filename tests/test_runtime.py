@@ -408,9 +408,9 @@ def test_amplitude_encoded_circuits_run_as_one_runtime_job(spy, tmp_path):
     rng = np.random.default_rng(0)
     index = {p: i for i, p in enumerate(qc.parameters)}
     vals = np.zeros((4, qc.num_parameters))
-    for j, p in enumerate(x):
+    for p in x:
         vals[:, index[p]] = rng.normal(size=4)
-    for j, p in enumerate(w):
+    for p in w:
         vals[:, index[p]] = rng.normal()
     ex = Executor(
         "fake_manila", shots=4000, cache_dir=tmp_path, ledger=tmp_path / "l.sqlite", run_id="run-a"

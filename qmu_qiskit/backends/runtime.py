@@ -34,9 +34,9 @@ CREDENTIALS_HINT = (
 )
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None) -> list[BaseException]:
     """``exc`` and its causes/contexts (the network error behind an account error)."""
-    seen = []
+    seen: list[BaseException] = []
     while exc is not None and exc not in seen and len(seen) < 12:
         seen.append(exc)
         exc = exc.__cause__ or exc.__context__

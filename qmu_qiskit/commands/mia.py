@@ -14,7 +14,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def _csv(values: tuple[str, ...]) -> list[str]:
     """``--x a,b --x c`` → ``[a, b, c]``."""
-    out = []
+    out: list[str] = []
     for v in values:
         out.extend(p.strip() for p in v.split(",") if p.strip())
     return out

@@ -74,7 +74,7 @@ def write_version(run_path: str | os.PathLike, metrics: dict) -> Path:
     if root.is_symlink():
         raise RunError(f"{root} is a symbolic link; remove it (a run's folders are never followed)")
     root.mkdir(exist_ok=True)
-    existing = [int(_VERSION.match(p.name).group(1)) for p in versions(run_path)]
+    existing = [int(m.group(1)) for p in versions(run_path) if (m := _VERSION.match(p.name))]
     number = max(existing, default=0) + 1
     slug = settings_slug(metrics.get("evaluation") or {})
     while True:

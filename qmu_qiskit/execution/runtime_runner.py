@@ -63,6 +63,7 @@ def _apply_options(prim, options: dict, *, estimator: bool, tags: list[str]) -> 
 
 
 class RuntimeRunner(Runner):
+    shots: int  # always given: a runtime job needs a shot count
     """Runtime primitives in a Session (default) or Batch, local mode for ``fake_*``.
 
     Args:

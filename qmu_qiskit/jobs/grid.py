@@ -75,7 +75,7 @@ def load_work(name: str) -> CellWork:
             f"the grid's cell work {name!r} cannot be imported ({exc}); install the package "
             "that wrote the grid"
         ) from None
-    return module  # type: ignore[return-value]
+    return module
 
 
 @dataclass(frozen=True)

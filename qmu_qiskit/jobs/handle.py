@@ -258,7 +258,7 @@ def open_grid(path: str | Path) -> JobHandle:
 def list_grids(root: str | Path = ".", *, depth: int = 3) -> list[JobHandle]:
     """Grids under ``root`` (their ``grid.json`` at most ``depth`` folders down)."""
     root = Path(root)
-    found = []
+    found: list[Path] = []
     for d in range(depth + 1):
         pattern = "/".join(["*"] * d + [GRID_FILE])
         found.extend(p.parent for p in root.glob(pattern))

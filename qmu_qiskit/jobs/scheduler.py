@@ -141,7 +141,7 @@ class Scheduler:
                         pool.terminate()
                 if not cancelled:
                     for cid in sorted(
-                        (c for c, s in state.items() if s == "pending"), key=order.get
+                        (c for c, s in state.items() if s == "pending"), key=order.__getitem__
                     ):
                         if any(state[d] in ("failed", "blocked") for d in cells[cid].deps):
                             state[cid] = "blocked"
@@ -153,12 +153,13 @@ class Scheduler:
                             for c, s in state.items()
                             if s == "pending" and all(state[d] == "done" for d in cells[c].deps)
                         ),
-                        key=priority.get,
+                        key=priority.__getitem__,
                     )
                     if pool is None and ready:
                         pool = self.make_pool()
                     skipped = False
                     for cid in ready:
+                        assert pool is not None  # made above when anything is ready
                         if len(running) >= pool.workers:
                             break
                         cell = cells[cid]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import torch
@@ -19,6 +20,11 @@ from torch import nn
 
 from ..exceptions import BadInputError
 from ..registry import ENTRY_POINT_GROUPS, Registry
+
+if TYPE_CHECKING:
+    from ..data.features import Encoder
+
+_M = TypeVar("_M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ class HybridModel(nn.Module):
 
     @property
     def last_linear(self) -> nn.Linear:
-        return list(self.head)[-1]
+        return cast(nn.Linear, list(self.head)[-1])  # every head ends in its output Linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.quantum(self.encoder(x)))
@@ -131,7 +137,7 @@ class HybridModel(nn.Module):
     # ------------------------------------------------------------------ prediction
     #: Set by :func:`qmu_qiskit.load_model`: the run's input encoding (fitted on its
     #: training split), so :meth:`predict` takes raw records; ``None``: inputs are encoded.
-    preprocess = None
+    preprocess: Encoder | None = None
     #: Class names in label order, when known (set by ``load_model``).
     class_names: tuple[str, ...] | None = None
 
@@ -210,6 +216,7 @@ def quantum_layer(
     from .qnn import FusedEstimatorQNN, FusedSamplerQNN, QuantumLayer
 
     n = circuit.num_qubits
+    qnn: FusedEstimatorQNN | FusedSamplerQNN
     if readout == "estimator":
         qnn = FusedEstimatorQNN(
             executor=executor,
@@ -245,7 +252,7 @@ def quantum_layer(
     return QuantumLayer(qnn, initial_weights=w.numpy()), outputs
 
 
-def seeded_classical(generator: torch.Generator, build: Callable[[], nn.Module]) -> nn.Module:
+def seeded_classical(generator: torch.Generator, build: Callable[[], _M]) -> _M:
     """Build torch layers with their default initialisation drawn from ``generator``'s stream,
     without touching the global RNG (STYLE: no global seeding)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -403,7 +410,7 @@ def build_model(spec: ModelSpec, *, num_classes: int, executor, seed: int) -> Hy
     return info.build(spec, num_classes, executor, generator)
 
 
-def count_parameters(model: nn.Module) -> dict:
+def count_parameters(model: HybridModel) -> dict:
     quantum = sum(p.numel() for p in model.quantum.parameters())
     total = sum(p.numel() for p in model.parameters())
     return {"quantum": quantum, "classical": total - quantum, "total": total}

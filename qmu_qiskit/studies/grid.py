@@ -32,7 +32,7 @@ from ..jobs.scheduler import EventFn
 from ..runs import UNLEARN_DIR
 from . import cells as cell_work
 from .protocols import get_protocol
-from .spec import MethodEntry, StudySpec, load_spec
+from .spec import MethodEntry, StudySpec, filled_in, load_spec
 
 
 def make_grid(
@@ -221,13 +221,13 @@ def _add_teacher_subtree(
         payload={"kind": "teacher", "config": cfg.model_dump(mode="json"), "path": str(tdir)},
     )
     cells.setdefault(teacher.id, teacher)
-    metric_ctx = spec.metrics.context(seed)
+    metric_ctx = filled_in(spec.metrics, "metrics").context(seed)
     retrain_given = dict(spec.options.get("retrain", {}))
     try:
         retrain_opts = resolve_options("retrain", retrain_given, recipe)
     except BadInputError as exc:
         raise BadInputError(f"{where}: options.retrain: {exc}") from None
-    for forget in spec.forget:
+    for forget in filled_in(spec.forget, "forget"):
         try:
             fset = resolve_forget(forget, bundle, seed=cfg.data.seed)
         except BadInputError as exc:

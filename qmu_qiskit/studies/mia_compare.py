@@ -38,11 +38,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..backends import BackendSpec, parse_backend
-from ..config import BackendConfig
+from ..config import BackendConfig, RunConfig
 from ..exceptions import BadInputError
 from ..io import atomic_savefig, atomic_write_json, atomic_write_text, directory_lock, read_json
 from ..runs import LEDGER_DIR, OUTPUTS_FILE, STATUS_FILE
@@ -151,11 +152,11 @@ class CompareResult:
 class _Model:
     name: str
     layers: int
-    cfg: object  # RunConfig (trained on the noiseless reference)
-    teacher: Path = None
+    cfg: RunConfig  # trained on the noiseless reference
+    teacher: Path = None  # type: ignore[assignment]  # set before the model is trained
     unlearned: dict = field(default_factory=dict)  # method -> run dir
-    bundle: object = None
-    fset: object = None
+    bundle: Any = None
+    fset: Any = None
     trained_on: str = "aer"
 
 
@@ -479,7 +480,7 @@ def run_compare(
             if cc.train_on_noisy:
                 for s in specs:
                     if s.kind == "aer_noisy":
-                        backend = {
+                        backend_cfg = {
                             "name": s.name,
                             "noise_scale": cc.noise_scale,
                             "runtime": {
@@ -490,7 +491,7 @@ def run_compare(
                         mm = _Model(
                             name=m.name,
                             layers=m.layers,
-                            cfg=_run_config(cc, m.name, m.layers, backend),
+                            cfg=_run_config(cc, m.name, m.layers, backend_cfg),
                             bundle=m.bundle,
                             fset=m.fset,
                             trained_on=s.name,
@@ -533,7 +534,7 @@ def run_compare(
                 X, y, ids, split, forget = data
                 fmask = forget
                 forget_ids = ids[fmask]
-                evals = []
+                evals: list[tuple[BackendSpec, int | None]] = []
                 ref_attack = None  # trained on the teacher's outputs where the model was trained
                 for s in specs:
                     if m.trained_on != ref.name and s.name != m.trained_on:
@@ -781,7 +782,7 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
         # the attack's false-positive rate on non-members of the class: the level "before" and
         # "after" must be read against
         labelled = False
-        for k, b in enumerate(backends):
+        for pos, b in enumerate(backends):
             fp = next(
                 (
                     r.get("nonmember_flagged")
@@ -793,8 +794,8 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
             if fp is not None and not math.isnan(fp):
                 ax.hlines(
                     fp,
-                    k - 0.45,
-                    k + 0.45,
+                    pos - 0.45,
+                    pos + 0.45,
                     colors="crimson",
                     linestyles="--",
                     linewidth=1.2,

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..jobs.scheduler import EventFn
 from .grid import submit
 from .report import StudyOutputs, write_outputs
+from .spec import filled_in
 
 
 def run_study(
@@ -52,7 +53,7 @@ def run_study(
         handle.wait()
         raise
     outputs = write_outputs(handle.path, plots=plots)
-    if handle.grid.spec.metrics.audit is not None:
+    if filled_in(handle.grid.spec.metrics, "metrics").audit is not None:
         run_audits(handle, workers=workers, on_event=on_event)
     return outputs
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -453,3 +453,13 @@ def load_spec(spec: str | os.PathLike | dict | StudySpec) -> StudySpec:
         ) from None
     obj = safeyaml.load_untrusted(text, what=f"job spec {shorten(str(path), 200)}")
     return parse_spec(obj, source=str(path), base_dir=path.parent)
+
+
+_T = TypeVar("_T")
+
+
+def filled_in(value: _T | None, field: str) -> _T:
+    """A spec field the protocol fills in before the grid is built (``None`` only in a raw spec)."""
+    if value is None:
+        raise QmuError(f"job spec field {field!r} is unset: the grid was not built by its protocol")
+    return value

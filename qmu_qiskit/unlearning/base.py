@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ import torch
 from ..exceptions import BadInputError
 from ..io import atomic_torch_save
 from ..registry import ENTRY_POINT_GROUPS, Registry
+
+if TYPE_CHECKING:
+    from ..models.hybrid import HybridModel
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class Option:
         minimum, maximum: inclusive bounds for ``int`` / ``float`` options (``None``: unbounded).
     """
 
-    type: type
+    type: type[Any]
     default: Any
     help: str = ""
     choices: tuple = ()
@@ -296,8 +299,8 @@ class UnlearnContext:
             ``val`` (the fixed protocol: the same rule on the validation split) or ``last``.
     """
 
-    teacher: torch.nn.Module
-    make_model: Callable[[int], torch.nn.Module]
+    teacher: HybridModel
+    make_model: Callable[[int], HybridModel]
     retain: tuple
     forget: tuple
     val: tuple
@@ -314,14 +317,14 @@ class UnlearnContext:
     fingerprint: str = ""
     selection: str = "last"
 
-    def copy_teacher(self) -> torch.nn.Module:
+    def copy_teacher(self) -> HybridModel:
         """A new model holding the teacher's weights (the QNN inside is not deep-copyable: it
         shares the executor, so the copy is rebuilt and loaded instead)."""
         model = self.make_model(self.seed)
         model.load_state_dict(self.teacher.state_dict())
         return model
 
-    def tensors(self, which: str):
+    def tensors(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         X, y = getattr(self, which)
         return (
             torch.from_numpy(np.array(X, dtype=np.float32)),
@@ -391,7 +394,7 @@ class UnlearnContext:
         from ..backends.dryrun import full_budget
 
         patience = full_budget(patience)  # a dry run counts the whole epoch budget
-        sel = {
+        sel: dict[str, Any] = {
             "best_score": None,
             "best_epoch": 0,
             "stale": 0,
@@ -516,12 +519,24 @@ def batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.
         yield X[idx], y[idx]
 
 
-def zipped(retain, forget, batch_size: int, gen_r: torch.Generator, gen_f: torch.Generator):
+def zipped(
+    retain: tuple[torch.Tensor, torch.Tensor],
+    forget: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    gen_r: torch.Generator,
+    gen_f: torch.Generator,
+):
     """HQML's "zip": retain and forget batches together, stopping at the shorter loader."""
     return zip(batches(*retain, batch_size, gen_r), batches(*forget, batch_size, gen_f))
 
 
-def cycled(retain, forget, batch_size: int, gen_r: torch.Generator, gen_f: torch.Generator):
+def cycled(
+    retain: tuple[torch.Tensor, torch.Tensor],
+    forget: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    gen_r: torch.Generator,
+    gen_f: torch.Generator,
+):
     """The literature form: a full retain epoch with the forget loader cycled alongside."""
     forget_iter = batches(*forget, batch_size, gen_f)
     for rb in batches(*retain, batch_size, gen_r):
