@@ -40,7 +40,7 @@ def activate(session):
             _active = None
 
 
-def full_budget(patience: int | None) -> int | None:
+def full_budget(patience: int) -> int:
     """Early-stopping patience to apply: ``0`` (off) during a dry run, so that the estimate counts
     every epoch of the budget (an upper bound for a run that may stop early)."""
     return 0 if _active is not None else patience
