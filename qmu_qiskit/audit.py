@@ -372,6 +372,7 @@ def audit(
     from .io import atomic_write_json, atomic_write_text
     from .jobs.pools import PoolSpec
     from .pipeline import TeacherRun, versions
+    from .runs import OUTPUTS_FILE
     from .studies.grid import make_grid
     from .studies.spec import DatasetEntry, StudySpec
     from .unlearning.base import RecipeInfo, get_method, resolve_options
@@ -448,7 +449,7 @@ def audit(
         )
 
     def outputs(cid):
-        return Outputs.load(cells[cid].path / "outputs.npz")
+        return Outputs.load(cells[cid].path / OUTPUTS_FILE)
 
     shadow_pairs = [(outputs(r), outputs(u)) for r, u in pairs]
     target_pair = (outputs(target[0]), outputs(target[1]))
