@@ -54,7 +54,7 @@ def print_table(
 
 #: Commands that live in their own modules (qmu_qiskit/commands/), imported only when used.
 LAZY_COMMANDS = {
-    "jobs": ("qmu_qiskit.commands.jobs", "jobs"),
+    "grid": ("qmu_qiskit.commands.grid", "grid"),
     "study": ("qmu_qiskit.commands.study", "study"),
     "profiles": ("qmu_qiskit.commands.profiles", "profiles"),
     "mia-compare": ("qmu_qiskit.commands.mia", "mia_compare"),
@@ -62,6 +62,10 @@ LAZY_COMMANDS = {
     "reproduce": ("qmu_qiskit.commands.reproduce", "reproduce"),
     "audit": ("qmu_qiskit.commands.audit", "audit"),
 }
+
+#: Old command names that still work, unlisted: `jobs` was `grid` before "job" came to mean only
+#: a circuit job submitted to a backend.
+ALIASES = {"jobs": "grid"}
 
 
 class LazyGroup(click.Group):
@@ -74,6 +78,7 @@ class LazyGroup(click.Group):
         return sorted(set(super().list_commands(ctx)) | set(lazy))
 
     def get_command(self, ctx, name):
+        name = ALIASES.get(name, name)
         if name in LAZY_COMMANDS:
             import importlib
 

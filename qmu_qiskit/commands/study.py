@@ -1,11 +1,11 @@
-"""``qmu-qiskit study jobs/<name>.yaml``: run a protocol's grid and write its report."""
+"""``qmu-qiskit study studies/<name>.yaml``: run a protocol's grid and write its report."""
 
 from __future__ import annotations
 
 import click
 
 from ..cli import CONTEXT
-from .jobs import ProgressPrinter, finish, out_option, wait_interruptibly
+from .grid import ProgressPrinter, finish, out_option, wait_interruptibly
 
 
 @click.command(context_settings=CONTEXT)
