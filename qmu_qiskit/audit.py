@@ -17,7 +17,7 @@ How it runs:
    D_tr with the pair's seed (``teachers="independent"``, Hayes et al.'s). Auditing ``retrain``
    itself pairs two independent retrains (the second with a seed no other model of the audit
    uses) — the sanity check whose success must be ≈ 0.5.
-2. Everything is a cell of the job grid (:mod:`qmu_qiskit.jobs`): resumable after a kill, run in
+2. Everything is a cell of the job grid (:mod:`qmu_qiskit.grids`): resumable after a kill, run in
    parallel on a process pool or a Dask cluster; the grid lives in ``RUN/audit/shadows`` and the
    shadow teachers (and their oracles) are reused by every later audit of the same run, whatever
    the method.
@@ -183,7 +183,7 @@ def _independent_seed(pair_seed: int) -> int:
 def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
     """The audit's cells: shadow teachers, their oracles and method runs, and the target's
     oracle and method run (whose teacher is the run itself, already trained)."""
-    from .jobs.grid import Cell, stable_hash
+    from .grids.grid import Cell, stable_hash
     from .unlearning.base import RecipeInfo, get_method, resolve_options
 
     run_cfg = teacher.cfg
@@ -308,10 +308,10 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
 
 
 def _run_grid(grid, *, workers: int | None, on_event: Callable | None) -> str:
+    from .grids.ledger import CellLedger
+    from .grids.pools import make_pool
+    from .grids.scheduler import Scheduler
     from .io import directory_lock
-    from .jobs.ledger import CellLedger
-    from .jobs.pools import make_pool
-    from .jobs.scheduler import Scheduler
     from .runs import sweep_scratch
 
     grid.dir.mkdir(parents=True, exist_ok=True)
@@ -369,8 +369,8 @@ def audit(
     from .data import resolve_forget
     from .evaluation.mia import ulira, ulira_inputs
     from .evaluation.outputs import Outputs
+    from .grids.pools import PoolSpec
     from .io import atomic_write_json, atomic_write_text
-    from .jobs.pools import PoolSpec
     from .pipeline import TeacherRun, versions
     from .runs import OUTPUTS_FILE
     from .studies.grid import make_grid
@@ -444,7 +444,7 @@ def audit(
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     if state != "complete":
         raise JobError(
-            f"the audit's shadow grid ended {state}; see `qmu-qiskit jobs status "
+            f"the audit's shadow grid ended {state}; see `qmu-qiskit grid status "
             f"{grid_dir}` and run the same audit command again to resume"
         )
 

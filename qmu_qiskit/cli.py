@@ -55,7 +55,7 @@ def print_table(
 
 #: Commands that live in their own modules (qmu_qiskit/commands/), imported only when used.
 LAZY_COMMANDS = {
-    "jobs": ("qmu_qiskit.commands.jobs", "jobs"),
+    "grid": ("qmu_qiskit.commands.grid", "grid"),
     "study": ("qmu_qiskit.commands.study", "study"),
     "profiles": ("qmu_qiskit.commands.profiles", "profiles"),
     "mia-compare": ("qmu_qiskit.commands.mia", "mia_compare"),
@@ -64,6 +64,10 @@ LAZY_COMMANDS = {
     "audit": ("qmu_qiskit.commands.audit", "audit"),
     "estimate": ("qmu_qiskit.commands.estimate", "estimate"),
 }
+
+#: Old command names that still work, unlisted: `jobs` was `grid` before "job" came to mean only
+#: a circuit job submitted to a backend.
+ALIASES = {"jobs": "grid"}
 
 
 class LazyGroup(click.Group):
@@ -76,6 +80,7 @@ class LazyGroup(click.Group):
         return sorted(set(super().list_commands(ctx)) | set(lazy))
 
     def get_command(self, ctx, name):
+        name = ALIASES.get(name, name)
         if name in LAZY_COMMANDS:
             import importlib
 

@@ -86,7 +86,7 @@ def load_untrusted(text: str | bytes, *, what: str) -> Any:
 
     Args:
         text: the YAML text.
-        what: names the source in errors (``job spec jobs/x.yaml``).
+        what: names the source in errors (``job spec studies/x.yaml``).
 
     Raises:
         BadInputError: too large, syntax error, an unsafe tag, or an alias expansion beyond

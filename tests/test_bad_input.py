@@ -345,7 +345,7 @@ def api_forget(text: str):
 
 UNLEARN = ("unlearn", "--run", "{teacher}", "--no-progress")
 TRAIN = ("train", "--no-progress", "--out", "{tmp}/out")
-SUBMIT = ("jobs", "submit", "{spec}", "--out-dir", "{tmp}/out")
+SUBMIT = ("grid", "submit", "{spec}", "--out-dir", "{tmp}/out")
 TEACHER_ARGS = ("--dataset", "iris", "--seed", "0", "--epochs", "30")  # conftest's iris_teacher
 
 CASES = [
@@ -757,7 +757,7 @@ CASES = [
         "spec-mistyped-field",
         "yaml",
         r"methds: unknown field",
-        r"check its spelling; see jobs/README\.md",
+        r"check its spelling; see studies/README\.md",
         SUBMIT,
         prepare=spec(methds=["ga"]),
         sub=True,
@@ -851,8 +851,8 @@ CASES = [
         "spec-missing-file",
         "yaml",
         r"job spec .*nope\.yaml does not exist",
-        r"pass a YAML file such as jobs/hqml_iris\.yaml",
-        ("jobs", "submit", "{tmp}/nope.yaml", "--out-dir", "{tmp}/out"),
+        r"pass a YAML file such as studies/hqml_iris\.yaml",
+        ("grid", "submit", "{tmp}/nope.yaml", "--out-dir", "{tmp}/out"),
     ),
     Case(
         "spec-data-dir-missing",
@@ -1083,7 +1083,7 @@ CASES = [
         "max-cells-zero",
         "cli",
         r"Invalid value for '--max-cells'",
-        r"see qmu-qiskit jobs submit --help",
+        r"see qmu-qiskit grid submit --help",
         SUBMIT + ("--max-cells", "0"),
         prepare=spec(),
         code=2,
@@ -1102,7 +1102,7 @@ CASES = [
         "spec-huge-echoed-value",
         "yaml",
         r"seeds: .*valid list .*… \(200000 chars\)",
-        r"see jobs/README\.md",
+        r"see studies/README\.md",
         SUBMIT,
         prepare=spec(seeds="z" * 199998),
     ),

@@ -356,6 +356,7 @@ def test_user_data_and_circuit_in_a_job_spec(tmp_path):
         "options": {"ga": {"epochs": 1}},
         "executor": {"kind": "local", "workers": 1, "threads_per_worker": 1},
     }
+    # `jobs` is the grid command's old name, kept working
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     exe = Path(sys.executable).parent / "qmu-qiskit"

@@ -297,9 +297,9 @@ def test_data_dependent_circuits_in_a_dry_run(tmp_path):
         (["train", "--backend", "aer_noisy", "--dry-run"], "submits nothing to IBM Quantum"),
         (["estimate", "train", "--backend", "ibm_nowhere"], "no hardware profile for ibm_nowhere"),
         (["estimate", "train", "--backend", "fake_nowhere"], "unknown fake backend"),
-        (["estimate", "study", "jobs/hqml_iris.yaml", "--report-only"], "nothing to estimate"),
-        (["estimate", "study", "jobs/hqml_iris.yaml"], "submits nothing to IBM Quantum"),
-        (["estimate", "study", "jobs/hqml_iris.yaml", "--backend"], "--backend needs a value"),
+        (["estimate", "study", "studies/hqml_iris.yaml", "--report-only"], "nothing to estimate"),
+        (["estimate", "study", "studies/hqml_iris.yaml"], "submits nothing to IBM Quantum"),
+        (["estimate", "study", "studies/hqml_iris.yaml", "--backend"], "--backend needs a value"),
         (["estimate", "evaluate"], "'evaluate' is not one of 'train', 'unlearn', 'study'"),
     ],
 )

@@ -417,7 +417,7 @@ def test_fixed_protocol_cycles_the_paired_methods():
     from qmu_qiskit.studies.spec import load_spec
     from qmu_qiskit.unlearning.base import cycled, zipped
 
-    for source in ("jobs/fixed_iris.yaml", {"name": "f", "datasets": ["iris"]}):
+    for source in ("studies/fixed_iris.yaml", {"name": "f", "datasets": ["iris"]}):
         spec = get_protocol("fixed").complete(load_spec(source))
         loaders = {m.method: m.options.get("loader") for m in spec.methods}
         assert loaders["neggrad_plus"] == loaders["qmul"] == loaders["adv_uniform"] == "cycle"

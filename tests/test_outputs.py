@@ -261,12 +261,12 @@ def tiny_spec(path, **fields):
 def test_jobs_submit_out_and_its_alias_out_dir(flag, tmp_path, capsys):
     spec = tiny_spec(tmp_path / "tiny.yaml")
     root = tmp_path / "root"
-    code, out, err = run_cli(["jobs", "submit", spec, flag, root, "--quiet"], capsys)
+    code, out, err = run_cli(["grid", "submit", spec, flag, root, "--quiet"], capsys)
     assert code == 0, err
     grid = (root / "runs" / "tiny").resolve()
     assert f"grid directory: {grid}" in out
     assert (grid / "grid.json").is_file()
-    code, out, err = run_cli(["jobs", "status", spec, flag, root], capsys)
+    code, out, err = run_cli(["grid", "status", spec, flag, root], capsys)
     assert code == 0 and "tiny: complete" in out
 
 
@@ -285,7 +285,7 @@ def test_study_takes_out_and_writes_its_report_there(tmp_path, capsys):
 def test_grids_default_under_runs_of_the_current_directory(tmp_path, monkeypatch, capsys):
     spec = tiny_spec(tmp_path / "tiny.yaml", out=None)
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(["jobs", "submit", spec, "--quiet"], capsys)
+    code, out, err = run_cli(["grid", "submit", spec, "--quiet"], capsys)
     assert code == 0, err
     assert f"grid directory: {(tmp_path / 'runs' / 'tiny').resolve()}" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "tiny.yaml"]
@@ -293,7 +293,7 @@ def test_grids_default_under_runs_of_the_current_directory(tmp_path, monkeypatch
 
 def test_a_grid_is_never_the_output_directory_itself(tmp_path, capsys):
     spec = tiny_spec(tmp_path / "tiny.yaml", out=".")
-    code, _, err = run_cli(["jobs", "submit", spec, "--out", tmp_path / "root"], capsys)
+    code, _, err = run_cli(["grid", "submit", spec, "--out", tmp_path / "root"], capsys)
     assert code == 2 and "is the output directory itself" in err
     assert not (tmp_path / "root" / "grid.json").exists()
 
@@ -312,10 +312,10 @@ def test_python_api_takes_out_and_refuses_two_different_outputs(tmp_path):
 
 def test_jobs_results_out_writes_the_file(tmp_path, capsys):
     spec = tiny_spec(tmp_path / "tiny.yaml")
-    assert run_cli(["jobs", "submit", spec, "--out", tmp_path, "--quiet"], capsys)[0] == 0
+    assert run_cli(["grid", "submit", spec, "--out", tmp_path, "--quiet"], capsys)[0] == 0
     target = tmp_path / "res.csv"
     code, out, err = run_cli(
-        ["jobs", "results", tmp_path / "runs" / "tiny", "--format", "csv", "--out", target], capsys
+        ["grid", "results", tmp_path / "runs" / "tiny", "--format", "csv", "--out", target], capsys
     )
     assert code == 0, err
     lines = target.read_text().splitlines()
@@ -412,7 +412,7 @@ def test_results_summarises_plain_runs_and_grids_in_one_table(iris_teacher_copy,
         iris_teacher_copy, "class:0", ["ga"], progress=False, options={"ga": {"epochs": 2}}
     )
     spec = tiny_spec(tmp_path / "tiny.yaml")
-    assert run_cli(["jobs", "submit", spec, "--out", tmp_path / "g", "--quiet"], capsys)[0] == 0
+    assert run_cli(["grid", "submit", spec, "--out", tmp_path / "g", "--quiet"], capsys)[0] == 0
     code, out, err = run_cli(["results", iris_teacher_copy, tmp_path / "g"], capsys)
     assert code == 0, err
     lines = out.splitlines()

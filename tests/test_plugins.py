@@ -203,7 +203,7 @@ def test_example_plugin_in_a_job_spec_with_spawned_workers(plugin_env, tmp_path)
     path.write_text(yaml.safe_dump(spec))
     exe = BIN / "qmu-qiskit"
     proc = subprocess.Popen(
-        [str(exe), "jobs", "submit", str(path), "--out-dir", str(tmp_path), "--quiet"],
+        [str(exe), "grid", "submit", str(path), "--out-dir", str(tmp_path), "--quiet"],
         env=plugin_env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -575,13 +575,13 @@ def write_grid_spec(path: Path, name: str) -> Path:
 @pytest.fixture(scope="module")
 def grid_ref(tmp_path_factory, env) -> dict:
     """An uninterrupted grid: cell id → run directory."""
-    from qmu_qiskit import jobs
+    from qmu_qiskit import grids
 
     root = tmp_path_factory.mktemp("grid-ref")
     spec = write_grid_spec(root / "ref.yaml", "ref")
-    res = cli_run(["jobs", "submit", spec, "--out-dir", root], env)
+    res = cli_run(["grid", "submit", spec, "--out-dir", root], env)
     assert res.returncode == 0, res.stdout + res.stderr
-    return {c.id: c.path for c in jobs.Grid.load(root / "runs" / "ref").cells}
+    return {c.id: c.path for c in grids.Grid.load(root / "runs" / "ref").cells}
 
 
 def grid_paths(grid_dir: Path) -> dict:
@@ -595,12 +595,12 @@ def grid_paths(grid_dir: Path) -> dict:
 
 
 def finished_cells(grid_dir: Path) -> dict:
-    from qmu_qiskit import jobs
+    from qmu_qiskit import grids
 
     if not (grid_dir / "grid.json").exists():
         return {}
     out = {}
-    for c in jobs.Grid.load(grid_dir).cells:
+    for c in grids.Grid.load(grid_dir).cells:
         run = RunDir(c.path)
         if run.is_complete():
             out[c.id] = run.status()["finished"]
@@ -608,16 +608,16 @@ def finished_cells(grid_dir: Path) -> dict:
 
 
 def check_grid_after(grid_dir: Path, ref: dict, finished_at_kills: dict) -> None:
-    from qmu_qiskit import jobs
+    from qmu_qiskit import grids
 
-    grid = jobs.Grid.load(grid_dir)
-    assert jobs.open_grid(grid_dir).status().state == "complete"
+    grid = grids.Grid.load(grid_dir)
+    assert grids.open_grid(grid_dir).status().state == "complete"
     assert {c.id for c in grid.cells} == set(ref)
     for cid, when in finished_at_kills.items():
         assert RunDir(grid.cell(cid).path).status()["finished"] == when, (
             "a finished cell was redone"
         )
-    with jobs.CellLedger(grid_dir / "cells.sqlite") as ledger:
+    with grids.CellLedger(grid_dir / "cells.sqlite") as ledger:
         assert ledger.duplicate_submissions() == []  # no cell submitted twice at once or after done
         assert ledger.duplicate_completions() == []  # no cell completed twice
     for c in grid.cells:
@@ -664,7 +664,7 @@ def test_jobs_submit_survives_sigkills(grid_ref, tmp_path, env, capsys, record_k
     cells are not redone, neither the cell ledger nor any job ledger holds a duplicate."""
     rng = rng_for("jobs submit")
     spec = write_grid_spec(tmp_path / "killed.yaml", "killed")
-    args = ["jobs", "submit", spec, "--out-dir", tmp_path]
+    args = ["grid", "submit", spec, "--out-dir", tmp_path]
     grid_dir = tmp_path / "runs" / "killed"
     k, j = rng.randint(1, 3), rng.randint(1, 3)
     points = [
@@ -1008,7 +1008,7 @@ def test_dead_cells_and_corrupt_cell_results(tmp_path, env, record_kill):
     nothing on stderr; a corrupt cell metrics.json is named by `jobs results` and
     `study --report-only`, and `jobs submit` recomputes it to the same numbers."""
     spec, grid_dir = _tiny_grid(tmp_path, "dead")
-    args = ["jobs", "submit", spec, "--out-dir", tmp_path]
+    args = ["grid", "submit", spec, "--out-dir", tmp_path]
     proc = launch(args, env)
     kill_when(
         proc,
@@ -1016,7 +1016,7 @@ def test_dead_cells_and_corrupt_cell_results(tmp_path, env, record_kill):
         delay=0.1,
         what="teacher epoch 1",
     )
-    res = cli_run(["jobs", "status", spec, "--out-dir", tmp_path, "--all"], env)
+    res = cli_run(["grid", "status", spec, "--out-dir", tmp_path, "--all"], env)
     assert res.returncode == 0 and res.stderr.strip() == "", res.stderr
     assert re.search(r"\bdead\b", res.stdout) and not re.search(r"\brunning\b", res.stdout), (
         res.stdout
@@ -1027,18 +1027,18 @@ def test_dead_cells_and_corrupt_cell_results(tmp_path, env, record_kill):
     good = json.loads((method / "metrics.json").read_text())
     (method / "metrics.json").write_text('{"acc_test": 0.5, "trunc')
     for cmd in (
-        ["jobs", "results", spec, "--out-dir", tmp_path],
+        ["grid", "results", spec, "--out-dir", tmp_path],
         ["study", spec, "--out-dir", tmp_path, "--report-only", "--no-plots"],
     ):
         _one_line_error(
             cli_run(cmd, env),
-            r"cell .*finetune.* is damaged \(.*metrics\.json is corrupt.*run `qmu-qiskit jobs submit`",
+            r"cell .*finetune.* is damaged \(.*metrics\.json is corrupt.*run `qmu-qiskit grid submit`",
         )
     res = cli_run(args, env)
     assert res.returncode == 0, res.stdout + res.stderr
     again = json.loads((method / "metrics.json").read_text())
     assert flat(again) == flat(good)
-    assert cli_run(["jobs", "results", spec, "--out-dir", tmp_path], env).returncode == 0
+    assert cli_run(["grid", "results", spec, "--out-dir", tmp_path], env).returncode == 0
     record_kill("jobs submit", "SIGKILL: jobs status says dead; corrupt metrics.json recomputed")
 
 
@@ -1124,7 +1124,7 @@ def test_killed_local_pool_prints_no_semaphore_warnings(tmp_path, env):
             sys.executable,
             "-m",
             "qmu_qiskit.cli",
-            "jobs",
+            "grid",
             "submit",
             str(spec),
             "--out-dir",
@@ -1150,6 +1150,6 @@ def test_killed_local_pool_prints_no_semaphore_warnings(tmp_path, env):
             proc.wait(30)
         proc.stdout.close()
     assert "leaked semaphore" not in out and "resource_tracker" not in out, out
-    status = cli_run(["jobs", "status", spec, "--out-dir", tmp_path, "--all"], env)
+    status = cli_run(["grid", "status", spec, "--out-dir", tmp_path, "--all"], env)
     assert status.returncode == 0 and status.stderr.strip() == "", status.stderr
     assert not re.search(r"\brunning\b", status.stdout), status.stdout

@@ -13,11 +13,11 @@ import yaml
 from qmu_qiskit import studies
 from qmu_qiskit.config import BackendConfig
 from qmu_qiskit.exceptions import BadInputError
-from qmu_qiskit.jobs import Grid
+from qmu_qiskit.grids import Grid
 from qmu_qiskit.studies import HQML_COLUMNS, get_protocol, run_study
 from qmu_qiskit.studies.report import mean_std_rows
 
-JOBS = Path(__file__).resolve().parent.parent / "jobs"
+JOBS = Path(__file__).resolve().parent.parent / "studies"
 
 
 def teacher_config(spec: dict, dataset: int = 0, model: int = 0, seed: int | None = None):

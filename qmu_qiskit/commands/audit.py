@@ -105,7 +105,7 @@ def audit(
     """
     from ..audit import audit as run_audit
     from ..exceptions import BadInputError
-    from .jobs import ProgressPrinter
+    from .grid import ProgressPrinter
 
     opts = {}
     for item in options:

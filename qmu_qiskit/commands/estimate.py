@@ -66,7 +66,7 @@ def estimate(json_out, command, args):
     \b
       qmu-qiskit estimate train --dataset iris --epochs 2 --shots 256 --backend ibm_brisbane
       qmu-qiskit estimate unlearn --run runs/iris --forget class:0 --method ga --backend ibm_fez
-      qmu-qiskit estimate study jobs/hqml_iris.yaml --backend ibm_torino --shots 512
+      qmu-qiskit estimate study studies/hqml_iris.yaml --backend ibm_torino --shots 512
 
     ARGS are COMMAND's own arguments (a study takes --backend and --shots here, replacing the
     spec's backends). ibm_<device> takes the device's target and durations from its hardware

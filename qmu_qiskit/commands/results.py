@@ -136,12 +136,12 @@ def run_row(run: Path) -> dict | None:
 
 def grid_rows(grid_dir: Path) -> list[dict]:
     """The rows of a grid's finished cells, with its name as their source."""
-    from ..jobs.grid import Grid
-    from ..jobs.handle import JobHandle
+    from ..grids.grid import Grid
+    from ..grids.handle import GridHandle
 
     name = Grid.load(grid_dir).name
     rows = []
-    for r in JobHandle(grid_dir).results():
+    for r in GridHandle(grid_dir).results():
         r = dict(r)
         r["source"] = name
         teacher = r["kind"] == "teacher"
@@ -158,7 +158,7 @@ def collect(paths: list[str | os.PathLike]) -> list[dict]:
     Raises:
         BadInputError: a PATH does not exist or holds no run.
     """
-    from ..jobs.grid import GRID_FILE
+    from ..grids.grid import GRID_FILE
 
     rows: list[dict] = []
     seen: set[Path] = set()

@@ -1,4 +1,4 @@
-"""``qmu-qiskit study jobs/<name>.yaml``: run a protocol's grid and write its report."""
+"""``qmu-qiskit study studies/<name>.yaml``: run a protocol's grid and write its report."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import click
 
 from ..cli import CONTEXT
 from .dry_run import dry_run_option
-from .jobs import ProgressPrinter, finish, out_option, wait_interruptibly
+from .grid import ProgressPrinter, finish, out_option, wait_interruptibly
 
 
 @click.command(context_settings=CONTEXT)

@@ -1,5 +1,5 @@
 """The cell work of studies and audits: what a teacher, oracle or method cell computes
-(:class:`~qmu_qiskit.jobs.grid.CellWork`, named ``"qmu_qiskit.studies.cells"`` in a grid).
+(:class:`~qmu_qiskit.grids.grid.CellWork`, named ``"qmu_qiskit.studies.cells"`` in a grid).
 
 * a **teacher** cell trains (``pipeline.train``);
 * an **oracle** cell retrains without the forget set (``pipeline.unlearn(..., ["retrain"])``);
@@ -19,7 +19,7 @@ from ..runs import COST_FILE, METRICS_FILE, RunDir, read_run_json
 from .spec import StudySpec
 
 if TYPE_CHECKING:
-    from ..jobs.grid import Cell, Grid
+    from ..grids.grid import Cell, Grid
 
 #: This module's name, as a grid records it.
 WORK = __name__
@@ -128,7 +128,7 @@ def _row(cell: Cell) -> dict | None:
         damage = run_dir.damaged() if (run_dir.status() or {}).get("status") == "complete" else None
         if damage is not None:
             raise RunError(
-                f"cell {cell.label} is damaged ({damage}); run `qmu-qiskit jobs submit` with the "
+                f"cell {cell.label} is damaged ({damage}); run `qmu-qiskit grid submit` with the "
                 "same spec to recompute it"
             )
         return None

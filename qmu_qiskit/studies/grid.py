@@ -26,9 +26,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..exceptions import BadInputError, RunError
-from ..jobs.grid import GRID_FILE, Cell, Grid, stable_hash
-from ..jobs.handle import JobHandle, start
-from ..jobs.scheduler import EventFn
+from ..grids.grid import GRID_FILE, Cell, Grid, stable_hash
+from ..grids.handle import GridHandle, start
+from ..grids.scheduler import EventFn
 from ..runs import UNLEARN_DIR
 from . import cells as cell_work
 from .protocols import get_protocol
@@ -318,11 +318,11 @@ def submit(
     workers: int | None = None,
     on_event: EventFn | None = None,
     max_cells: int | None = None,
-) -> JobHandle:
+) -> GridHandle:
     """Expand and validate a study spec, then run its grid in a background thread.
 
     Args:
-        spec: a YAML path (``jobs/<name>.yaml``), a mapping or a :class:`StudySpec`.
+        spec: a YAML path (``studies/<name>.yaml``), a mapping or a :class:`StudySpec`.
         out: the output directory (default: the current one); the spec's ``out`` (default
             ``runs/<name>``) is relative to it and may not leave it. The grid's directory is
             ``handle.path``.
@@ -335,7 +335,7 @@ def submit(
         max_cells: refuse a grid of more cells (default :data:`MAX_CELLS`).
 
     Returns:
-        A :class:`~qmu_qiskit.jobs.JobHandle`; ``handle.wait()`` blocks until the grid is
+        A :class:`~qmu_qiskit.grids.GridHandle`; ``handle.wait()`` blocks until the grid is
         finished, ``handle.results()`` gives one row per finished cell.
 
     Raises:
@@ -344,7 +344,7 @@ def submit(
 
     Example:
         >>> from qmu_qiskit import studies
-        >>> handle = studies.submit("jobs/hqml_iris.yaml")       # doctest: +SKIP
+        >>> handle = studies.submit("studies/hqml_iris.yaml")       # doctest: +SKIP
         >>> handle.wait().state                                   # doctest: +SKIP
         'complete'
         >>> rows = handle.results()                               # doctest: +SKIP
@@ -363,7 +363,7 @@ def submit(
 
 def open_grid(
     target: str | Path, *, out: str | Path | None = None, out_dir: str | Path | None = None
-) -> JobHandle:
+) -> GridHandle:
     """A handle on an existing grid: its directory, or the study spec that made it.
 
     Raises:
@@ -376,5 +376,5 @@ def open_grid(
     else:
         path = target
     if not (path / GRID_FILE).exists():
-        raise RunError(f"no job grid at {path}; submit one with `qmu-qiskit jobs submit SPEC`")
-    return JobHandle(path)
+        raise RunError(f"no job grid at {path}; submit one with `qmu-qiskit grid submit SPEC`")
+    return GridHandle(path)

@@ -17,9 +17,9 @@ from typing import TypeGuard
 import numpy as np
 
 from ..evaluation.tables import csv_text
+from ..grids.grid import Grid
+from ..grids.handle import GridHandle
 from ..io import atomic_write_text
-from ..jobs.grid import Grid
-from ..jobs.handle import JobHandle
 from .protocols import Protocol, get_protocol
 from .spec import filled_in
 
@@ -98,7 +98,7 @@ def _num(v: object) -> TypeGuard[float]:
 
 def summary_rows(grid: Grid, proto: Protocol) -> list[dict]:
     """One row per finished oracle or method cell, in grid order (scenario, method, seed)."""
-    rows = [r for r in JobHandle(grid.dir).results() if r["kind"] in ("oracle", "method")]
+    rows = [r for r in GridHandle(grid.dir).results() if r["kind"] in ("oracle", "method")]
     forget_order = {f: i for i, f in enumerate(filled_in(grid.spec.forget, "forget"))}
     method_order = {"retrain": -1} | {
         m.name: i for i, m in enumerate(filled_in(grid.spec.methods, "methods"))
@@ -281,7 +281,7 @@ def write_report(
 ) -> str:
     spec = grid.spec
     seeds, metrics = filled_in(spec.seeds, "seeds"), filled_in(spec.metrics, "metrics")
-    handle = JobHandle(grid.dir)
+    handle = GridHandle(grid.dir)
     status = handle.status()
     teachers = [c for c in grid.cells if c.kind == "teacher"]
     t_rows = {r["cell"]: r for r in handle.results() if r["kind"] == "teacher"}
@@ -636,7 +636,7 @@ def write_outputs(grid_dir: str | Path, *, plots: bool = True) -> StudyOutputs:
     """Write the study's CSVs, report and plots into the grid directory.
 
     Args:
-        grid_dir: a grid made by ``qmu-qiskit study`` / ``jobs submit``.
+        grid_dir: a grid made by ``qmu-qiskit study`` / ``grid submit``.
         plots: draw the PNG plots.
     """
     grid = Grid.load(grid_dir)
@@ -673,7 +673,7 @@ def write_outputs(grid_dir: str | Path, *, plots: bool = True) -> StudyOutputs:
             curves = plot_curves(grid, members, title, plot_dir / f"curves_{_slug(*key)}.png")
             if curves is not None:
                 drawn.append(curves)
-    state = JobHandle(grid.dir).status().state
+    state = GridHandle(grid.dir).status().state
     report = grid.dir / "report.md"
     atomic_write_text(
         report, write_report(grid, proto, rows, drawn, state, extra_keys, extra_errors, rocs=rocs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..jobs.scheduler import EventFn
+from ..grids.scheduler import EventFn
 from .grid import submit
 from .report import StudyOutputs, write_outputs
 from .spec import filled_in
@@ -22,7 +22,7 @@ def run_study(
     on_event: EventFn | None = None,
     plots: bool = True,
 ) -> StudyOutputs:
-    """Run a study spec (``jobs/<name>.yaml``) to the end and write its outputs.
+    """Run a study spec (``studies/<name>.yaml``) to the end and write its outputs.
 
     The grid is resumable like any job: if interrupted, running the study again finishes only
     what is missing. Outputs are written even when some cells failed (the report lists them).

@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .. import safeyaml
 from ..config import BackendConfig
 from ..exceptions import BadInputError, QmuError, echo, shorten
+from ..grids.pools import PoolSpec
 from ..io import read_regular
-from ..jobs.pools import PoolSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -56,18 +56,18 @@ def _spec_error(exc: ValidationError, source: str) -> BadInputError:
         if isinstance(cause, QmuError):
             msg = str(cause)
         elif err.get("type") == "extra_forbidden":
-            msg = "unknown field (check its spelling; see jobs/README.md)"
+            msg = "unknown field (check its spelling; see studies/README.md)"
         elif err.get("type") == "missing":
             example = _EXAMPLES.get(loc.split(".")[-1])
             msg = "required field is missing" + (
-                f" (add e.g. `{example}`; see jobs/README.md)"
+                f" (add e.g. `{example}`; see studies/README.md)"
                 if example
-                else " (see jobs/README.md)"
+                else " (see studies/README.md)"
             )
         else:
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
             if err.get("type") != "value_error" and "input" in err:
-                msg = f"{msg} (got {echo(err['input'])}; see jobs/README.md)"
+                msg = f"{msg} (got {echo(err['input'])}; see studies/README.md)"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return BadInputError(f"invalid job spec {source}: " + "; ".join(parts))
 
@@ -441,9 +441,9 @@ def load_spec(spec: str | os.PathLike | dict | StudySpec) -> StudySpec:
     if not (path.exists() or path.is_symlink()):
         raise BadInputError(
             f"job spec {shorten(str(path), 200)} does not exist; pass a YAML "
-            "file such as jobs/hqml_iris.yaml"
+            "file such as studies/hqml_iris.yaml"
         )
-    fix = "pass a YAML file such as jobs/hqml_iris.yaml"
+    fix = "pass a YAML file such as studies/hqml_iris.yaml"
     raw = read_regular(path, max_bytes=safeyaml.MAX_BYTES, what="job spec", fix=fix)
     try:
         text = raw.decode("utf-8")

@@ -2,7 +2,7 @@
 
 A :class:`Grid` is a DAG of :class:`Cell` objects plus the name of its **cell work** (an
 importable module that computes one cell, says whether a cell's run directory is finished, and
-turns finished cells into rows; :class:`~qmu_qiskit.jobs.grid.CellWork`). The scheduler runs the
+turns finished cells into rows; :class:`~qmu_qiskit.grids.grid.CellWork`). The scheduler runs the
 DAG on a local ``spawn`` process pool (Aer's and torch's threads divided between workers), inline,
 or on Dask (optional extra), and records every submission and completion in the grid's cell
 ledger (``cells.sqlite``). Re-running a grid skips finished cells, resumes interrupted ones from
@@ -14,16 +14,16 @@ This package knows nothing of training, unlearning or study protocols: studies b
 
     from qmu_qiskit import studies
 
-    handle = studies.submit("jobs/hqml_iris.yaml", data_dir="data")
+    handle = studies.submit("studies/hqml_iris.yaml", data_dir="data")
     status = handle.wait()              # GridStatus: state, counts, cells
     rows = handle.results()             # one dict of metrics per finished cell
     handle.cancel()                     # stop; submitting again resumes
 
-and from the shell: ``qmu-qiskit jobs submit|status|results|cancel|list``.
+and from the shell: ``qmu-qiskit grid submit|status|results|cancel|list``.
 """
 
 from .grid import Cell, CellWork, Grid, stable_hash
-from .handle import GridStatus, JobHandle, list_grids, open_grid, start
+from .handle import GridHandle, GridStatus, list_grids, open_grid, start
 from .ledger import CellLedger
 from .pools import PoolSpec, make_pool
 
@@ -33,7 +33,7 @@ __all__ = [
     "CellWork",
     "Grid",
     "GridStatus",
-    "JobHandle",
+    "GridHandle",
     "PoolSpec",
     "list_grids",
     "make_pool",

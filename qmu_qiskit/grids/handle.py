@@ -1,4 +1,4 @@
-"""``start(grid) -> JobHandle``: run a grid in a background thread; status, wait, cancel, results.
+"""``start(grid) -> GridHandle``: run a grid in a background thread; status, wait, cancel, results.
 
 Studies submit their grids through :func:`qmu_qiskit.studies.submit`, which expands a study spec
 and calls :func:`start`.
@@ -51,7 +51,7 @@ class GridStatus:
         return f"{self.name}: {self.state} ({parts})"
 
 
-class JobHandle:
+class GridHandle:
     """A submitted (or previously submitted) grid.
 
     Returned by :func:`start` (the grid runs in a background thread of this process) and by
@@ -72,7 +72,7 @@ class JobHandle:
         self._final: str | None = None
 
     def __repr__(self) -> str:
-        return f"JobHandle({str(self.path)!r})"
+        return f"GridHandle({str(self.path)!r})"
 
     @property
     def grid(self) -> Grid:
@@ -146,7 +146,7 @@ class JobHandle:
 
     def cancel(self) -> None:
         """Stop the grid: no new cells start; running cells are stopped and stay resumable
-        (submit the spec again to go on). Works from another process too (``jobs cancel``)."""
+        (submit the spec again to go on). Works from another process too (``grid cancel``)."""
         if self._cancel is not None:
             self._cancel.set()
         with CellLedger(self.path / LEDGER_FILE) as ledger:
@@ -189,7 +189,7 @@ def start(
     on_event: EventFn | None = None,
     scratch: tuple[Path, ...] = (),
     what: str = "job grid",
-) -> JobHandle:
+) -> GridHandle:
     """Save a grid and run it in a background thread of this process.
 
     The grid lock is taken here (one scheduler per grid) and held until the grid ends; leftovers
@@ -203,7 +203,7 @@ def start(
         what: what the lock error calls the grid.
 
     Returns:
-        A :class:`JobHandle`; ``handle.wait()`` blocks until the grid is finished.
+        A :class:`GridHandle`; ``handle.wait()`` blocks until the grid is finished.
 
     Raises:
         RunError: the grid is already being run by another process.
@@ -220,7 +220,7 @@ def start(
         stack.close()
         raise
     cancel = threading.Event()
-    handle = JobHandle(grid.dir, cancel_event=cancel)
+    handle = GridHandle(grid.dir, cancel_event=cancel)
     pool = grid.pool
 
     def main() -> None:
@@ -243,7 +243,7 @@ def start(
     return handle
 
 
-def open_grid(path: str | Path) -> JobHandle:
+def open_grid(path: str | Path) -> GridHandle:
     """A handle on an existing grid directory.
 
     Raises:
@@ -251,15 +251,15 @@ def open_grid(path: str | Path) -> JobHandle:
     """
     path = Path(path)
     if not (path / GRID_FILE).exists():
-        raise RunError(f"no job grid at {path}; submit one with `qmu-qiskit jobs submit SPEC`")
-    return JobHandle(path)
+        raise RunError(f"no job grid at {path}; submit one with `qmu-qiskit grid submit SPEC`")
+    return GridHandle(path)
 
 
-def list_grids(root: str | Path = ".", *, depth: int = 3) -> list[JobHandle]:
+def list_grids(root: str | Path = ".", *, depth: int = 3) -> list[GridHandle]:
     """Grids under ``root`` (their ``grid.json`` at most ``depth`` folders down)."""
     root = Path(root)
     found: list[Path] = []
     for d in range(depth + 1):
         pattern = "/".join(["*"] * d + [GRID_FILE])
         found.extend(p.parent for p in root.glob(pattern))
-    return [JobHandle(p) for p in sorted(set(found))]
+    return [GridHandle(p) for p in sorted(set(found))]

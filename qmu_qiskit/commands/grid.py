@@ -1,4 +1,4 @@
-"""``qmu-qiskit jobs submit|status|results|cancel|list``: batch grids from YAML specs."""
+"""``qmu-qiskit grid submit|status|results|cancel|list``: batch grids from YAML specs."""
 
 from __future__ import annotations
 
@@ -60,21 +60,21 @@ class ProgressPrinter:
 
 
 @click.group(context_settings=CONTEXT)
-def jobs():
-    """Batch jobs: run a grid of train/unlearn cells from a YAML spec, resumably.
+def grid():
+    """Batch grids: run the train/unlearn cells of a study spec (YAML), resumably.
 
     \b
-    A spec (jobs/*.yaml) lists datasets, models, methods, forget scenarios, seeds and backends;
+    A spec (studies/*.yaml) lists datasets, models, methods, forget scenarios, seeds and backends;
     each combination is a cell: teachers, then one retrain oracle per forget scenario, then the
     methods. Interrupted grids resume when the same spec is submitted again.
     \b
-      qmu-qiskit jobs submit jobs/hqml_iris.yaml
-      qmu-qiskit jobs status jobs/hqml_iris.yaml
-      qmu-qiskit jobs results runs/hqml_iris --format csv
+      qmu-qiskit grid submit studies/hqml_iris.yaml
+      qmu-qiskit grid status studies/hqml_iris.yaml
+      qmu-qiskit grid results runs/hqml_iris --format csv
     """
 
 
-@jobs.command(context_settings=CONTEXT)
+@grid.command(context_settings=CONTEXT)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @out_option()
 @click.option(
@@ -125,7 +125,7 @@ def submit(spec, out_dir, data_dir, workers, methods, seeds, quiet, max_cells):
     )
     click.echo(f"grid directory: {handle.path}")
     status = wait_interruptibly(handle)
-    finish(status, f"qmu-qiskit jobs results {handle.path}")
+    finish(status, f"qmu-qiskit grid results {handle.path}")
 
 
 def wait_interruptibly(handle):
@@ -154,7 +154,7 @@ def finish(status, next_step: str) -> None:
     raise JobError(f"the grid stopped ({status.state}); submit the same spec again to resume")
 
 
-@jobs.command(context_settings=CONTEXT)
+@grid.command(context_settings=CONTEXT)
 @click.argument("target", type=click.Path())
 @out_option()
 @click.option(
@@ -186,7 +186,7 @@ def status(target, out_dir, show_all):
         )
 
 
-@jobs.command(context_settings=CONTEXT)
+@grid.command(context_settings=CONTEXT)
 @click.argument("target", type=click.Path())
 @click.option(
     "--out-dir",
@@ -255,7 +255,7 @@ def results(target, out_dir, fmt, output):
         click.echo(text, nl=False)
 
 
-@jobs.command(context_settings=CONTEXT)
+@grid.command(context_settings=CONTEXT)
 @click.argument("target", type=click.Path())
 @out_option()
 def cancel(target, out_dir):
@@ -273,7 +273,7 @@ def cancel(target, out_dir):
         click.echo(f"{st.summary()}: nothing is running; the next submission clears the request")
 
 
-@jobs.command("list", context_settings=CONTEXT)
+@grid.command("list", context_settings=CONTEXT)
 @out_option("Where to look for grids (--out-dir is its older name).")
 def list_(out_dir):
     """Grids under the output directory and their state."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qmu_qiskit import jobs, studies
+from qmu_qiskit import grids, studies
 from qmu_qiskit.exceptions import BadInputError, QmuError, RunError
 
 
@@ -137,7 +137,7 @@ def test_method_labels_and_overrides(tmp_path):
 def test_cell_ledger_checks_and_permissions(tmp_path):
     grid = studies.expand(tiny(), root=tmp_path)
     a, b = grid.cells[0].id, grid.cells[1].id
-    with jobs.CellLedger(tmp_path / "cells.sqlite") as ledger:
+    with grids.CellLedger(tmp_path / "cells.sqlite") as ledger:
         assert (os.stat(tmp_path / "cells.sqlite").st_mode & 0o777) == 0o600
         ledger.add_cells(grid.cells)
         ledger.record(a, "submitted")
@@ -172,14 +172,14 @@ def test_submit_wait_results_and_resubmit(tmp_path):
 
     scratch = handle.path / ".grid.json.k1ll3d.tmp"  # what a kill during an atomic write leaves
     scratch.write_text('{"cells": [')
-    with jobs.CellLedger(handle.path / "cells.sqlite") as ledger:
+    with grids.CellLedger(handle.path / "cells.sqlite") as ledger:
         events_before = len(ledger.events())
         again = studies.submit(tiny(), out_dir=tmp_path).wait(timeout=60)
         assert not scratch.exists()
         assert again.state == "complete"
         assert len(ledger.events()) == events_before, "finished cells must not be submitted again"
-    assert jobs.open_grid(handle.path).status().state == "complete"
-    assert [h.path for h in jobs.list_grids(tmp_path)] == [handle.path]
+    assert grids.open_grid(handle.path).status().state == "complete"
+    assert [h.path for h in grids.list_grids(tmp_path)] == [handle.path]
 
 
 def test_failed_cell_blocks_its_dependents(tmp_path, monkeypatch):
@@ -207,13 +207,13 @@ def test_cancel_stops_and_resubmit_resumes(tmp_path):
 
     def on_event(event, cell, info):
         if event == "done" and cell.kind == "teacher":
-            jobs.open_grid(grid_dir).cancel()  # as `qmu-qiskit jobs cancel` from another shell
+            grids.open_grid(grid_dir).cancel()  # as `qmu-qiskit grid cancel` from another shell
 
     status = studies.submit(tiny(), out_dir=tmp_path, on_event=on_event).wait(timeout=120)
     assert status.state == "cancelled" and status.counts.get("done") == 1
     resumed = studies.submit(tiny(), out_dir=tmp_path).wait(timeout=120)
     assert resumed.state == "complete"
-    with jobs.CellLedger(resumed.path / "cells.sqlite") as ledger:
+    with grids.CellLedger(resumed.path / "cells.sqlite") as ledger:
         assert ledger.duplicate_submissions() == [] and ledger.duplicate_completions() == []
 
 
@@ -225,13 +225,13 @@ def test_dask_executor_runs_the_grid(tmp_path):
         timeout=300
     )
     assert status.state == "complete" and status.counts == {"done": 4}, status.cells
-    with jobs.CellLedger(status_path := tmp_path / "runs" / "tiny" / "cells.sqlite") as ledger:
+    with grids.CellLedger(status_path := tmp_path / "runs" / "tiny" / "cells.sqlite") as ledger:
         events = len(ledger.events())
     again = studies.submit(tiny(executor={"kind": "local", "workers": 1}), out_dir=tmp_path).wait(
         timeout=120
     )
     assert again.state == "complete"
-    with jobs.CellLedger(status_path) as ledger:
+    with grids.CellLedger(status_path) as ledger:
         assert len(ledger.events()) == events
 
 
@@ -252,7 +252,7 @@ def test_cli_bad_spec_is_one_line(tmp_path, capsys):
 
     spec = write_spec(tmp_path / "bad.yaml", {**tiny(), "datasetz": ["iris"]})
     with pytest.raises(SystemExit) as exc:
-        main(["jobs", "submit", str(spec), "--out-dir", str(tmp_path)])
+        main(["grid", "submit", str(spec), "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and err.count("\n") == 0 and "datasetz" in err
 
@@ -281,7 +281,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.reliability
 @pytest.mark.timeout(300)
 def test_sigkill_during_submit_then_resubmit(tmp_path):
-    """SIGKILL `qmu-qiskit jobs submit` while cells run; the same command again finishes the
+    """SIGKILL `qmu-qiskit grid submit` while cells run; the same command again finishes the
     grid without redoing finished cells and without duplicate submissions (cells or circuits)."""
     from qmu_qiskit.execution.ledger import JobLedger
     from qmu_qiskit.runs import RunDir
@@ -298,7 +298,7 @@ def test_sigkill_during_submit_then_resubmit(tmp_path):
         sys.executable,
         "-m",
         "qmu_qiskit.cli",
-        "jobs",
+        "grid",
         "submit",
         str(path),
         "--out-dir",
@@ -313,7 +313,7 @@ def test_sigkill_during_submit_then_resubmit(tmp_path):
         while time.monotonic() < deadline:
             workers.update(_children(proc.pid))
             if (grid_dir / "cells.sqlite").exists():
-                with jobs.CellLedger(grid_dir / "cells.sqlite") as ledger:
+                with grids.CellLedger(grid_dir / "cells.sqlite") as ledger:
                     cells = ledger.cells().values()
                 done = sum(c["status"] == "done" for c in cells)
                 if done >= 3 and any(c["status"] == "running" for c in cells):
@@ -339,7 +339,7 @@ def test_sigkill_during_submit_then_resubmit(tmp_path):
                 os.kill(w, signal.SIGKILL)
         proc.stdout.close()
 
-    grid = jobs.Grid.load(grid_dir)
+    grid = grids.Grid.load(grid_dir)
     finished = {}
     for c in grid.cells:
         run = RunDir(c.path)
@@ -350,13 +350,13 @@ def test_sigkill_during_submit_then_resubmit(tmp_path):
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=90)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 
-    status = jobs.open_grid(grid_dir).status()
+    status = grids.open_grid(grid_dir).status()
     assert status.state == "complete"
     for cid, when in finished.items():
         assert RunDir(grid.cell(cid).path).status()["finished"] == when, (
             "a finished cell was redone"
         )
-    with jobs.CellLedger(grid_dir / "cells.sqlite") as ledger:
+    with grids.CellLedger(grid_dir / "cells.sqlite") as ledger:
         assert ledger.duplicate_submissions() == []
         assert ledger.duplicate_completions() == []
         for cid in finished:
@@ -365,3 +365,17 @@ def test_sigkill_during_submit_then_resubmit(tmp_path):
     assert len(circuit_ledgers) == len(grid.cells)
     for db in circuit_ledgers:
         assert JobLedger(db).duplicate_submissions() == [], db
+
+
+def test_the_grid_command_and_its_old_name(capsys):
+    """`qmu-qiskit grid` runs grids; `jobs`, its name before "job" came to mean only a circuit
+    job, still works but is no longer listed."""
+    from qmu_qiskit.cli import main
+
+    main(["--help"])
+    listing = capsys.readouterr().out
+    assert "  grid " in listing and "  jobs " not in listing
+    for name in ("grid", "jobs"):
+        main([name, "--help"])
+        out = capsys.readouterr().out
+        assert "submit" in out and "status" in out and "Batch grids" in out

@@ -129,7 +129,7 @@ class Grid:
         dir: the grid's state directory (``grid.json``, ``cells.sqlite``, the grid lock).
         cells: every cell; dependencies come before their dependents.
         work: the cell work's module name (:class:`CellWork`).
-        pool: where cells run (:class:`~qmu_qiskit.jobs.pools.PoolSpec`).
+        pool: where cells run (:class:`~qmu_qiskit.grids.pools.PoolSpec`).
         spec: the caller's spec (opaque here; stored through ``model_dump`` when it has one).
         source: where the spec came from (a path, or ``<dict>``).
         overrides: restrictions applied to the spec (the caller's, for its reports).
@@ -183,7 +183,7 @@ class Grid:
         path = directory / GRID_FILE
         if not path.exists():
             raise RunError(
-                f"no job grid at {directory}; submit one with `qmu-qiskit jobs submit SPEC`"
+                f"no job grid at {directory}; submit one with `qmu-qiskit grid submit SPEC`"
             )
         incompatible = f"{path} is unreadable or from an incompatible version"
         try:

@@ -3,7 +3,7 @@
 Workers are started with the ``spawn`` context (torch's and Aer's thread pools do not survive a
 ``fork``). Each takes its share of the cores: ``QMU_THREADS`` (Aer's ``max_parallel_threads``,
 read by :mod:`qmu_qiskit.execution.runners`), the BLAS/OpenMP variables and
-``torch.set_num_threads``. A worker must not outlive its scheduler — a killed ``jobs submit``
+``torch.set_num_threads``. A worker must not outlive its scheduler — a killed ``grid submit``
 would otherwise leave cells running that the next submission also wants to run — so it asks the
 kernel for SIGKILL when its parent dies (Linux) and also watches its parent pid.
 """
@@ -69,7 +69,7 @@ def _die_with_parent() -> None:
 
 def run_cell(work: str, payload: dict, threads: int | None = None) -> dict:
     """Run one cell to completion with the cell work ``work`` (a module name, see
-    :class:`~qmu_qiskit.jobs.grid.CellWork`), resuming its run directory if it was interrupted.
+    :class:`~qmu_qiskit.grids.grid.CellWork`), resuming its run directory if it was interrupted.
 
     Returns:
         ``{"status": "done", "seconds": ...}`` or ``{"status": "failed", "error": one line}``;

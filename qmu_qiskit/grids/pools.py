@@ -59,7 +59,7 @@ def plan_workers(spec: PoolSpec, cores: int | None = None) -> tuple[int, int]:
 
 class LocalPool:
     """A ``spawn`` process pool; each worker limited to its share of the cores. Workers do not
-    re-run the submitting script (:mod:`.spawn`), so a plain script may call ``jobs.submit``."""
+    re-run the submitting script (:mod:`.spawn`), so a plain script may call ``studies.submit``."""
 
     def __init__(self, workers: int, threads: int):
         from .spawn import WORKER_CONTEXT

@@ -1,7 +1,7 @@
 """A ``spawn`` start method whose workers do not run the parent's ``__main__`` again.
 
 Python's ``spawn`` re-imports the parent's main script in every worker (as ``__mp_main__``), so a
-plain script that calls :func:`qmu_qiskit.jobs.submit` at top level — without an
+plain script that calls :func:`qmu_qiskit.grids.submit` at top level — without an
 ``if __name__ == "__main__":`` guard — would submit the grid again from each worker. Cells only
 need :mod:`qmu_qiskit`, never the user's script, so these workers start without it: everything
 else of the standard ``spawn`` start (``sys.path``, working directory, authkey, logging level)
