@@ -68,8 +68,10 @@ def _fit_retain(ctx: UnlearnContext, model, frozen: list[nn.Module], desc: str) 
         train_mode(model, frozen)
         for xb, yb in batches(*retain, opts["batch_size"], ctx.loop_generator("retain")):
             opt.zero_grad()
-            loss_fn(model(xb), yb).backward()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xb))
 
 
 def _unfreeze(model) -> None:
@@ -131,8 +133,10 @@ def cf_k_hqml(ctx: UnlearnContext) -> MethodResult:
         train_mode(model, frozen)
         for xb, yb in batches(*forget, opts["batch_size"], ctx.loop_generator("forget")):
             opt.zero_grad()
-            (-loss_fn(model(xb), yb)).backward()
+            loss = -loss_fn(model(xb), yb)
+            loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xb))
     _unfreeze(model)
     return MethodResult(model, {"frozen_groups": [n for n, _ in layers[:k]]})
 
