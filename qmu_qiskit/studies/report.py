@@ -485,8 +485,9 @@ def write_report(
         else "- one seed: no mean ± std table.",
         "- `plots/`: forget vs retain accuracy per method (numbered markers, mean ± std over "
         "seeds); log-log MIA ROC curves (U, teacher, oracle; mean ± std over seeds; TPR at "
-        "1% / 0.1% FPR marked) from the saved per-sample outputs; per-epoch curves of the "
-        "teachers and the oracles.",
+        "1% / 0.1% FPR marked) from the saved per-sample outputs; per-epoch curves: each "
+        "method's forget / retain accuracy and objective (teacher and oracle as reference "
+        "lines) and the teachers' and oracles' fits.",
         "- SalUn's names: UA = 1 − acc_forget, RA = acc_retain, TA = test accuracy (remaining "
         "classes when whole classes are forgotten), MIA-Efficacy (column MIA_Efficacy); "
         "docs/metrics.md defines every column.",
@@ -590,9 +591,11 @@ def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path):
 
 
 def plot_curves(grid: Grid, rows: list[dict], title: str, path: Path) -> Path | None:
-    """Per-epoch curves of the teachers and the retrain oracles of these rows (the stored
-    ``history`` of each run), mean ± std over seeds."""
+    """Per-epoch curves of these rows (the stored ``history`` of each run), mean ± std over
+    seeds: every method's forget / retain accuracy and objective next to the teacher's and the
+    oracle's final accuracies, and the teachers' and retrain oracles' fits."""
     from ..io import read_json
+    from ..plots import curve_inputs
     from ..plots import plot_curves as draw
 
     histories: dict[str, list] = {"teacher": [], "retrain (oracle)": []}
@@ -607,7 +610,10 @@ def plot_curves(grid: Grid, rows: list[dict], title: str, path: Path) -> Path | 
             histories["retrain (oracle)"].append(
                 read_json(cell.path / "metrics.json").get("history") or []
             )
-    return draw(histories, path, title=title)
+    methods, references = curve_inputs(
+        [{**r, "path": str(grid.cell(r["cell"]).path), "teacher": None} for r in rows]
+    )
+    return draw(histories, path, title=title, methods=methods, references=references)
 
 
 # ------------------------------------------------------------------------------------ all
