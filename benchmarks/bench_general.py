@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import partial
 
 import torch
 
@@ -130,7 +131,7 @@ def run(args) -> dict:
         if args.ref_samples:
             reference = measure_per_sample(
                 "reference (qiskit-ml defaults)",
-                lambda: reference_model(n, C),
+                partial(reference_model, n, C),
                 X,
                 y,
                 args.ref_samples,
@@ -138,7 +139,7 @@ def run(args) -> dict:
         else:
             reference = _measure(
                 "reference (qiskit-ml defaults)",
-                lambda: reference_model(n, C),
+                partial(reference_model, n, C),
                 X,
                 y,
                 max_batches=args.ref_batches,
@@ -147,11 +148,11 @@ def run(args) -> dict:
         rows = [
             reference,
             _measure(
-                "ours-exact (adjoint statevector)", lambda: ours_model(n, C), X, y, repeats=reps
+                "ours-exact (adjoint statevector)", partial(ours_model, n, C), X, y, repeats=reps
             ),
             _measure(
                 "ours-aer (broadcast PUB, Aer)",
-                lambda: ours_model(n, C, engine="aer"),
+                partial(ours_model, n, C, engine="aer"),
                 X,
                 y,
                 max_batches=None if n == 4 else args.ref_batches * 2,

@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 import torch
@@ -302,7 +303,7 @@ def run(args) -> dict:
         rows.append(
             measure(
                 "reference (qiskit-ml defaults)",
-                lambda: reference_model(n, C, False),
+                partial(reference_model, n, C, False),
                 X,
                 y,
                 max_batches=args.ref_batches if big else None,
@@ -312,7 +313,7 @@ def run(args) -> dict:
         rows.append(
             measure(
                 "ours-aer (broadcast PUB, Aer)",
-                lambda: ours_model(n, C, "aer", engine="aer"),
+                partial(ours_model, n, C, "aer", engine="aer"),
                 X,
                 y,
                 max_batches=args.ref_batches * 2 if big else None,
@@ -322,14 +323,14 @@ def run(args) -> dict:
         rows.append(
             measure(
                 "ours-exact (adjoint statevector)",
-                lambda: ours_model(n, C, "aer"),
+                partial(ours_model, n, C, "aer"),
                 X,
                 y,
                 repeats=reps,
             )
         )
         rows.append(
-            measure("torch statevector baseline", lambda: torch_model(n, C), X, y, repeats=reps)
+            measure("torch statevector baseline", partial(torch_model, n, C), X, y, repeats=reps)
         )
         results[f"{label} | noiseless"] = rows
         print(report({f"{label} | noiseless": rows}), flush=True)
@@ -338,7 +339,7 @@ def run(args) -> dict:
             rows.append(
                 measure(
                     "reference (BackendEstimatorV2 + pass manager, 1024 shots)",
-                    lambda: reference_model(n, C, True),
+                    partial(reference_model, n, C, True),
                     X,
                     y,
                     max_batches=1,
@@ -348,7 +349,7 @@ def run(args) -> dict:
             rows.append(
                 measure(
                     "ours-aer (aer_noisy, 1024 shots)",
-                    lambda: ours_model(n, C, "aer_noisy", shots=1024),
+                    partial(ours_model, n, C, "aer_noisy", shots=1024),
                     X,
                     y,
                     repeats=reps,
@@ -357,7 +358,7 @@ def run(args) -> dict:
             rows.append(
                 measure(
                     "ours (aer_noisy, exact density matrix)",
-                    lambda: ours_model(n, C, "aer_noisy"),
+                    partial(ours_model, n, C, "aer_noisy"),
                     X,
                     y,
                     repeats=reps,

@@ -22,6 +22,25 @@ from qmu_qiskit.pipeline import TeacherRun, make_executor
 from qmu_qiskit.unlearning.methods._common import clamped_kl, diag_fisher, kl_rows, logits_of
 from qmu_qiskit.unlearning.methods.relabel import similar_label_map
 
+
+def fisher_distance(model, fisher, th0):
+    """Fisher-weighted squared distance of ``model``'s parameters from ``th0``."""
+    return sum(
+        float((f * (p.detach().double() - q.detach().double()) ** 2).sum())
+        for f, p, q in zip(fisher, model.parameters(), th0)
+    )
+
+
+def mean_entropy(model, X):
+    """Mean entropy of ``model``'s predicted distribution on ``X``."""
+    return float(-(tm.probs(model, X) * tm.probs(model, X).clamp_min(1e-30).log()).sum(1).mean())
+
+
+def kl_from_teacher(T, model, X):
+    """Clamped KL between the teacher's and ``model``'s predictions on ``X``."""
+    return float(clamped_kl(tm.probs(T.model, X), tm.probs(model, X)))
+
+
 tseeds = [int(s) for s in sys.argv[1].split(",")]
 mseeds = [int(s) for s in sys.argv[2].split(",")]
 tmp = pathlib.Path(tempfile.mkdtemp())
@@ -49,11 +68,9 @@ for ts in tseeds:
             ctx0.copy_teacher(), Xf, yf, ctx0.options["batch_size"], ctx0.generator(salt=1)
         )
         th0 = list(T.model.parameters())
-        w = lambda model: sum(
-            float((f * (p.detach().double() - q.detach().double()) ** 2).sum())
-            for f, p, q in zip(fisher, model.parameters(), th0)
+        R["fisher_ratio(<0.5)"] = fisher_distance(pulled.model, fisher, th0) / fisher_distance(
+            free.model, fisher, th0
         )
-        R["fisher_ratio(<0.5)"] = w(pulled.model) / w(free.model)
         ctx, r = tm.run(T, d / "cfk", "cf_k_hqml", options={"epochs": 2, "k": 1}, seed=s)
         Xf, yf = ctx.tensors("forget")
         R["cfkhqml_ce_gain(>0)"] = tm.ce(r.model, Xf, yf) - tm.ce(T.model, Xf, yf)
@@ -75,10 +92,7 @@ for ts in tseeds:
         )
         ctx, r = tm.run(T, d / "adv", "adv_uniform", seed=s)
         Xf, _ = ctx.tensors("forget")
-        ent = lambda model: float(
-            -(tm.probs(model, Xf) * tm.probs(model, Xf).clamp_min(1e-30).log()).sum(1).mean()
-        )
-        R["adv_entropy_gain(>0.05)"] = ent(r.model) - ent(T.model)
+        R["adv_entropy_gain(>0.05)"] = mean_entropy(r.model, Xf) - mean_entropy(T.model, Xf)
         ctx, r = tm.run(T, d / "dg", "dg", forget="class:0", options={"epochs": 4}, seed=s)
         Xf, _ = ctx.tensors("forget")
         q = torch.tensor(r.info["target"], dtype=torch.float64)
@@ -97,9 +111,9 @@ for ts in tseeds:
                 T, d / f"{method}plain", method, forget="class:0", options={**wm, **wo}, seed=s
             )
             Xr, Xf = ctx.tensors("retain")[0], ctx.tensors("forget")[0]
-            kl = lambda model, X: float(clamped_kl(tm.probs(T.model, X), tm.probs(model, X)))
-            R[f"{method}_f_vs_plain(>10)"] = kl(res.model, Xf) / max(kl(plain.model, Xf), 1e-12)
-            R[f"{method}_f_vs_r(>3)"] = kl(res.model, Xf) / kl(res.model, Xr)
+            kl_f = kl_from_teacher(T, res.model, Xf)
+            R[f"{method}_f_vs_plain(>10)"] = kl_f / max(kl_from_teacher(T, plain.model, Xf), 1e-12)
+            R[f"{method}_f_vs_r(>3)"] = kl_f / kl_from_teacher(T, res.model, Xr)
         print(
             json.dumps({"teacher": ts, "seed": s, **{k: round(v, 4) for k, v in R.items()}}),
             flush=True,

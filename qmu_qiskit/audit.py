@@ -11,10 +11,12 @@ How it runs:
 
 1. **Shadow pairs.** For s = 1..S a forget set F_s of the same kind and size as the target's is
    drawn from D_tr (``subset``: stratified like ``subset:F``; ``indices``: uniform; ``class``: a
-   random class), a shadow teacher is trained on D_tr with its own seed, and the pair is (the
-   retrain oracle without F_s, method M applied to the shadow teacher on F_s). Auditing
-   ``retrain`` itself pairs two independent retrains (the oracles of two shadow teachers, i.e.
-   two initialisations) — the sanity check whose success must be ≈ 0.5.
+   random class), and the pair is (the retrain oracle without F_s, method M applied on F_s),
+   both with pair s's seed. M starts from the run's own teacher (``teachers="shared"``, the
+   NeurIPS 2023 challenge's protocol: one original model) or from a shadow teacher trained on
+   D_tr with the pair's seed (``teachers="independent"``, Hayes et al.'s). Auditing ``retrain``
+   itself pairs two independent retrains (the second with a seed no other model of the audit
+   uses) — the sanity check whose success must be ≈ 0.5.
 2. Everything is a cell of the job grid (:mod:`qmu_qiskit.jobs`): resumable after a kill, run in
    parallel on a process pool or a Dask cluster; the grid lives in ``RUN/audit/shadows`` and the
    shadow teachers (and their oracles) are reused by every later audit of the same run, whatever
@@ -45,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -68,6 +71,11 @@ class AuditConfig:
         shadows: shadow pairs S.
         seed: seeds the shadow forget sets and the shadow teachers' seeds.
         fixed_variance: one pooled σ per side instead of per-example σ (LiRA's few-shadow mode).
+        teachers: ``shared`` (every pair starts from the run's own teacher; the pairs differ in
+            their forget set and in the seed of the oracle and of the method — the NeurIPS 2023
+            unlearning challenge's protocol) or ``independent`` (every pair trains its own shadow
+            teacher with its own seed — Hayes et al.'s U-LiRA, which also asks whether the
+            *recipe* leaks, and is far costlier).
     """
 
     forget: str
@@ -76,6 +84,11 @@ class AuditConfig:
     seed: int = 0
     options: dict = field(default_factory=dict)
     fixed_variance: bool = False
+    teachers: str = "shared"
+
+
+#: The audit's teacher modes (:attr:`AuditConfig.teachers`).
+TEACHER_MODES = ("shared", "independent")
 
 
 @dataclass
@@ -157,7 +170,14 @@ def _shadow_forgets(fset, bundle, shadows: int, seed: int, folder: Path) -> list
 
 
 def _teacher_seed(base: int, seed: int, s: int) -> int:
+    """Pair s's seed (its oracle's and method's; its shadow teacher's when independent)."""
     return base + 1 + s + 100_000 * seed
+
+
+def _independent_seed(pair_seed: int) -> int:
+    """The seed of the independent retrain that stands for the unlearned side when auditing
+    ``retrain``: disjoint from every pair seed (those are < base + 1 + 4096 within a block)."""
+    return pair_seed + 50_000
 
 
 def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
@@ -187,7 +207,10 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
         return {"seed": seed, "mia_nonmembers": "heldout", "kl_shuffled": False}
 
     def unlearn_cell(tcell, tseed, forget, method, deps):
+        """A cell unlearning ``forget`` from teacher ``tcell`` with ``method`` and seed ``tseed``
+        (the oracle's seed too). Its folder is where ``pipeline.unlearn`` puts it."""
         from .data import resolve_forget
+        from .pipeline import oracle_folder
 
         slug = resolve_forget(forget, teacher.bundle, seed=run_cfg.data.seed).slug
         given = {} if method == "retrain" else dict(cfg.options)
@@ -202,10 +225,16 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
         }
         cid = ("o-" if kind == "oracle" else "m-") + stable_hash(base)
         tdir = cells[tcell].path if tcell in cells else teacher.run.path
+        own_seed = int(cells[tcell].payload["config"]["seed"]) if tcell in cells else run_cfg.seed
+        folder = (
+            oracle_folder(run_cfg.model_copy(update={"seed": own_seed}), run_cfg.backend, tseed)
+            if method == "retrain"
+            else method
+        )
         cell = Cell(
             id=cid,
             kind=kind,
-            path=tdir / "unlearn" / slug / method,
+            path=tdir / "unlearn" / slug / folder,
             deps=tuple(deps),
             coords={**coords(tseed, forget, method), "method_registry": method},
             payload={
@@ -222,43 +251,52 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
         cells.setdefault(cid, cell)
         return cid
 
-    teacher_ids = []
-    for s in range(cfg.shadows):
-        tseed = _teacher_seed(run_cfg.seed, cfg.seed, s)
-        scfg = run_cfg.model_copy(update={"seed": tseed})
-        fp = scfg.fingerprint()
-        tdir = grid_dir / "teachers" / f"s{tseed}-{fp[:8]}"
-        tid = f"t-{fp}"
-        cells.setdefault(
-            tid,
-            Cell(
-                id=tid,
-                kind="teacher",
-                path=tdir,
-                deps=(),
-                coords=coords(tseed),
-                payload={
-                    "kind": "teacher",
-                    "path": str(tdir),
-                    "config": scfg.model_dump(mode="json"),
-                },
-            ),
-        )
-        teacher_ids.append((tid, tseed))
+    target = f"run-{run_cfg.fingerprint()}"  # the run itself: trained already, not a cell
+    pair_seeds = [_teacher_seed(run_cfg.seed, cfg.seed, s) for s in range(cfg.shadows)]
+    if cfg.teachers == "shared":
+        # every pair starts from the run's teacher; the oracle and the method take the pair's seed
+        teacher_ids = [(target, ps) for ps in pair_seeds]
+    else:
+        teacher_ids = []
+        for tseed in pair_seeds:
+            scfg = run_cfg.model_copy(update={"seed": tseed})
+            fp = scfg.fingerprint()
+            tdir = grid_dir / "teachers" / f"s{tseed}-{fp[:8]}"
+            tid = f"t-{fp}"
+            cells.setdefault(
+                tid,
+                Cell(
+                    id=tid,
+                    kind="teacher",
+                    path=tdir,
+                    deps=(),
+                    coords=coords(tseed),
+                    payload={
+                        "kind": "teacher",
+                        "path": str(tdir),
+                        "config": scfg.model_dump(mode="json"),
+                    },
+                ),
+            )
+            teacher_ids.append((tid, tseed))
+
+    def deps_of(tid):
+        return [tid] if tid in cells else []
+
+    # Auditing `retrain` pairs each oracle with an independent retrain on the same forget set:
+    # an oracle of a seed no other model of the audit uses (reusing another pair's seed would
+    # correlate one side's shadows with the other side's target and bias success below 0.5).
     for s, (tid, tseed) in enumerate(teacher_ids):
-        r = unlearn_cell(tid, tseed, forgets[s], "retrain", [tid])
-        if cfg.method == "retrain":  # an independent retrain: the next shadow teacher's oracle
-            tid2, tseed2 = teacher_ids[(s + 1) % len(teacher_ids)]
-            u = unlearn_cell(tid2, tseed2, forgets[s], "retrain", [tid2])
+        r = unlearn_cell(tid, tseed, forgets[s], "retrain", deps_of(tid))
+        if cfg.method == "retrain":
+            u = unlearn_cell(tid, _independent_seed(tseed), forgets[s], "retrain", deps_of(tid))
         else:
             u = unlearn_cell(tid, tseed, forgets[s], cfg.method, [r])
         pairs.append((r, u))
     # the target pair: the run's oracle and method output on the requested forget set
-    target = f"run-{run_cfg.fingerprint()}"  # the run itself: trained already, not a cell
     t_r = unlearn_cell(target, run_cfg.seed, fset.spec, "retrain", [])
     if cfg.method == "retrain":
-        tid0, tseed0 = teacher_ids[0]
-        t_u = unlearn_cell(tid0, tseed0, fset.spec, "retrain", [tid0])
+        t_u = unlearn_cell(target, _independent_seed(run_cfg.seed), fset.spec, "retrain", [])
     else:
         t_u = unlearn_cell(target, run_cfg.seed, fset.spec, cfg.method, [t_r])
     get_method(cfg.method).check_request(fset.kind)
@@ -271,8 +309,8 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
 
 def _run_grid(grid, *, workers: int | None, on_event: Callable | None) -> str:
     from .io import directory_lock
-    from .jobs.executors import make_pool
     from .jobs.ledger import CellLedger
+    from .jobs.pools import make_pool
     from .jobs.scheduler import Scheduler
     from .runs import sweep_scratch
 
@@ -283,7 +321,7 @@ def _run_grid(grid, *, workers: int | None, on_event: Callable | None) -> str:
         with CellLedger(grid.ledger_path) as ledger:
             ledger.clear_cancel()
         scheduler = Scheduler(
-            grid, lambda: make_pool(grid.spec.executor, workers=workers), on_event=on_event
+            grid, lambda: make_pool(grid.pool, workers=workers), on_event=on_event
         )
         try:
             return scheduler.run()
@@ -301,9 +339,10 @@ def audit(
     options: dict | None = None,
     out: str | os.PathLike | None = None,
     workers: int | None = None,
-    executor: str = "local",
+    executor: Literal["local", "inline", "dask"] = "local",
     address: str | None = None,
     fixed_variance: bool = False,
+    teachers: str = "shared",
     on_event: Callable | None = None,
 ) -> AuditResult:
     """Audit ``method`` on the run's forget request with ``shadows`` shadow pairs (module doc).
@@ -319,6 +358,8 @@ def audit(
         out: where ``ulira.csv`` and ``summary.json`` go.
         workers, executor, address: the job grid's pool (``local``, ``inline`` or ``dask``).
         fixed_variance: pooled σ per side (LiRA's mode for few shadows).
+        teachers: ``shared`` (the pairs start from the run's teacher: the challenge's protocol)
+            or ``independent`` (a shadow teacher per pair: Hayes et al.'s).
         on_event: progress callback of the grid scheduler.
 
     Raises:
@@ -329,9 +370,10 @@ def audit(
     from .evaluation.mia import ulira, ulira_inputs
     from .evaluation.outputs import Outputs
     from .io import atomic_write_json, atomic_write_text
-    from .jobs.grid import Grid
-    from .jobs.spec import ExecutorSpec, JobSpec
+    from .jobs.pools import PoolSpec
     from .pipeline import TeacherRun, versions
+    from .studies.grid import make_grid
+    from .studies.spec import DatasetEntry, StudySpec
     from .unlearning.base import RecipeInfo, get_method, resolve_options
 
     if not isinstance(shadows, int) or shadows < 4:
@@ -341,7 +383,11 @@ def audit(
         )
     if shadows > 4096:
         raise BadInputError(f"--shadows {shadows} is more than 4096; audit with fewer shadow pairs")
-    teacher = TeacherRun.load(run)
+    if teachers not in TEACHER_MODES:
+        raise BadInputError(
+            f"--teachers must be one of {', '.join(TEACHER_MODES)}, got {str(teachers)[:40]!r}"
+        )
+    teacher = TeacherRun.load(Path(run))
     if teacher.cfg.exclude_forget:
         raise BadInputError(
             f"run {teacher.run.path} was trained without {teacher.cfg.exclude_forget} (HQML's Iris "
@@ -365,23 +411,31 @@ def audit(
         seed=int(seed),
         options=dict(options or {}),
         fixed_variance=fixed_variance,
+        teachers=teachers,
     )
     grid_dir = teacher.run.path / "audit" / "shadows"
     out_dir = Path(out) if out is not None else teacher.run.path / "audit" / fset.slug / method
     grid_dir.mkdir(parents=True, exist_ok=True)
     cells, pairs, target = build_cells(teacher, fset, cfg, grid_dir)
-    spec = JobSpec(
+    spec = StudySpec(
         name=f"audit-{teacher.run.path.name}"[:100].replace(" ", "_"),
-        datasets=[{"name": teacher.cfg.data.dataset}],
-        executor=ExecutorSpec(kind=executor, workers=workers, address=address),
+        datasets=[DatasetEntry(name=teacher.cfg.data.dataset)],
+        executor=PoolSpec(kind=executor, workers=workers, address=address),
     )
     order = {"teacher": 0, "oracle": 1, "method": 2}
-    grid = Grid(
+    grid = make_grid(
         spec,
         "audit",
         grid_dir,
         sorted(cells.values(), key=lambda c: order[c.kind]),
-        {"audit": {"forget": fset.spec, "method": method, "shadows": shadows}},
+        {
+            "audit": {
+                "forget": fset.spec,
+                "method": method,
+                "shadows": shadows,
+                "teachers": teachers,
+            }
+        },
     )
 
     t0, c0 = time.perf_counter(), _cpu()
@@ -413,7 +467,10 @@ def audit(
                 "options": cfg.options,
                 "shadows": shadows,
                 "fixed_variance": fixed_variance,
-                "shadow_teacher_seeds": [
+                "teachers": teachers,
+                # shared: the seed of each pair's oracle and method; independent: also of its
+                # shadow teacher
+                "pair_seeds": [
                     _teacher_seed(teacher.cfg.seed, cfg.seed, s) for s in range(shadows)
                 ],
                 "shadow_forgets": [cells[u_].payload["forget"] for _, u_ in pairs],

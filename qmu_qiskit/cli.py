@@ -158,7 +158,7 @@ def backend_options(f):
     return f
 
 
-def _runtime_items(
+def runtime_items(
     resilience_level=None, dynamical_decoupling=False, twirling=False, zne=False, max_time=None
 ) -> dict:
     """The runtime options given on the command line (flags that are off are left out)."""
@@ -203,26 +203,7 @@ def _applicable_flags(backend: str | None, *, engine, noise_scale, shots):
     return noise_scale
 
 
-def _inherited(base: dict, name: str) -> dict:
-    """The teacher's backend settings that backend ``name`` applies (inherited, not given: the
-    others are left out instead of refused)."""
-    from .backends import backend_kind
-    from .config import RUNTIME_OPTIONS
-
-    kind = backend_kind(name)
-    out = {**base, "name": name}
-    if kind != "aer_noisy":
-        out.pop("noise_scale", None)
-    if kind != "aer":
-        out.pop("engine", None)
-    if kind in ("aer", "aer_noisy"):
-        out["runtime"] = {
-            k: v for k, v in (out.get("runtime") or {}).items() if k not in RUNTIME_OPTIONS
-        }
-    return out
-
-
-def _backend_dict(
+def backend_dict(
     backend, shots, noise_scale, engine, optimization_level, runtime: dict | None = None
 ) -> dict:
     out = {
@@ -455,13 +436,13 @@ def train(
             "optimizer": optimizer,
             "momentum": momentum,
         },
-        backend=_backend_dict(
+        backend=backend_dict(
             backend,
             shots,
             noise_scale,
             engine,
             optimization_level,
-            _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time),
+            runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time),
         ),
     )
     n = cfg.data.n_features
@@ -498,7 +479,7 @@ def train(
         click.echo(f"tracked ({track}): {track_run(summary.path, track, where=track_dir)}")
 
 
-def _parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict]:
+def parse_options(items: tuple[str, ...], methods: list[str]) -> dict[str, dict]:
     """``--option METHOD.KEY=VALUE`` (one method) or ``KEY=VALUE`` (every method given)."""
     out: dict[str, dict] = {}
     for item in items:
@@ -615,34 +596,24 @@ def unlearn(
     """Unlearn a class, a fraction or a list of records with one or more methods, always next to
     the retrain oracle, and print the audit table."""
     from . import pipeline
-    from .config import BackendConfig
     from .tracking import check_tracker
 
     check_tracker(track)
     methods = list(dict.fromkeys(methods))
-    options = _parse_options(option_items, [m for m in methods if m != "retrain"])
-    teacher_cfg = pipeline.RunDir(run_path)
-    teacher_cfg.require_complete(what="trained run")
-    base = teacher_cfg.config().get("backend", {})
+    options = parse_options(option_items, [m for m in methods if m != "retrain"])
+    teacher_backend = pipeline.teacher_backend(run_path)
     noise_scale = _applicable_flags(
-        backend or base.get("name"), engine=engine, noise_scale=noise_scale, shots=shots
+        backend or teacher_backend.get("name"), engine=engine, noise_scale=noise_scale, shots=shots
     )
-    over = _backend_dict(
+    over = backend_dict(
         backend,
         shots,
         noise_scale,
         engine,
         optimization_level,
-        _runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time),
+        runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time),
     )
-    backend_cfg = None
-    if over:
-        merged = dict(base) if (backend is None or backend == base.get("name")) else {}
-        if "runtime" in over:
-            over["runtime"] = {**merged.get("runtime", {}), **over["runtime"]}
-        merged.update(over)
-        backend_cfg = BackendConfig(**merged)
-    oracle_cfg = BackendConfig(**_inherited(base, oracle_backend)) if oracle_backend else None
+    backend_cfg, oracle_cfg = pipeline.unlearn_backends(teacher_backend, over, oracle_backend)
     summaries = pipeline.unlearn(
         run_path,
         forget,
@@ -656,8 +627,7 @@ def unlearn(
         oracle_seed=oracle_seed,
         out=out,
     )
-    teacher_metrics = pipeline.RunDir(run_path).read_metrics()
-    show_unlearn_table(summaries, teacher_metrics, forget, plots=not no_plots)
+    show_unlearn_table(summaries, forget, plots=not no_plots)
     if track:
         from .tracking import track_run
 
@@ -665,9 +635,7 @@ def unlearn(
         click.echo(f"tracked ({track}): {where[-1]}")
 
 
-def show_unlearn_table(
-    summaries, teacher_metrics: dict, forget: str, *, plots: bool = False
-) -> None:
+def show_unlearn_table(summaries, forget: str, *, plots: bool = False) -> None:
     """Print the audit table of this call and save the forget folder's (every complete method
     there) as audit.csv and audit.md."""
     from .evaluation.tables import AUDIT_COLUMNS, method_row, teacher_row, write_audit
@@ -732,9 +700,7 @@ def evaluate(run_path, mia_nonmembers, extra_metrics, overwrite):
     from . import pipeline
     from .evaluation.metrics import MetricContext
 
-    raw = pipeline.RunDir(run_path)
-    raw.require_complete(what="run")
-    seed = int(raw.config().get("seed", 0))
+    seed = pipeline.run_seed(run_path)
     kwargs = {"metrics": list(extra_metrics)} if extra_metrics else {}
     metrics = pipeline.evaluate(
         run_path,
@@ -747,7 +713,7 @@ def evaluate(run_path, mia_nonmembers, extra_metrics, overwrite):
     ]
     for k in keys:
         click.echo(f"{k:>22}  {_fmt(metrics[k], 4)}")
-    where = (metrics.get("evaluation") or {}).get("path") or Path(run_path) / "metrics.json"
+    where = pipeline.metrics_path(run_path, metrics)
     if "evaluation" in metrics:
         click.echo(
             f"settings: MIA non-members {metrics['evaluation']['mia_nonmembers']}, "

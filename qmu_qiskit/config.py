@@ -22,9 +22,14 @@ from pydantic import (
     model_validator,
 )
 
+from .backends import RUNTIME_OPTIONS
 from .data import DataConfig
 from .data.files import is_data_file as _is_data_file
 from .exceptions import BadInputError, QmuError, echo
+
+# the closed vocabularies a run config accepts (pydantic rejects anything else at run time)
+Readout = Literal["estimator", "sampler"]
+ProtocolName = Literal["fixed", "hqml", "qmu", "dgqmu"]
 
 PROTOCOLS = ("fixed", "hqml", "qmu", "dgqmu")
 
@@ -44,7 +49,7 @@ def check_seed(seed, flag: str = "seed") -> int:
     return seed
 
 
-def _one_line(exc: ValidationError, what: str) -> BadInputError:
+def _one_line(exc: ValidationError, what: str) -> QmuError:
     parts = []
     for err in exc.errors():
         cause = (err.get("ctx") or {}).get("error")
@@ -100,11 +105,25 @@ class ModelConfig(_Strict):
     name: str = "hqml-shallow"
     qubits: int | None = None
     layers: int | None = None
-    readout: Literal["estimator", "sampler"] = "estimator"
+    readout: Readout = "estimator"
     circuit: str | None = None
     circuit_sha256: str | None = None
     head: str | None = None
     input_params: str | None = None
+
+    @property
+    def n_qubits(self) -> int:
+        """:attr:`qubits` of a resolved config (``resolve_run_config`` fills in the default)."""
+        if self.qubits is None:
+            raise BadInputError("model.qubits is unset; build the config with resolve_run_config")
+        return self.qubits
+
+    @property
+    def n_layers(self) -> int:
+        """:attr:`layers` of a resolved config (``resolve_run_config`` fills in the default)."""
+        if self.layers is None:
+            raise BadInputError("model.layers is unset; build the config with resolve_run_config")
+        return self.layers
 
     @model_serializer(mode="wrap")
     def _drop_unset_circuit(self, handler):
@@ -192,15 +211,6 @@ class TrainingConfig(_Strict):
         return v
 
 
-#: IBM Runtime options (session/batch and error mitigation) that ``backend.runtime`` passes through.
-RUNTIME_OPTIONS = (
-    "mode",
-    "max_time",
-    "resilience_level",
-    "dynamical_decoupling",
-    "twirling",
-    "zne",
-)
 #: ``backend.runtime`` keys the executor itself takes (layout confinement, amplitude loading).
 EXECUTOR_OPTIONS = ("layout", "amplitude_loading")
 
@@ -304,7 +314,7 @@ class RunConfig(_Strict):
     _what: ClassVar[str] = "run config"
     kind: Literal["train"] = "train"
     seed: int = 0
-    protocol: Literal["fixed", "hqml", "qmu", "dgqmu"] = "fixed"
+    protocol: ProtocolName = "fixed"
     data: DataConfig
     model: ModelConfig
     training: TrainingConfig
@@ -414,12 +424,12 @@ def resolve_run_config(
     model: str | None = None,
     qubits: int | None = None,
     layers: int | None = None,
-    readout: str = "estimator",
+    readout: Readout = "estimator",
     seed: int = 0,
     data: dict | None = None,
     training: dict | None = None,
     backend: dict | None = None,
-    protocol: str = "fixed",
+    protocol: ProtocolName = "fixed",
     exclude_forget: str | None = None,
     circuit: str | None = None,
     head: str | None = None,

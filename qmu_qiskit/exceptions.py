@@ -13,7 +13,7 @@ from __future__ import annotations
 MAX_MESSAGE = 1200
 
 
-def shorten(value, limit: int = 80) -> str:
+def shorten(value: object, limit: int = 80) -> str:
     """``repr``-free text of an echoed value, cut to ``limit`` characters (``…`` and the length
     mark a cut), on one line. Every message that echoes user input goes through this."""
     text = " ".join(str(value).split())
@@ -22,7 +22,7 @@ def shorten(value, limit: int = 80) -> str:
     return f"{text[: max(limit - 20, 8)]}… ({len(text)} chars)"
 
 
-def echo(value, limit: int = 80) -> str:
+def echo(value: object, limit: int = 80) -> str:
     """``shorten(repr(value))``: an echoed value with its quotes, bounded."""
     return shorten(repr(value), limit)
 

@@ -43,7 +43,7 @@ STORAGE_ERRNOS = {
 
 def storage_error(exc: OSError, path) -> StorageError | None:
     """The one-line error for a write that failed because of the storage, else ``None``."""
-    why = STORAGE_ERRNOS.get(exc.errno)
+    why = STORAGE_ERRNOS.get(exc.errno) if exc.errno is not None else None
     if why is None:
         return None
     return StorageError(
@@ -332,9 +332,13 @@ def unseal(directory, blob: bytes, *, path) -> bytes | None:
     return data
 
 
+#: The lock file :func:`directory_lock` holds inside a directory.
+LOCK_FILE = ".lock"
+
+
 def _open_lock(directory: Path, what: str, *, create: bool) -> int:
     """``directory/.lock`` opened without following a link; it must be a regular file."""
-    lock_path = directory / ".lock"
+    lock_path = directory / LOCK_FILE
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_CREAT if create else 0)
     try:
         fd = os.open(lock_path, flags, 0o600)

@@ -18,9 +18,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from .runs import LOG_FILE  # the run-directory layout lives in runs.py
 
 PACKAGE = "qmu_qiskit"
-LOG_FILE = "log.txt"
+
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 logging.getLogger(PACKAGE).addHandler(logging.NullHandler())
@@ -42,7 +45,7 @@ class _PrivateFileHandler(logging.FileHandler):
     """A log file like every run file: user-only (0600), and never opened through a symbolic
     link (run directories are untrusted)."""
 
-    def _open(self):
+    def _open(self) -> Any:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
         try:
             fd = os.open(self.baseFilename, flags, 0o600)
@@ -92,11 +95,11 @@ class _Stderr(logging.StreamHandler):
     it), never to a stream that has since been closed."""
 
     @property
-    def stream(self):
+    def stream(self) -> Any:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: Any) -> None:
         pass
 
 

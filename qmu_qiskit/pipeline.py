@@ -25,8 +25,17 @@ from .evaluation.versions import settings_of, write_version
 from .exceptions import BackendError, BadInputError, DataError, RunError
 from .io import atomic_torch_save, atomic_write_json
 from .logs import run_log
-from .models.hybrid import ModelSpec, build_model, count_parameters
-from .runs import RunDir, failure_reason, is_scratch
+from .models.hybrid import HybridModel, ModelSpec, build_model, count_parameters
+from .runs import (
+    COST_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    OUTPUTS_FILE,
+    STATUS_FILE,
+    RunDir,
+    failure_reason,
+    is_scratch,
+)
 from .training import Trainer, accuracy, load_state
 
 logger = logging.getLogger(__name__)
@@ -35,7 +44,7 @@ logger = logging.getLogger(__name__)
 def versions() -> dict:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in (
         "qmu-qiskit",
         "qiskit",
@@ -51,8 +60,18 @@ def versions() -> dict:
     return out
 
 
-def make_executor(backend: BackendConfig, *, seed: int, run: RunDir | None = None, spec=None):
-    """The executor for a run: its ledger lives in the run directory, its jobs carry the run id."""
+def make_executor(
+    backend: BackendConfig,
+    *,
+    seed: int,
+    run: RunDir | None = None,
+    spec=None,
+    ledger: str | Path | None = None,
+    run_id: str | None = None,
+):
+    """The executor for a run: its ledger lives in the run directory, its jobs carry the run id
+    (``ledger`` / ``run_id`` instead, for work that is not a run: evaluations on other backends).
+    ``spec``: the backend already parsed (:class:`~qmu_qiskit.backends.BackendSpec`)."""
     from .execution.executor import Executor
 
     runtime = dict(backend.runtime)
@@ -64,10 +83,45 @@ def make_executor(backend: BackendConfig, *, seed: int, run: RunDir | None = Non
         seed=seed,
         optimization_level=backend.optimization_level,
         seed_transpiler=backend.seed_transpiler,
-        ledger=run.ledger_path if run is not None else None,
-        run_id=run.run_id() if run is not None else None,
+        ledger=run.ledger_path if run is not None else ledger,
+        run_id=run.run_id() if run is not None else run_id,
         runtime_options=runtime,
     )
+
+
+def evaluate_on(
+    run: str | Path | RunDir,
+    executor,
+    X,
+    *,
+    cfg: RunConfig | None = None,
+    bundle: DataBundle | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Logits of a saved run's model (``model.pt``) for the rows ``X``, evaluated with another
+    backend's executor (:func:`make_executor`; share one across models so transpiled circuits
+    are reused).
+
+    Args:
+        run: the run directory (a teacher, or an unlearning run of it).
+        executor: where the circuits run.
+        X: the input rows.
+        cfg, bundle: the model's config and data (default: the run's own; an unlearning run
+            passes its teacher's).
+    """
+    from .training import predict_logits
+
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    if cfg is None or bundle is None:
+        teacher = TeacherRun.load(run.path)
+        cfg, bundle = cfg or teacher.cfg, bundle or teacher.bundle
+    model = build_model(
+        model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed
+    )
+    weights = run.path / MODEL_FILE
+    load_state(model, load_checkpoint_weights(weights), source=str(weights))
+    model.eval()
+    return predict_logits(model, X, batch_size=batch_size)
 
 
 def check_backend(backend: BackendConfig, qubits: int):
@@ -89,6 +143,74 @@ def check_backend(backend: BackendConfig, qubits: int):
     return spec
 
 
+def inherited_backend(base: dict, name: str) -> dict:
+    """The teacher's backend settings (``base``) that backend ``name`` applies (inherited, not
+    given: the others are left out instead of refused)."""
+    from .backends import RUNTIME_OPTIONS, backend_kind
+
+    kind = backend_kind(name)
+    out = {**base, "name": name}
+    if kind != "aer_noisy":
+        out.pop("noise_scale", None)
+    if kind != "aer":
+        out.pop("engine", None)
+    if kind in ("aer", "aer_noisy"):
+        out["runtime"] = {
+            k: v for k, v in (out.get("runtime") or {}).items() if k not in RUNTIME_OPTIONS
+        }
+    return out
+
+
+def teacher_backend(run: str | Path) -> dict:
+    """The backend settings a finished teacher run was trained with (its stored config).
+
+    Raises:
+        RunError: not a complete run.
+    """
+    teacher = RunDir(run)
+    teacher.require_complete(what="trained run")
+    return dict(teacher.config().get("backend", {}))
+
+
+def unlearn_backends(
+    base: dict, over: dict, oracle_backend: str | None = None
+) -> tuple[BackendConfig | None, BackendConfig | None]:
+    """The backends of an unlearning call: the teacher's settings ``base`` with the settings
+    given (``over``: only what was given; on another backend the teacher's are not inherited;
+    runtime options merge), and the oracle's backend ``oracle_backend`` with the teacher's
+    settings that it applies. ``None``: the teacher's backend, unchanged."""
+    backend_cfg = None
+    if over:
+        name = over.get("name")
+        merged = dict(base) if (name is None or name == base.get("name")) else {}
+        over = dict(over)
+        if "runtime" in over:
+            over["runtime"] = {**merged.get("runtime", {}), **over["runtime"]}
+        merged.update(over)
+        backend_cfg = BackendConfig(**merged)
+    oracle_cfg = (
+        BackendConfig(**inherited_backend(base, oracle_backend)) if oracle_backend else None
+    )
+    return backend_cfg, oracle_cfg
+
+
+def run_seed(run: str | Path) -> int:
+    """The seed a complete run recorded in its config.
+
+    Raises:
+        RunError: not a complete run.
+    """
+    run_dir = RunDir(run)
+    run_dir.require_complete(what="run")
+    return int(run_dir.config().get("seed", 0))
+
+
+def metrics_path(run: str | Path, metrics: dict) -> Path:
+    """Where :func:`evaluate` wrote ``metrics`` (a versioned evaluation, or the run's own)."""
+    where = (metrics.get("evaluation") or {}).get("path")
+    return Path(where) if where else Path(run) / METRICS_FILE
+
+
 def model_spec(
     cfg: RunConfig, bundle: DataBundle | None = None, run: RunDir | None = None
 ) -> ModelSpec:
@@ -98,8 +220,8 @@ def model_spec(
         side = int(bundle.input_shape[-1])
     return ModelSpec(
         name=cfg.model.name,
-        qubits=cfg.model.qubits,
-        layers=cfg.model.layers,
+        qubits=cfg.model.n_qubits,
+        layers=cfg.model.n_layers,
         readout=cfg.model.readout,
         image_side=side,
         circuit=cfg.model.circuit,
@@ -131,7 +253,7 @@ def train(
         QmuError: bad backend, data, model or run directory (before anything is written), or a
             job failure during training (the run is then marked failed and can be resumed).
     """
-    spec = check_backend(cfg.backend, cfg.model.qubits)
+    spec = check_backend(cfg.backend, cfg.model.n_qubits)
     bundle = load_data(cfg.data)
     excluded = (
         resolve_forget(cfg.exclude_forget, bundle, seed=cfg.data.seed)
@@ -143,11 +265,11 @@ def train(
     fingerprint = cfg.fingerprint()
     if (
         run.path.exists()
-        and not (run.path / "run.json").exists()
+        and not (run.path / STATUS_FILE).exists()
         and any(not is_scratch(p) for p in run.path.iterdir())
     ):
         run.prepare(config, fingerprint=fingerprint)  # refuses a folder that is not a run
-    if not overwrite and run.path.is_dir() and (run.path / "run.json").exists():
+    if not overwrite and run.path.is_dir() and (run.path / STATUS_FILE).exists():
         with run.lock(shared=True):  # while unlearn/evaluate use this teacher, it is reusable
             if run.is_complete() and (run.status() or {}).get("fingerprint") == fingerprint:
                 # The same command after it finished (or after a kill that landed just after the
@@ -229,8 +351,8 @@ def _train_locked(
                 on_checkpoint=_pruner(executor, run),
             ).fit(train_xy, val_xy, test_xy)
             outputs = collect_outputs(model, bundle)
-        outputs.save(run.path / "outputs.npz")
-        atomic_torch_save(run.path / "model.pt", model.state_dict())
+        outputs.save(run.path / OUTPUTS_FILE)
+        atomic_torch_save(run.path / MODEL_FILE, model.state_dict())
         metrics = {
             "seed": cfg.seed,
             "config_fingerprint": cfg.fingerprint(),
@@ -250,8 +372,8 @@ def _train_locked(
                 accuracy(outputs.logits[m], outputs.labels[m]) if m.any() else None
             )
         metrics["history"] = fit.history
-        atomic_write_json(run.path / "metrics.json", metrics)
-        atomic_write_json(run.path / "cost.json", {"train": phase.record.to_dict()})
+        atomic_write_json(run.path / METRICS_FILE, metrics)
+        atomic_write_json(run.path / COST_FILE, {"train": phase.record.to_dict()})
         run.finish(extra={"acc_test": metrics["acc_test"]})
         return metrics
     finally:
@@ -309,17 +431,17 @@ class TeacherRun:
                 f"the data loaded now differs from the data run {run.path} was trained on (other "
                 "files or library versions); point --data-dir at the original files"
             )
-        outputs = Outputs.load(run.path / "outputs.npz")
+        outputs = Outputs.load(run.path / OUTPUTS_FILE)
         return cls(run=run, cfg=cfg, bundle=bundle, outputs=outputs)
 
-    def model(self, executor) -> torch.nn.Module:
+    def model(self, executor) -> HybridModel:
         model = build_model(
             model_spec(self.cfg, self.bundle, self.run),
             num_classes=self.bundle.num_classes,
             executor=executor,
             seed=self.cfg.seed,
         )
-        path = self.run.path / "model.pt"
+        path = self.run.path / MODEL_FILE
         state = load_checkpoint_weights(path)
         load_state(model, state, source=f"{path}")
         return model
@@ -346,7 +468,7 @@ def teacher_digest(run: RunDir) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for name in ("model.pt", "outputs.npz"):
+    for name in (MODEL_FILE, OUTPUTS_FILE):
         with open(run.path / name, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
@@ -491,8 +613,8 @@ def unlearn(
             )
     resolved = {m: resolve_options(m, options.get(m), recipe) for m in wanted}
     infos = {m: get_method(m) for m in wanted}
-    spec = check_backend(backend, cfg.model.qubits)
-    oracle_spec = check_backend(oracle_backend, cfg.model.qubits)
+    spec = check_backend(backend, cfg.model.n_qubits)
+    oracle_spec = check_backend(oracle_backend, cfg.model.n_qubits)
     fset = resolve_forget(forget, teacher.bundle, seed=cfg.data.seed)
     for m in wanted:
         infos[m].check_request(fset.kind)
@@ -532,7 +654,7 @@ def unlearn(
             oracle_dir=oracle_dir,
         )
         if method == "retrain":
-            oracle_outputs = Outputs.load(summary.path / "outputs.npz")
+            oracle_outputs = Outputs.load(summary.path / OUTPUTS_FILE)
         summaries.append(summary)
     return summaries
 
@@ -614,8 +736,8 @@ def _unlearn_one(
     ):
         # the same request was answered before: show it instead of paying for it again
         check_teacher_of(run, teacher.run, config)
-        metrics = read_run_json(run.path / "metrics.json")
-        cost = read_run_json(run.path / "cost.json")
+        metrics = read_run_json(run.path / METRICS_FILE)
+        cost = read_run_json(run.path / COST_FILE)
         return UnlearnSummary(method, run.path, metrics, cost, {"reused": True})
     bundle = teacher.bundle
     with run.lock(), run_log(run.path):  # the log file opens at the first record, after prepare
@@ -687,8 +809,8 @@ def _unlearn_one(
                 result.model.eval()
                 with executor.cost.measure() as eval_phase:
                     outputs = collect_outputs(result.model, bundle, forget_ids=fset.record_ids)
-                outputs.save(run.path / "outputs.npz")
-                atomic_torch_save(run.path / "model.pt", result.model.state_dict())
+                outputs.save(run.path / OUTPUTS_FILE)
+                atomic_torch_save(run.path / MODEL_FILE, result.model.state_dict())
                 T = teacher.outputs.with_forget(fset.record_ids)
                 O = outputs if method == "retrain" else oracle_outputs
                 metrics = compute_metrics(outputs, T, O, ctx=metric_ctx)
@@ -717,8 +839,8 @@ def _unlearn_one(
                 if history_cost is not None:
                     cost["history"] = history_cost.to_dict()
                 metrics["execution"] = executor.describe()
-                atomic_write_json(run.path / "metrics.json", metrics)
-                atomic_write_json(run.path / "cost.json", cost)
+                atomic_write_json(run.path / METRICS_FILE, metrics)
+                atomic_write_json(run.path / COST_FILE, cost)
                 run.finish()
                 logger.info(
                     "complete: acc_retain %s, acc_forget %s, acc_test %s, MIA_AUC %s",
@@ -787,24 +909,24 @@ def evaluate(
     teacher_run.require_complete(what="teacher run")
     with run.lock(), teacher_run.lock(shared=True):
         check_teacher_of(run, teacher_run, raw)
-        U = Outputs.load(run.path / "outputs.npz")
+        U = Outputs.load(run.path / OUTPUTS_FILE)
         forget_ids = U.ids[U.forget]
-        T = Outputs.load(teacher_run.path / "outputs.npz").with_forget(forget_ids)
+        T = Outputs.load(teacher_run.path / OUTPUTS_FILE).with_forget(forget_ids)
         oracle_dir = run.path.parent / str(status.get("oracle") or "retrain")
-        O = Outputs.load(oracle_dir / "outputs.npz") if RunDir(oracle_dir).is_complete() else None
+        O = Outputs.load(oracle_dir / OUTPUTS_FILE) if RunDir(oracle_dir).is_complete() else None
         ctx = metric_ctx or MetricContext(seed=int(raw.get("seed", 0)))
-        metrics = compute_metrics(U, T, O, names=DEFAULT_METRICS + tuple(extra), ctx=ctx)
+        scores = compute_metrics(U, T, O, names=DEFAULT_METRICS + tuple(extra), ctx=ctx)
         old = run.read_metrics()
         for key in ("method", "seed", "forget", "forget_size", "method_info", "execution"):
             if key in old:
-                metrics[key] = old[key]
-        metrics["evaluation"] = settings_of(ctx, source="evaluate")
+                scores[key] = old[key]
+        scores["evaluation"] = settings_of(ctx, source="evaluate")
         if overwrite:
             if old:
                 write_version(run.path, old)  # nothing is lost: the replaced numbers stay
-            target = run.path / "metrics.json"
-            atomic_write_json(target, metrics)
+            target = run.path / METRICS_FILE
+            atomic_write_json(target, scores)
         else:
-            target = write_version(run.path, metrics)
-    metrics["evaluation"]["path"] = str(target)
-    return metrics
+            target = write_version(run.path, scores)
+    scores["evaluation"]["path"] = str(target)
+    return scores

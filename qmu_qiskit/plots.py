@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,9 +132,10 @@ def plot_roc(
         ax = fig.add_subplot()
     palette = colors(len(series))
     bands = len(series) <= 4  # more overlapping bands hide the curves; the legend keeps the std
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, s in enumerate(series):
-        curves, aucs, marks = [], [], {f: [] for f in fprs}
+        marks: dict[float, list[float]] = {f: [] for f in fprs}
+        curves, aucs = [], []
         for y, score in s.runs:
             if not (len(y) and 0 < y.sum() < len(y)):
                 continue
@@ -142,7 +144,7 @@ def plot_roc(
             aucs.append(
                 float(np.trapezoid(tpr, fpr))
                 if hasattr(np, "trapezoid")
-                else float(np.trapz(tpr, fpr))
+                else float(np.trapz(tpr, fpr))  # type: ignore[attr-defined]  # numpy < 2
             )
             for f in fprs:
                 marks[f].append(tpr_at(fpr, tpr, f))
@@ -265,7 +267,7 @@ def _declutter(fig, labels: list, step: float = 11.0, tries: int = 40) -> None:
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()
-    placed = []
+    placed: list = []
     for ann in labels:
         x0, y0 = ann.xyann
         for k in range(tries):
@@ -688,7 +690,7 @@ def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
             continue
         y = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
 
-        def scores(out):
+        def scores(out, members=members, nonmembers=nonmembers):  # bound now, not at call
             p = out.probs.max(1)
             return np.r_[p[members], p[nonmembers]]
 

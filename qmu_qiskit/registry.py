@@ -27,7 +27,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .exceptions import BadInputError
 
@@ -68,7 +68,14 @@ def one_line_plugin_warnings() -> None:
     if getattr(previous, "_qmu_one_line", False):
         return
 
-    def show(message, category, filename, lineno, file=None, line=None):
+    def show(
+        message: Any,
+        category: Any,
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
         if issubclass(category, PluginWarning):
             print(f"warning: {message}", file=sys.stderr if file is None else file)
             return
@@ -156,7 +163,7 @@ class Registry(MutableMapping, Generic[T]):
         self._ensure_loaded()
         return self._origin.get(name, "qmu-qiskit")
 
-    def get(self, name: str, default=None):  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         """The entry ``name``, or ``default``."""
         self._ensure_loaded()
         return self._items.get(name, default)

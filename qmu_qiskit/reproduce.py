@@ -23,7 +23,7 @@ from pathlib import Path
 from .config import BackendConfig, RunConfig
 from .exceptions import BadInputError, RunError
 from .io import read_json
-from .runs import RunDir
+from .runs import METRICS_FILE, RunDir
 
 #: Metrics compared (where present); bookkeeping fields are not results.
 SKIP_KEYS = frozenset(
@@ -112,7 +112,7 @@ def _numeric_metrics(metrics: dict) -> dict[str, float]:
 
 def _unlearn_requests(teacher: RunDir, only: Path | None) -> list[dict]:
     """The finished unlearning runs under a teacher: forget spec, method, options, backend, seed."""
-    requests = []
+    requests: list[dict] = []
     root = teacher.path / "unlearn"
     if not root.is_dir() or root.is_symlink():
         return requests
@@ -215,9 +215,9 @@ def reproduce(
     if out.exists() and (not out.is_dir() or out.is_symlink() or any(out.iterdir())):
         raise BadInputError(f"--out {out} exists and is not an empty folder; choose a new one")
 
-    recorded = {"teacher": read_json(teacher.path / "metrics.json")}
+    recorded = {"teacher": read_json(teacher.path / METRICS_FILE)}
     for req in requests:
-        recorded[req["label"]] = read_json(req["path"] / "metrics.json")
+        recorded[req["label"]] = read_json(req["path"] / METRICS_FILE)
     if only is not None:
         recorded.pop("teacher")
 
@@ -237,10 +237,10 @@ def reproduce(
                 samples = [rec_vals[metric]] + [
                     _numeric_metrics(trees[s][label]).get(metric) for s in seeds[1:]
                 ]
-                samples = [v for v in samples if v is not None]
-                if len(samples) >= 2:
-                    mean = sum(samples) / len(samples)
-                    std = math.sqrt(sum((v - mean) ** 2 for v in samples) / (len(samples) - 1))
+                present: list[float] = [v for v in samples if v is not None]
+                if len(present) >= 2:
+                    mean = sum(present) / len(present)
+                    std = math.sqrt(sum((v - mean) ** 2 for v in present) / (len(present) - 1))
             result.comparisons.append(
                 Comparison(label, metric, rec_vals[metric], rep_vals[metric], std, z)
             )

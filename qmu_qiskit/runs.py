@@ -46,8 +46,24 @@ from .io import (
     safe_rmtree,
 )
 
+# The run-directory layout (module docstring): every other module names these files through
+# these constants, so the layout lives here only.
+CONFIG_FILE = "config.yaml"
+STATUS_FILE = "run.json"
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_FILE = "model.pt"
+OUTPUTS_FILE = "outputs.npz"
+METRICS_FILE = "metrics.json"
+COST_FILE = "cost.json"
+LEDGER_DIR = "ledger"
+LOG_FILE = "log.txt"
+#: ``<run>/unlearn/<forget-slug>/<method>/``: a teacher's unlearning runs.
+UNLEARN_DIR = "unlearn"
+#: ``<run>/evaluations/<NNN>-<settings>/``: each ``evaluate`` of a run.
+EVALUATIONS_DIR = "evaluations"
+
 #: Files every complete run holds; a complete run missing one (or with unreadable JSON) is damaged.
-RESULT_FILES = ("metrics.json", "cost.json", "outputs.npz", "model.pt", "config.yaml")
+RESULT_FILES = (METRICS_FILE, COST_FILE, OUTPUTS_FILE, MODEL_FILE, CONFIG_FILE)
 #: Largest config.yaml read back.
 MAX_CONFIG_BYTES = 1 * 2**20
 
@@ -87,9 +103,6 @@ def read_run_json(path: Path, *, what: str = "") -> dict:
     if not isinstance(data, dict):
         raise RunError(f"{path} is corrupt (a JSON {type(data).__name__}, not an object)")
     return data
-
-
-STATUS_FILE = "run.json"
 
 
 def is_scratch(path: Path) -> bool:
@@ -138,7 +151,12 @@ class RunDir:
     def is_complete(self) -> bool:
         """Complete and intact: ``run.json`` says complete and no result file is damaged."""
         st = self.status()
-        return bool(st) and st.get("status") == "complete" and self.damaged() is None
+        return (
+            st is not None
+            and bool(st)
+            and st.get("status") == "complete"
+            and self.damaged() is None
+        )
 
     def damaged(self) -> str | None:
         """What is wrong with a run marked complete (a missing or unreadable result file), or
@@ -156,7 +174,7 @@ class RunDir:
 
     def read_metrics(self) -> dict:
         """``metrics.json``, checked to be a readable JSON object (one-line RunError if not)."""
-        return read_run_json(self.path / "metrics.json", what="metrics")
+        return read_run_json(self.path / METRICS_FILE, what="metrics")
 
     def check_fingerprint(self, fingerprint: str) -> None:
         """Refuse a run whose ``config.yaml`` no longer gives the fingerprint in ``run.json``
@@ -177,7 +195,7 @@ class RunDir:
         return self.path.exists() and any(self.path.iterdir())
 
     def config(self) -> dict:
-        path = self.path / "config.yaml"
+        path = self.path / CONFIG_FILE
         if not (path.exists() or path.is_symlink()):
             raise RunError(f"{self.path} has no config.yaml; it is not a qmu-qiskit run directory")
         try:
@@ -206,7 +224,7 @@ class RunDir:
             raise RunError(
                 f"no {what} at {self.path}; train one first with `qmu-qiskit train --out {self.path}`"
             )
-        refuse_links(self.path, skip=("unlearn",))
+        refuse_links(self.path, skip=(UNLEARN_DIR,))
         status = self.status() or {}
         command = "train" if what in ("trained run", "teacher run") else "train` or `unlearn"
         if status.get("status") != "complete":
@@ -247,7 +265,7 @@ class RunDir:
                     f"{self.path} already holds a complete run; use another output directory, or "
                     "--overwrite to replace it"
                 )
-            return (self.path / "checkpoints").exists()
+            return (self.path / CHECKPOINTS_DIR).exists()
         if self.path.exists() and any(not is_scratch(p) for p in self.path.iterdir()):
             raise RunError(
                 f"{self.path} exists and is not a qmu-qiskit run; choose another --out directory"
@@ -290,12 +308,12 @@ class RunDir:
         }
         status.update(extra or {})
         atomic_write_json(self.status_path, status)
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
     def _sweep_scratch(self) -> None:
         # Only this run's own folders: unlearn/ holds other runs with their own locks.
         sweep_scratch(
-            self.path, self.checkpoints, self.path / "ledger", self.path / "ledger" / "results"
+            self.path, self.checkpoints, self.path / LEDGER_DIR, self.path / LEDGER_DIR / "results"
         )
 
     def finish(self, *, extra: dict | None = None) -> None:
@@ -325,17 +343,17 @@ class RunDir:
         ``unlearn`` on its teacher). The tree is checked for links once the lock is held; a
         teacher's ``unlearn/`` runs are checked by their own locks."""
         with directory_lock(self.path, what="run directory", shared=shared):
-            refuse_links(self.path, skip=("unlearn",))
+            refuse_links(self.path, skip=(UNLEARN_DIR,))
             yield
 
     # ------------------------------------------------------------------ paths
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS_DIR
 
     @property
     def ledger_path(self) -> Path:
-        return self.path / "ledger" / "jobs.sqlite"
+        return self.path / LEDGER_DIR / "jobs.sqlite"
 
     def run_id(self) -> str:
         """The run's id (tags its jobs in the ledger), fixed when the run first started."""

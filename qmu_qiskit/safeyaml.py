@@ -25,18 +25,18 @@ MAX_BYTES = 4 * 2**20
 class _BoundedLoader(yaml.SafeLoader):
     """``SafeLoader`` that refuses a document whose alias expansion exceeds :data:`MAX_NODES`."""
 
-    def compose_document(self):
+    def compose_document(self) -> Any:
         node = super().compose_document()
         _expanded_size(node, MAX_NODES)
         return node
 
 
-def _expanded_size(root, limit: int) -> int:
+def _expanded_size(root: Any, limit: int) -> int:
     """Nodes of ``root`` with every alias expanded (memoised per node; cycles count once)."""
     sizes: dict[int, int] = {}
     visiting: set[int] = set()
 
-    def size(node) -> int:
+    def size(node: Any) -> int:
         key = id(node)
         if key in sizes:
             return sizes[key]

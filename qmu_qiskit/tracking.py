@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .exceptions import BadInputError
+from .runs import CONFIG_FILE, METRICS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,8 @@ def track_run(
     check_tracker(tracker)
     run = RunDir(run_dir)
     run.require_complete(what="run")
-    metrics = read_json(run.path / "metrics.json")
-    config = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}
+    metrics = read_json(run.path / METRICS_FILE)
+    config = yaml.safe_load((run.path / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     history = metrics.get("history") or []
     final = _numbers(metrics)
     name = name or str(run.path)
@@ -158,12 +159,12 @@ def _to_mlflow(uri: str, name: str, config: dict, history: list, final: dict, pa
             client.log_param(rid, k[:250], v)
         for row in history:
             step = int(row.get("epoch", 0))
-            for k, v in _numbers(row).items():
+            for k, x in _numbers(row).items():
                 if k != "epoch":
-                    client.log_metric(rid, k, v, step=step)
+                    client.log_metric(rid, k, x, step=step)
         for k, v in final.items():
             client.log_metric(rid, f"final.{k}", v)
-        client.log_artifact(rid, str(path / "metrics.json"))
+        client.log_artifact(rid, str(path / METRICS_FILE))
         client.set_terminated(rid, "FINISHED")
     except BaseException:
         client.set_terminated(rid, "FAILED")

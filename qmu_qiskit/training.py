@@ -248,11 +248,12 @@ class Trainer:
             }
             if val is not None and len(val[1]):
                 row["val_acc"] = accuracy(predict_logits(model, val[0]), val[1])
-            if select == "test" or (test is not None and len(test[1]) and select == "test"):
+            if select == "test":  # (select fell back to "last" above when test is empty)
                 row["test_acc"] = accuracy(predict_logits(model, test[0]), test[1])
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             score = {"val": row.get("val_acc"), "test": row.get("test_acc"), "last": epoch}[select]
+            assert score is not None  # select is "last" unless its split has rows
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
                 best_eval_started = eval_started

@@ -53,7 +53,13 @@ def test_audit_sanity_anchors_files_and_resume(tiny_run):
     so a few shadows already give each example several observations per side."""
     from qmu_qiskit.audit import audit
 
-    common = dict(shadows=6, seed=0, executor="inline", fixed_variance=True)
+    common = {
+        "shadows": 6,
+        "seed": 0,
+        "executor": "inline",
+        "fixed_variance": True,
+        "teachers": "independent",
+    }
     noop = audit(tiny_run, "subset:0.5", "noop", **common)
     retrain = audit(tiny_run, "subset:0.5", "retrain", **common)
     s_noop, s_re = noop.summary, retrain.summary
@@ -82,6 +88,33 @@ def test_audit_sanity_anchors_files_and_resume(tiny_run):
     assert again.summary["success"] == s_noop["success"] and again.summary["auc"] == s_noop["auc"]
 
 
+def test_shared_teacher_audit_separates_noop_from_retrain(tiny_run):
+    """The challenge's protocol: every pair starts from the run's teacher. The unchanged teacher
+    is then one fixed model against retrains of fresh seeds — U-LiRA tells them apart almost
+    always — while two retrains of different seeds stay at chance. No shadow teacher is trained,
+    and the oracles are shared by both audits."""
+    from qmu_qiskit.audit import audit
+
+    common = {"shadows": 8, "seed": 1, "executor": "inline", "teachers": "shared"}
+    shadow_teachers = tiny_run / "audit" / "shadows" / "teachers"
+
+    def count_teachers():
+        return len(list(shadow_teachers.iterdir())) if shadow_teachers.exists() else 0
+
+    before = count_teachers()
+    noop = audit(tiny_run, "subset:0.5", "noop", **common)
+    retrain = audit(tiny_run, "subset:0.5", "retrain", **common)
+    s_noop, s_re = noop.summary, retrain.summary
+    assert s_noop["success"] > 0.9 and s_noop["auc"] > 0.9, s_noop["success"]
+    assert abs(s_re["success"] - 0.5) < 0.12, s_re["success"]
+    print("shared audit: noop", s_noop["success"], s_noop["auc"], "retrain", s_re["success"])
+    assert s_noop["config"]["teachers"] == "shared" and len(s_noop["config"]["pair_seeds"]) == 8
+    assert count_teachers() == before  # no shadow teacher trained
+    # every pair's oracle lives in the run, under its own seed's folder
+    oracles = list((tiny_run / "unlearn").glob("indices-*/retrain-s*"))
+    assert len(oracles) >= 8
+
+
 def test_audit_cli_refuses_bad_requests_in_one_line(tiny_run, capsys):
     from qmu_qiskit.cli import main
 
@@ -97,12 +130,12 @@ def test_audit_cli_refuses_bad_requests_in_one_line(tiny_run, capsys):
 
 
 def test_studies_request_the_audit_in_their_metrics():
-    from qmu_qiskit import jobs
+    from qmu_qiskit import studies
     from qmu_qiskit.exceptions import BadInputError
 
-    spec = jobs.load_spec(
+    spec = studies.load_spec(
         {"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 64}}}
     )
     assert spec.metrics.audit.shadows == 64 and spec.metrics.audit.seed == 0
     with pytest.raises(BadInputError, match="metrics.audit.shadows"):
-        jobs.load_spec({"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 2}}})
+        studies.load_spec({"name": "a", "datasets": ["iris"], "metrics": {"audit": {"shadows": 2}}})

@@ -327,9 +327,9 @@ def api_train(out: str = "out", **kw):
 
 def api_submit(**fields):
     def call(ctx: Ctx):
-        from qmu_qiskit import jobs
+        from qmu_qiskit import studies
 
-        jobs.submit(spec_dict(**fields), out_dir=ctx.tmp / "out")
+        studies.submit(spec_dict(**fields), out_dir=ctx.tmp / "out")
 
     return call
 
@@ -1169,7 +1169,7 @@ CASES = [
         "api",
         r"more than the maximum of 50",
         r"--max-cells",
-        api=lambda ctx: __import__("qmu_qiskit.jobs", fromlist=["submit"]).submit(
+        api=lambda ctx: __import__("qmu_qiskit.studies", fromlist=["submit"]).submit(
             spec_dict(seeds=list(range(30))), out_dir=ctx.tmp / "out", max_cells=50
         ),
     ),
@@ -1332,7 +1332,7 @@ def _sub_env(tmp: Path, extra: dict) -> dict:
 
 
 def _tree(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")}
+    return set(root.rglob("*"))
 
 
 def _complete_runs(root: Path) -> dict[Path, bytes]:
@@ -1375,7 +1375,7 @@ def test_bad_input(
     import time
 
     ctx = Ctx(tmp_path, iris_teacher, data_dirs, fake_iam)
-    ctx.teacher  # the private teacher copy exists before the snapshot below
+    _ = ctx.teacher  # the private teacher copy exists before the snapshot below
     if case.prepare is not None:
         case.prepare(ctx)
     service = getattr(ctx, "service", None)

@@ -242,7 +242,7 @@ def test_corrupt_mnist_file_names_the_file(tmp_path):
 
 def test_samples_per_class(tmp_path):
     write_idx_dataset(tmp_path, n_train=300)  # 30 per class
-    cfg = dict(dataset="mnist", data_dir=str(tmp_path), samples_per_class=20, n_features=3)
+    cfg = {"dataset": "mnist", "data_dir": str(tmp_path), "samples_per_class": 20, "n_features": 3}
     bundle = load_data(cfg)
     assert bundle.sizes == {"train": 144, "val": 16, "test": 40}
     np.testing.assert_array_equal(bundle.class_counts("test"), [4] * 10)

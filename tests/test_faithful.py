@@ -366,7 +366,7 @@ def test_cf_k1_freezes_the_whole_cnn_group(executor, tmp_path):
     assert len(convs) == 2 and result.info["frozen_groups"] == ["encoder.0+encoder.3"]
     for k in before:
         same = torch.equal(before[k], after[k])
-        assert same == (k.startswith("encoder.0.") or k.startswith("encoder.3.")), k
+        assert same == (k.startswith(("encoder.0.", "encoder.3."))), k
 
 
 def test_fgsm_runs_in_train_mode_as_hqml(executor):
@@ -413,8 +413,8 @@ def test_agree_retain_stays_aligned_under_the_shuffled_kl_quirk():
 
 
 def test_fixed_protocol_cycles_the_paired_methods():
-    from qmu_qiskit.jobs.spec import load_spec
     from qmu_qiskit.studies.protocols import get_protocol
+    from qmu_qiskit.studies.spec import load_spec
     from qmu_qiskit.unlearning.base import cycled, zipped
 
     for source in ("jobs/fixed_iris.yaml", {"name": "f", "datasets": ["iris"]}):

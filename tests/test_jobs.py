@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qmu_qiskit import jobs
+from qmu_qiskit import jobs, studies
 from qmu_qiskit.exceptions import BadInputError, QmuError, RunError
 
 
@@ -70,7 +70,7 @@ def test_bad_spec_names_the_field(tmp_path, change, field):
         else:
             spec[k] = v
     with pytest.raises(QmuError) as err:  # BadInputError; BackendError for the backend name
-        jobs.expand(spec, root=tmp_path)
+        studies.expand(spec, root=tmp_path)
     msg = str(err.value)
     assert field in msg and "\n" not in msg
     assert not any(tmp_path.iterdir()), "a bad spec must not leave anything behind"
@@ -80,19 +80,19 @@ def test_bad_spec_names_the_field(tmp_path, change, field):
 @pytest.mark.parametrize("out", ["../elsewhere", "/tmp/qmu-outside-grid", "runs/../../x"])
 def test_out_may_not_escape_the_output_directory(tmp_path, out):
     with pytest.raises(BadInputError, match="outside the output directory"):
-        jobs.expand(tiny(out=out), root=tmp_path / "root")
+        studies.expand(tiny(out=out), root=tmp_path / "root")
 
 
 def test_yaml_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndatasets: [iris\n", encoding="utf-8")
     with pytest.raises(BadInputError, match=r"not valid YAML at line \d+"):
-        jobs.load_spec(bad)
+        studies.load_spec(bad)
     with pytest.raises(BadInputError, match="does not exist"):
-        jobs.load_spec(tmp_path / "missing.yaml")
+        studies.load_spec(tmp_path / "missing.yaml")
     (tmp_path / "list.yaml").write_text("- a\n- b\n", encoding="utf-8")
     with pytest.raises(BadInputError, match="expected a mapping"):
-        jobs.load_spec(tmp_path / "list.yaml")
+        studies.load_spec(tmp_path / "list.yaml")
 
 
 # ------------------------------------------------------------------------------ expansion
@@ -100,7 +100,7 @@ def test_yaml_errors_are_one_line(tmp_path):
 
 def test_grid_is_a_dag_with_stable_ids(tmp_path):
     spec = tiny(forget=["class:0", "subset:0.1"], seeds=[0, 1])
-    grid = jobs.expand(spec, root=tmp_path)
+    grid = studies.expand(spec, root=tmp_path)
     kinds = [c.kind for c in grid.cells]
     assert kinds.count("teacher") == 2 and kinds.count("oracle") == 4 and kinds.count("method") == 8
     by_id = {c.id: c for c in grid.cells}
@@ -112,8 +112,8 @@ def test_grid_is_a_dag_with_stable_ids(tmp_path):
             assert (
                 by_id[c.deps[0]].kind == "oracle" and c.path.parent == by_id[c.deps[0]].path.parent
             )
-    assert [c.id for c in jobs.expand(spec, root=tmp_path).cells] == [c.id for c in grid.cells]
-    changed = jobs.expand({**spec, "options": {"ga": {"epochs": 4}}}, root=tmp_path)
+    assert [c.id for c in studies.expand(spec, root=tmp_path).cells] == [c.id for c in grid.cells]
+    changed = studies.expand({**spec, "options": {"ga": {"epochs": 4}}}, root=tmp_path)
     new = {c.id for c in changed.cells} - set(by_id)
     assert len(new) == 4 and {c.path.name for c in changed.cells if c.id in new} == {"ga"}
     assert grid.dir == (tmp_path / "runs" / "tiny").resolve()
@@ -121,21 +121,21 @@ def test_grid_is_a_dag_with_stable_ids(tmp_path):
 
 def test_method_labels_and_overrides(tmp_path):
     spec = tiny(methods=["ga", {"method": "ga", "label": "ga_long", "options": {"epochs": 30}}])
-    grid = jobs.expand(spec, root=tmp_path)
+    grid = studies.expand(spec, root=tmp_path)
     methods = sorted(c.path.name for c in grid.cells if c.kind == "method")
     assert methods == ["ga", "ga_long"]
-    only = jobs.expand(spec, root=tmp_path, methods=["ga_long"], seeds=[3])
+    only = studies.expand(spec, root=tmp_path, methods=["ga_long"], seeds=[3])
     assert sorted(c.path.name for c in only.cells if c.kind == "method") == ["ga_long"]
     assert {c.coords["seed"] for c in only.cells} == {3}
     with pytest.raises(BadInputError, match="appears twice"):
-        jobs.expand(tiny(methods=["ga", "ga"]), root=tmp_path)
+        studies.expand(tiny(methods=["ga", "ga"]), root=tmp_path)
 
 
 # ------------------------------------------------------------------------------ ledger
 
 
 def test_cell_ledger_checks_and_permissions(tmp_path):
-    grid = jobs.expand(tiny(), root=tmp_path)
+    grid = studies.expand(tiny(), root=tmp_path)
     a, b = grid.cells[0].id, grid.cells[1].id
     with jobs.CellLedger(tmp_path / "cells.sqlite") as ledger:
         assert (os.stat(tmp_path / "cells.sqlite").st_mode & 0o777) == 0o600
@@ -159,7 +159,7 @@ def test_cell_ledger_checks_and_permissions(tmp_path):
 
 
 def test_submit_wait_results_and_resubmit(tmp_path):
-    handle = jobs.submit(tiny(), out_dir=tmp_path)
+    handle = studies.submit(tiny(), out_dir=tmp_path)
     status = handle.wait(timeout=120)
     assert status.state == "complete", status.cells
     assert status.counts == {"done": 4}
@@ -174,7 +174,7 @@ def test_submit_wait_results_and_resubmit(tmp_path):
     scratch.write_text('{"cells": [')
     with jobs.CellLedger(handle.path / "cells.sqlite") as ledger:
         events_before = len(ledger.events())
-        again = jobs.submit(tiny(), out_dir=tmp_path).wait(timeout=60)
+        again = studies.submit(tiny(), out_dir=tmp_path).wait(timeout=60)
         assert not scratch.exists()
         assert again.state == "complete"
         assert len(ledger.events()) == events_before, "finished cells must not be submitted again"
@@ -183,23 +183,23 @@ def test_submit_wait_results_and_resubmit(tmp_path):
 
 
 def test_failed_cell_blocks_its_dependents(tmp_path, monkeypatch):
-    from qmu_qiskit.jobs import worker
+    from qmu_qiskit.studies import cells
 
-    real = worker._run
+    real = cells.run
 
     def flaky(payload):
         if payload["kind"] == "oracle":
             raise RunError("simulated oracle failure")
         return real(payload)
 
-    monkeypatch.setattr(worker, "_run", flaky)
-    status = jobs.submit(tiny(), out_dir=tmp_path).wait(timeout=120)
+    monkeypatch.setattr(cells, "run", flaky)
+    status = studies.submit(tiny(), out_dir=tmp_path).wait(timeout=120)
     assert status.state == "failed"
     by_kind = {c["kind"]: c for c in status.cells}
     assert by_kind["oracle"]["status"] == "failed" and "simulated" in by_kind["oracle"]["error"]
     assert {c["status"] for c in status.cells if c["kind"] == "method"} == {"blocked"}
-    monkeypatch.setattr(worker, "_run", real)
-    assert jobs.submit(tiny(), out_dir=tmp_path).wait(timeout=120).state == "complete"
+    monkeypatch.setattr(cells, "run", real)
+    assert studies.submit(tiny(), out_dir=tmp_path).wait(timeout=120).state == "complete"
 
 
 def test_cancel_stops_and_resubmit_resumes(tmp_path):
@@ -209,9 +209,9 @@ def test_cancel_stops_and_resubmit_resumes(tmp_path):
         if event == "done" and cell.kind == "teacher":
             jobs.open_grid(grid_dir).cancel()  # as `qmu-qiskit jobs cancel` from another shell
 
-    status = jobs.submit(tiny(), out_dir=tmp_path, on_event=on_event).wait(timeout=120)
+    status = studies.submit(tiny(), out_dir=tmp_path, on_event=on_event).wait(timeout=120)
     assert status.state == "cancelled" and status.counts.get("done") == 1
-    resumed = jobs.submit(tiny(), out_dir=tmp_path).wait(timeout=120)
+    resumed = studies.submit(tiny(), out_dir=tmp_path).wait(timeout=120)
     assert resumed.state == "complete"
     with jobs.CellLedger(resumed.path / "cells.sqlite") as ledger:
         assert ledger.duplicate_submissions() == [] and ledger.duplicate_completions() == []
@@ -221,13 +221,13 @@ def test_dask_executor_runs_the_grid(tmp_path):
     """The optional Dask executor (a local cluster of worker processes) runs the same cells, and
     a resubmission on the process pool finds them done."""
     pytest.importorskip("distributed")
-    status = jobs.submit(tiny(executor={"kind": "dask", "workers": 2}), out_dir=tmp_path).wait(
+    status = studies.submit(tiny(executor={"kind": "dask", "workers": 2}), out_dir=tmp_path).wait(
         timeout=300
     )
     assert status.state == "complete" and status.counts == {"done": 4}, status.cells
     with jobs.CellLedger(status_path := tmp_path / "runs" / "tiny" / "cells.sqlite") as ledger:
         events = len(ledger.events())
-    again = jobs.submit(tiny(executor={"kind": "local", "workers": 1}), out_dir=tmp_path).wait(
+    again = studies.submit(tiny(executor={"kind": "local", "workers": 1}), out_dir=tmp_path).wait(
         timeout=120
     )
     assert again.state == "complete"
@@ -238,10 +238,10 @@ def test_dask_executor_runs_the_grid(tmp_path):
 def test_grid_lock_refuses_a_second_scheduler(tmp_path):
     from qmu_qiskit.io import directory_lock
 
-    grid = jobs.expand(tiny(), root=tmp_path)
+    grid = studies.expand(tiny(), root=tmp_path)
     with directory_lock(grid.dir, what="job grid"):
         with pytest.raises(RunError, match="in use"):
-            jobs.submit(tiny(), out_dir=tmp_path)
+            studies.submit(tiny(), out_dir=tmp_path)
 
 
 # ------------------------------------------------------------------------------ CLI

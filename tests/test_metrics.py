@@ -233,7 +233,7 @@ def test_ulira_inputs_from_outputs():
     labels = np.r_[np.arange(8) % 2, np.arange(4) % 2]
     split = np.r_[np.full(8, "train"), np.full(4, "test")]
     pairs = []
-    for s in range(3):
+    for _ in range(3):
         forget = (split == "train") & (rng.random(12) < 0.5)
         pairs.append(
             (

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from qmu_qiskit.exceptions import BackendError, BadInputError, CredentialsError
-from qmu_qiskit.hardware.mia_compare import CSV_COLUMNS, CompareConfig, run_compare
+from qmu_qiskit.studies.mia_compare import CSV_COLUMNS, CompareConfig, run_compare
 
 
 def _synthetic_mnist(root: Path, per_class: int = 48) -> Path:
@@ -39,17 +39,17 @@ def _synthetic_mnist(root: Path, per_class: int = 48) -> Path:
 
 
 def _tiny(data_dir: Path, **kw) -> CompareConfig:
-    base = dict(
-        backends=("aer", "aer_noisy:ibm_brisbane"),
-        data_dir=str(data_dir),
-        samples_per_class=40,
-        epochs=1,
-        basic_layers=1,
-        shots=(128, 1024),
-        attack_epochs=60,
-        attack_members=40,
-        method_options={"ga": {"epochs": 3}, "rga": {"epochs": 3}},
-    )
+    base = {
+        "backends": ("aer", "aer_noisy:ibm_brisbane"),
+        "data_dir": str(data_dir),
+        "samples_per_class": 40,
+        "epochs": 1,
+        "basic_layers": 1,
+        "shots": (128, 1024),
+        "attack_epochs": 60,
+        "attack_members": 40,
+        "method_options": {"ga": {"epochs": 3}, "rga": {"epochs": 3}},
+    }
     base.update(kw)
     return CompareConfig(**base)
 
@@ -240,7 +240,7 @@ def test_the_study_shape_on_mnist(tmp_path):
 
 
 def test_interval_is_the_student_t_interval_of_the_mean():
-    from qmu_qiskit.hardware.mia_compare import interval
+    from qmu_qiskit.studies.mia_compare import interval
 
     ci = interval([0.9, 1.0, 0.8, None])  # None: a seed without that value
     assert ci["n"] == 3 and ci["mean"] == pytest.approx(0.9)
@@ -254,7 +254,7 @@ def test_interval_is_the_student_t_interval_of_the_mean():
 
 
 def test_claims_hold_only_when_the_intervals_separate():
-    from qmu_qiskit.hardware.mia_compare import aggregate_seeds, shape_claims
+    from qmu_qiskit.studies.mia_compare import aggregate_seeds, shape_claims
 
     def row(seed, state, success, flagged=None):
         return {
@@ -289,7 +289,7 @@ def test_claims_hold_only_when_the_intervals_separate():
 
 
 def test_several_seeds_end_to_end(tmp_path):
-    from qmu_qiskit.hardware.mia_compare import SEEDS_CSV_COLUMNS, run_compare_seeds
+    from qmu_qiskit.studies.mia_compare import SEEDS_CSV_COLUMNS, run_compare_seeds
 
     data = _synthetic_mnist(tmp_path / "data")
     cc = _tiny(

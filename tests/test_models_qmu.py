@@ -198,7 +198,7 @@ def test_registry_and_run_config():
 
 def test_model_shapes_and_parameter_counts(executor):
     from qmu_qiskit.models.hybrid import ModelSpec, build_model, count_parameters
-    from qmu_qiskit.models.studies import SelectZ
+    from qmu_qiskit.models.presets import SelectZ
 
     basic = build_model(
         ModelSpec("qmu-basic", qubits=8, layers=2), num_classes=10, executor=executor, seed=0

@@ -202,7 +202,7 @@ def test_compact_observable_maps_terms_and_rejects_inactive_qubits():
 def test_restricted_model_holds_exactly_the_full_models_errors(fake, full_noise, isa):
     active = active_qubits(isa)
     small = restricted_noise_model(fake, active)
-    old = {new: phys for new, phys in enumerate(active)}
+    old = dict(enumerate(active))
 
     expected = {
         (name, qubits)

@@ -111,7 +111,7 @@ def test_mia_compare_refuses_runtime_flags_without_a_runtime_backend(tmp_path, c
 
 
 def test_a_job_spec_with_runtime_options_on_aer_is_refused():
-    from qmu_qiskit.jobs.spec import parse_spec
+    from qmu_qiskit.studies.spec import parse_spec
 
     with pytest.raises(BadInputError, match=r"backends\.0.*twirling.*would not apply"):
         parse_spec(
@@ -133,16 +133,18 @@ def test_backend_config_keeps_what_applies():
 
 
 def test_oracle_backend_inherits_only_the_teachers_settings_that_apply():
-    from qmu_qiskit.cli import _inherited
+    from qmu_qiskit.pipeline import inherited_backend
 
     noisy = BackendConfig(name="aer_noisy", noise_scale=2.0, shots=256).model_dump(mode="json")
-    got = BackendConfig(**_inherited(noisy, "aer"))
+    got = BackendConfig(**inherited_backend(noisy, "aer"))
     assert (got.name, got.noise_scale, got.shots) == ("aer", 1.0, 256)
     fake = BackendConfig(name="fake_brisbane", runtime={"twirling": True, "layout": "path"})
-    got = BackendConfig(**_inherited(fake.model_dump(mode="json"), "aer_noisy"))
+    got = BackendConfig(**inherited_backend(fake.model_dump(mode="json"), "aer_noisy"))
     assert got.runtime == {"layout": "path"}
     assert (
-        BackendConfig(**_inherited(fake.model_dump(mode="json"), "ibm_torino")).runtime["twirling"]
+        BackendConfig(**inherited_backend(fake.model_dump(mode="json"), "ibm_torino")).runtime[
+            "twirling"
+        ]
         is True
     )
 
@@ -297,15 +299,15 @@ def test_a_grid_is_never_the_output_directory_itself(tmp_path, capsys):
 
 
 def test_python_api_takes_out_and_refuses_two_different_outputs(tmp_path):
-    from qmu_qiskit import jobs
+    from qmu_qiskit import studies
 
     spec = yaml.safe_load(tiny_spec(tmp_path / "tiny.yaml").read_text())
     with pytest.raises(BadInputError, match="one setting"):
-        jobs.submit(spec, out=tmp_path / "a", out_dir=tmp_path / "b")
-    handle = jobs.submit(spec, out=tmp_path / "a")
+        studies.submit(spec, out=tmp_path / "a", out_dir=tmp_path / "b")
+    handle = studies.submit(spec, out=tmp_path / "a")
     assert handle.wait(timeout=300).state == "complete"
     assert handle.path == (tmp_path / "a" / "runs" / "tiny").resolve()
-    assert jobs.open_grid(tmp_path / "tiny.yaml", out=tmp_path / "a").path == handle.path
+    assert studies.open_grid(tmp_path / "tiny.yaml", out=tmp_path / "a").path == handle.path
 
 
 def test_jobs_results_out_writes_the_file(tmp_path, capsys):

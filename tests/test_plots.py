@@ -164,7 +164,7 @@ def test_curves_of_unlearning_methods_with_reference_lines(tmp_path):
 
 
 def test_mia_compare_plot_draws_the_false_positive_baseline_and_zero_bars(tmp_path):
-    from qmu_qiskit.hardware import mia_compare
+    from qmu_qiskit.studies import mia_compare
 
     cc = mia_compare.CompareConfig(methods=("ga", "ssd"))
     base = {"model": "qmu-hybrid", "layers": 1, "trained_on": "aer", "shots": None}

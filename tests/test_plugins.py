@@ -123,7 +123,7 @@ def test_existing_registries_share_the_mechanism():
 def test_example_plugin_through_the_cli(plugin_env, tmp_path):
     out = _cli(["methods"], plugin_env, tmp_path)
     assert out.returncode == 0, out.stderr
-    line = next(l for l in out.stdout.splitlines() if l.startswith("uniform_kl:"))
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("uniform_kl:"))
     assert "(plugin: qmu-qiskit-example-plugin)" in line
     assert "    weight (float, default 1.0)" in out.stdout
     assert "ga:" in out.stdout and out.stderr == ""
@@ -154,7 +154,7 @@ def test_example_plugin_through_the_cli(plugin_env, tmp_path):
         tmp_path,
     )
     assert un.returncode == 0, un.stderr
-    rows = {l.split()[0]: l for l in un.stdout.splitlines() if l.strip()}
+    rows = {ln.split()[0]: ln for ln in un.stdout.splitlines() if ln.strip()}
     assert "retrain" in rows and "uniform_kl" in rows  # next to the oracle
     mdir = run / "unlearn" / "class-0" / "uniform_kl"
     config = yaml.safe_load((mdir / "config.yaml").read_text())
@@ -165,7 +165,7 @@ def test_example_plugin_through_the_cli(plugin_env, tmp_path):
     assert ev.returncode == 0, ev.stderr
     # evaluate writes a new versioned evaluation and prints where it went
     where = next(
-        l.split(":", 1)[1].strip() for l in ev.stdout.splitlines() if l.startswith("metrics:")
+        ln.split(":", 1)[1].strip() for ln in ev.stdout.splitlines() if ln.startswith("metrics:")
     )
     assert "evaluations" in where
     metrics = json.loads(Path(where).read_text())
@@ -256,7 +256,7 @@ def test_a_broken_plugin_is_one_warning_line_and_the_rest_works(tmp_path):
     assert "ModuleNotFoundError" in lines[0]
     assert lines[1].startswith("warning: plugin package 'clashing-pkg'") and "'ga'" in lines[1]
     # the built-in ga is untouched, and the clashing plugin's other method was dropped with it
-    ga = [l for l in res.stdout.splitlines() if l.startswith("ga:")]
+    ga = [ln for ln in res.stdout.splitlines() if ln.startswith("ga:")]
     assert len(ga) == 1 and "(plugin" not in ga[0]
     assert "clash_extra" not in res.stdout
     assert "finetune:" in res.stdout

@@ -244,14 +244,14 @@ def test_estimator_qnn_forward_backward(ex, num_inputs, num_weights, num_obs):
     observables, batched and single, against the reference QNN."""
     qc, x, w = _qnn_circuit(num_inputs, num_weights)
     obs = [SparsePauliOp("ZZ"), SparsePauliOp.from_list([("XI", 1.0), ("IY", -0.5)])][:num_obs]
-    kwargs = dict(
-        circuit=qc,
-        observables=obs,
-        input_params=x,
-        weight_params=w,
-        input_gradients=True,
-        default_precision=0.0,
-    )
+    kwargs = {
+        "circuit": qc,
+        "observables": obs,
+        "input_params": x,
+        "weight_params": w,
+        "input_gradients": True,
+        "default_precision": 0.0,
+    }
     ours = EstimatorQNN(estimator=ex.estimator(), gradient=ex.estimator_gradient(), **kwargs)
     ref = EstimatorQNN(estimator=StatevectorEstimator(), **kwargs)
     rng = np.random.default_rng(1)
@@ -275,14 +275,14 @@ def test_estimator_qnn_on_zz_feature_map(ex):
     fm = zz_feature_map(2)
     ansatz = real_amplitudes(2, reps=1)
     qc = fm.compose(ansatz)
-    kwargs = dict(
-        circuit=qc,
-        observables=SparsePauliOp("ZZ"),
-        input_params=fm.parameters,
-        weight_params=ansatz.parameters,
-        input_gradients=True,
-        default_precision=0.0,
-    )
+    kwargs = {
+        "circuit": qc,
+        "observables": SparsePauliOp("ZZ"),
+        "input_params": fm.parameters,
+        "weight_params": ansatz.parameters,
+        "input_gradients": True,
+        "default_precision": 0.0,
+    }
     ours = EstimatorQNN(estimator=ex.estimator(), gradient=ex.estimator_gradient(), **kwargs)
     ref = EstimatorQNN(estimator=StatevectorEstimator(), **kwargs)
     rng = np.random.default_rng(2)
@@ -302,7 +302,7 @@ def test_sampler_qnn_stock_and_fused(ex, interpret, output_shape):
     """test_sampler_qnn: a stock SamplerQNN on our sampler and gradient, and our fused one, give
     the exact probabilities (stock: counts of 1024 shots) and their gradients."""
     qc, x, w = _qnn_circuit(1, 2)
-    kwargs = dict(circuit=qc, input_params=x, weight_params=w, input_gradients=True)
+    kwargs = {"circuit": qc, "input_params": x, "weight_params": w, "input_gradients": True}
     if interpret is not None:
         kwargs.update(interpret=interpret, output_shape=output_shape)
     stock = SamplerQNN(sampler=ex.sampler(), gradient=ex.sampler_gradient(), **kwargs)
@@ -385,7 +385,12 @@ def test_runtime_local_mode_estimator_qnn(tmp_path):
     noise of the ideal values, gradients of the right shape and sign structure."""
     ex = Executor("fake_manila", shots=4000, cache_dir=tmp_path)
     qc, x, w = _qnn_circuit(1, 1)
-    kwargs = dict(circuit=qc, observables=SparsePauliOp("ZZ"), input_params=x, weight_params=w)
+    kwargs = {
+        "circuit": qc,
+        "observables": SparsePauliOp("ZZ"),
+        "input_params": x,
+        "weight_params": w,
+    }
     ours = EstimatorQNN(estimator=ex.estimator(), gradient=ex.estimator_gradient(), **kwargs)
     ref = EstimatorQNN(estimator=StatevectorEstimator(), default_precision=0.0, **kwargs)
     X, W = np.array([[0.3], [1.4]]), np.array([0.9])

@@ -17,7 +17,7 @@ BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8")
 def test_readme_has_python_examples():
     assert len(BLOCKS) >= 2
     assert any("pipeline.train" in b for b in BLOCKS)
-    assert any("jobs.submit" in b for b in BLOCKS)
+    assert any("studies.submit" in b for b in BLOCKS)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
@@ -35,7 +35,7 @@ def test_readme_python_block_runs_as_a_script(index, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    if "jobs.submit" in BLOCKS[index]:
+    if "studies.submit" in BLOCKS[index]:
         # each worker would print the summary again if it re-ran the script
         summaries = [line for line in proc.stdout.splitlines() if line.startswith("iris_api:")]
         assert summaries == ["iris_api: complete (4 done)"], proc.stdout

@@ -782,7 +782,7 @@ def test_checkpoints_are_loaded_without_pickle_code(tmp_path, aer_teacher):
 
 def test_yaml_is_loaded_safely(tmp_path):
     """A job spec or run config with a python tag is refused by the safe loader."""
-    from qmu_qiskit import jobs
+    from qmu_qiskit import studies
     from qmu_qiskit.exceptions import BadInputError, RunError
 
     marker = tmp_path / "pwned"
@@ -790,7 +790,7 @@ def test_yaml_is_loaded_safely(tmp_path):
     spec = tmp_path / "evil.yaml"
     spec.write_text(f"name: evil\ndatasets: [iris]\ndescription: {payload}\n", encoding="utf-8")
     with pytest.raises(BadInputError, match="not valid YAML"):
-        jobs.load_spec(spec)
+        studies.load_spec(spec)
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(f"kind: {payload}\n", encoding="utf-8")

@@ -17,6 +17,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qmu_qiskit.backends import runtime
 from qmu_qiskit.circuits import hqml_circuit, qmu_circuit
 from qmu_qiskit.exceptions import BackendError, BadInputError
+from qmu_qiskit.execution import runtime_runner
 from qmu_qiskit.execution.executor import Executor
 from qmu_qiskit.execution.ledger import JobLedger
 
@@ -126,7 +127,7 @@ def fake_unlearn(tmp_path_factory, iris_teacher):
     s = _Spy()
     built = []
     real_classes = runtime._primitive_classes
-    real_init = runtime.RuntimeRunner.__init__
+    real_init = runtime_runner.RuntimeRunner.__init__
 
     def spying():
         Est, Sam, Session, Batch = real_classes()
@@ -151,7 +152,7 @@ def fake_unlearn(tmp_path_factory, iris_teacher):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("QISKIT_IBM_TOKEN", FAKE_TOKEN)
         mp.setattr(runtime, "_primitive_classes", spying)
-        mp.setattr(runtime.RuntimeRunner, "__init__", init)
+        mp.setattr(runtime_runner.RuntimeRunner, "__init__", init)
         import contextlib
         import io
 
@@ -366,16 +367,16 @@ def test_error_mitigation_options_reach_the_primitive(hqml4, spy, tmp_path):
 
 
 def test_cli_runtime_flags_become_the_backend_config_and_unknown_options_are_refused():
-    from qmu_qiskit.cli import _backend_dict, _runtime_items
+    from qmu_qiskit.cli import backend_dict, runtime_items
     from qmu_qiskit.config import BackendConfig
 
-    got = _backend_dict(
+    got = backend_dict(
         "fake_manila",
         None,
         None,
         None,
         None,
-        _runtime_items(1, dynamical_decoupling=True, twirling=False, zne=True, max_time=300),
+        runtime_items(1, dynamical_decoupling=True, twirling=False, zne=True, max_time=300),
     )
     assert got == {
         "name": "fake_manila",
@@ -387,7 +388,7 @@ def test_cli_runtime_flags_become_the_backend_config_and_unknown_options_are_ref
         },
     }
     assert BackendConfig(**got).runtime["max_time"] == 300
-    assert "runtime" not in _backend_dict("aer", None, None, None, None, _runtime_items())
+    assert "runtime" not in backend_dict("aer", None, None, None, None, runtime_items())
     with pytest.raises(
         BadInputError, match=r"runtime: unknown option\(s\) resilience; use mode, max_time"
     ):
@@ -407,9 +408,9 @@ def test_amplitude_encoded_circuits_run_as_one_runtime_job(spy, tmp_path):
     rng = np.random.default_rng(0)
     index = {p: i for i, p in enumerate(qc.parameters)}
     vals = np.zeros((4, qc.num_parameters))
-    for j, p in enumerate(x):
+    for p in x:
         vals[:, index[p]] = rng.normal(size=4)
-    for j, p in enumerate(w):
+    for p in w:
         vals[:, index[p]] = rng.normal()
     ex = Executor(
         "fake_manila", shots=4000, cache_dir=tmp_path, ledger=tmp_path / "l.sqlite", run_id="run-a"

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from qmu_qiskit import jobs
+from qmu_qiskit import studies
+from qmu_qiskit.config import BackendConfig
 from qmu_qiskit.exceptions import BadInputError
-from qmu_qiskit.jobs.spec import BackendConfig
+from qmu_qiskit.jobs import Grid
 from qmu_qiskit.studies import HQML_COLUMNS, get_protocol, run_study
 from qmu_qiskit.studies.report import mean_std_rows
 
@@ -21,7 +22,7 @@ JOBS = Path(__file__).resolve().parent.parent / "jobs"
 
 
 def teacher_config(spec: dict, dataset: int = 0, model: int = 0, seed: int | None = None):
-    js = jobs.load_spec(spec)
+    js = studies.load_spec(spec)
     proto = get_protocol(js.protocol)
     js = proto.complete(js)
     entry = js.datasets[dataset]
@@ -90,7 +91,7 @@ def test_hqml_recipe_and_quirks():
     fixed = teacher_config({"name": "f", "datasets": ["mnist"]})
     assert (fixed.training.select, fixed.data.val_size, fixed.protocol) == ("val", 0.1, "fixed")
     spec = get_protocol("hqml").complete(
-        jobs.load_spec({"name": "h", "protocol": "hqml", "datasets": ["iris"]})
+        studies.load_spec({"name": "h", "protocol": "hqml", "datasets": ["iris"]})
     )
     assert spec.metrics.mia_nonmembers == "retain" and spec.forget == ["subset:0.02", "class:0"]
 
@@ -99,7 +100,7 @@ def test_hqml_recipe_and_quirks():
 def test_job_specs_parse_and_agree_with_their_protocol(path):
     """Every spec in jobs/ is valid, and its explicit recipe is the protocol's (no drift)."""
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    spec = jobs.load_spec(path)
+    spec = studies.load_spec(path)
     assert spec.name == path.stem and spec.out == f"runs/{path.stem}"
     terse = {
         "name": spec.name,
@@ -110,7 +111,7 @@ def test_job_specs_parse_and_agree_with_their_protocol(path):
         for m in range(len(spec.models or [None])):
             assert teacher_config(raw, d, m) == teacher_config(terse, d, m)
     proto = get_protocol(spec.protocol)
-    complete = proto.complete(jobs.load_spec(terse))
+    complete = proto.complete(studies.load_spec(terse))
     spec = proto.complete(spec)  # a spec may leave methods, forget and seeds to its protocol
     assert [m.name for m in spec.methods] == [m.name for m in complete.methods]
     assert [m.options for m in spec.methods] == [m.options for m in complete.methods]
@@ -122,11 +123,11 @@ def test_job_specs_parse_and_agree_with_their_protocol(path):
 def test_hqml_iris_spec_expands_when_its_methods_exist(tmp_path):
     from qmu_qiskit.unlearning import available_methods
 
-    spec = jobs.load_spec(JOBS / "hqml_iris.yaml")
+    spec = studies.load_spec(JOBS / "hqml_iris.yaml")
     missing = [m.method for m in spec.methods if m.method not in available_methods()]
     if missing:
         pytest.skip(f"methods not registered yet: {', '.join(missing)}")
-    grid = jobs.expand(spec, root=tmp_path)
+    grid = studies.expand(spec, root=tmp_path)
     assert [c.kind for c in grid.cells].count("method") == 2 * len(spec.methods)
 
 
@@ -175,7 +176,7 @@ def test_faithful_summary_columns_and_uqi(faithful_study):
 
 def test_faithful_quirks_applied_and_reported(faithful_study):
     _, root, out = faithful_study
-    grid = jobs.Grid.load(out.summary.parent)
+    grid = Grid.load(out.summary.parent)
     teacher = next(c for c in grid.cells if c.kind == "teacher")
     metrics = json.loads((teacher.path / "metrics.json").read_text())
     assert metrics["excluded"] == {"forget": "subset:0.02", "size": 3}
@@ -256,7 +257,7 @@ def test_report_cells_show_mean_std_and_the_interval_clipped_to_the_range():
 
 
 def test_backends_accept_names_and_mappings():
-    spec = jobs.load_spec(
+    spec = studies.load_spec(
         {
             "name": "b",
             "datasets": ["iris"],

@@ -11,14 +11,25 @@ Names (architecture.md, "Seams that matter"):
 * ``ibm_<device>`` — IBM Quantum hardware through ``QiskitRuntimeService``.
 
 The rest of the code sees a :class:`BackendSpec` and an
-:class:`~qmu_qiskit.execution.Executor` built from it.
+:class:`~qmu_qiskit.execution.executor.Executor` built from it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..exceptions import BackendError
+
+#: IBM Runtime options (session/batch and error mitigation) that ``backend.runtime`` passes through.
+RUNTIME_OPTIONS = (
+    "mode",
+    "max_time",
+    "resilience_level",
+    "dynamical_decoupling",
+    "twirling",
+    "zne",
+)
 
 DEFAULT_NOISY_PROFILE = "ibm_brisbane"
 
@@ -48,6 +59,13 @@ class BackendSpec:
     def is_noiseless(self) -> bool:
         return self.kind == "aer"
 
+    @property
+    def device_name(self) -> str:
+        """:attr:`device`, for the kinds that stand for a device (all but ``aer``)."""
+        if self.device is None:
+            raise BackendError(f"backend {self.name} stands for no device")
+        return self.device
+
     def device_backend(self):
         """The BackendV2 whose target circuits are transpiled for (``None`` for ``aer``).
 
@@ -72,11 +90,11 @@ class BackendSpec:
     def describe(self) -> dict:
         """What a run records about its backend: name, kind, and the emulated device's
         calibration snapshot (source and date) where there is one."""
-        out = {"name": self.name, "kind": self.kind, "device": self.device}
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "device": self.device}
         if self.kind == "aer_noisy":
             from .profiles import load_profile
 
-            profile = load_profile(self.device)
+            profile = load_profile(self.device_name)
             summary = profile.summary
             out["profile"] = {
                 "name": profile.name,
@@ -155,6 +173,6 @@ def parse_backend(name: str) -> BackendSpec:
         except Exception as exc:
             raise BackendError(str(exc)) from exc
         return BackendSpec(name=backend.name, kind="fake", device=backend.name)
-    if low.startswith("ibm_") or low.startswith("ibmq_"):
+    if low.startswith(("ibm_", "ibmq_")):
         return BackendSpec(name=low, kind="ibm", device=low)
     raise BackendError(f"unknown backend {raw!r}; {_valid_names_hint()}")

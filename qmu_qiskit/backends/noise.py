@@ -338,7 +338,7 @@ def _restricted_calibration(target: Target, qubits: tuple[int, ...]) -> tuple:
     else:
         qubit_properties = None
     new_index = {old: new for new, old in enumerate(qubits)}
-    instructions = []
+    instructions: list[tuple[str, tuple | None]] = []
     for name in target.operation_names:
         entries = target[name]
         operation = target.operation_from_name(name)

@@ -34,6 +34,7 @@ import json
 import os
 import statistics
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -333,7 +334,9 @@ def _profile_backend_class() -> type[FakeBackendV2]:
             # The library decodes dates in place, so it must get a fresh copy every time.
             return copy.deepcopy(self._snapshot[filename])
 
-        def refresh(self, service: Any, use_fractional_gates: bool = False, persist: bool = True):
+        def refresh(
+            self, service: Any, use_fractional_gates: bool = False, persist: bool = True
+        ) -> Any:
             """Refuse: a profile is a fixed snapshot (FakeBackendV2.refresh would write files).
 
             Raises:
@@ -371,12 +374,9 @@ def _fake_backend_classes() -> dict[str, type[FakeBackendV2]]:
     classes = {}
     for attr in dir(fake_provider):
         obj = getattr(fake_provider, attr)
-        if (
-            isinstance(obj, type)
-            and issubclass(obj, FakeBackendV2)
-            and isinstance(getattr(obj, "backend_name", None), str)
-        ):
-            classes[obj.backend_name] = obj
+        name = getattr(obj, "backend_name", None)
+        if isinstance(obj, type) and issubclass(obj, FakeBackendV2) and isinstance(name, str):
+            classes[name] = obj
     return classes
 
 
@@ -520,10 +520,10 @@ def _summarize(configuration: dict, properties: dict, *, source: str) -> dict[st
     faulty_gates = {(g.gate, tuple(g.qubits)) for g in props.faulty_gates()}
     errors_by_gate: dict[str, list[float]] = {}
     for gate in props.gates:
-        qubits = tuple(gate.qubits)
-        if (gate.gate, qubits) in faulty_gates or any(q in faulty_qubits for q in qubits):
+        gate_qubits = tuple(gate.qubits)
+        if (gate.gate, gate_qubits) in faulty_gates or any(q in faulty_qubits for q in gate_qubits):
             continue
-        error = value(props.gate_error, gate.gate, list(qubits))
+        error = value(props.gate_error, gate.gate, list(gate_qubits))
         if error is not None:
             errors_by_gate.setdefault(gate.gate, []).append(error)
 
@@ -541,7 +541,7 @@ def _summarize(configuration: dict, properties: dict, *, source: str) -> dict[st
             }
         )
 
-    def median(values: list[float | None]) -> float | None:
+    def median(values: Sequence[float | None]) -> float | None:
         present = [v for v in values if v is not None]
         return _round(statistics.median(present)) if present else None
 

@@ -34,9 +34,9 @@ CREDENTIALS_HINT = (
 )
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None) -> list[BaseException]:
     """``exc`` and its causes/contexts (the network error behind an account error)."""
-    seen = []
+    seen: list[BaseException] = []
     while exc is not None and exc not in seen and len(seen) < 12:
         seen.append(exc)
         exc = exc.__cause__ or exc.__context__
@@ -219,12 +219,3 @@ def _primitive_classes():
         warnings.simplefilter("ignore")
         from qiskit_ibm_runtime import Batch, EstimatorV2, SamplerV2, Session
     return EstimatorV2, SamplerV2, Session, Batch
-
-
-def __getattr__(name: str):
-    # the runner moved to qmu_qiskit.execution.runtime_runner; keep the old import path working
-    if name in ("RuntimeRunner", "MITIGATION_OPTIONS"):
-        from ..execution import runtime_runner
-
-        return getattr(runtime_runner, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

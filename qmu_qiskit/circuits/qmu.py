@@ -14,6 +14,8 @@ differ by a fixed permutation of the inputs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
@@ -32,7 +34,7 @@ def bit_reversal(num_qubits: int) -> np.ndarray:
     return out
 
 
-def amplitude_encoding(num_qubits: int, *, feature_order: str = "pennylane"):
+def amplitude_encoding(num_qubits: int, *, feature_order: str = "pennylane") -> tuple[Any, Any]:
     """The amplitude-encoding circuit of ``2**num_qubits`` features and its input parameters.
 
     It is qiskit-machine-learning's ``raw_feature_vector`` (a ``ParameterizedInitialize`` that
@@ -104,7 +106,7 @@ def qmu_circuit(
     return qc, list(x), list(theta)
 
 
-def amplitude_parameters(circuit) -> list | None:
+def amplitude_parameters(circuit: QuantumCircuit) -> list | None:
     """The parameters of a leading ``ParameterizedInitialize`` in amplitude order (``None`` when
     the circuit has no amplitude encoding). A circuit with one needs its data bound *before* it
     can be transpiled: the instruction has no definition while its parameters are free."""
@@ -116,7 +118,9 @@ def amplitude_parameters(circuit) -> list | None:
     return list(op.params)
 
 
-def bind_amplitude_encoding(circuit, input_params, values) -> QuantumCircuit:
+def bind_amplitude_encoding(
+    circuit: QuantumCircuit, input_params: Any, values: Any
+) -> QuantumCircuit:
     """Replace the leading ``ParameterizedInitialize`` by a ``StatePreparation`` of one sample.
 
     The data-dependent part becomes a concrete (transpilable) state preparation; every other

@@ -64,6 +64,14 @@ from ..cli import CONTEXT
 @click.option(
     "--fixed-variance", is_flag=True, help="One pooled σ per side (LiRA's mode for few shadows)."
 )
+@click.option(
+    "--teachers",
+    type=click.Choice(["shared", "independent"]),
+    default="shared",
+    show_default=True,
+    help="shared: every pair starts from the run's teacher (the NeurIPS 2023 challenge's "
+    "protocol); independent: every pair trains its own shadow teacher (Hayes et al.'s U-LiRA).",
+)
 @click.option("--quiet", is_flag=True, help="Print only failures and the summary.")
 def audit(
     run,
@@ -77,17 +85,19 @@ def audit(
     executor,
     dask_address,
     fixed_variance,
+    teachers,
     quiet,
 ):
     """Per-example audit of METHOD on a run's forget request with SHADOWS shadow pairs.
 
     \b
-    Each shadow pair: a forget set F_s of the same kind and size drawn from D_tr, a shadow
-    teacher trained on D_tr, the retrain oracle without F_s and METHOD applied to the shadow
-    teacher. U-LiRA (Hayes et al. 2024) then tells, per example, unlearned from retrained
-    models; the NeurIPS 2023 unlearning challenge's ε comes from the same attacks.
-    Shadow cells run through the job grid in RUN/audit/shadows: resumable, parallel, and
-    shadow teachers are reused by later audits of the same run.
+    Each shadow pair: a forget set F_s of the same kind and size drawn from D_tr, the retrain
+    oracle without F_s (the pair's seed) and METHOD applied on F_s to the run's teacher
+    (--teachers shared, the NeurIPS 2023 unlearning challenge's protocol) or to a shadow
+    teacher trained on D_tr with the pair's seed (--teachers independent, Hayes et al.).
+    U-LiRA then tells, per example, unlearned from retrained models; the challenge's ε comes
+    from the same attacks. Shadow cells run through the job grid in RUN/audit/shadows:
+    resumable, parallel, and oracles and shadow teachers are reused by later audits.
     \b
     Writes ulira.csv (per example) and summary.json (success, AUC, TPR at 1% / 0.1% FPR,
     ε, forgetting quality, seed and config).
@@ -122,6 +132,7 @@ def audit(
         executor=executor,
         address=dask_address,
         fixed_variance=fixed_variance,
+        teachers=teachers,
         on_event=ProgressPrinter(quiet),
     )
     s = result.summary

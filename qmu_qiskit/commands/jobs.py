@@ -110,7 +110,7 @@ def submit(spec, out_dir, data_dir, workers, methods, seeds, quiet, max_cells):
     Finished cells are skipped, interrupted ones resume from their checkpoints; Ctrl-C stops the
     grid (run the same command again to go on). Exits non-zero if a cell failed.
     """
-    from .. import jobs as api
+    from .. import studies as api
 
     printer = ProgressPrinter(quiet)
     handle = api.submit(
@@ -165,7 +165,7 @@ def status(target, out_dir, show_all):
 
     TARGET is a grid directory or the spec that made it.
     """
-    from .. import jobs as api
+    from .. import studies as api
 
     st = api.open_grid(target, out_dir=out_dir).status()
     running = (
@@ -212,7 +212,7 @@ def status(target, out_dir, show_all):
 )
 def results(target, out_dir, fmt, output):
     """Metrics of every finished cell of a grid."""
-    from .. import jobs as api
+    from .. import studies as api
 
     rows = api.open_grid(target, out_dir=out_dir).results()
     if fmt == "table":
@@ -260,7 +260,7 @@ def results(target, out_dir, fmt, output):
 @out_option()
 def cancel(target, out_dir):
     """Stop a running grid: no new cells start, running cells stop and stay resumable."""
-    from .. import jobs as api
+    from .. import studies as api
 
     handle = api.open_grid(target, out_dir=out_dir)
     handle.cancel()
@@ -277,7 +277,7 @@ def cancel(target, out_dir):
 @out_option("Where to look for grids (--out-dir is its older name).")
 def list_(out_dir):
     """Grids under the output directory and their state."""
-    from .. import jobs as api
+    from .. import studies as api
 
     rows = []
     for handle in api.list_grids(out_dir):

@@ -1,5 +1,5 @@
 """``qmu-qiskit mia-compare``: QMU's gray-box MIA before/after unlearning, noiseless vs noisy or
-hardware backends, and across shot counts (:mod:`qmu_qiskit.hardware.mia_compare`)."""
+hardware backends, and across shot counts (:mod:`qmu_qiskit.studies.mia_compare`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def _csv(values: tuple[str, ...]) -> list[str]:
     """``--x a,b --x c`` → ``[a, b, c]``."""
-    out = []
+    out: list[str] = []
     for v in values:
         out.extend(p.strip() for p in v.split(",") if p.strip())
     return out
@@ -241,10 +241,10 @@ def mia_compare(
     Example:
       qmu-qiskit mia-compare --backends aer,aer_noisy:ibm_brisbane --data-dir $DATA
     """
-    from ..cli import _parse_options, _runtime_items, print_table
-    from ..hardware.mia_compare import CompareConfig, run_compare, wide_rows
+    from ..cli import parse_options, print_table, runtime_items
+    from ..studies.mia_compare import CompareConfig, run_compare, wide_rows
 
-    runtime = _runtime_items(resilience_level, dynamical_decoupling, twirling, zne)
+    runtime = runtime_items(resilience_level, dynamical_decoupling, twirling, zne)
     _check_applicable(_csv(backends), runtime, noise_scale)
     cc = CompareConfig(
         backends=tuple(_csv(backends)),
@@ -267,7 +267,7 @@ def mia_compare(
         attack_epochs=attack_epochs,
         attack_on=attack_on,
         runtime=runtime,
-        method_options=_parse_options(option_items, _csv(methods)),
+        method_options=parse_options(option_items, _csv(methods)),
     )
     if num_seeds > 1:
         _multi_seed(
@@ -309,7 +309,7 @@ def mia_compare(
 
 
 def _multi_seed(cc, out: Path, num_seeds: int, progress: bool) -> None:
-    from ..hardware.mia_compare import run_compare_seeds
+    from ..studies.mia_compare import run_compare_seeds
 
     res = run_compare_seeds(
         cc, out, seeds=num_seeds, progress=progress, echo=lambda m: click.echo(m, err=True)

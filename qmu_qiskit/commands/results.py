@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ..exceptions import BadInputError
+from ..runs import CONFIG_FILE, COST_FILE, METRICS_FILE, STATUS_FILE
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: How many folders below a PATH runs and grids are searched for.
@@ -68,7 +69,7 @@ def _read(path: Path) -> dict:
 def _config(run: Path) -> dict:
     import yaml
 
-    path = run / "config.yaml"
+    path = run / CONFIG_FILE
     if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 20:
         return {}
     try:
@@ -79,7 +80,7 @@ def _config(run: Path) -> dict:
 
 
 def _complete(run: Path) -> bool:
-    return _read(run / "run.json").get("status") == "complete"
+    return _read(run / STATUS_FILE).get("status") == "complete"
 
 
 def run_row(run: Path) -> dict | None:
@@ -89,8 +90,8 @@ def run_row(run: Path) -> dict | None:
     if not _complete(run):
         return None
     cfg = _config(run)
-    metrics = _read(run / "metrics.json")
-    cost = _read(run / "cost.json")
+    metrics = _read(run / METRICS_FILE)
+    cost = _read(run / COST_FILE)
     if cfg.get("kind") == "train":
         row = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
         phase = cost.get("train", {})
@@ -138,7 +139,7 @@ def grid_rows(grid_dir: Path) -> list[dict]:
     from ..jobs.grid import Grid
     from ..jobs.handle import JobHandle
 
-    name = Grid.load(grid_dir).spec.name
+    name = Grid.load(grid_dir).name
     rows = []
     for r in JobHandle(grid_dir).results():
         r = dict(r)
@@ -179,7 +180,7 @@ def collect(paths: list[str | os.PathLike]) -> list[dict]:
             if (folder / GRID_FILE).is_file() and not (folder / GRID_FILE).is_symlink():
                 rows.extend(grid_rows(folder))
                 continue  # its cells are in its rows
-            if (folder / "run.json").is_file():
+            if (folder / STATUS_FILE).is_file():
                 row = run_row(folder)
                 if row is not None:
                     row.setdefault("source", top.name or str(top))

@@ -56,7 +56,7 @@ def study(
       report.md, plots/*.png         forget vs retain accuracy; MIA ROC curves
     Resumable: an interrupted study finishes only what is missing when run again.
     """
-    from .. import jobs as api
+    from .. import studies as api
     from ..studies import write_outputs
 
     if report_only:

@@ -63,7 +63,8 @@ def compute_fingerprint(
             # Shape and dtype go in too, so (2, 3) and (3, 2) of the same bytes differ.
             digest.update(f"|{split}.{key}:{arr.dtype.str}:{arr.shape}|".encode())
             if arr.size:  # memoryview refuses to cast an empty (0, k) array
-                digest.update(memoryview(arr.reshape(-1)).cast("B"))
+                # ndarray has the buffer protocol; numpy's stubs declare it for Python ≥ 3.12 only
+                digest.update(memoryview(arr.reshape(-1)).cast("B"))  # type: ignore[arg-type]
     return digest.hexdigest()
 
 

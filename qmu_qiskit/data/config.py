@@ -28,7 +28,7 @@ _HINT = (
 )
 
 
-def _one_line(exc: ValidationError) -> BadInputError:
+def _one_line(exc: ValidationError) -> QmuError:
     """Turn pydantic's multi-line report into the project's one-line error."""
     parts = []
     ours = True
@@ -161,7 +161,7 @@ class DataConfig(BaseModel):
     # ----------------------------------------------------------------------- validators
 
     @model_serializer(mode="wrap")
-    def _drop_unset_file_fields(self, handler):
+    def _drop_unset_file_fields(self, handler: Any) -> Any:
         # A built-in dataset's config is recorded without the (unset) file fields, as before
         # they existed.
         data = handler(self)

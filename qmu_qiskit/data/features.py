@@ -8,6 +8,8 @@ features (HQML's scripts fit PCA and the scaler on all data before splitting; we
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +28,7 @@ def _flatten(x: np.ndarray, pixel_max: float | None) -> np.ndarray:
     return flat / pixel_max if pixel_max else flat
 
 
-def _apply(transform, x: np.ndarray, width: int) -> np.ndarray:
+def _apply(transform: Callable[[np.ndarray], np.ndarray], x: np.ndarray, width: int) -> np.ndarray:
     # scikit-learn refuses zero-row inputs; an empty split (val_size=0) stays empty.
     if len(x) == 0:
         return np.empty((0, width), dtype=np.float64)
@@ -61,7 +63,7 @@ class Encoder:
     """The input encoding of a run, fitted on the training split only.
 
     :func:`encode` fits one on the training split and applies it to every split; a loaded model
-    (:func:`qmu_qiskit.models.load_model`) refits the same encoder on the same training split
+    (:func:`qmu_qiskit.load_model`) refits the same encoder on the same training split
     and applies it to new raw records, so ``predict`` takes data as it comes from the source.
 
     Args:
@@ -100,8 +102,8 @@ class Encoder:
         self.angle_range = angle_range
         self.raw_width: int | None = None
         self.width: int | None = None
-        self._pca = None
-        self._scaler = None
+        self._pca: Any = None  # fitted sklearn PCA / MinMaxScaler (untyped library)
+        self._scaler: Any = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -167,7 +169,7 @@ class Encoder:
         if self._pca is not None:
             flat = _apply(self._pca.transform, flat, self.width)
         if self.input_kind == "angles":
-            out64 = _apply(self._scaler.transform, flat, self.width)  # type: ignore[union-attr]
+            out64 = _apply(self._scaler.transform, flat, self.width)
         else:
             out64 = _unit_rows(flat)
         return np.ascontiguousarray(out64, dtype=np.float32)

@@ -424,7 +424,7 @@ def from_arrays(
 
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise BadInputError(f"name {_show(name)} must be a plain name (letters, digits, - _)")
-    arrays = {"X": _as_numpy(X, "X"), "y": _as_numpy(y, "y")}
+    arrays: dict[str, Any] = {"X": _as_numpy(X, "X"), "y": _as_numpy(y, "y")}
     if ids is not None:
         arrays["ids"] = _as_numpy(ids, "ids")
     buf = io.BytesIO()

@@ -21,6 +21,7 @@ import stat
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def _redownload(path: Path) -> str:
     return f"delete {path} and download it again"
 
 
-def _open_regular(path: Path):
+def _open_regular(path: Path) -> BinaryIO:
     """``path`` opened for reading if it is a regular file (non-blocking open: a FIFO cannot
     hang it); a device, FIFO or folder is refused."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -65,7 +66,7 @@ def _open_regular(path: Path):
     return os.fdopen(fd, "rb")
 
 
-def _read_bounded(stream, path: Path) -> bytes:
+def _read_bounded(stream: BinaryIO | gzip.GzipFile, path: Path) -> bytes:
     """The header, then exactly the payload it declares (plus one byte, to see a longer file),
     refusing a declared size beyond :data:`MAX_IDX_BYTES` before reading the payload."""
     head = stream.read(4)

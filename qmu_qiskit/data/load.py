@@ -129,15 +129,15 @@ def _load_file(cfg: DataConfig) -> tuple[DataBundle, Encoder]:
 
 def _encoded(
     cfg: DataConfig,
-    X,
-    y,
+    X: Any,
+    y: Any,
     rows: dict,
     ids: dict,
     *,
-    class_names,
+    class_names: Any,
     num_classes: int,
-    pixel_max,
-    image_shape,
+    pixel_max: Any,
+    image_shape: Any,
 ) -> tuple[DataBundle, Encoder]:
     """The bundle of ``rows`` (split -> row positions in ``X``/``y``), named by ``ids``, encoded
     with an :class:`Encoder` fitted on the training rows only."""

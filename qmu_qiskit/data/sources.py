@@ -221,13 +221,14 @@ def _idx_loader(*, title: str, folder: str, num_classes: int) -> Loader:
             missing = [stem for stem, path in found.items() if path is None]
         if missing:
             raise DataError(_missing_message(title, raw_dir, missing, download=download))
+        present = {stem: path for stem, path in found.items() if path is not None}
 
         # The t10k pair is read only to verify the copy is complete and sound: the project's
         # splits are carved from the train file, so record ids are its row indices.
         pairs = {}
         for part in ("train", "t10k"):
-            img_path = found[f"{part}-images-idx3-ubyte"]
-            lbl_path = found[f"{part}-labels-idx1-ubyte"]
+            img_path = present[f"{part}-images-idx3-ubyte"]
+            lbl_path = present[f"{part}-labels-idx1-ubyte"]
             images = read_idx(img_path, expect_ndim=3, expect_dtype="uint8")
             labels = read_idx(lbl_path, expect_ndim=1, expect_dtype="uint8")
             if images.shape[1:] != (28, 28):

@@ -10,8 +10,9 @@ Names follow HQML's ``results_summary.csv`` where HQML defines them (``acc_retai
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,10 +41,13 @@ class MetricContext:
 
 #: Every metric by name: the built-ins of this module, then installed plugins (entry-point
 #: group ``qmu_qiskit.metrics``), loaded on first use.
+#: ``fn(U, T, O, ctx) -> {name: value}``
+MetricFn = Callable[..., dict]
+
 METRICS: Registry[Callable] = Registry("metric", group=ENTRY_POINT_GROUPS["metric"])
 
 
-def register_metric(name: str):
+def register_metric(name: str) -> Callable[[MetricFn], MetricFn]:
     """Register ``fn(U, T, O, ctx) -> dict[str, float]`` as the metric ``name`` (a decorator).
 
     ``U``, ``T`` and ``O`` are the unlearned model's, the teacher's and the retrain oracle's
@@ -52,7 +56,7 @@ def register_metric(name: str):
     ``metrics.json`` and of study tables, so prefix them with the metric's name.
     """
 
-    def deco(fn):
+    def deco(fn: MetricFn) -> MetricFn:
         METRICS.register(name, fn)
         return fn
 
@@ -199,7 +203,7 @@ def salun_metrics(U: Outputs, T: Outputs, O: Outputs | None, ctx: MetricContext)
     :func:`mia_efficacy_metrics`), each for U with T's and O's values as anchors."""
     gone = forgotten_classes(U)
     ta_mask = U.mask("test") & ~np.isin(U.labels, gone)
-    res = {}
+    res: dict[str, Any] = {}
     for suffix, out in (("", U), ("_teacher", T), ("_oracle", O)):
         if out is None:
             continue
@@ -219,7 +223,7 @@ def compute_metrics(
     T: Outputs,
     O: Outputs | None,
     *,
-    names=DEFAULT_METRICS,
+    names: Sequence[str] = DEFAULT_METRICS,
     ctx: MetricContext | None = None,
 ) -> dict:
     """Run the named metrics and merge their results.

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..exceptions import BadInputError
 from .outputs import Outputs, aligned
+
+if TYPE_CHECKING:
+    import torch  # imported where used: torch is slow to import
 
 #: FPR budgets at which TPR is reported (1% and 0.1%).
 FPR_TARGETS = (0.01, 0.001)
@@ -102,7 +106,7 @@ def roc_summary(
 
     pos = np.asarray(member_scores, dtype=np.float64).ravel()
     neg = np.asarray(nonmember_scores, dtype=np.float64).ravel()
-    out = {"n_members": int(pos.size), "n_nonmembers": int(neg.size)}
+    out: dict[str, Any] = {"n_members": int(pos.size), "n_nonmembers": int(neg.size)}
     if pos.size == 0 or neg.size == 0:
         out.update(
             auc=float("nan"),
@@ -238,7 +242,7 @@ def grey_box_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.column_stack([probs, probs.max(1), correct, loss]).astype(np.float32)
 
 
-def _attack_net(num_features: int):
+def _attack_net(num_features: int) -> torch.nn.Module:
     from torch import nn
 
     # QMU MIA.py: Linear(13→64) ReLU Dropout(0.3) Linear(64→64) ReLU Linear(64→1) Sigmoid
@@ -268,7 +272,7 @@ class GreyBoxAttack:
         epochs, lr, seed: how it was trained.
     """
 
-    net: object
+    net: torch.nn.Module
     heldout_accuracy: float
     train_accuracy: float
     num_train: int
@@ -328,7 +332,7 @@ class GreyBoxAttack:
                 opt.step()
         net.eval()
 
-        def acc(idx):
+        def acc(idx: np.ndarray) -> float:
             if len(idx) == 0:
                 return float("nan")
             with torch.no_grad():
@@ -549,7 +553,7 @@ def ulira_inputs(
     return np.array(u), np.array(r), np.array(m, dtype=bool), ref.ids[rows]
 
 
-def _gauss_logpdf(x, mu, sd):
+def _gauss_logpdf(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
     # LiRA's scipy.stats.norm.logpdf(x, mu, sd + 1e-30), written out to broadcast cheaply.
     sd = sd + 1e-30
     return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
@@ -613,7 +617,7 @@ def ulira(
     var_r = np.maximum((sr2[None] - rz**2) / safe_n - mu_r**2, 0.0)
     if fixed_variance:
         total = mf.sum()
-        for var, z, z2, mu in ((var_u, uz, uz**2, mu_u), (var_r, rz, rz**2, mu_r)):
+        for var, z, z2 in ((var_u, uz, uz**2), (var_r, rz, rz**2)):
             # pooled over all shadow entries except the target pair's own row
             cnt = total - mf.sum(1, keepdims=True)
             mean = (z.sum() - z.sum(1, keepdims=True)) / np.maximum(cnt, 1)

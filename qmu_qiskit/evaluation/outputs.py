@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..exceptions import RunError
 from ..io import atomic_write_npz
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data import DataBundle
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -91,7 +97,13 @@ class Outputs:
             ) from exc
 
 
-def collect_outputs(model, bundle, *, forget_ids=None, batch_size: int = 512) -> Outputs:
+def collect_outputs(
+    model: torch.nn.Module,
+    bundle: DataBundle,
+    *,
+    forget_ids: Any = None,
+    batch_size: int = 512,
+) -> Outputs:
     """Evaluate a model on every split of a bundle (one circuit job per batch)."""
     from ..training import predict_logits
 

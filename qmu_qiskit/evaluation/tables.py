@@ -13,8 +13,10 @@ import io
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 from ..io import atomic_write_text, read_json
+from ..runs import COST_FILE, METRICS_FILE, STATUS_FILE
 
 #: (header, metrics key) of the audit table, in order.
 AUDIT_COLUMNS: list[tuple[str, str]] = [
@@ -86,7 +88,7 @@ CSV_FIRST = [
 ]
 
 
-def fmt(v, digits: int = 3) -> str:
+def fmt(v: object, digits: int = 3) -> str:
     """A table cell: ``-`` for missing, fixed decimals for floats."""
     if v is None:
         return "-"
@@ -95,7 +97,9 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
-def method_row(method: str, metrics: dict, cost: dict | None = None, *, path=None) -> dict:
+def method_row(
+    method: str, metrics: dict, cost: dict | None = None, *, path: object = None
+) -> dict:
     """One row of an unlearning run: its metrics, cost and evaluation settings flattened."""
     row = with_salun_names({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
     row["method"] = method
@@ -127,7 +131,7 @@ def with_salun_names(row: dict) -> dict:
 def teacher_row(first: dict) -> dict:
     """The teacher's row of an audit table, from any method's metrics (its ``*_orig`` and
     ``*_teacher`` anchors, computed on the same samples)."""
-    row = {"method": "teacher"}
+    row: dict[str, Any] = {"method": "teacher"}
     for split in ("retain", "forget", "test"):
         row[f"acc_{split}_unlearn"] = first.get(f"acc_{split}_orig")
     for key in ("MIA_AUC", "UA", "RA", "TA", "MIA_Efficacy"):
@@ -149,14 +153,14 @@ def forget_folder_rows(folder: str | os.PathLike) -> list[dict]:
             if not entry.is_dir(follow_symlinks=False):
                 continue
             path = Path(entry.path)
-            status = path / "run.json"
+            status = path / STATUS_FILE
             if status.is_symlink() or not status.is_file():
                 continue
             try:
                 if read_json(status).get("status") != "complete":
                     continue
-                metrics = read_json(path / "metrics.json")
-                cost = read_json(path / "cost.json") if (path / "cost.json").is_file() else {}
+                metrics = read_json(path / METRICS_FILE)
+                cost = read_json(path / COST_FILE) if (path / COST_FILE).is_file() else {}
             except Exception:
                 continue
             runs.append((entry.name, metrics, cost, path))

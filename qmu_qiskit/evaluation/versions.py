@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..io import atomic_write_json
+from ..runs import METRICS_FILE
 from .metrics import MetricContext
 
 #: The folder of a run that holds its re-evaluations.
@@ -73,7 +74,7 @@ def write_version(run_path: str | os.PathLike, metrics: dict) -> Path:
     if root.is_symlink():
         raise RunError(f"{root} is a symbolic link; remove it (a run's folders are never followed)")
     root.mkdir(exist_ok=True)
-    existing = [int(_VERSION.match(p.name).group(1)) for p in versions(run_path)]
+    existing = [int(m.group(1)) for p in versions(run_path) if (m := _VERSION.match(p.name))]
     number = max(existing, default=0) + 1
     slug = settings_slug(metrics.get("evaluation") or {})
     while True:
@@ -83,6 +84,6 @@ def write_version(run_path: str | os.PathLike, metrics: dict) -> Path:
             break
         except FileExistsError:  # a name taken by a folder the scan ignored
             number += 1
-    path = folder / "metrics.json"
+    path = folder / METRICS_FILE
     atomic_write_json(path, metrics)
     return path

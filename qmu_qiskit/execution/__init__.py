@@ -55,7 +55,7 @@ class Primitives:
     def __enter__(self) -> Primitives:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -109,7 +109,7 @@ def primitives_for(
     return Primitives(executor)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "Executor":
         from .executor import Executor
 

@@ -297,8 +297,8 @@ class AerEstimatorRunner(_AerBase):
         self.method = method
         self.name = f"aer_estimator:{method}"
 
-    @property
-    def exact_probabilities(self) -> bool:
+    @property  # the base class's plain flag, computed here from the noise setting
+    def exact_probabilities(self) -> bool:  # type: ignore[override]
         """Noiseless Aer samples from the exact statevector distribution; with device noise the
         sampler keeps the device's readout error and shot statistics."""
         return self.device is None
@@ -404,9 +404,9 @@ class AerEstimatorRunner(_AerBase):
                     raise BackendError(f"Aer failed: {getattr(result, 'status', 'unknown error')}")
                 k = 0
                 for i, n in zip(members, rows):
-                    O = len(pubs[i].observables)
+                    n_obs = len(pubs[i].observables)
                     part = np.array(
-                        [[result.data(k + r)[f"o{o}"] for r in range(n)] for o in range(O)],
+                        [[result.data(k + r)[f"o{o}"] for r in range(n)] for o in range(n_obs)],
                         dtype=float,
                     )
                     if n == 1 and len(pubs[i].values) != 1:
@@ -488,8 +488,8 @@ class AerShotsRunner(_AerBase):
                     continue
                 groups.setdefault("".join(key), []).append((o, mask, float(coeff.real)))
         runs = []
-        for b, (key, terms) in enumerate(groups.items()):
-            circuit = self._basis_circuit(prepared, key)
+        for b, (basis, terms) in enumerate(groups.items()):
+            circuit = self._basis_circuit(prepared, basis)
             job_id, probs = self._counts_job(
                 prepared, circuit, values, shots, (int(seed) + 7919 * b) % (2**31)
             )

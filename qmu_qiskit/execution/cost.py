@@ -7,8 +7,10 @@ and the retrain oracle's cost are always reported side by side (docs/reference.m
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 
 @dataclass
@@ -80,7 +82,7 @@ class CostTracker:
     def __init__(self) -> None:
         self.total = CostRecord()
 
-    def add(self, **counts) -> None:
+    def add(self, **counts: float) -> None:
         for key, value in counts.items():
             setattr(self.total, key, getattr(self.total, key) + value)
 
@@ -88,7 +90,7 @@ class CostTracker:
         return CostRecord(**asdict(self.total))
 
     @contextmanager
-    def measure(self):
+    def measure(self) -> Iterator[Any]:
         """Yield a handle whose ``record`` holds what was spent inside the block (wall time
         included) once the block ends."""
         handle = _Phase()

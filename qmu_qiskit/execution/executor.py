@@ -37,6 +37,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -168,7 +169,7 @@ class Executor:
             raise BadInputError(f"max_prepared must be ≥ 1, got {max_prepared}")
         self.max_prepared = int(max_prepared)
         self._prepared: OrderedDict[object, tuple[object, Prepared]] = OrderedDict()
-        self._plans: OrderedDict[int, tuple[object, object]] = OrderedDict()
+        self._plans: OrderedDict[int, tuple[object, _AmplitudePlan | None]] = OrderedDict()
         self._layouts_used: dict[str, int] = {}
         self._amplitude_circuits = 0
         self._lock = threading.Lock()
@@ -315,11 +316,11 @@ class Executor:
         """The ISA circuit and where it was laid out (``device`` or ``path:q0,q1,…``)."""
         from .layout import best_path, check_path, restrict_target
 
-        kw = dict(
-            optimization_level=self.optimization_level,
-            seed=self.seed_transpiler,
-            qubits_initially_zero=initially_zero,
-        )
+        kw: dict[str, Any] = {
+            "optimization_level": self.optimization_level,
+            "seed": self.seed_transpiler,
+            "qubits_initially_zero": initially_zero,
+        }
         n = circuit.num_qubits
         mode = self.layout
         path = None
@@ -450,7 +451,9 @@ class Executor:
         return prepared
 
     def _sample_chunks(self, rows_of: list) -> list[list[int]]:
-        chunks, current, size = [], [], 0
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        size = 0
         for u, rows in enumerate(rows_of):
             if current and (
                 len(current) >= self.max_circuits or size + len(rows) > self.max_parameter_sets
@@ -648,6 +651,8 @@ class Executor:
         return arrays
 
     def _from_ledger(self, fp: str):
+        if self.ledger is None:  # no ledger: nothing was recorded to reuse
+            return None
         rows = self.ledger.find(fp)
         for row in rows:
             if row.status == "done":

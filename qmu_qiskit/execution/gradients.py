@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from qiskit_machine_learning.gradients import (
@@ -235,7 +237,7 @@ class _ShiftPlan:
         if amp_set:
             self.data_columns = frozenset(src[p] for p in amp_set)
         #: per non-affine angle: (g column, argument columns, f, [∂f/∂argument])
-        self.nonaffine: list[tuple[int, np.ndarray, object, list]] = []
+        self.nonaffine: list[tuple[int, np.ndarray, Callable[..., Any], list]] = []
         for g, gp in enumerate(g_params):
             if gp in amp_set:
                 A[src[gp], g] = 1.0

@@ -19,6 +19,7 @@ initial layout, so routing (SWAPs) can only use the path's own couplers.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from ..exceptions import BackendError, BadInputError
 
@@ -31,7 +32,7 @@ NODE_BUDGET = 400_000
 
 _lock = threading.Lock()
 _paths: dict[tuple, tuple[object, tuple[int, ...]]] = {}
-_restricted: dict[tuple, object] = {}
+_restricted: dict[tuple, tuple[Any, Any]] = {}
 
 
 def _two_qubit_errors(target) -> dict[frozenset, float]:

@@ -93,7 +93,7 @@ class JobLedger(PrivateSQLite):
         super().__init__(self.path, SCHEMA)
 
     # ------------------------------------------------------------------ queries
-    def _rows(self, sql: str, args=()) -> list[JobRow]:
+    def _rows(self, sql: str, args: tuple = ()) -> list[JobRow]:
         cur = self._conn().execute(
             "SELECT job_id, fingerprint, backend, runner, remote, session_id, run_id, tags, "
             "status, pid, submitted_at, finished_at, result_path, error FROM jobs " + sql,

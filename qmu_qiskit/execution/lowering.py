@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -526,7 +527,7 @@ class Leaf:
 
     kind: str
     qubits: list[int]
-    data: object
+    data: Any  # the kind's payload, as listed above
 
 
 def flatten(circuit, expressions: Expressions) -> tuple[list[Leaf], float, list[Angle]]:

@@ -164,7 +164,7 @@ class BatchingEstimator(BaseEstimatorV2):
             # distinct observables and distinct parameter rows of the whole group
             obs_index: dict = {}
             observables: list = []
-            row_blocks = []
+            row_blocks: list = []
             seen_values: dict = {}
             offset = 0
             for i in members:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -68,12 +69,12 @@ class Prepared:
         extra: runner-specific state.
     """
 
-    source: object
-    circuit: object
+    source: Any  # qiskit QuantumCircuit (qiskit ships no type information)
+    circuit: Any
     key: str
     map_observable: Callable = lambda op: op
     physical_qubits: tuple[int, ...] | None = None
-    noise_model: object = None
+    noise_model: Any = None
     extra: dict = field(default_factory=dict)
     _observables: dict = field(default_factory=dict)
 
@@ -207,7 +208,7 @@ class Runner(ABC):
     def describe(self) -> dict:
         return {"runner": self.name, "shots": self.shots, "noise_scale": self.noise_scale}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; runners holding nothing keep the no-op
         pass
 
 

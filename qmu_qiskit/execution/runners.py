@@ -40,6 +40,8 @@ __all__ = [
     "_z_parities",
 ]
 
+from typing import TYPE_CHECKING
+
 from .aer_runners import (
     AerEstimatorRunner,
     AerShotsRunner,
@@ -51,6 +53,9 @@ from .aer_runners import (
     distribution_cache,
 )
 from .exact_runner import ExactRunner
+
+if TYPE_CHECKING:
+    from ..backends import BackendSpec
 from .runner_base import (
     Distributions,
     Estimates,
@@ -66,7 +71,7 @@ from .runner_base import (
 
 
 def make_runner(
-    spec,
+    spec: BackendSpec,
     *,
     engine: str = "exact",
     shots: int | None = None,

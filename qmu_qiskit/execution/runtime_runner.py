@@ -23,8 +23,8 @@ import warnings
 
 import numpy as np
 
+from ..backends import RUNTIME_OPTIONS  # what this runner understands; anything else is refused
 from ..backends import runtime as _service
-from ..config import RUNTIME_OPTIONS  # what this runner understands; anything else is refused
 from ..exceptions import BackendError, BadInputError
 from .runner_base import Handle, Prepared, Pub, Runner
 
@@ -63,6 +63,7 @@ def _apply_options(prim, options: dict, *, estimator: bool, tags: list[str]) -> 
 
 
 class RuntimeRunner(Runner):
+    shots: int  # always given: a runtime job needs a shot count
     """Runtime primitives in a Session (default) or Batch, local mode for ``fake_*``.
 
     Args:

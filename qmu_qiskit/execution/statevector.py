@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -394,7 +395,7 @@ class CompiledCircuit:
         n = self.num_qubits
         cdtype = torch.complex128 if values.dtype == torch.float64 else torch.complex64
         batch = values.shape[0]
-        state = None  # None stands for |0...0>, so a first layer can build a product state
+        state: Any = None  # None stands for |0...0>, so a first layer can build a product state
         if self._init_amplitudes is not None:
             amps = values[:, self._init_amplitudes]
             norm = torch.linalg.vector_norm(amps, dim=1, keepdim=True).clamp_min(1e-12)
@@ -464,7 +465,7 @@ class CompiledCircuit:
         mats.append(fixed.expand(batch, *fixed.shape))
         allm = torch.cat(mats, 1) if len(mats) > 1 else mats[0]
         slots = allm.index_select(1, gather).reshape(batch, *seg.gather.shape, 2, 2)
-        prefix = [None] * (slots.shape[2] + 1)
+        prefix: list[torch.Tensor | None] = [None] * (slots.shape[2] + 1)
         prod = slots[:, :, 0]
         prefix[1] = prod
         for s in range(1, slots.shape[2]):
@@ -551,6 +552,10 @@ class CompiledCircuit:
                 out = state.real**2 + state.imag**2
                 local = None
             else:
+                if observables is None:
+                    raise BadInputError(
+                        "value_and_jacobian needs observables or probabilities=True"
+                    )
                 out = self.expectation_from_state(state, observables)
                 local = self._local_z(observables)
             grad = self._adjoint(ext, tape, state, observables, local)  # (B, O, P + K)

@@ -1,44 +1,81 @@
-"""Grid expansion: a job spec → cells with dependencies (the DAG the scheduler runs).
+"""Grids of cells: the units of work the scheduler runs, and the DAG they form.
 
-* one **teacher** cell per dataset × model × backend × seed (``pipeline.train``);
-* one **oracle** cell per teacher × forget scenario (``pipeline.unlearn(..., ["retrain"])``);
-* one **method** cell per oracle × method (``pipeline.unlearn(..., [method])``, which reuses
-  the finished oracle).
+The job layer does not know what a cell computes. A :class:`Grid` names its **cell work** — an
+importable module (a dotted path such as ``"qmu_qiskit.studies.cells"``) that implements
+:class:`CellWork` — and the scheduler, its workers (local processes, the inline thread or Dask
+workers) and the handle call that module by name. A name, not a callable, so a cell's work
+crosses process and machine boundaries as a string and the job layer imports nothing above it.
 
-A cell's id is a hash of everything that determines its numbers (the teacher's config
-fingerprint, the forget request, the method's resolved options, the seed, the metric options),
-so a re-submitted spec finds its cells again, and a changed spec makes new ones. Everything that
-can be checked before a circuit runs is checked here — method names and options, backends, data
-files, forget requests — so a bad spec fails at once with one line naming the field.
+Layout of a grid directory::
 
-Layout of a grid directory (the spec's ``out``)::
-
-    grid.json        the expanded grid (cells, dependencies, the completed spec)
-    cells.sqlite     the cell ledger (0600)
-    teachers/<dataset>-<model>-<backend>-s<seed>-<fingerprint>/      a teacher run
-        unlearn/<forget-slug>/retrain/                               its oracle
-        unlearn/<forget-slug>/<method label>/                        its method runs
+    grid.json        the grid: its cells (id, kind, run directory, dependencies, coordinates,
+                     payload), the cell work's name, the pool, the caller's spec
+    cells.sqlite     the cell ledger (:mod:`.ledger`, 0600)
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
-from ..exceptions import BadInputError, RunError
+from ..exceptions import RunError
 from ..io import atomic_write_json, read_json
-from .spec import JobSpec, MethodEntry, load_spec
+from .pools import PoolSpec
 
 GRID_FILE = "grid.json"
 LEDGER_FILE = "cells.sqlite"
-KIND_ORDER = {"teacher": 0, "oracle": 1, "method": 2}
 
 
-def stable_hash(obj) -> str:
+def stable_hash(obj: Any) -> str:
+    """A 16-hex-digit hash of a JSON-able value (keys sorted): the stable part of cell ids."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class CellWork(Protocol):
+    """What a grid's cell work module provides (module-level functions).
+
+    * ``run(payload: dict) -> None`` — compute one cell in a worker (resuming its run directory
+      when it was interrupted); raises :class:`~qmu_qiskit.exceptions.QmuError` on failure.
+    * ``finished(cell: Cell) -> bool`` — whether the cell's run directory holds a complete
+      result of exactly this cell (the scheduler then never runs it again).
+    * ``rows(grid: Grid) -> list[dict]`` — one result row per finished cell (``handle.results``).
+    * ``load_spec(raw: dict) -> Any`` — the caller's spec object from its ``grid.json`` form.
+    * ``label(cell: Cell) -> str`` — a short human-readable name (progress, status).
+    * ``priority(cell: Cell) -> int`` — among ready cells, lower starts first.
+    """
+
+    def run(self, payload: dict) -> None: ...
+
+    def finished(self, cell: Cell) -> bool: ...
+
+    def rows(self, grid: Grid) -> list[dict]: ...
+
+    def load_spec(self, raw: dict) -> Any: ...
+
+    def label(self, cell: Cell) -> str: ...
+
+    def priority(self, cell: Cell) -> int: ...
+
+
+def load_work(name: str) -> CellWork:
+    """The cell work module called ``name`` (a dotted module path).
+
+    Raises:
+        RunError: it cannot be imported (a grid written by a package that is not installed).
+    """
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise RunError(
+            f"the grid's cell work {name!r} cannot be imported ({exc}); install the package "
+            "that wrote the grid"
+        ) from None
+    return module
 
 
 @dataclass(frozen=True)
@@ -46,12 +83,13 @@ class Cell:
     """One unit of work.
 
     Attributes:
-        id: stable hash of its resolved config (``t-``/``o-``/``m-`` prefix by kind).
-        kind: ``teacher``, ``oracle`` or ``method``.
-        path: its run directory.
+        id: stable hash of what determines its result (the caller chooses it).
+        kind: the caller's category (studies: ``teacher``, ``oracle`` or ``method``).
+        path: its run directory (locked by whoever computes it).
         deps: ids of the cells that must finish first.
-        coords: its grid coordinates (dataset, model, backend, seed, forget, method).
-        payload: what the worker needs to run it (:func:`qmu_qiskit.jobs.worker.run_cell`).
+        coords: its coordinates in the caller's grid (reports, results).
+        payload: what the cell work's ``run`` needs; JSON-able, so it crosses processes.
+        label: a short name for progress lines (filled in by the grid from its cell work).
     """
 
     id: str
@@ -60,14 +98,7 @@ class Cell:
     deps: tuple[str, ...]
     coords: dict
     payload: dict
-
-    @property
-    def label(self) -> str:
-        c = self.coords
-        head = f"{c['dataset']}/{c['model']}/{c['backend']}/s{c['seed']}"
-        if self.kind == "teacher":
-            return f"teacher {head}"
-        return f"{self.kind} {head} {c['forget']} {c['method']}"
+    label: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -84,42 +115,62 @@ class Cell:
         return cls(d["id"], d["kind"], Path(d["path"]), tuple(d["deps"]), d["coords"], d["payload"])
 
 
+def _plain(spec: Any) -> Any:
+    dump = getattr(spec, "model_dump", None)
+    return dump(mode="json") if callable(dump) else spec
+
+
 @dataclass
 class Grid:
-    """An expanded job spec.
+    """Cells with dependencies, the work that computes them and where they run.
 
     Attributes:
-        spec: the spec with the protocol's defaults filled in.
+        name: the grid's name (thread names, status lines).
+        dir: the grid's state directory (``grid.json``, ``cells.sqlite``, the grid lock).
+        cells: every cell; dependencies come before their dependents.
+        work: the cell work's module name (:class:`CellWork`).
+        pool: where cells run (:class:`~qmu_qiskit.jobs.pools.PoolSpec`).
+        spec: the caller's spec (opaque here; stored through ``model_dump`` when it has one).
         source: where the spec came from (a path, or ``<dict>``).
-        dir: the grid's state directory.
-        cells: every cell, teachers first.
-        overrides: command-line restrictions applied to the spec (methods, seeds), for reports.
+        overrides: restrictions applied to the spec (the caller's, for its reports).
+        meta: further top-level ``grid.json`` entries (the caller's).
     """
 
-    spec: JobSpec
-    source: str
+    name: str
     dir: Path
     cells: list[Cell]
+    work: str
+    pool: PoolSpec = field(default_factory=PoolSpec)
+    spec: Any = None
+    source: str = "<dict>"
     overrides: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.dir = Path(self.dir)
+        work = load_work(self.work)
+        self.cells = [c if c.label else replace(c, label=work.label(c)) for c in self.cells]
 
     @property
     def ledger_path(self) -> Path:
         return self.dir / LEDGER_FILE
 
-    def cell(self, cell_id: str) -> Cell:
-        return self._index()[cell_id]
+    def cell_work(self) -> CellWork:
+        return load_work(self.work)
 
-    def _index(self) -> dict[str, Cell]:
-        return {c.id: c for c in self.cells}
+    def cell(self, cell_id: str) -> Cell:
+        return {c.id: c for c in self.cells}[cell_id]
 
     def save(self) -> None:
         atomic_write_json(
             self.dir / GRID_FILE,
             {
-                "name": self.spec.name,
-                "protocol": self.spec.protocol,
+                "name": self.name,
+                **self.meta,
+                "work": self.work,
+                "pool": self.pool.model_dump(mode="json"),
                 "source": self.source,
-                "spec": self.spec.model_dump(mode="json"),
+                "spec": _plain(self.spec),
                 "overrides": self.overrides,
                 "saved": time.time(),
                 "cells": [c.to_dict() for c in self.cells],
@@ -134,253 +185,28 @@ class Grid:
             raise RunError(
                 f"no job grid at {directory}; submit one with `qmu-qiskit jobs submit SPEC`"
             )
+        incompatible = f"{path} is unreadable or from an incompatible version"
         try:
             raw = read_json(path)
-            spec = JobSpec(**raw["spec"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise RunError(
-                f"{path} is unreadable or from an incompatible version ({exc}); submit the spec again"
-            ) from None
+            work_name = raw["work"]
+            pool = PoolSpec(**raw["pool"])
+            cells = [Cell.from_dict(c) for c in raw["cells"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{incompatible} ({exc}); submit the spec again") from None
+        work = load_work(work_name)
+        try:
+            spec = work.load_spec(raw["spec"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{incompatible} ({exc}); submit the spec again") from None
+        known = {"name", "work", "pool", "source", "spec", "overrides", "saved", "cells"}
         return cls(
+            raw.get("name", directory.name),
+            directory,
+            cells,
+            work_name,
+            pool,
             spec,
             raw.get("source", "?"),
-            directory,
-            [Cell.from_dict(c) for c in raw["cells"]],
             raw.get("overrides", {}),
+            {k: v for k, v in raw.items() if k not in known},
         )
-
-
-def _backend_slug(backend) -> str:
-    return backend.name.replace(":", "-")
-
-
-#: Most cells a grid may have unless ``max_cells`` (``--max-cells``) says otherwise: each cell
-#: is a run directory and a row in the ledger; the largest shipped study has a few hundred.
-MAX_CELLS = 5000
-
-
-def count_cells(spec, proto, entries) -> int:
-    """Cells the grid will have (an upper bound when cells are shared), before any is built."""
-    models = sum(len(proto.models_for(spec, d)) for d in spec.datasets)
-    teachers = models * len(spec.backends) * len(spec.seeds)
-    return teachers * (1 + len(spec.forget or []) * (1 + len(entries)))
-
-
-def expand(
-    spec,
-    *,
-    root: str | Path = ".",
-    data_dir: str | Path | None = None,
-    methods: list[str] | None = None,
-    seeds: list[int] | None = None,
-    max_cells: int | None = None,
-) -> Grid:
-    """Expand a spec into its grid, validating everything that can be checked without circuits.
-
-    Args:
-        spec: a :class:`JobSpec`, a mapping or a YAML path.
-        root: the output directory the spec's ``out`` is relative to.
-        data_dir: folder with the MNIST / Fashion-MNIST files (overrides the spec's).
-        methods: run only these methods (labels or registry names; others are added).
-        seeds: run only these seeds.
-        max_cells: refuse a grid of more cells (default :data:`MAX_CELLS`).
-
-    Raises:
-        BadInputError: a bad field, method, option, backend, forget request or data folder, or
-            a grid larger than ``max_cells``.
-    """
-    from ..data import load_data, resolve_forget
-    from ..pipeline import check_backend
-    from ..studies.protocols import get_protocol
-    from ..unlearning.base import RecipeInfo, get_method, resolve_options
-
-    source = str(spec) if isinstance(spec, (str, Path)) else "<dict>"
-    spec = load_spec(spec)
-    proto = get_protocol(spec.protocol)
-    spec = proto.complete(spec)
-    overrides = {}
-    if methods:
-        known = {m.name: m for m in spec.methods} | {m.method: m for m in spec.methods}
-        picked = [known.get(name) or MethodEntry(method=name) for name in dict.fromkeys(methods)]
-        spec = spec.model_copy(update={"methods": picked})
-        overrides["methods"] = list(dict.fromkeys(methods))
-    if seeds:
-        spec = spec.model_copy(update={"seeds": list(dict.fromkeys(int(s) for s in seeds))})
-        overrides["seeds"] = spec.seeds
-    grid_dir = spec.out_dir(root)
-    where = f"invalid job spec {source}"
-
-    entries = [m for m in spec.methods if m.method != "retrain"]
-    limit = MAX_CELLS if max_cells is None else int(max_cells)
-    total = count_cells(spec, proto, entries)
-    if total > limit:
-        raise BadInputError(
-            f"{where}: the grid has {total} cells, more than the maximum of {limit}; narrow it "
-            "(fewer seeds, methods or forget requests), or pass --max-cells N to allow more"
-        )
-    for i, m in enumerate(entries):
-        try:
-            get_method(m.method)
-        except BadInputError as exc:
-            raise BadInputError(f"{where}: methods.{i}: {exc}") from None
-    from ..evaluation.metrics import METRICS
-
-    for i, name in enumerate(spec.metrics.extra):
-        if name not in METRICS:
-            raise BadInputError(
-                f"{where}: metrics.extra.{i}: unknown metric {name!r}; available: {', '.join(sorted(METRICS))}"
-            )
-    used = {m.method for m in entries} | {"retrain"}
-    for name in spec.options:
-        if name not in used:
-            raise BadInputError(
-                f"{where}: options.{name}: not a method of this spec (methods: {', '.join(sorted(used))})"
-            )
-
-    datasets = spec.datasets
-    if data_dir is not None:
-        absolute = str(Path(data_dir).expanduser().resolve())
-        datasets = [
-            d.model_copy(update={"data": {**d.data, "data_dir": absolute}}) for d in datasets
-        ]
-
-    cells: dict[str, Cell] = {}
-    bundles: dict[str, object] = {}
-    checked_backends: set = set()
-    for dataset in datasets:
-        for model in proto.models_for(spec, dataset):
-            for backend in spec.backends:
-                for seed in spec.seeds:
-                    cfg = proto.run_config(spec, dataset, model, backend, seed)
-                    key = (cfg.backend.name, cfg.model.qubits)
-                    if key not in checked_backends:
-                        check_backend(cfg.backend, cfg.model.qubits)
-                        checked_backends.add(key)
-                    data_key = cfg.data.model_dump_json()
-                    if data_key not in bundles:
-                        bundles[data_key] = load_data(cfg.data)
-                    bundle = bundles[data_key]
-                    _add_teacher_subtree(
-                        cells,
-                        spec,
-                        cfg,
-                        bundle,
-                        grid_dir,
-                        entries,
-                        seed,
-                        resolve_forget=resolve_forget,
-                        resolve_options=resolve_options,
-                        get_method=get_method,
-                        recipe=RecipeInfo.from_config(cfg),
-                        where=where,
-                    )
-    ordered = sorted(cells.values(), key=lambda c: KIND_ORDER[c.kind])
-    return Grid(spec, source, grid_dir, ordered, overrides)
-
-
-def _add_teacher_subtree(
-    cells,
-    spec: JobSpec,
-    cfg,
-    bundle,
-    grid_dir: Path,
-    entries,
-    seed: int,
-    *,
-    resolve_forget,
-    resolve_options,
-    get_method,
-    recipe,
-    where: str,
-) -> None:
-    fp = cfg.fingerprint()
-    coords = {
-        "dataset": cfg.data.dataset,
-        "model": cfg.model.name,
-        "backend": cfg.backend.name,
-        "seed": seed,
-        "forget": None,
-        "method": None,
-    }
-    tdir = (
-        grid_dir
-        / "teachers"
-        / f"{cfg.data.dataset}-{cfg.model.name}-{_backend_slug(cfg.backend)}-s{seed}-{fp[:8]}"
-    )
-    teacher = Cell(
-        id=f"t-{fp}",
-        kind="teacher",
-        path=tdir,
-        deps=(),
-        coords=coords,
-        payload={"kind": "teacher", "config": cfg.model_dump(mode="json"), "path": str(tdir)},
-    )
-    cells.setdefault(teacher.id, teacher)
-    metric_ctx = spec.metrics.context(seed)
-    retrain_given = dict(spec.options.get("retrain", {}))
-    try:
-        retrain_opts = resolve_options("retrain", retrain_given, recipe)
-    except BadInputError as exc:
-        raise BadInputError(f"{where}: options.retrain: {exc}") from None
-    for forget in spec.forget:
-        try:
-            fset = resolve_forget(forget, bundle, seed=cfg.data.seed)
-        except BadInputError as exc:
-            raise BadInputError(f"{where}: forget {forget} on {cfg.data.dataset}: {exc}") from None
-        base = {
-            "teacher": teacher.id,
-            "forget": fset.spec,
-            "forget_fingerprint": stable_hash(fset.record_ids.tolist()),
-            "seed": seed,
-            "metrics": metric_ctx,
-        }
-        unlearn_dir = tdir / "unlearn" / fset.slug
-        oracle = Cell(
-            id="o-" + stable_hash({**base, "options": retrain_opts}),
-            kind="oracle",
-            path=unlearn_dir / "retrain",
-            deps=(teacher.id,),
-            coords={**coords, "forget": fset.spec, "method": "retrain"},
-            payload={
-                "kind": "oracle",
-                "teacher": str(tdir),
-                "forget": fset.spec,
-                "method": "retrain",
-                "label": "retrain",
-                "options": {"retrain": retrain_given},
-                "seed": seed,
-                "metric_ctx": metric_ctx,
-            },
-        )
-        cells.setdefault(oracle.id, oracle)
-        for i, m in enumerate(entries):
-            given = {**spec.options.get(m.method, {}), **m.options}
-            try:
-                get_method(m.method).check_request(fset.kind)
-                resolved = resolve_options(m.method, given, recipe)
-            except BadInputError as exc:
-                raise BadInputError(f"{where}: methods.{i} ({m.name}): {exc}") from None
-            cell = Cell(
-                id="m-"
-                + stable_hash({**base, "method": m.method, "label": m.name, "options": resolved}),
-                kind="method",
-                path=unlearn_dir / m.name,
-                deps=(oracle.id,),
-                coords={
-                    **coords,
-                    "forget": fset.spec,
-                    "method": m.name,
-                    "method_registry": m.method,
-                },
-                payload={
-                    "kind": "method",
-                    "teacher": str(tdir),
-                    "forget": fset.spec,
-                    "method": m.method,
-                    "label": m.name,
-                    "options": {"retrain": retrain_given, m.method: given},
-                    "seed": seed,
-                    "metric_ctx": metric_ctx,
-                },
-            )
-            cells.setdefault(cell.id, cell)

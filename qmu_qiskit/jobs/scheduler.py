@@ -1,7 +1,8 @@
-"""The scheduler: runs a grid's DAG on an executor, recording every step in the cell ledger.
+"""The scheduler: runs a grid's DAG on a cell pool, recording every step in the cell ledger.
 
-Teachers first, then each oracle as soon as its teacher is done, then the methods of that
-oracle; ready cells are started oracle-first so the long ones begin early. A cell is never
+A cell starts as soon as every cell it depends on is done; among ready cells the cell work's
+``priority`` decides (studies: oracles before methods, so the long ones begin early), then the
+grid's order. A cell is never
 handed out twice: the scheduler holds the grid lock (one scheduler per grid), keeps at most one
 open attempt per cell, and before starting a cell checks that no process holds the cell's run
 directory (an orphaned worker of a killed scheduler, say) — it waits for that process instead.
@@ -9,8 +10,9 @@ directory (an orphaned worker of a killed scheduler, say) — it waits for that 
 On start it reconciles the ledger with the run directories: attempts left open by a dead
 scheduler are closed as ``lost``; a run directory that is complete counts as done (recorded once,
 so a cell whose worker finished just before the scheduler was killed is not run again); a cell
-recorded done whose directory is gone is ``invalidated`` and runs again. Interrupted cells resume
-from their checkpoints (the pipeline does that).
+recorded done whose directory is gone is ``invalidated`` and runs again (the cell work's
+``finished`` says which directories are complete). Interrupted cells resume from their
+checkpoints (the cell work does that).
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..exceptions import RunError
-from ..io import directory_lock
-from ..runs import RunDir
-from .grid import KIND_ORDER, Cell, Grid
+from ..io import LOCK_FILE, directory_lock
+from .grid import Cell, Grid
 from .ledger import CellLedger
 from .worker import run_cell
 
@@ -34,9 +35,9 @@ logger = logging.getLogger(__name__)
 EventFn = Callable[[str, "Cell | None", dict], None]
 
 
-def _lock_free(path: Path) -> bool:
+def lock_free(path: Path) -> bool:
     """Whether no process holds the run directory's lock (never creates the directory)."""
-    if not (path / ".lock").exists():
+    if not (path / LOCK_FILE).exists():
         return True
     try:
         with directory_lock(path, what="run directory"):
@@ -45,34 +46,12 @@ def _lock_free(path: Path) -> bool:
         return False
 
 
-def run_matches(cell: Cell) -> bool:
-    """Whether the cell's run directory holds a complete run of exactly this cell."""
-    run = RunDir(cell.path)
-    try:
-        if not run.is_complete():
-            return False
-        if cell.kind == "teacher":
-            return (run.status() or {}).get("fingerprint") == cell.id[2:]
-        cfg = run.config()
-    except RunError:
-        return False
-    p = cell.payload
-    options = cfg.get("options") or {}
-    given = p["options"].get(p["method"], {})
-    return (
-        cfg.get("method") == p["method"]
-        and (cfg.get("forget") or {}).get("spec") == p["forget"]
-        and cfg.get("seed") == p["seed"]
-        and all(options.get(k) == v for k, v in given.items())
-    )
-
-
 class Scheduler:
     """Runs one grid to the end (or until cancelled).
 
     Args:
         grid: the expanded grid.
-        make_pool: builds the executor (called again if a worker process dies).
+        make_pool: builds the cell pool (called again if a worker process dies).
         cancel: set it to stop: no new cells start, running ones are stopped (resumable).
         on_event: ``fn(event, cell, info)`` for progress (``start``, ``done``, ``failed``,
             ``skip``, ``blocked``, ``lost``, ``waiting``, ``cancelled``, ``end``).
@@ -100,6 +79,7 @@ class Scheduler:
 
         self.on_event = emit
         self.ledger = CellLedger(grid.ledger_path)
+        self.work = grid.cell_work()
 
     # ------------------------------------------------------------------ reconcile
     def _reconcile(self, session: str) -> tuple[dict[str, str], list[Cell]]:
@@ -108,11 +88,11 @@ class Scheduler:
         lost = []
         for cell in self.grid.cells:
             status = known[cell.id]["status"]
-            if status == "running" and _lock_free(cell.path):
+            if status == "running" and lock_free(cell.path):
                 self.ledger.record(cell.id, "lost", session=session)
                 lost.append(cell)
                 status = "interrupted"
-            if run_matches(cell):
+            if self.work.finished(cell):
                 if status != "done":
                     self.ledger.record(cell.id, "done", session=session, info={"reconciled": True})
                 state[cell.id] = "done"
@@ -146,9 +126,8 @@ class Scheduler:
                 "lost", cell, {"note": "interrupted earlier; resumes from its checkpoint"}
             )
         cells = {c.id: c for c in self.grid.cells}
-        order = {c.id: (KIND_ORDER[c.kind], i) for i, c in enumerate(self.grid.cells)}
-        # ready oracles (long) before ready methods (mostly short)
-        priority = {c.id: (int(c.kind == "method"), order[c.id]) for c in self.grid.cells}
+        order = {c.id: i for i, c in enumerate(self.grid.cells)}
+        priority = {c.id: (self.work.priority(c), order[c.id]) for c in self.grid.cells}
         lost_here: dict[str, int] = {}
         running: dict = {}
         waiting: set[str] = set()
@@ -162,7 +141,7 @@ class Scheduler:
                         pool.terminate()
                 if not cancelled:
                     for cid in sorted(
-                        (c for c, s in state.items() if s == "pending"), key=order.get
+                        (c for c, s in state.items() if s == "pending"), key=order.__getitem__
                     ):
                         if any(state[d] in ("failed", "blocked") for d in cells[cid].deps):
                             state[cid] = "blocked"
@@ -174,16 +153,17 @@ class Scheduler:
                             for c, s in state.items()
                             if s == "pending" and all(state[d] == "done" for d in cells[c].deps)
                         ),
-                        key=priority.get,
+                        key=priority.__getitem__,
                     )
                     if pool is None and ready:
                         pool = self.make_pool()
                     skipped = False
                     for cid in ready:
+                        assert pool is not None  # made above when anything is ready
                         if len(running) >= pool.workers:
                             break
                         cell = cells[cid]
-                        if not _lock_free(cell.path):
+                        if not lock_free(cell.path):
                             if cid not in waiting:
                                 waiting.add(cid)
                                 self.on_event("waiting", cell, {})
@@ -191,7 +171,7 @@ class Scheduler:
                         waiting.discard(cid)
                         if ledger.cells()[cid]["status"] == "running":  # an orphan's attempt
                             ledger.record(cid, "lost", session=session)
-                        if run_matches(cell):  # that orphan finished it
+                        if self.work.finished(cell):  # that orphan finished it
                             ledger.record(cid, "done", session=session, info={"reconciled": True})
                             state[cid] = "done"
                             self.on_event("skip", cell, {})
@@ -199,7 +179,9 @@ class Scheduler:
                             continue
                         attempt = ledger.record(cid, "submitted", session=session)
                         state[cid] = "running"
-                        running[pool.submit(run_cell, cell.payload, pool.threads)] = cid
+                        running[
+                            pool.submit(run_cell, self.grid.work, cell.payload, pool.threads)
+                        ] = cid
                         self.on_event("start", cell, {"attempt": attempt})
                 if not running:
                     if not cancelled and skipped:
@@ -238,7 +220,7 @@ class Scheduler:
                         ledger.record(cid, "done", session=session, seconds=result["seconds"])
                         state[cid] = "done"
                         self.on_event("done", cell, result)
-                    elif cancelled and not run_matches(cell):
+                    elif cancelled and not self.work.finished(cell):
                         ledger.record(cid, "cancelled", session=session)
                         state[cid] = "pending"
                         self.on_event("cancelled", cell, {})
@@ -265,7 +247,7 @@ class Scheduler:
                 if running:
                     pool.terminate()
                 pool.shutdown()
-                for fut, cid in running.items():
+                for cid in running.values():
                     ledger.record(cid, "cancelled", session=session)
         if cancelled:
             return "cancelled"

@@ -46,7 +46,9 @@ if sys.platform != "win32":
 
     class _Popen(popen_spawn_posix.Popen):
         _launch = types.FunctionType(
-            popen_spawn_posix.Popen._launch.__code__, _namespace, "_launch"
+            popen_spawn_posix.Popen._launch.__code__,  # type: ignore[attr-defined]  # private, reused
+            _namespace,
+            "_launch",
         )
 
     class WorkerProcess(multiprocessing.context.SpawnProcess):

@@ -67,19 +67,21 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="qmu-parent-watch", daemon=True).start()
 
 
-def run_cell(payload: dict, threads: int | None = None) -> dict:
-    """Run one cell to completion (resuming its run directory if it was interrupted).
+def run_cell(work: str, payload: dict, threads: int | None = None) -> dict:
+    """Run one cell to completion with the cell work ``work`` (a module name, see
+    :class:`~qmu_qiskit.jobs.grid.CellWork`), resuming its run directory if it was interrupted.
 
     Returns:
         ``{"status": "done", "seconds": ...}`` or ``{"status": "failed", "error": one line}``;
         never raises for a failure of the cell itself, so results pickle across processes.
     """
     from ..exceptions import QmuError
+    from .grid import load_work
 
     set_threads(threads)
     t0 = time.perf_counter()
     try:
-        _run(payload)
+        load_work(work).run(payload)
     except QmuError as exc:
         return {
             "status": "failed",
@@ -96,30 +98,3 @@ def run_cell(payload: dict, threads: int | None = None) -> dict:
             "pid": os.getpid(),
         }
     return {"status": "done", "seconds": time.perf_counter() - t0, "pid": os.getpid()}
-
-
-def _run(payload: dict) -> None:
-    from .. import pipeline
-
-    kind = payload["kind"]
-    if kind == "teacher":
-        from ..config import RunConfig
-
-        pipeline.train(RunConfig(**payload["config"]), payload["path"], progress=False)
-        return
-    from ..evaluation.metrics import MetricContext
-
-    method = payload["method"]
-    labels = (
-        {method: payload["label"]} if method != "retrain" and payload["label"] != method else None
-    )
-    pipeline.unlearn(
-        payload["teacher"],
-        payload["forget"],
-        [method],
-        options=payload["options"],
-        seed=payload["seed"],
-        progress=False,
-        metric_ctx=MetricContext(**payload["metric_ctx"]),
-        labels=labels,
-    )

@@ -1,15 +1,15 @@
-"""Hybrid quantum-classical models: the studies' models, models from your own circuit, and
-loading a trained model for prediction.
+"""Hybrid quantum-classical models: the papers' models (:mod:`.presets`) and models from your
+own circuit (:mod:`.circuit`). Loading a trained run's model for prediction is
+:func:`qmu_qiskit.load_model` (it reads a run directory, a layer above this one).
 
 Example:
-    >>> from qmu_qiskit.models import from_circuit, load_model   # doctest: +SKIP
+    >>> from qmu_qiskit.models import from_circuit   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from .circuit import from_circuit
 from .hybrid import MODELS, HybridModel, ModelInfo, get_model_info, register_model
-from .loading import load_model
 
 __all__ = [
     "MODELS",
@@ -17,6 +17,5 @@ __all__ = [
     "ModelInfo",
     "from_circuit",
     "get_model_info",
-    "load_model",
     "register_model",
 ]

@@ -31,7 +31,7 @@ import numpy as np
 from torch import nn
 
 from ..exceptions import BadInputError, RunError
-from .hybrid import HybridModel, ModelInfo, _seeded_classical, quantum_layer, register_model
+from .hybrid import HybridModel, ModelInfo, quantum_layer, register_model, seeded_classical
 
 if TYPE_CHECKING:
     from qiskit import QuantumCircuit
@@ -287,8 +287,8 @@ def make_head(head: str, width: int, num_classes: int, generator) -> nn.Sequenti
     """The torch head ``linear`` or ``mlp:H`` on ``width`` quantum outputs."""
     hidden = _head_width(head)
     if hidden is None:
-        return _seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
-    return _seeded_classical(
+        return seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
+    return seeded_classical(
         generator,
         lambda: nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)),
     )
@@ -416,10 +416,9 @@ def from_circuit(
     import torch
 
     if executor is None:
-        from ..config import BackendConfig
-        from ..pipeline import make_executor
+        from ..execution.executor import Executor
 
-        executor = make_executor(BackendConfig(), seed=seed)
+        executor = Executor("aer", seed=seed)  # the default backend: exact, noiseless
     generator = torch.Generator().manual_seed(int(seed))
     return build_from_circuit(
         circuit,

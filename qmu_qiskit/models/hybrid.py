@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import torch
@@ -19,6 +20,11 @@ from torch import nn
 
 from ..exceptions import BadInputError
 from ..registry import ENTRY_POINT_GROUPS, Registry
+
+if TYPE_CHECKING:
+    from ..data.features import Encoder
+
+_M = TypeVar("_M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -44,9 +50,9 @@ class ModelInfo:
 
 
 def _load_builtins() -> None:
-    # The study models and the from-circuit model register themselves on import.
+    # The papers' models (presets) and the from-circuit model register themselves on import.
     from . import circuit as _circuit  # noqa: F401
-    from . import studies as _studies  # noqa: F401
+    from . import presets as _presets  # noqa: F401
 
 
 #: Every hybrid model by name: the built-ins, then installed plugins (entry-point group
@@ -109,7 +115,7 @@ class HybridModel(nn.Module):
 
     @property
     def last_linear(self) -> nn.Linear:
-        return list(self.head)[-1]
+        return cast(nn.Linear, list(self.head)[-1])  # every head ends in its output Linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.quantum(self.encoder(x)))
@@ -129,9 +135,9 @@ class HybridModel(nn.Module):
         return groups
 
     # ------------------------------------------------------------------ prediction
-    #: Set by :func:`qmu_qiskit.models.load_model`: the run's input encoding (fitted on its
+    #: Set by :func:`qmu_qiskit.load_model`: the run's input encoding (fitted on its
     #: training split), so :meth:`predict` takes raw records; ``None``: inputs are encoded.
-    preprocess = None
+    preprocess: Encoder | None = None
     #: Class names in label order, when known (set by ``load_model``).
     class_names: tuple[str, ...] | None = None
 
@@ -140,7 +146,7 @@ class HybridModel(nn.Module):
 
         Args:
             X: records as a numpy array or tensor: raw records as in the data source for a model
-                from :func:`~qmu_qiskit.models.load_model` (its encoding is applied), else the
+                from :func:`~qmu_qiskit.load_model` (its encoding is applied), else the
                 encoded model inputs (e.g. angles).
             batch_size: records per circuit job.
 
@@ -210,6 +216,7 @@ def quantum_layer(
     from .qnn import FusedEstimatorQNN, FusedSamplerQNN, QuantumLayer
 
     n = circuit.num_qubits
+    qnn: FusedEstimatorQNN | FusedSamplerQNN
     if readout == "estimator":
         qnn = FusedEstimatorQNN(
             executor=executor,
@@ -245,7 +252,7 @@ def quantum_layer(
     return QuantumLayer(qnn, initial_weights=w.numpy()), outputs
 
 
-def _seeded_classical(generator: torch.Generator, build: Callable[[], nn.Module]) -> nn.Module:
+def seeded_classical(generator: torch.Generator, build: Callable[[], _M]) -> _M:
     """Build torch layers with their default initialisation drawn from ``generator``'s stream,
     without touching the global RNG (STYLE: no global seeding)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -269,7 +276,7 @@ def _hqml_tabular(spec, num_classes, executor, generator, *, deep: bool) -> Hybr
         generator=generator,
     )
     if deep:
-        head = _seeded_classical(
+        head = seeded_classical(
             generator,
             lambda: nn.Sequential(
                 nn.Linear(width, 32),
@@ -285,7 +292,7 @@ def _hqml_tabular(spec, num_classes, executor, generator, *, deep: bool) -> Hybr
             ),
         )
     else:
-        head = _seeded_classical(
+        head = seeded_classical(
             generator,
             lambda: nn.Sequential(nn.Linear(width, 16), nn.ReLU(), nn.Linear(16, num_classes)),
         )
@@ -298,7 +305,7 @@ def _hqml_conv(spec, num_classes, executor, generator) -> HybridModel:
     n, layers = spec.qubits, spec.layers
     side = spec.image_side
     flat = 32 * (side // 4) * (side // 4)
-    encoder = _seeded_classical(
+    encoder = seeded_classical(
         generator,
         lambda: nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1),
@@ -322,7 +329,7 @@ def _hqml_conv(spec, num_classes, executor, generator) -> HybridModel:
         input_gradients=True,
         generator=generator,
     )
-    head = _seeded_classical(
+    head = seeded_classical(
         generator,
         lambda: nn.Sequential(nn.Linear(width, 32), nn.ReLU(), nn.Linear(32, num_classes)),
     )
@@ -403,7 +410,7 @@ def build_model(spec: ModelSpec, *, num_classes: int, executor, seed: int) -> Hy
     return info.build(spec, num_classes, executor, generator)
 
 
-def count_parameters(model: nn.Module) -> dict:
+def count_parameters(model: HybridModel) -> dict:
     quantum = sum(p.numel() for p in model.quantum.parameters())
     total = sum(p.numel() for p in model.parameters())
     return {"quantum": quantum, "classical": total - quantum, "total": total}

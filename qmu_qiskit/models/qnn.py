@@ -30,6 +30,9 @@ class _FusedMixin:
     """Shared fusion state: a flag set by :class:`QuantumLayer`, and one cached Jacobian."""
 
     fuse_next: bool = False
+    # set by the qiskit-machine-learning parent class's __init__
+    _input_gradients: bool
+    _num_inputs: int
 
     def _init_fusion(self) -> None:
         self.fuse_next = False
@@ -53,7 +56,7 @@ class FusedEstimatorQNN(_FusedMixin, EstimatorQNN):
     """``EstimatorQNN`` whose training forward also returns the Jacobian from the same job.
 
     Args:
-        executor: the :class:`~qmu_qiskit.execution.Executor` providing estimator and gradient.
+        executor: the :class:`~qmu_qiskit.execution.executor.Executor` providing estimator and gradient.
         **kwargs: ``EstimatorQNN`` arguments (``circuit``, ``observables``, ``input_params``,
             ``weight_params``, ``input_gradients``).
     """
@@ -131,7 +134,8 @@ class FusedSamplerQNN(_FusedMixin, SamplerQNN):
     def _to_outputs(self, probs: np.ndarray) -> np.ndarray:
         """(N, 2**clbits, ...) outcome values → (N, *output_shape, ...) through ``interpret``."""
         out = np.zeros((probs.shape[0], self._out) + probs.shape[2:])
-        np.add.at(out, (slice(None), self._index), probs[:, self._valid])
+        # numpy's stubs reject a (slice, index array) tuple for ufunc.at, which numpy accepts
+        np.add.at(out, (slice(None), self._index), probs[:, self._valid])  # type: ignore[arg-type]
         return out.reshape((probs.shape[0],) + tuple(self._output_shape) + probs.shape[2:])
 
     def _columns(self, num_params: int) -> list[int]:

@@ -10,7 +10,7 @@ out anyway, so a reader sees the study without reading this module.
   model at 200 samples/class and Fashion conv model at 800 samples/class with n = 10 (batch 64,
   lr 1e-3, ≤60 epochs, patience 8), split 80/20 stratified seed 0, no validation split,
   subset 2% and class 0, HQML variants of every method, MIA non-members from D_r. Its quirks are
-  flags (:class:`~qmu_qiskit.jobs.spec.QuirksSpec`).
+  flags (:class:`~qmu_qiskit.studies.spec.QuirksSpec`).
 * ``fixed`` (default) — the same models and budgets with a 10% validation split driving
   selection, the teacher on all of D_tr, aligned paired metrics, held-out MIA non-members,
   literature variants of EU-k / CF-k / SCRUB / certified / Q-MUL, three seeds.
@@ -25,9 +25,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..config import ProtocolName
 from ..exceptions import BadInputError
-from ..jobs.spec import DatasetEntry, JobSpec, MethodEntry, MetricsSpec, ModelEntry, QuirksSpec
 from ..registry import Registry
+from .spec import (
+    DatasetEntry,
+    MethodEntry,
+    MetricsSpec,
+    ModelEntry,
+    QuirksSpec,
+    StudySpec,
+    filled_in,
+)
 
 PI = math.pi
 
@@ -68,7 +77,7 @@ class Protocol:
         scenario_names: display names of forget scenarios in the source study (a column).
     """
 
-    name: str
+    name: ProtocolName
     title: str
     source: str
     recipes: dict[str, Recipe]
@@ -81,7 +90,7 @@ class Protocol:
     scenario_names: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ spec completion
-    def complete(self, spec: JobSpec) -> JobSpec:
+    def complete(self, spec: StudySpec) -> StudySpec:
         """The spec with every ``None`` field replaced by this protocol's default."""
         quirks = (
             spec.quirks
@@ -101,7 +110,7 @@ class Protocol:
             }
         )
 
-    def models_for(self, spec: JobSpec, dataset: DatasetEntry) -> list[ModelEntry | None]:
+    def models_for(self, spec: StudySpec, dataset: DatasetEntry) -> list[ModelEntry | None]:
         """Models of a dataset: the entry's, else the spec's, else the recipe's, else the
         dataset preset's (``None``)."""
         if dataset.models is not None:
@@ -112,7 +121,7 @@ class Protocol:
         return list(recipe.models) if recipe and recipe.models else [None]
 
     def run_config(
-        self, spec: JobSpec, dataset: DatasetEntry, model: ModelEntry | None, backend, seed: int
+        self, spec: StudySpec, dataset: DatasetEntry, model: ModelEntry | None, backend, seed: int
     ):
         """The teacher's :class:`~qmu_qiskit.config.RunConfig` at one grid point.
 
@@ -147,7 +156,7 @@ class Protocol:
                 if not data.get("val_size"):
                     data["val_size"] = 0.1
             if quirks.iris_teacher_without_subset and name == "iris":
-                subsets = [f for f in spec.forget if f.startswith("subset:")]
+                subsets = [f for f in filled_in(spec.forget, "forget") if f.startswith("subset:")]
                 if not subsets:
                     raise BadInputError(
                         "invalid job spec: quirks.iris_teacher_without_subset needs a subset:F "
@@ -189,7 +198,7 @@ class Protocol:
             raise type(exc)(f"invalid job spec ({where}): {exc}") from None
 
     # ------------------------------------------------------------------ report helpers
-    def quirk_lines(self, spec: JobSpec) -> list[tuple[str, bool, str]]:
+    def quirk_lines(self, spec: StudySpec) -> list[tuple[str, bool, str]]:
         """(flag, on, what it does) for every HQML quirk (empty outside the hqml protocol)."""
         if spec.quirks is None:
             return []
@@ -198,40 +207,52 @@ class Protocol:
             (
                 "test_selection",
                 q.test_selection,
-                "teacher, oracle and methods select their epoch by TEST accuracy and there is no "
-                "validation split (HQML's recipe); off: a 10% validation split drives selection",
+                (
+                    "teacher, oracle and methods select their epoch by TEST accuracy and there is no "
+                    "validation split (HQML's recipe); off: a 10% validation split drives selection"
+                ),
             ),
             (
                 "iris_teacher_without_subset",
                 q.iris_teacher_without_subset,
-                "the Iris teacher is trained without the subset forget samples (HQML's Iris script "
-                "trains it on the subset scenario's D_r), so its 'forget' samples were never seen",
+                (
+                    "the Iris teacher is trained without the subset forget samples (HQML's Iris script "
+                    "trains it on the subset scenario's D_r), so its 'forget' samples were never seen"
+                ),
             ),
             (
                 "kl_retain_shuffled",
                 q.kl_retain_shuffled,
-                "KL_retain / JS_retain compare U and O on two independently shuffled passes over D_r "
-                "(HQML's bug) instead of the same samples; Agree_retain stays aligned (HQML's was)",
+                (
+                    "KL_retain / JS_retain compare U and O on two independently shuffled passes over D_r "
+                    "(HQML's bug) instead of the same samples; Agree_retain stays aligned (HQML's was)"
+                ),
             ),
             (
                 "scaler_on_all_samples",
                 q.scaler_on_all_samples,
-                "the MinMax scaler (and PCA) is fitted on all samples before the split (HQML's Iris "
-                "load_data), so test data shape the encoding; off: fitted on D_tr",
+                (
+                    "the MinMax scaler (and PCA) is fitted on all samples before the split (HQML's Iris "
+                    "load_data), so test data shape the encoding; off: fitted on D_tr"
+                ),
             ),
             (
                 "subset_from_shuffled_split",
                 q.subset_from_shuffled_split,
-                "the subset forget set is drawn from D_tr in the shuffled order HQML's first split "
-                "returned it (train_test_split, HQML's seed), so the same records are forgotten as "
-                "in HQML; off: drawn from D_tr sorted by record id",
+                (
+                    "the subset forget set is drawn from D_tr in the shuffled order HQML's first split "
+                    "returned it (train_test_split, HQML's seed), so the same records are forgotten as "
+                    "in HQML; off: drawn from D_tr sorted by record id"
+                ),
             ),
             (
                 "torch_class_draws",
                 q.torch_class_draws,
-                "MNIST/Fashion samples per class are drawn with torch.randperm from train ∪ test "
-                "(HQML's CNN branch; record ids ≥ 60000 are t10k rows); off: numpy draws from the "
-                "train file",
+                (
+                    "MNIST/Fashion samples per class are drawn with torch.randperm from train ∪ test "
+                    "(HQML's CNN branch; record ids ≥ 60000 are t10k rows); off: numpy draws from the "
+                    "train file"
+                ),
             ),
         ]
 
@@ -316,27 +337,37 @@ _register(
         seeds=(0,),
         metrics=MetricsSpec(mia_nonmembers="retain"),
         notes=(
-            "HQML's SCRUB(+R) saved a rewind checkpoint but never loaded it, so its row is SCRUB "
-            "trained again: `scrub_r_hqml` is `scrub_hqml` under another label (the same seed gives "
-            "the same numbers). The real SCRUB+R (`scrub_r`) needs a validation split; it runs in the "
-            "fixed protocol.",
-            "MIA_AUC uses HQML's non-members: a random subset of D_r the size of D_f, so 0.5 means "
-            "'the forget samples look like retained ones', not 'never seen'. HQML reported MIA only "
-            "for the subset scenario; the class scenario's value is ours.",
-            "Method variants are HQML's (`*_hqml`); `certified_hqml` is noisy fine-tuning and certifies "
-            "nothing.",
+            (
+                "HQML's SCRUB(+R) saved a rewind checkpoint but never loaded it, so its row is SCRUB "
+                "trained again: `scrub_r_hqml` is `scrub_hqml` under another label (the same seed gives "
+                "the same numbers). The real SCRUB+R (`scrub_r`) needs a validation split; it runs in the "
+                "fixed protocol."
+            ),
+            (
+                "MIA_AUC uses HQML's non-members: a random subset of D_r the size of D_f, so 0.5 means "
+                "'the forget samples look like retained ones', not 'never seen'. HQML reported MIA only "
+                "for the subset scenario; the class scenario's value is ours."
+            ),
+            (
+                "Method variants are HQML's (`*_hqml`); `certified_hqml` is noisy fine-tuning and certifies "
+                "nothing."
+            ),
             "The Oracle row is the retrain oracle itself (HQML did not list it).",
-            "Every method runs inside HQML's early-stopping wrapper: after each epoch its TEST "
-            "accuracy is measured, epoch 1 is the first best, a later epoch wins only if strictly "
-            "better, and the loop stops after `patience` epochs without improvement (HQML: 15 on "
-            "Iris; 6 on MNIST/Fashion, 8 for SCRUB); the best epoch's weights are returned "
-            "(method_info.selection in each metrics.json says which).",
-            "What still cannot be matched: HQML ran PennyLane's default.qubit in float32/float64 "
-            "torch with its own initialisation and DataLoader shuffling; this project runs Qiskit "
-            "circuits (exact statevector) with its own seeded initialisation and batch order, so "
-            "trajectories, and hence the selected epochs, differ even where the data, recipes and "
-            "rules are HQML's. The MIA non-members are HQML's kind (a random subset of D_r) but not "
-            "its draw (numpy's global RNG after model initialisation).",
+            (
+                "Every method runs inside HQML's early-stopping wrapper: after each epoch its TEST "
+                "accuracy is measured, epoch 1 is the first best, a later epoch wins only if strictly "
+                "better, and the loop stops after `patience` epochs without improvement (HQML: 15 on "
+                "Iris; 6 on MNIST/Fashion, 8 for SCRUB); the best epoch's weights are returned "
+                "(method_info.selection in each metrics.json says which)."
+            ),
+            (
+                "What still cannot be matched: HQML ran PennyLane's default.qubit in float32/float64 "
+                "torch with its own initialisation and DataLoader shuffling; this project runs Qiskit "
+                "circuits (exact statevector) with its own seeded initialisation and batch order, so "
+                "trajectories, and hence the selected epochs, differ even where the data, recipes and "
+                "rules are HQML's. The MIA non-members are HQML's kind (a random subset of D_r) but not "
+                "its draw (numpy's global RNG after model initialisation)."
+            ),
         ),
         method_names=HQML_NAMES,
         scenario_names={"subset:0.02": "subset2pct", "class:0": "fullclass"},
@@ -368,18 +399,26 @@ _register(
         seeds=(0, 1, 2),
         metrics=MetricsSpec(mia_nonmembers="heldout", extra=["population_mia", "mia_efficacy"]),
         notes=(
-            "A validation split (10% of D_tr) drives early stopping and model selection of the "
-            "teacher and the oracle (best validation accuracy); unlearning methods run their budget "
-            "and return their last epoch (validation accuracy of the retained data would select the "
-            "epoch that forgot least); the test set is only measured.",
-            "Paired methods (NegGrad+, Q-MUL, ADV-UNIFORM) cycle the forget loader across a full "
-            "retain epoch (`loader: cycle`, the literature form), so a 2% forget set does not starve "
-            "them to one step per epoch as HQML's zip does.",
-            "MIA_AUC uses held-out non-members (never trained on, class-matched to D_f): 0.5 means "
-            "'the forget samples look unseen'. MIA_AUC_teacher / MIA_AUC_oracle are the anchors.",
+            (
+                "A validation split (10% of D_tr) drives early stopping and model selection of the "
+                "teacher and the oracle (best validation accuracy); unlearning methods run their budget "
+                "and return their last epoch (validation accuracy of the retained data would select the "
+                "epoch that forgot least); the test set is only measured."
+            ),
+            (
+                "Paired methods (NegGrad+, Q-MUL, ADV-UNIFORM) cycle the forget loader across a full "
+                "retain epoch (`loader: cycle`, the literature form), so a 2% forget set does not starve "
+                "them to one step per epoch as HQML's zip does."
+            ),
+            (
+                "MIA_AUC uses held-out non-members (never trained on, class-matched to D_f): 0.5 means "
+                "'the forget samples look unseen'. MIA_AUC_teacher / MIA_AUC_oracle are the anchors."
+            ),
             "KL/JS/Agree compare U with the oracle on the same samples.",
-            "Literature variants of EU-k, CF-k, SCRUB, certified removal and Q-MUL; `certified` "
-            "certifies the classical head given the features, not the quantum layer.",
+            (
+                "Literature variants of EU-k, CF-k, SCRUB, certified removal and Q-MUL; `certified` "
+                "certifies the classical head given the features, not the quantum layer."
+            ),
         ),
         method_names=HQML_NAMES,
     )
@@ -435,9 +474,11 @@ _register(
         metrics=MetricsSpec(mia_nonmembers="heldout", extra=["grey_box_mia"]),
         notes=(
             "Noiseless only; QMU's noisy / hardware comparison is `qmu-qiskit mia-compare`.",
-            "The HQNN follows QMU's recipe (SGD lr 0.1, momentum 0.9, batch 8, 10 epochs); the basic "
-            "QNN is trained with Adam (QMU's SGD recipe leaves it at 0.42 test accuracy here); the "
-            "methods run QMU's 6 epochs with Adam at 1e-3.",
+            (
+                "The HQNN follows QMU's recipe (SGD lr 0.1, momentum 0.9, batch 8, 10 epochs); the basic "
+                "QNN is trained with Adam (QMU's SGD recipe leaves it at 0.42 test accuracy here); the "
+                "methods run QMU's 6 epochs with Adam at 1e-3."
+            ),
             "`rga` is the project's formulation (QMU's formula is not public).",
         ),
     )
@@ -463,8 +504,10 @@ _register(
         seeds=(0, 1, 2),
         metrics=MetricsSpec(mia_nonmembers="heldout", extra=["dgqmu"]),
         notes=(
-            "`dg_uniform` is DG-QMU's baseline: the same constrained objective with a uniform target "
-            "over the retained classes.",
+            (
+                "`dg_uniform` is DG-QMU's baseline: the same constrained objective with a uniform target "
+                "over the retained classes."
+            ),
         ),
     )
 )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from ..io import atomic_write_text
 from ..jobs.grid import Grid
 from ..jobs.handle import JobHandle
 from .protocols import Protocol, get_protocol
+from .spec import filled_in
 
 #: HQML's ``results_summary.csv`` columns, in HQML's order (docs/reference.md §5).
 HQML_COLUMNS = [
@@ -89,15 +92,17 @@ class StudyOutputs:
     state: str = "complete"
 
 
-def _num(v) -> bool:
+def _num(v: object) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def summary_rows(grid: Grid, proto: Protocol) -> list[dict]:
     """One row per finished oracle or method cell, in grid order (scenario, method, seed)."""
     rows = [r for r in JobHandle(grid.dir).results() if r["kind"] in ("oracle", "method")]
-    forget_order = {f: i for i, f in enumerate(grid.spec.forget)}
-    method_order = {"retrain": -1} | {m.name: i for i, m in enumerate(grid.spec.methods)}
+    forget_order = {f: i for i, f in enumerate(filled_in(grid.spec.forget, "forget"))}
+    method_order = {"retrain": -1} | {
+        m.name: i for i, m in enumerate(filled_in(grid.spec.methods, "methods"))
+    }
     for r in rows:
         r["scenario"] = r["forget"]
         r["method_source"] = proto.method_names.get(r["method"]) or proto.method_names.get(
@@ -124,7 +129,7 @@ def add_extra_metrics(grid: Grid, rows: list[dict]) -> tuple[list[str], list[str
     Returns:
         (the metric keys added, one-line errors of cells where a metric could not be computed).
     """
-    names = list(grid.spec.metrics.extra)
+    names = list(filled_in(grid.spec.metrics, "metrics").extra)
     if not names or not rows:
         return [], []
     from ..evaluation.metrics import MetricContext, compute_metrics
@@ -281,12 +286,13 @@ def write_report(
     rows: list[dict],
     plots: list[Path],
     state: str,
-    extra_keys: list[str] = (),
-    extra_errors: list[str] = (),
+    extra_keys: Sequence[str] = (),
+    extra_errors: Sequence[str] = (),
     *,
     rocs: dict | None = None,
 ) -> str:
     spec = grid.spec
+    seeds, metrics = filled_in(spec.seeds, "seeds"), filled_in(spec.metrics, "metrics")
     handle = JobHandle(grid.dir)
     status = handle.status()
     teachers = [c for c in grid.cells if c.kind == "teacher"]
@@ -298,9 +304,11 @@ def write_report(
         f"- spec: `{grid.source}`; grid: `{grid.dir}`",
         f"- state: **{state}** ({', '.join(f'{n} {s}' for s, n in sorted(status.counts.items()))})",
         f"- source: {proto.source}",
-        f"- seeds: {', '.join(map(str, spec.seeds))}; backends: {', '.join(b.name for b in spec.backends)}",
-        f"- MIA non-members: `{spec.metrics.mia_nonmembers}`; shuffled KL_retain: "
-        f"`{str(spec.metrics.kl_shuffled).lower()}`",
+        f"- seeds: {', '.join(map(str, seeds))}; backends: {', '.join(b.name for b in spec.backends)}",
+        (
+            f"- MIA non-members: `{metrics.mia_nonmembers}`; shuffled KL_retain: "
+            f"`{str(metrics.kl_shuffled).lower()}`"
+        ),
         f"- generated {time.strftime('%Y-%m-%d %H:%M:%S')}",
     ]
     if grid.overrides:
@@ -375,7 +383,7 @@ def write_report(
             r["method"], []
         ).append(r)
     if rows:
-        n = len(spec.seeds)
+        n = len(seeds)
         out += [
             "## Results",
             "",
@@ -414,8 +422,10 @@ def write_report(
                     _cell_value(members, "UQI"),
                     _cell_value(members, "KL_test"),
                     _cell_value(members, "Agree_test"),
-                    f"{_cell_value(members, 'MIA_AUC')} ({_cell_value(members, 'MIA_AUC_teacher')} / "
-                    f"{_cell_value(members, 'MIA_AUC_oracle')})",
+                    (
+                        f"{_cell_value(members, 'MIA_AUC')} ({_cell_value(members, 'MIA_AUC_teacher')} / "
+                        f"{_cell_value(members, 'MIA_AUC_oracle')})"
+                    ),
                     _cell_value(members, "UA"),
                     _cell_value(members, "TA"),
                     _cell_value(members, "MIA_Efficacy"),
@@ -427,7 +437,7 @@ def write_report(
         out += [
             f"Teacher: acc_retain {_fmt(first.get('acc_retain_orig'))}, acc_forget "
             f"{_fmt(first.get('acc_forget_orig'))}, acc_test {_fmt(first.get('acc_test_orig'))}"
-            + (" (first seed)" if len(spec.seeds) > 1 else "")
+            + (" (first seed)" if len(seeds) > 1 else "")
             + ".",
             "",
         ]
@@ -454,7 +464,7 @@ def write_report(
         main_keys = [k for k in extra_keys if not k.endswith(("_teacher", "_oracle"))]
         if main_keys:
             out += [
-                f"Further metrics ({', '.join(grid.spec.metrics.extra)}; teacher / oracle in brackets):",
+                f"Further metrics ({', '.join(metrics.extra)}; teacher / oracle in brackets):",
                 "",
             ]
             body = []
@@ -500,21 +510,29 @@ def write_report(
     out += [
         "## Files",
         "",
-        "- `results_summary.csv`: one row per (scenario, method, seed); HQML's columns first "
-        "(scenario, method, acc_retain_unlearn, …, MIA_AUC), then ours.",
-        "- `results_summary_mean_std.csv`: the same over seeds: `<metric>_mean`, `_std` (sample "
-        "std), `_ci_low` / `_ci_high` (95% Student-t interval of the mean, clipped to the "
-        "metric's range; `ci_method` states it)."
-        if len(spec.seeds) > 1
+        (
+            "- `results_summary.csv`: one row per (scenario, method, seed); HQML's columns first "
+            "(scenario, method, acc_retain_unlearn, …, MIA_AUC), then ours."
+        ),
+        (
+            "- `results_summary_mean_std.csv`: the same over seeds: `<metric>_mean`, `_std` "
+            "(sample std), `_ci_low` / `_ci_high` (95% Student-t interval of the mean, clipped to "
+            "the metric's range; `ci_method` states it)."
+        )
+        if len(seeds) > 1
         else "- one seed: no mean ± std table.",
-        "- `plots/`: forget vs retain accuracy per method (numbered markers, mean ± std over "
-        "seeds); log-log MIA ROC curves (U, teacher, oracle; mean ± std over seeds; TPR at "
-        "1% / 0.1% FPR marked) from the saved per-sample outputs; per-epoch curves: each "
-        "method's forget / retain accuracy and objective (teacher and oracle as reference "
-        "lines) and the teachers' and oracles' fits.",
-        "- SalUn's names: UA = 1 − acc_forget, RA = acc_retain, TA = test accuracy (remaining "
-        "classes when whole classes are forgotten), MIA-Efficacy (column MIA_Efficacy); "
-        "docs/metrics.md defines every column.",
+        (
+            "- `plots/`: forget vs retain accuracy per method (numbered markers, mean ± std over "
+            "seeds); log-log MIA ROC curves (U, teacher, oracle; mean ± std over seeds; TPR at "
+            "1% / 0.1% FPR marked) from the saved per-sample outputs; per-epoch curves: each "
+            "method's forget / retain accuracy and objective (teacher and oracle as reference "
+            "lines) and the teachers' and oracles' fits."
+        ),
+        (
+            "- SalUn's names: UA = 1 − acc_forget, RA = acc_retain, TA = test accuracy (remaining "
+            "classes when whole classes are forgotten), MIA-Efficacy (column MIA_Efficacy); "
+            "docs/metrics.md defines every column."
+        ),
         "",
     ]
     return "\n".join(out)
@@ -554,8 +572,8 @@ def plot_forget_vs_retain(rows: list[dict], title: str, path: Path) -> Path:
                 kind="oracle" if oracle else "method",
             )
         )
-    t = {r["seed"]: (r.get("acc_retain_orig"), r.get("acc_forget_orig")) for r in rows}
-    t = [(a, b) for a, b in t.values() if _num(a) and _num(b)]
+    by_seed = {r["seed"]: (r.get("acc_retain_orig"), r.get("acc_forget_orig")) for r in rows}
+    t = [(a, b) for a, b in by_seed.values() if _num(a) and _num(b)]
     if t:
         (x, xe), (y, ye) = _mean_std([a for a, _ in t]), _mean_std([b for _, b in t])
         points.append(Point(name="teacher", x=x, y=y, xerr=xe, yerr=ye, kind="teacher"))
@@ -658,7 +676,7 @@ def write_outputs(grid_dir: str | Path, *, plots: bool = True) -> StudyOutputs:
     summary = grid.dir / "results_summary.csv"
     atomic_write_text(summary, csv_text(rows, columns))
     mean_std = None
-    if len(grid.spec.seeds) > 1 and rows:
+    if len(filled_in(grid.spec.seeds, "seeds")) > 1 and rows:
         agg, agg_cols = mean_std_rows(rows, columns)
         mean_std = grid.dir / "results_summary_mean_std.csv"
         atomic_write_text(mean_std, csv_text(agg, agg_cols))

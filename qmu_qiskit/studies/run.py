@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..jobs.handle import submit
 from ..jobs.scheduler import EventFn
+from .grid import submit
 from .report import StudyOutputs, write_outputs
+from .spec import filled_in
 
 
 def run_study(
@@ -27,9 +28,9 @@ def run_study(
     what is missing. Outputs are written even when some cells failed (the report lists them).
 
     Args:
-        spec: the study's YAML path (or a mapping / :class:`~qmu_qiskit.jobs.JobSpec`).
+        spec: the study's YAML path (or a mapping / :class:`~qmu_qiskit.studies.StudySpec`).
         out, out_dir, data_dir, methods, seeds, workers, on_event: as
-            :func:`qmu_qiskit.jobs.submit`.
+            :func:`qmu_qiskit.studies.submit`.
         plots: draw the PNG plots.
 
     Returns:
@@ -52,7 +53,7 @@ def run_study(
         handle.wait()
         raise
     outputs = write_outputs(handle.path, plots=plots)
-    if handle.grid.spec.metrics.audit is not None:
+    if filled_in(handle.grid.spec.metrics, "metrics").audit is not None:
         run_audits(handle, workers=workers, on_event=on_event)
     return outputs
 
@@ -92,6 +93,7 @@ def run_audits(handle, *, workers: int | None = None, on_event: EventFn | None =
             workers=workers,
             out=Path(p["teacher"]) / "audit" / cell.path.parent.name / label,
             fixed_variance=want.fixed_variance,
+            teachers=want.teachers,
             on_event=on_event,
         )
         s = res.summary

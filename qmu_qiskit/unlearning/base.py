@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ import torch
 from ..exceptions import BadInputError
 from ..io import atomic_torch_save
 from ..registry import ENTRY_POINT_GROUPS, Registry
+
+if TYPE_CHECKING:
+    from ..models.hybrid import HybridModel
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ class Option:
         minimum, maximum: inclusive bounds for ``int`` / ``float`` options (``None``: unbounded).
     """
 
-    type: type
+    type: type[Any]
     default: Any
     help: str = ""
     choices: tuple = ()
@@ -301,8 +304,8 @@ class UnlearnContext:
             selection score).
     """
 
-    teacher: torch.nn.Module
-    make_model: Callable[[int], torch.nn.Module]
+    teacher: HybridModel
+    make_model: Callable[[int], HybridModel]
     retain: tuple
     forget: tuple
     val: tuple
@@ -323,14 +326,14 @@ class UnlearnContext:
     #: Forget / retain samples the per-epoch history evaluates at most (a seeded subsample above).
     HISTORY_SAMPLES = 512
 
-    def copy_teacher(self) -> torch.nn.Module:
+    def copy_teacher(self) -> HybridModel:
         """A new model holding the teacher's weights (the QNN inside is not deep-copyable: it
         shares the executor, so the copy is rebuilt and loaded instead)."""
         model = self.make_model(self.seed)
         model.load_state_dict(self.teacher.state_dict())
         return model
 
-    def tensors(self, which: str):
+    def tensors(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         X, y = getattr(self, which)
         return (
             torch.from_numpy(np.array(X, dtype=np.float32)),
@@ -402,7 +405,7 @@ class UnlearnContext:
         state = state if state is not None else {}
         rule = self._rule() if select else "last"
         patience = int(self.options.get("patience", 0) or 0) if rule != "last" else 0
-        sel = {
+        sel: dict[str, Any] = {
             "best_score": None,
             "best_epoch": 0,
             "stale": 0,
@@ -625,12 +628,24 @@ def batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.
         yield X[idx], y[idx]
 
 
-def zipped(retain, forget, batch_size: int, gen_r: torch.Generator, gen_f: torch.Generator):
+def zipped(
+    retain: tuple[torch.Tensor, torch.Tensor],
+    forget: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    gen_r: torch.Generator,
+    gen_f: torch.Generator,
+):
     """HQML's "zip": retain and forget batches together, stopping at the shorter loader."""
     return zip(batches(*retain, batch_size, gen_r), batches(*forget, batch_size, gen_f))
 
 
-def cycled(retain, forget, batch_size: int, gen_r: torch.Generator, gen_f: torch.Generator):
+def cycled(
+    retain: tuple[torch.Tensor, torch.Tensor],
+    forget: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    gen_r: torch.Generator,
+    gen_f: torch.Generator,
+):
     """The literature form: a full retain epoch with the forget loader cycled alongside."""
     forget_iter = batches(*forget, batch_size, gen_f)
     for rb in batches(*retain, batch_size, gen_r):

@@ -4,7 +4,8 @@ arithmetic, freezing, teacher outputs and diagonal Fisher importances."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..base import Option, cycled, zipped
+
+if TYPE_CHECKING:
+    from ...models.hybrid import HybridModel
 
 
 def budget(iris: int, large: int):
@@ -144,7 +148,9 @@ def grads(loss: torch.Tensor, params: list[nn.Parameter]) -> list[torch.Tensor]:
 
 
 def norm(gs: Iterable[torch.Tensor]) -> torch.Tensor:
-    return torch.sqrt(sum((g.detach().double() ** 2).sum() for g in gs))
+    return torch.sqrt(
+        sum(((g.detach().double() ** 2).sum() for g in gs), torch.zeros((), dtype=torch.float64))
+    )
 
 
 def set_grads(params: list[nn.Parameter], gs: list[torch.Tensor]) -> None:
@@ -156,7 +162,7 @@ def set_grads(params: list[nn.Parameter], gs: list[torch.Tensor]) -> None:
 # freezing
 
 
-def freeze_all_but(model: nn.Module, keep: list[nn.Module]) -> list[nn.Module]:
+def freeze_all_but(model: HybridModel, keep: list[nn.Module]) -> list[nn.Module]:
     """Freeze every parameter outside the modules ``keep``; returns the frozen layer groups (to be
     held in eval mode so that BatchNorm statistics of frozen layers stay bit-identical)."""
     keep_ids = {id(p) for m in keep for p in m.parameters()}
@@ -165,7 +171,7 @@ def freeze_all_but(model: nn.Module, keep: list[nn.Module]) -> list[nn.Module]:
     return [m for _, m in model.layer_groups() if not any(m is k for k in keep)]
 
 
-def train_mode(model: nn.Module, frozen: list[nn.Module] = ()) -> None:
+def train_mode(model: nn.Module, frozen: Sequence[nn.Module] = ()) -> None:
     """``model.train()`` with the frozen modules kept in eval mode."""
     model.train()
     for m in frozen:

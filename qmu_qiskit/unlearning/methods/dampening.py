@@ -185,7 +185,7 @@ def _exact_diagonal(circuit, full: np.ndarray, params: list, weight_params: list
             continue  # a weight the circuit does not use moves nothing
         tangent = torch.zeros_like(values)
         tangent[:, column[theta]] = 1.0
-        psi, dpsi = torch.func.jvp(compiled.statevector, (values,), (tangent,))
+        psi, dpsi = torch.func.jvp(compiled.statevector, (values,), (tangent,))[:2]
         overlap = (psi.conj() * dpsi).sum(1)
         g[:, j] = ((dpsi.conj() * dpsi).real.sum(1) - (overlap.conj() * overlap).real).numpy()
     return g

@@ -135,7 +135,7 @@ def distribution_guided(ctx: UnlearnContext) -> MethodResult:
         forget_kl = float(
             kl_rows(q.expand(len(Xf), -1), logits_of(model, Xf).log_softmax(1)).mean()
         )
-        anchor_kl = (
+        final_anchor_kl = (
             float(kl_rows(p0_a, logits_of(model, XA).log_softmax(1)).mean()) if len(XA) else 0.0
         )
     return MethodResult(
@@ -143,7 +143,7 @@ def distribution_guided(ctx: UnlearnContext) -> MethodResult:
         {
             "target": [float(v) for v in q],
             "forget_kl_to_target": forget_kl,
-            "anchor_kl": anchor_kl,
+            "anchor_kl": final_anchor_kl,
             "anchors": int(len(XA)),
         },
     )

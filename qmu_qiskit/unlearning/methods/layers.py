@@ -8,10 +8,15 @@ to the output.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from ..base import MethodResult, Option, UnlearnContext, batches, register_method
 from ._common import common_options, freeze_all_but, optimizer_for, train_mode, trainable
+
+if TYPE_CHECKING:
+    from ...models.hybrid import HybridModel
 
 
 def _k_option(what: str) -> Option:
@@ -27,7 +32,7 @@ def _init_seed_option() -> Option:
     )
 
 
-def _fresh(ctx: UnlearnContext) -> nn.Module:
+def _fresh(ctx: UnlearnContext) -> HybridModel:
     seed = ctx.seed if ctx.options["init_seed"] < 0 else ctx.options["init_seed"]
     return ctx.make_model(seed)
 
@@ -66,6 +71,7 @@ def _fit_retain(ctx: UnlearnContext, model, frozen: list[nn.Module], desc: str) 
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(model, opt, opts["epochs"] if params else 0, desc=desc):
         train_mode(model, frozen)
+        assert opt is not None  # epochs() runs no epoch when nothing is trainable
         for xb, yb in batches(*retain, opts["batch_size"], ctx.loop_generator("retain")):
             opt.zero_grad()
             loss = loss_fn(model(xb), yb)
@@ -131,6 +137,7 @@ def cf_k_hqml(ctx: UnlearnContext) -> MethodResult:
     loss_fn = nn.CrossEntropyLoss()
     for _ in ctx.epochs(model, opt, opts["epochs"] if params else 0, desc="cf_k_hqml"):
         train_mode(model, frozen)
+        assert opt is not None  # epochs() runs no epoch when nothing is trainable
         for xb, yb in batches(*forget, opts["batch_size"], ctx.loop_generator("forget")):
             opt.zero_grad()
             loss = -loss_fn(model(xb), yb)

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import RunError
-from .hybrid import HybridModel
+from .exceptions import RunError
+from .models.hybrid import HybridModel
+from .runs import MODEL_FILE, STATUS_FILE
 
 __all__ = ["load_model"]
 
@@ -38,11 +39,11 @@ def load_model(run_dir: str | os.PathLike, *, backend: Any | None = None) -> Hyb
         >>> model = load_model("runs/demo-iris")                 # doctest: +SKIP
         >>> model.predict([[5.1, 3.5, 1.4, 0.2]]), model.class_names  # doctest: +SKIP
     """
-    from ..config import BackendConfig
-    from ..data.load import fit_encoder
-    from ..pipeline import TeacherRun, load_checkpoint_weights, make_executor
-    from ..runs import RunDir
-    from ..training import load_state
+    from .config import BackendConfig
+    from .data.load import fit_encoder
+    from .pipeline import TeacherRun, load_checkpoint_weights, make_executor
+    from .runs import RunDir
+    from .training import load_state
 
     run = RunDir(run_dir)
     run.require_complete(what="run")
@@ -50,19 +51,19 @@ def load_model(run_dir: str | os.PathLike, *, backend: Any | None = None) -> Hyb
     kind = raw.get("kind")
     if kind == "unlearn":
         teacher_path = Path(str(raw.get("teacher", "")))
-        if not (teacher_path / "run.json").exists():
+        if not (teacher_path / STATUS_FILE).exists():
             # the teacher may have moved together with its unlearn/ folder
             teacher_path = run.path.parent.parent.parent
-        weights = run.path / "model.pt"
+        weights = run.path / MODEL_FILE
     elif kind == "train":
-        teacher_path, weights = run.path, run.path / "model.pt"
+        teacher_path, weights = run.path, run.path / MODEL_FILE
     else:
         raise RunError(f"{run.path} is not a qmu-qiskit train or unlearn run")
     teacher = TeacherRun.load(teacher_path)
     cfg = backend if backend is None else BackendConfig.coerce(backend)
     executor = make_executor(cfg or teacher.cfg.backend, seed=teacher.cfg.seed)
     model = teacher.model(executor)
-    if weights != teacher.run.path / "model.pt":
+    if weights != teacher.run.path / MODEL_FILE:
         load_state(model, load_checkpoint_weights(weights), source=str(weights))
     _, encoder = fit_encoder(teacher.cfg.data)
     model.preprocess = encoder

@@ -1,7 +1,8 @@
-"""Where cells run: a local process pool (default), inline, or a Dask cluster (optional extra).
+"""Cell pools — where cells run: a local process pool (default), inline, or a Dask cluster
+(optional extra).
 
-Every executor hands back :class:`concurrent.futures.Future` objects, so the scheduler does not
-care which one runs its cells.
+Every pool hands back :class:`concurrent.futures.Future` objects, so the scheduler does not care
+which one runs its cells. (A study spec chooses its pool under the YAML key ``executor``.)
 """
 
 from __future__ import annotations
@@ -11,9 +12,31 @@ import signal
 import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..exceptions import BadInputError, shorten
-from .spec import ExecutorSpec
+
+
+class PoolSpec(BaseModel):
+    """Where cells run (a study spec's ``executor:`` entry).
+
+    Attributes:
+        kind: ``local`` (a process pool on this machine, default), ``inline`` (one cell at a
+            time in the submitting process; debugging) or ``dask`` (a Dask cluster; needs
+            ``pip install qmu-qiskit[dask]`` and a run directory every worker can reach).
+        workers: parallel cells (default: the usable cores ÷ ``threads_per_worker``).
+        threads_per_worker: Aer/torch threads per cell (default: cores ÷ workers).
+        address: the Dask scheduler address (``kind: dask``; default: a local cluster).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["local", "inline", "dask"] = "local"
+    workers: int | None = Field(default=None, ge=1)
+    threads_per_worker: int | None = Field(default=None, ge=1)
+    address: str | None = None
 
 
 def usable_cores() -> int:
@@ -23,7 +46,7 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def plan_workers(spec: ExecutorSpec, cores: int | None = None) -> tuple[int, int]:
+def plan_workers(spec: PoolSpec, cores: int | None = None) -> tuple[int, int]:
     """(workers, threads per worker): the cores are divided between workers, so that Aer and
     torch in parallel cells do not oversubscribe the machine."""
     cores = cores or usable_cores()
@@ -184,8 +207,8 @@ def _limit_threads(threads: int) -> None:
     set_threads(threads)
 
 
-def make_pool(spec: ExecutorSpec, *, workers: int | None = None):
-    """The executor a spec asks for (``workers`` overrides the spec's)."""
+def make_pool(spec: PoolSpec, *, workers: int | None = None):
+    """The pool a spec asks for (``workers`` overrides the spec's)."""
     if workers is not None:
         spec = spec.model_copy(update={"workers": workers})
     n, threads = plan_workers(spec)

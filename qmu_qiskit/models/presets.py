@@ -7,7 +7,7 @@
 * ``dgqmu`` — DG-QMU classifier: 4 angles in [0, π] → dgqmu circuit (6 qubits, 72 weights) →
   softmax over the first C ⟨Z⟩ (Malik et al., arXiv 2601.04413).
 
-Imported at the end of :mod:`qmu_qiskit.models.hybrid`, so the registry always holds them.
+Loaded by the model registry (:data:`qmu_qiskit.models.hybrid.MODELS`) with the built-ins.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from .hybrid import (
     HybridModel,
     L2Normalize,
     ModelInfo,
-    _seeded_classical,
     quantum_layer,
     register_model,
+    seeded_classical,
 )
 
 
@@ -54,7 +54,7 @@ def _qmu_basic(spec, num_classes, executor, generator) -> HybridModel:
         generator=generator,
         init="normal",
     )
-    head = _seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
+    head = seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
     return HybridModel(quantum, head)
 
 
@@ -64,7 +64,7 @@ def _qmu_hybrid(spec, num_classes, executor, generator) -> HybridModel:
     n = spec.qubits
     pooled = spec.image_side // 2
     flat = 5 * pooled * pooled  # 980 for 28×28 MNIST
-    encoder = _seeded_classical(
+    encoder = seeded_classical(
         generator,
         lambda: nn.Sequential(
             nn.Conv2d(1, 5, kernel_size=5, padding=2),
@@ -87,7 +87,7 @@ def _qmu_hybrid(spec, num_classes, executor, generator) -> HybridModel:
         generator=generator,
         init="uniform_pi",
     )
-    head = _seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
+    head = seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
     return HybridModel(quantum, head, encoder)
 
 
@@ -111,7 +111,7 @@ def _dgqmu(spec, num_classes, executor, generator) -> HybridModel:
         head = nn.Sequential(SelectZ(num_classes))
     else:
         # More classes than qubits (Covertype: 7 > 6): a linear map from the n ⟨Z⟩ to C logits.
-        head = _seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
+        head = seeded_classical(generator, lambda: nn.Sequential(nn.Linear(width, num_classes)))
     return HybridModel(quantum, head)
 
 

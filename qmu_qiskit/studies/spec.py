@@ -1,4 +1,4 @@
-"""Job specs: the YAML files in ``jobs/`` that describe a grid of runs.
+"""Study specs: the YAML files in ``jobs/`` that describe a grid of runs.
 
 A spec names a grid — datasets × models × backends × seeds (one teacher each) × forget
 scenarios (one retrain oracle each) × methods — plus the recipe overrides, the metric options
@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -33,6 +33,7 @@ from .. import safeyaml
 from ..config import BackendConfig
 from ..exceptions import BadInputError, QmuError, echo, shorten
 from ..io import read_regular
+from ..jobs.pools import PoolSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -149,12 +150,15 @@ class AuditSpec(_Model):
         seed: seeds the shadow forget sets and shadow teachers.
         methods: labels of the methods to audit (default: every method of the spec).
         fixed_variance: one pooled σ per side (LiRA's mode for few shadows).
+        teachers: ``shared`` (pairs start from the cell's teacher, the challenge's protocol) or
+            ``independent`` (a shadow teacher per pair, Hayes et al.'s).
     """
 
     shadows: int = Field(ge=4, le=4096)
     seed: int = Field(default=0, ge=0)
     methods: list[str] | None = None
     fixed_variance: bool = False
+    teachers: Literal["shared", "independent"] = "shared"
 
 
 class MetricsSpec(_Model):
@@ -222,25 +226,7 @@ class QuirksSpec(_Model):
         return out
 
 
-class ExecutorSpec(_Model):
-    """Where cells run.
-
-    Attributes:
-        kind: ``local`` (a process pool on this machine, default), ``inline`` (one cell at a
-            time in the submitting process; debugging) or ``dask`` (a Dask cluster; needs
-            ``pip install qmu-qiskit[dask]`` and a run directory every worker can reach).
-        workers: parallel cells (default: the usable cores ÷ ``threads_per_worker``).
-        threads_per_worker: Aer/torch threads per cell (default: cores ÷ workers).
-        address: the Dask scheduler address (``kind: dask``; default: a local cluster).
-    """
-
-    kind: Literal["local", "inline", "dask"] = "local"
-    workers: int | None = Field(default=None, ge=1)
-    threads_per_worker: int | None = Field(default=None, ge=1)
-    address: str | None = None
-
-
-class JobSpec(_Model):
+class StudySpec(_Model):
     """A validated job spec (see the module docstring). ``None`` fields take the protocol's
     defaults when the grid is expanded."""
 
@@ -259,7 +245,7 @@ class JobSpec(_Model):
     options: dict[str, dict[str, Any]] = {}
     metrics: MetricsSpec | None = None
     quirks: QuirksSpec | None = None
-    executor: ExecutorSpec = ExecutorSpec()
+    executor: PoolSpec = PoolSpec()
 
     @field_validator("name")
     @classmethod
@@ -369,7 +355,7 @@ def _entries(value, key: str):
 DatasetEntry.model_rebuild()
 
 
-def parse_spec(obj: dict, *, source: str = "<spec>", base_dir: Path | None = None) -> JobSpec:
+def parse_spec(obj: dict, *, source: str = "<spec>", base_dir: Path | None = None) -> StudySpec:
     """Validate a spec given as a mapping.
 
     Args:
@@ -390,7 +376,7 @@ def parse_spec(obj: dict, *, source: str = "<spec>", base_dir: Path | None = Non
     if base_dir is not None:
         obj = _anchor_files(obj, base_dir)
     try:
-        return JobSpec(**obj)
+        return StudySpec(**obj)
     except ValidationError as exc:
         raise _spec_error(exc, source) from None
 
@@ -441,13 +427,13 @@ def _anchor_indices(item, base_dir: Path):
     return item
 
 
-def load_spec(spec: str | os.PathLike | dict | JobSpec) -> JobSpec:
-    """A :class:`JobSpec` from a YAML file path, a mapping or a spec.
+def load_spec(spec: str | os.PathLike | dict | StudySpec) -> StudySpec:
+    """A :class:`StudySpec` from a YAML file path, a mapping or a spec.
 
     Raises:
         BadInputError: missing or unreadable file, YAML syntax error, or an invalid field.
     """
-    if isinstance(spec, JobSpec):
+    if isinstance(spec, StudySpec):
         return spec
     if isinstance(spec, dict):
         return parse_spec(spec)
@@ -467,3 +453,13 @@ def load_spec(spec: str | os.PathLike | dict | JobSpec) -> JobSpec:
         ) from None
     obj = safeyaml.load_untrusted(text, what=f"job spec {shorten(str(path), 200)}")
     return parse_spec(obj, source=str(path), base_dir=path.parent)
+
+
+_T = TypeVar("_T")
+
+
+def filled_in(value: _T | None, field: str) -> _T:
+    """A spec field the protocol fills in before the grid is built (``None`` only in a raw spec)."""
+    if value is None:
+        raise QmuError(f"job spec field {field!r} is unset: the grid was not built by its protocol")
+    return value

@@ -38,12 +38,16 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..backends import BackendSpec, parse_backend
+from ..config import BackendConfig, RunConfig
 from ..evaluation.stats import INTERVAL_METHOD, t_interval
 from ..exceptions import BadInputError
 from ..io import atomic_savefig, atomic_write_json, atomic_write_text, directory_lock, read_json
+from ..runs import LEDGER_DIR, OUTPUTS_FILE, STATUS_FILE
 
 #: QMU's shot sweep (log-spaced, 128 … 8192).
 DEFAULT_SHOTS = (128, 512, 2048, 8192)
@@ -149,16 +153,16 @@ class CompareResult:
 class _Model:
     name: str
     layers: int
-    cfg: object  # RunConfig (trained on the noiseless reference)
-    teacher: Path = None
+    cfg: RunConfig  # trained on the noiseless reference
+    teacher: Path = None  # type: ignore[assignment]  # set before the model is trained
     unlearned: dict = field(default_factory=dict)  # method -> run dir
-    bundle: object = None
-    fset: object = None
+    bundle: Any = None
+    fset: Any = None
     trained_on: str = "aer"
 
 
 def _protocol_recipe():
-    from ..studies.protocols import get_protocol
+    from .protocols import get_protocol
 
     return get_protocol("qmu").recipes["mnist"]
 
@@ -192,7 +196,7 @@ def _run_config(cc: CompareConfig, name: str, layers: int, backend: dict):
 
 def _method_options(cc: CompareConfig) -> dict:
     """The qmu protocol's options of each method (QMU's unlearning budget), under the user's."""
-    from ..studies.protocols import get_protocol
+    from .protocols import get_protocol
 
     out = {
         e.method: dict(e.options)
@@ -220,7 +224,6 @@ def _slug(text: str) -> str:
 def _validate(cc: CompareConfig):
     """Everything that can be checked before a run directory or a circuit exists."""
     from .. import pipeline
-    from ..backends import parse_backend
     from ..config import BackendConfig
     from ..models.hybrid import MODELS
 
@@ -337,27 +340,31 @@ class _Evaluator:
         self.progress = progress
         self._executors: dict = {}
 
-    def executor(self, backend: str, shots: int | None):
-        from ..backends import parse_backend
-        from ..execution.executor import Executor
+    def executor(self, spec: BackendSpec, shots: int | None):
+        from .. import pipeline
 
-        key = (backend, shots)
+        key = (spec.name, shots)
         ex = self._executors.get(key)
         if ex is None:
-            spec = parse_backend(backend)
             runtime = dict(self.cc.runtime) if spec.is_runtime else {}
             if spec.is_runtime:
                 runtime.setdefault("mode", "batch")  # evaluation sweeps run in a Batch
-            ex = Executor(
-                spec,
+            runtime["layout"] = self.cc.layout
+            if not spec.is_runtime:
+                runtime["amplitude_loading"] = self.cc.amplitude_loading
+            backend_cfg = BackendConfig(
+                name=spec.name,
                 shots=shots,
-                noise_scale=self.cc.noise_scale,
+                # only aer_noisy has device noise to scale (the config refuses it elsewhere)
+                noise_scale=self.cc.noise_scale if spec.kind == "aer_noisy" else 1.0,
+                runtime=runtime,
+            )
+            ex = pipeline.make_executor(
+                backend_cfg,
                 seed=self.cc.seed,
-                layout=self.cc.layout,
-                amplitude_loading=None if spec.is_runtime else self.cc.amplitude_loading,
-                ledger=self.out / "eval" / "ledger" / "jobs.sqlite",
+                spec=spec,
+                ledger=self.out / "eval" / LEDGER_DIR / "jobs.sqlite",
                 run_id=f"mia-compare:{spec.name}:{shots or 'exact'}",
-                runtime_options=runtime,
             )
             self._executors[key] = ex
         return ex
@@ -368,23 +375,8 @@ class _Evaluator:
         self._executors.clear()
 
 
-def _model_from_run(run_dir: Path, cfg, bundle, executor):
-    from ..models.hybrid import build_model
-    from ..pipeline import load_checkpoint_weights, model_spec
-    from ..training import load_state
-
-    model = build_model(
-        model_spec(cfg, bundle), num_classes=bundle.num_classes, executor=executor, seed=cfg.seed
-    )
-    load_state(
-        model, load_checkpoint_weights(run_dir / "model.pt"), source=str(run_dir / "model.pt")
-    )
-    model.eval()
-    return model
-
-
 def _run_fingerprint(run_dir: Path) -> str:
-    st = read_json(run_dir / "run.json")
+    st = read_json(run_dir / STATUS_FILE)
     return f"{st.get('fingerprint')}|{st.get('finished', '')}"
 
 
@@ -393,7 +385,7 @@ def _evaluate(
     m: _Model,
     state: str,
     run_dir: Path,
-    backend: str,
+    backend: BackendSpec,
     shots: int | None,
     rows: tuple,
     where: Path,
@@ -402,14 +394,14 @@ def _evaluate(
 
     Returns ``(Outputs, seconds, execution)``: 0 seconds when reused; ``execution`` is the
     executor's record (:meth:`~qmu_qiskit.execution.executor.Executor.describe`)."""
+    from .. import pipeline
     from ..evaluation.outputs import Outputs
-    from ..training import predict_logits
 
     X, y, ids, split, forget = rows
     key = hashlib.sha256(
         json.dumps(
             {
-                "backend": backend,
+                "backend": backend.name,
                 "shots": shots,
                 "noise_scale": ev.cc.noise_scale,
                 "loading": ev.cc.amplitude_loading,
@@ -431,9 +423,8 @@ def _evaluate(
         if saved.get("key") == key:
             return Outputs.load(path), 0.0, saved.get("execution") or {}
     executor = ev.executor(backend, shots)
-    model = _model_from_run(run_dir, m.cfg, m.bundle, executor)
     t0 = time.perf_counter()
-    logits = predict_logits(model, X, batch_size=256)
+    logits = pipeline.evaluate_on(run_dir, executor, X, cfg=m.cfg, bundle=m.bundle)
     seconds = time.perf_counter() - t0
     out = Outputs(logits=logits, labels=y, ids=ids, split=split, forget=forget)
     where.mkdir(parents=True, exist_ok=True)
@@ -460,7 +451,6 @@ def run_compare(
             data, missing IBM credentials, or a failed job.
     """
     from .. import pipeline
-    from ..backends import parse_backend
     from ..data import load_data, resolve_forget
     from ..evaluation.mia import grey_box_attack, grey_box_features
     from ..evaluation.outputs import Outputs
@@ -491,7 +481,7 @@ def run_compare(
             if cc.train_on_noisy:
                 for s in specs:
                     if s.kind == "aer_noisy":
-                        backend = {
+                        backend_cfg = {
                             "name": s.name,
                             "noise_scale": cc.noise_scale,
                             "runtime": {
@@ -502,7 +492,7 @@ def run_compare(
                         mm = _Model(
                             name=m.name,
                             layers=m.layers,
-                            cfg=_run_config(cc, m.name, m.layers, backend),
+                            cfg=_run_config(cc, m.name, m.layers, backend_cfg),
                             bundle=m.bundle,
                             fset=m.fset,
                             trained_on=s.name,
@@ -545,34 +535,35 @@ def run_compare(
                 X, y, ids, split, forget = data
                 fmask = forget
                 forget_ids = ids[fmask]
-                evals = []
+                evals: list[tuple[BackendSpec, int | None]] = []
                 ref_attack = None  # trained on the teacher's outputs where the model was trained
                 for s in specs:
                     if m.trained_on != ref.name and s.name != m.trained_on:
                         continue
-                    evals.append((s.name, None))
+                    evals.append((s, None))
                     if (
                         sweep is not None
                         and s.name == sweep.name
                         and (m.trained_on in (ref.name, s.name))
                     ):
-                        evals.extend((s.name, n) for n in cc.shots)
+                        evals.extend((s, n) for n in cc.shots)
                 # the backend the model was trained on comes first: the reference attack learns there
-                evals.sort(key=lambda e: not (e[0] == m.trained_on and e[1] is None))
-                for backend, shots in evals:
+                evals.sort(key=lambda e: not (e[0].name == m.trained_on and e[1] is None))
+                for kind, shots in evals:
+                    backend = kind.name
                     t0 = time.perf_counter()
                     where = (
                         out
                         / "eval"
                         / label
-                        / _eval_folder(cc, backend)
+                        / _eval_folder(cc, kind)
                         / (f"shots-{shots}" if shots else "exact")
                     )
                     if backend == ref.name and shots is None and m.trained_on == ref.name:
                         # the training runs' own per-sample outputs are the noiseless evaluation
-                        T = _select(Outputs.load(m.teacher / "outputs.npz"), ids, split)
+                        T = _select(Outputs.load(m.teacher / OUTPUTS_FILE), ids, split)
                         U = {
-                            k: _select(Outputs.load(p / "outputs.npz"), ids[fmask], split[fmask])
+                            k: _select(Outputs.load(p / OUTPUTS_FILE), ids[fmask], split[fmask])
                             for k, p in m.unlearned.items()
                         }
                         T = Outputs(T.logits, T.labels, T.ids, T.split, fmask)
@@ -583,7 +574,7 @@ def run_compare(
                             f"{f' at {shots} shots' if shots else ''} ..."
                         )
                         T, _, desc = _evaluate(
-                            ev, m, "teacher", m.teacher, backend, shots, data, where
+                            ev, m, "teacher", m.teacher, kind, shots, data, where
                         )
                         U = {}
                         sub = (
@@ -594,7 +585,7 @@ def run_compare(
                             np.ones(int(fmask.sum()), bool),
                         )
                         for k, p in m.unlearned.items():
-                            U[k], _, _ = _evaluate(ev, m, k, p, backend, shots, sub, where)
+                            U[k], _, _ = _evaluate(ev, m, k, p, kind, shots, sub, where)
                     trained_here = cc.attack_on == "backend" or ref_attack is None
                     res = grey_box_attack(
                         T,
@@ -611,7 +602,6 @@ def run_compare(
                     timings[f"evaluate {label} on {backend}{f' @{shots}' if shots else ''}"] = (
                         round(spent, 1)
                     )
-                    kind = parse_backend(backend)
                     loading = (
                         "exact"
                         if kind.kind == "aer"
@@ -691,12 +681,10 @@ def run_compare(
     return CompareResult(rows=rows, csv=csv_path, plot=plot, summary=summary, timings=timings)
 
 
-def _eval_folder(cc: CompareConfig, backend: str) -> str:
+def _eval_folder(cc: CompareConfig, spec: BackendSpec) -> str:
     """``<backend>[.<loading>][.noise<scale>][.<layout>]``: evaluations made with other
     emulation settings live side by side."""
-    from ..backends import parse_backend
 
-    spec = parse_backend(backend)
     name = _slug(spec.name)
     if spec.kind == "aer_noisy":
         name += f".{cc.amplitude_loading}"
@@ -795,7 +783,7 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
         # the attack's false-positive rate on non-members of the class: the level "before" and
         # "after" must be read against
         labelled = False
-        for k, b in enumerate(backends):
+        for pos, b in enumerate(backends):
             fp = next(
                 (
                     r.get("nonmember_flagged")
@@ -807,8 +795,8 @@ def _plot(rows: list[dict], path: Path, cc: CompareConfig) -> Path | None:
             if fp is not None and not math.isnan(fp):
                 ax.hlines(
                     fp,
-                    k - 0.45,
-                    k + 0.45,
+                    pos - 0.45,
+                    pos + 0.45,
                     colors="crimson",
                     linestyles="--",
                     linewidth=1.2,
