@@ -447,7 +447,7 @@ class UnlearnContext:
             epoch = start
             while epoch < num_epochs and not sel["stopped"]:
                 epoch += 1
-                self._epoch_log: dict[str, list[float]] = {}
+                self._epoch_log: dict[str, list[float]] | None = {}
                 yield epoch
                 row: dict[str, Any] = {"epoch": epoch, **self._logged()}
                 if self.record_history:
