@@ -799,6 +799,8 @@ def _unlearn_one(
                     executor=executor,
                     fingerprint=fingerprint,
                     selection=method_selection(teacher.cfg.protocol, teacher.cfg.training.select),
+                    # per-epoch forget / retain accuracy, except where every job is paid for
+                    record_history=not getattr(executor.runner, "remote", False),
                 )
                 with executor.cost.measure() as phase:
                     result = info.fn(ctx)
@@ -826,7 +828,16 @@ def _unlearn_one(
                     metrics["method_info"] = info_out
                 if result.info.get("history"):  # per-epoch curves (the oracle's fit), for plots
                     metrics["history"] = result.info["history"]
-                cost = {"method": phase.record.to_dict(), "evaluation": eval_phase.record.to_dict()}
+                elif ctx.history():  # the method's epochs: loss, forget / retain accuracy
+                    metrics["history"] = ctx.history()
+                    metrics["history_info"] = ctx.history_info()
+                method_cost = phase.record
+                history_cost = getattr(ctx, "history_cost", None)
+                if history_cost is not None:  # the history's evaluations are not the method's
+                    method_cost = method_cost - history_cost
+                cost = {"method": method_cost.to_dict(), "evaluation": eval_phase.record.to_dict()}
+                if history_cost is not None:
+                    cost["history"] = history_cost.to_dict()
                 metrics["execution"] = executor.describe()
                 atomic_write_json(run.path / METRICS_FILE, metrics)
                 atomic_write_json(run.path / COST_FILE, cost)

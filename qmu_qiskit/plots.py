@@ -413,60 +413,221 @@ def plot_forget_vs_retain(points: list[Point], path: str | Path, *, title: str, 
 # ------------------------------------------------------------------------------------ curves
 
 
-def plot_curves(
-    histories: dict[str, list[list[dict]]], path: str | Path, *, title: str
-) -> Path | None:
-    """Per-epoch curves (loss; train/validation/test accuracy) of each named fit, mean ± std
-    over seeds where several seeds' histories are given.
+def _mean_std_curve(ax, runs: list[list[dict]], key: str, **style) -> bool:
+    """Draw the mean of ``key`` over the runs (epochs up to the shortest run) with a ± std band
+    when there are several; ``False`` when a run lacks the key."""
+    length = min(len(h) for h in runs)
+    vals = [[row.get(key) for row in h[:length]] for h in runs]
+    if length == 0 or any(v is None for run in vals for v in run):
+        return False
+    arr = np.array(vals, dtype=float)
+    epochs = np.arange(1, length + 1)
+    mean = arr.mean(0)
+    ax.plot(epochs, mean, **style)
+    if len(arr) > 1:
+        std = arr.std(0, ddof=1)
+        ax.fill_between(
+            epochs, mean - std, mean + std, color=style.get("color"), alpha=0.15, linewidth=0
+        )
+    return True
 
-    Args:
-        histories: name → one history per seed (the ``history`` a run stores: dicts with
-            ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``, ``test_acc``).
 
-    Returns:
-        The path, or ``None`` when no history has an epoch.
-    """
-    histories = {k: [h for h in v if h] for k, v in histories.items()}
-    histories = {k: v for k, v in histories.items() if v}
-    if not histories:
-        return None
-    fig = _figure(10.0, 4.0)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    palette = colors(len(histories))
+def _fit_panels(ax_loss, ax_acc, histories: dict[str, list[list[dict]]], palette) -> None:
     styles = {"train_acc": "-", "val_acc": "--", "test_acc": ":"}
     for color, (name, runs) in zip(palette, histories.items()):
-        panels = [("train_loss", ax_loss, "-")] + [(k, ax_acc, s) for k, s in styles.items()]
-        for key, ax, ls in panels:
-            length = min(len(h) for h in runs)
-            vals = [[row.get(key) for row in h[:length]] for h in runs]
-            if length == 0 or any(v is None for run in vals for v in run):
-                continue
-            arr = np.array(vals, dtype=float)
-            epochs = np.arange(1, length + 1)
-            mean = arr.mean(0)
-            label = f"{name} {key.replace('_', ' ')}" if ax is ax_acc else name
-            ax.plot(epochs, mean, linestyle=ls, color=color, label=label)
-            if len(arr) > 1:
-                std = arr.std(0, ddof=1)
-                ax.fill_between(
-                    epochs, mean - std, mean + std, color=color, alpha=0.15, linewidth=0
-                )
-    ax_loss.set_xlabel("epoch")
+        _mean_std_curve(ax_loss, runs, "train_loss", color=color, label=name)
+        for key, ls in styles.items():
+            _mean_std_curve(
+                ax_acc,
+                runs,
+                key,
+                color=color,
+                linestyle=ls,
+                label=f"{name} {key.replace('_', ' ')}",
+            )
     ax_loss.set_ylabel("training loss (cross-entropy)")
-    ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(-0.02, 1.02)
+
+
+def _finish_axes(axes) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    for ax in (ax_loss, ax_acc):
+    for ax in axes:
+        ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    seeds = max(len(v) for v in histories.values())
-    fig.suptitle(title + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""), fontsize=9)
+
+
+#: How the reference models' final accuracies are drawn in the method panels.
+_REFERENCE_STYLES = {
+    "teacher": {"color": "black", "linestyle": "--", "linewidth": 1.2},
+    "retrain (oracle)": {"color": "black", "linestyle": ":", "linewidth": 1.6},
+}
+
+
+def plot_curves(
+    histories: dict[str, list[list[dict]]],
+    path: str | Path,
+    *,
+    title: str,
+    methods: dict[str, list[list[dict]]] | None = None,
+    references: dict[str, dict[str, list[float]]] | None = None,
+) -> Path | None:
+    """Draw :func:`curves_figure` into ``path``; ``None`` (nothing written) when no history
+    has an epoch."""
+    fig = curves_figure(histories, title=title, methods=methods, references=references)
+    if fig is None:
+        return None
     path = Path(path)
     atomic_savefig(fig, path, dpi=120)
     return path
+
+
+def curves_figure(
+    histories: dict[str, list[list[dict]]],
+    *,
+    title: str,
+    methods: dict[str, list[list[dict]]] | None = None,
+    references: dict[str, dict[str, list[float]]] | None = None,
+):
+    """Per-epoch curves, mean ± std over seeds where several seeds' histories are given.
+
+    Without method histories: two panels, the training loss and the train / validation / test
+    accuracy of each fit (teacher, retrain oracle). With them, a 2 × 3 grid: the unlearning
+    methods' forget accuracy, retain accuracy and training objective per epoch (one colour per
+    method; the teacher's and the oracle's final forget / retain accuracy as black dashed /
+    dotted reference lines), then the fits' loss and accuracy, and the legend.
+
+    Args:
+        histories: name → one history per seed of each fit (the ``history`` a run stores: dicts
+            with ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``, ``test_acc``).
+        methods: method → one history per seed (rows with ``forget_acc``, ``retain_acc`` and,
+            where the method logs one, ``train_loss``: its own objective, so values of different
+            methods are not comparable).
+        references: ``teacher`` / ``retrain (oracle)`` → ``{"forget_acc": [per seed],
+            "retain_acc": [per seed]}``: their mean is drawn as a horizontal line.
+
+    Returns:
+        The figure, or ``None`` when no history has an epoch.
+    """
+    histories = {k: [h for h in v if h] for k, v in histories.items()}
+    histories = {k: v for k, v in histories.items() if v}
+    methods = {k: [h for h in v if h] for k, v in (methods or {}).items()}
+    methods = {k: v for k, v in methods.items() if v}
+    if not histories and not methods:
+        return None
+    seeds = max(len(v) for v in [*histories.values(), *methods.values()])
+    if not methods:
+        fig = _figure(10.0, 4.0)
+        ax_loss, ax_acc = fig.subplots(1, 2)
+        _fit_panels(ax_loss, ax_acc, histories, colors(len(histories)))
+        _finish_axes((ax_loss, ax_acc))
+        for ax in (ax_loss, ax_acc):
+            ax.legend(fontsize=7)
+    else:
+        fig = _figure(15.0, 8.0)
+        grid = fig.subplots(2, 3)
+        ax_f, ax_r, ax_obj = grid[0]
+        ax_loss, ax_acc, ax_leg = grid[1]
+        from matplotlib.lines import Line2D
+
+        palette = colors(len(methods))
+        method_handles = []
+        for i, (color, (name, runs)) in enumerate(zip(palette, methods.items())):
+            style = {"color": color, "marker": _MARKERS[i % len(_MARKERS)], "markersize": 3.5}
+            _mean_std_curve(ax_f, runs, "forget_acc", **style)
+            _mean_std_curve(ax_r, runs, "retain_acc", **style)
+            _mean_std_curve(ax_obj, runs, "train_loss", **style)
+            method_handles.append(Line2D([], [], label=name, **style))
+        for name, values in (references or {}).items():
+            st = _REFERENCE_STYLES.get(name, {"color": "grey", "linestyle": "-."})
+            for ax, key in ((ax_f, "forget_acc"), (ax_r, "retain_acc")):
+                vals = [v for v in values.get(key, []) if v is not None]
+                if vals:
+                    ax.axhline(float(np.mean(vals)), **st, label=f"{name} (final)")
+        ax_f.set_ylabel("forget accuracy (lower: more forgotten)")
+        ax_r.set_ylabel("retain accuracy")
+        for ax in (ax_f, ax_r):
+            ax.set_ylim(-0.02, 1.02)
+        ax_obj.set_ylabel("training objective of each method")
+        objective = [
+            row["train_loss"]
+            for runs in methods.values()
+            for h in runs
+            for row in h
+            if row.get("train_loss") is not None
+        ]
+        if objective and (min(objective) < 0 and max(objective) - min(objective) > 10):
+            ax_obj.set_yscale("symlog", linthresh=1.0)  # gradient ascent's objective dives
+        ax_obj.axhline(0.0, color="grey", linewidth=0.6)
+        ax_f.set_title("forget set", fontsize=9)
+        ax_r.set_title("retain set", fontsize=9)
+        ax_obj.set_title(
+            "method objective (its own scale; not comparable across methods)", fontsize=9
+        )
+        if histories:
+            # black and greys: the methods' colours stay theirs alone
+            greys = ["black", "0.45", "0.7"] + list(colors(len(histories)))
+            _fit_panels(ax_loss, ax_acc, histories, greys[: len(histories)])
+            ax_loss.set_title("teacher and retrain-oracle training", fontsize=9)
+            ax_acc.set_title("teacher and retrain-oracle accuracy", fontsize=9)
+            for ax in (ax_loss, ax_acc):
+                ax.legend(fontsize=7)
+        else:
+            ax_loss.set_axis_off()
+            ax_acc.set_axis_off()
+        _finish_axes([ax for ax in (ax_f, ax_r, ax_obj, ax_loss, ax_acc) if ax.axison])
+        ax_leg.set_axis_off()
+        ref_handles = [
+            h
+            for h in (*ax_f.get_lines(), *ax_r.get_lines())
+            if str(h.get_label()).endswith("(final)")
+        ]
+        ref_handles = list({h.get_label(): h for h in ref_handles}.values())
+        ax_leg.legend(
+            handles=method_handles + ref_handles,
+            loc="center",
+            fontsize=8,
+            ncol=2 if len(method_handles) > 10 else 1,
+            title="methods (mean ± std over seeds)" if seeds > 1 else "methods",
+            title_fontsize=8,
+            frameon=False,
+        )
+    fig.suptitle(title + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""), fontsize=9)
+    return fig
+
+
+def curve_inputs(rows: list[dict]) -> tuple[dict[str, list[list[dict]]], dict[str, dict]]:
+    """The ``methods`` and ``references`` of :func:`plot_curves` from result rows (one per
+    method run and seed, with ``method``, ``path`` and the ``acc_*`` metrics): each method's
+    stored ``history`` per seed, and the final forget / retain accuracy of the teacher
+    (``acc_*_orig``) and of the retrain oracle per seed."""
+    from .io import read_json
+
+    methods: dict[str, list[list[dict]]] = {}
+    references: dict[str, dict[str, list]] = {}
+
+    def ref(name: str, forget, retain) -> None:
+        entry = references.setdefault(name, {"forget_acc": [], "retain_acc": []})
+        entry["forget_acc"].append(forget)
+        entry["retain_acc"].append(retain)
+
+    seen_teacher = set()
+    for r in rows:
+        key = (r.get("seed"), r.get("teacher") or r.get("run"))
+        if r.get("acc_forget_orig") is not None and key not in seen_teacher:
+            seen_teacher.add(key)
+            ref("teacher", r.get("acc_forget_orig"), r.get("acc_retain_orig"))
+        if str(r.get("method", "")).startswith("retrain"):
+            ref("retrain (oracle)", r.get("acc_forget_unlearn"), r.get("acc_retain_unlearn"))
+            continue
+        path = r.get("path")
+        if not path or not (Path(path) / "metrics.json").is_file():
+            continue
+        history = read_json(Path(path) / "metrics.json").get("history") or []
+        methods.setdefault(str(r["method"]), []).append(history)
+    return methods, references
 
 
 # ------------------------------------------------------------------------- one forget folder
@@ -556,7 +717,14 @@ def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
     if (oracle_dir / "metrics.json").is_file():
         oracle_history = read_json(oracle_dir / "metrics.json").get("history") or []
         histories["retrain (oracle)"] = [oracle_history]
-    curves = plot_curves(histories, out_dir / "curves.png", title=title or folder.name)
+    methods, references = curve_inputs(rows)
+    curves = plot_curves(
+        histories,
+        out_dir / "curves.png",
+        title=title or folder.name,
+        methods=methods,
+        references=references,
+    )
     if curves is not None:
         written.append(curves)
     return written

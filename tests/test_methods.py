@@ -7,6 +7,7 @@ freshly built HQML-deep model where BatchNorm matters), with tiny epoch counts.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from types import SimpleNamespace
@@ -305,12 +306,134 @@ def test_interrupted_method_resumes_to_identical_weights(
         with pytest.raises(Killed):
             get_method(method).fn(ctx(workdir))
     assert (workdir / "checkpoints" / "method.pt").exists()
-    resumed = get_method(method).fn(ctx(workdir))
+    resumed_ctx = ctx(workdir)
+    resumed = get_method(method).fn(resumed_ctx)
     for key, value in state(reference.model).items():
         assert torch.equal(value, again.model.state_dict()[key]), key  # the seed alone decides
     for key, value in state(reference.model).items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert resumed.info == reference.info
+    # the history of the epoch before the kill comes back from the checkpoint
+    history = resumed_ctx.history()
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    whole_ctx = ctx(tmp_path / "whole2")
+    get_method(method).fn(whole_ctx)
+    assert history == whole_ctx.history()
+
+
+# ---------------------------------------------------------------------------------------------
+# per-epoch history
+
+
+@pytest.mark.parametrize(
+    "method, options, model_name, selection",
+    [
+        ("rga", {"epochs": 2}, None, "last"),
+        ("scrub", {"epochs": 2, "msteps": 1}, None, "val"),
+        ("neggrad_plus", {"epochs": 2}, "hqml-deep", "last"),  # dropout and BatchNorm
+    ],
+)
+def test_recording_the_history_changes_no_weight_or_number(
+    teacher, tmp_path, method, options, model_name, selection
+):
+    """The per-epoch forget / retain evaluations are inference only: the returned weights, the
+    method's info and the selection's scores are bit-identical with and without them."""
+    runs = {}
+    for record in (False, True):
+        ctx = make_ctx(
+            teacher, tmp_path / str(record), method, options=options, model_name=model_name
+        )
+        ctx.selection = selection
+        ctx.record_history = record
+        result = get_method(method).fn(ctx)
+        runs[record] = (ctx, state(result.model), result.info, ctx.selection_report())
+    (ctx_off, w_off, info_off, sel_off), (ctx_on, w_on, info_on, sel_on) = runs[False], runs[True]
+    assert w_off.keys() == w_on.keys()
+    for key in w_off:
+        assert torch.equal(w_off[key], w_on[key]), key
+    assert info_off == info_on and sel_off == sel_on
+    assert "forget_acc" in ctx_on.history()[0] and "forget_acc" not in ctx_off.history()[0]
+    # what the method logs is the same either way
+    assert [r["train_loss"] for r in ctx_off.history()] == [
+        r["train_loss"] for r in ctx_on.history()
+    ]
+
+
+def test_recording_the_history_changes_nothing_on_a_shot_based_backend(teacher, tmp_path):
+    """Shots on Aer: every job's simulator seed comes from its content, so the extra inference
+    jobs shift no seed of a training job — and the cost of the method stays as it was."""
+    from qmu_qiskit.config import BackendConfig
+    from qmu_qiskit.pipeline import make_executor
+
+    executor = make_executor(BackendConfig(name="aer", shots=256), seed=0)
+    try:
+        model = teacher.run.model(executor)
+        model.eval()
+        shot_teacher = SimpleNamespace(run=teacher.run, executor=executor, model=model)
+        out = {}
+        for record in (False, True):
+            ctx = make_ctx(shot_teacher, tmp_path / str(record), "ga", options={"epochs": 2})
+            ctx.record_history = record
+            with executor.cost.measure() as phase:
+                result = get_method("ga").fn(ctx)
+            method_cost = phase.record
+            if record:
+                method_cost = method_cost - ctx.history_cost
+            out[record] = (state(result.model), method_cost, ctx)
+    finally:
+        executor.close()
+    for key, value in out[False][0].items():
+        assert torch.equal(value, out[True][0][key]), key
+    for field in ("jobs", "circuit_evaluations", "shots", "gradient_calls"):
+        assert getattr(out[False][1], field) == getattr(out[True][1], field), field
+    assert out[True][2].history_cost.jobs > 0  # the history did run its own jobs
+
+
+def test_history_has_one_row_per_epoch_with_its_fields(teacher, tmp_path):
+    from qmu_qiskit.training import accuracy, predict_logits
+
+    ctx = make_ctx(teacher, tmp_path, "finetune", options={"epochs": 3})
+    ctx.selection = "val"
+    ctx.options = {**ctx.options, "patience": 0}
+    result = get_method("finetune").fn(ctx)
+    history = ctx.history()
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    for row in history:
+        assert {"epoch", "train_loss", "forget_acc", "retain_acc", "val_acc"} <= row.keys()
+        assert row["train_loss"] > 0  # a cross-entropy
+        for key in ("forget_acc", "retain_acc", "val_acc"):
+            assert 0.0 <= row[key] <= 1.0
+    assert [r["val_acc"] for r in history] == ctx.selection_report()["epoch_scores"]
+    # Iris sets are small: measured in full; the returned epoch's row is the returned model's
+    info = ctx.history_info()
+    assert info["forget"]["evaluated"] == info["forget"]["size"] == len(ctx.forget[1])
+    assert info["retain"]["subsample"] is None
+    chosen = history[ctx.selection_report()["selected_epoch"] - 1]
+    assert chosen["forget_acc"] == accuracy(
+        predict_logits(result.model, ctx.forget[0]), ctx.forget[1]
+    )
+    assert chosen["retain_acc"] == accuracy(
+        predict_logits(result.model, ctx.retain[0]), ctx.retain[1]
+    )
+
+
+def test_history_subsamples_a_large_retain_set_with_a_fixed_seed(teacher, tmp_path):
+    from qmu_qiskit.training import accuracy, predict_logits
+
+    rows = []
+    for name in ("a", "b"):
+        ctx = make_ctx(teacher, tmp_path / name, "ga", options={"epochs": 1})
+        ctx.HISTORY_SAMPLES = 20  # the retain set (~100 samples) is "large" here
+        result = get_method("ga").fn(ctx)
+        rows.append(ctx.history()[0])
+    info = ctx.history_info()
+    assert info["retain"]["evaluated"] == 20 < info["retain"]["size"]
+    assert "seed" in info["retain"]["subsample"]
+    idx = ctx._history_indices()["retain"]
+    assert len(set(idx.tolist())) == 20
+    X, y = ctx.retain
+    assert rows[1]["retain_acc"] == accuracy(predict_logits(result.model, X[idx]), y[idx])
+    assert rows[0] == rows[1]  # the same subsample (and numbers) every time
 
 
 def test_pipeline_run_resumes_after_interruption(shared_teacher, monkeypatch):
@@ -338,6 +461,15 @@ def test_pipeline_run_resumes_after_interruption(shared_teacher, monkeypatch):
     again = torch.load(resumed.path / "model.pt", weights_only=True)
     for key, value in whole.items():
         assert torch.equal(value, again[key]), key
+    # metrics.json keeps every epoch's row, the one before the kill included
+    metrics = json.loads((resumed.path / "metrics.json").read_text())
+    history = metrics["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history == done.metrics["history"]
+    assert {"train_loss", "forget_acc", "retain_acc"} <= history[0].keys()
+    assert metrics["history_info"]["recorded"] is True
+    cost = json.loads((resumed.path / "cost.json").read_text())
+    assert cost["history"]["circuit_evaluations"] > 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,6 +123,46 @@ def test_curves_from_stored_histories(tmp_path):
     assert plots.plot_curves({"teacher": [[]]}, tmp_path / "none.png", title="t") is None
 
 
+def test_curves_of_unlearning_methods_with_reference_lines(tmp_path):
+    def method_history(rate, epochs=4):
+        return [
+            {"epoch": e, "train_loss": -rate * e, "forget_acc": 1 - rate * e, "retain_acc": 0.9}
+            for e in range(1, epochs + 1)
+        ]
+
+    names = [f"method_{i}" for i in range(12)]
+    methods = {
+        n: [method_history(0.01 * (i + 1)), method_history(0.02)] for i, n in enumerate(names)
+    }
+    fit = [[{"epoch": e, "train_loss": 1 / e, "train_acc": 0.9, "val_acc": 0.8} for e in (1, 2)]]
+    refs = {
+        "teacher": {"forget_acc": [1.0, 0.9], "retain_acc": [0.95, 0.95]},
+        "retrain (oracle)": {"forget_acc": [0.0, 0.1], "retain_acc": [0.9, 0.9]},
+    }
+    fig = plots.curves_figure({"teacher": fit}, title="t", methods=methods, references=refs)
+    ax_f, ax_r, ax_obj, ax_loss, ax_acc, ax_leg = fig.axes[:6]
+    # the reference lines sit at the mean over seeds of the final accuracies
+    ref = {
+        ln.get_label(): ln.get_ydata()[0] for ln in ax_f.get_lines() if "(final)" in ln.get_label()
+    }
+    assert ref == {
+        "teacher (final)": pytest.approx(0.95),
+        "retrain (oracle) (final)": pytest.approx(0.05),
+    }
+    # every method has its own colour and legend entry; the curve is the mean over seeds
+    legend = [t.get_text() for t in ax_leg.get_legend().get_texts()]
+    assert legend[:12] == names and legend[12:] == ["teacher (final)", "retrain (oracle) (final)"]
+    method_lines = [ln for ln in ax_f.get_lines() if "(final)" not in ln.get_label()]
+    assert len({tuple(ln.get_color()) for ln in method_lines}) == 12
+    assert list(method_lines[0].get_ydata()) == pytest.approx([1 - 0.015 * e for e in range(1, 5)])
+    assert ax_obj.get_yscale() == "linear" and len(ax_obj.get_lines()) >= 12
+    assert ax_loss.get_lines() and ax_acc.get_lines()  # the teacher's fit
+    path = plots.plot_curves(
+        {"teacher": fit}, tmp_path / "c.png", title="t", methods=methods, references=refs
+    )
+    assert _png_ok(path)
+
+
 def test_mia_compare_plot_draws_the_false_positive_baseline_and_zero_bars(tmp_path):
     from qmu_qiskit.studies import mia_compare
 

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -230,6 +231,29 @@ def test_mean_std_over_seeds():
     assert math.isclose(row["UQI_mean"], 0.3) and math.isclose(row["UQI_std"], 0.2)
     assert row["MIA_AUC_mean"] == 0.5 and row["MIA_AUC_std"] == 0.0  # nan ignored
     assert "UQI_mean" in cols and "seed_mean" not in cols
+    # the 95% Student-t interval of the mean per metric, and the method stated in its column
+    from scipy import stats
+
+    low, high = stats.t.interval(0.95, 2, loc=0.3, scale=0.2 / math.sqrt(3))
+    assert math.isclose(row["UQI_ci_low"], low) and math.isclose(row["UQI_ci_high"], high)
+    assert row["MIA_AUC_ci_low"] == row["MIA_AUC_ci_high"] == 0.5  # two equal values
+    assert cols[-1] == "ci_method" and "Student-t" in row["ci_method"]
+    assert cols.index("UQI_ci_high") == cols.index("UQI_mean") + 3
+
+
+def test_report_cells_show_mean_std_and_the_interval_clipped_to_the_range():
+    from scipy import stats
+
+    from qmu_qiskit.studies.report import _cell_value
+
+    members = [{"acc_forget_unlearn": v} for v in (0.0, 0.0, 0.1, 0.0, 0.0)]
+    low, high = stats.t.interval(
+        0.95, 4, loc=0.02, scale=np.std([0, 0, 0.1, 0, 0], ddof=1) / math.sqrt(5)
+    )
+    assert low < 0  # an accuracy: clipped to 0
+    assert _cell_value(members, "acc_forget_unlearn") == f"0.020 ± 0.045 [0.000, {high:.3f}]"
+    assert _cell_value(members[:1], "acc_forget_unlearn") == "0.000"  # one seed: the value
+    assert _cell_value([{"x": None}], "x") == "–"
 
 
 def test_backends_accept_names_and_mappings():

@@ -54,7 +54,7 @@ def study(
     \b
     Writes into the grid directory (the spec's `out:`, default runs/<name>):
       results_summary.csv            HQML's columns first, then ours; one row per cell
-      results_summary_mean_std.csv   mean ± std over seeds (studies with several seeds)
+      results_summary_mean_std.csv   mean, std, 95% t-interval over seeds (several seeds)
       report.md, plots/*.png         forget vs retain accuracy; MIA ROC curves
     Resumable: an interrupted study finishes only what is missing when run again.
     """

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..backends import BackendSpec, parse_backend
 from ..config import BackendConfig, RunConfig
+from ..evaluation.stats import INTERVAL_METHOD, t_interval
 from ..exceptions import BadInputError
 from ..io import atomic_savefig, atomic_write_json, atomic_write_text, directory_lock, read_json
 from ..runs import LEDGER_DIR, OUTPUTS_FILE, STATUS_FILE
@@ -859,24 +860,8 @@ SEEDS_CSV_COLUMNS = (
 )
 
 
-def interval(values, bounds: tuple[float, float] | None = None) -> dict:
-    """Mean, sample standard deviation and the two-sided 95% Student-t confidence interval of the
-    mean (``ci_low == ci_high == mean`` for one value; ``None`` entries are ignored). ``bounds``
-    clips the interval to the metric's range (a rate's mean cannot leave [0, 1])."""
-    from scipy import stats
-
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    if v.size == 0:
-        return {"mean": None, "std": None, "ci_low": None, "ci_high": None, "n": 0}
-    mean = float(v.mean())
-    if v.size == 1:
-        return {"mean": mean, "std": 0.0, "ci_low": mean, "ci_high": mean, "n": 1}
-    std = float(v.std(ddof=1))
-    half = float(stats.t.ppf(0.975, v.size - 1)) * std / math.sqrt(v.size)
-    low, high = mean - half, mean + half
-    if bounds is not None:
-        low, high = max(low, bounds[0]), min(high, bounds[1])
-    return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "n": int(v.size)}
+#: The mean, std and 95% t-interval over seeds, one helper for every table (evaluation.stats).
+interval = t_interval
 
 
 def aggregate_seeds(rows: list[dict]) -> list[dict]:
@@ -992,7 +977,7 @@ def run_compare_seeds(
         {
             "config": asdict(cc),
             "seeds": list(range(cc.seed, cc.seed + seeds)),
-            "interval": "two-sided 95% Student-t interval of the mean over seeds",
+            "interval": INTERVAL_METHOD,
             "aggregate": agg,
             "claims": claims,
             "seconds": seconds,

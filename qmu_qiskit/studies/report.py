@@ -182,7 +182,12 @@ def columns_of(rows: list[dict]) -> list[str]:
 
 
 def mean_std_rows(rows: list[dict], columns: list[str]) -> tuple[list[dict], list[str]]:
-    """Rows grouped over seeds: ``<metric>_mean`` and ``<metric>_std`` (sample std, n − 1)."""
+    """Rows grouped over seeds: ``<metric>_mean``, ``<metric>_std`` (sample std, n − 1) and
+    ``<metric>_ci_low`` / ``<metric>_ci_high``, the 95% Student-t interval of the mean clipped to
+    the metric's range (:mod:`qmu_qiskit.evaluation.stats`; the ``ci_method`` column says so).
+    The per-seed values are the rows of ``results_summary.csv``."""
+    from ..evaluation.stats import INTERVAL_METHOD, metric_bounds, t_interval
+
     numeric = [
         c for c in columns if c not in _GROUP and c != "seed" and any(_num(r.get(c)) for r in rows)
     ]
@@ -194,19 +199,25 @@ def mean_std_rows(rows: list[dict], columns: list[str]) -> tuple[list[dict], lis
         row = dict(zip(_GROUP, key))
         row["n_seeds"] = len(members)
         row["seeds"] = " ".join(str(m["seed"]) for m in members)
+        row["ci_method"] = INTERVAL_METHOD
         for c in numeric:
-            vals = np.array(
-                [float(m[c]) for m in members if _num(m.get(c)) and math.isfinite(m[c])]
+            ci = t_interval(
+                [float(m[c]) for m in members if _num(m.get(c))], bounds=metric_bounds(c)
             )
-            row[f"{c}_mean"] = float(vals.mean()) if len(vals) else None
-            row[f"{c}_std"] = (
-                float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else None)
-            )
+            for stat in _STATS:
+                row[f"{c}_{stat}"] = ci[stat]
         out.append(row)
     cols = (
-        list(_GROUP) + ["n_seeds", "seeds"] + [f"{c}_{s}" for c in numeric for s in ("mean", "std")]
+        list(_GROUP)
+        + ["n_seeds", "seeds"]
+        + [f"{c}_{stat}" for c in numeric for stat in _STATS]
+        + ["ci_method"]
     )
     return out, cols
+
+
+#: The columns of each metric in ``results_summary_mean_std.csv``.
+_STATS = ("mean", "std", "ci_low", "ci_high")
 
 
 # ------------------------------------------------------------------------------------ report
@@ -221,14 +232,11 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def _cell_value(members: list[dict], key: str, digits: int = 3) -> str:
-    vals = [float(m[key]) for m in members if _num(m.get(key)) and math.isfinite(m[key])]
-    if not vals:
-        return "–"
-    if len(members) == 1:
-        return _fmt(vals[0], digits)
-    return (
-        f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0.0:.{digits}f}"
-    )
+    """One seed: the value; several: ``mean ± std [95% t-interval]`` (evaluation.stats)."""
+    from ..evaluation.stats import format_interval, metric_bounds, t_interval
+
+    vals = [float(m[key]) for m in members if _num(m.get(key))]
+    return format_interval(t_interval(vals, bounds=metric_bounds(key)), digits)
 
 
 def _table(header: list[str], body: list[list[str]]) -> str:
@@ -243,21 +251,25 @@ def _slug(*parts) -> str:
 
 def _roc_lines(roc) -> list[str]:
     """The report's lines under an ROC plot: TPR at low FPRs (± std over seeds), warnings."""
+    from ..evaluation.stats import format_interval, interval_from
     from ..plots import LOW_FPRS
 
+    def pm(r: dict, key: str) -> str:
+        n = int(r["seeds"])
+        low, high = interval_from(r[key], r[f"{key}_std"], n, (0.0, 1.0))
+        ci = {"mean": r[key], "std": r[f"{key}_std"], "ci_low": low, "ci_high": high, "n": n}
+        return format_interval(ci)
+
     head = ["model", "AUC"] + [f"TPR @ {f:.1%} FPR" for f in LOW_FPRS]
-    body = []
-    for r in roc.rows:
-
-        def pm(k: str, r: dict = r) -> str:  # r bound now, not at call
-            return f"{r[k]:.3f}" + (f" ± {r[k + '_std']:.3f}" if r["seeds"] > 1 else "")
-
-        body.append(
-            [r["name"], f"{r['AUC']:.3f}" + (f" ± {r['AUC_std']:.3f}" if r["seeds"] > 1 else "")]
-            + [pm(f"TPR@{f:g}") for f in LOW_FPRS]
-        )
+    body = [
+        [r["name"]] + [pm(r, k) for k in ["AUC"] + [f"TPR@{f:g}" for f in LOW_FPRS]]
+        for r in roc.rows
+    ]
+    several = any(int(r["seeds"]) > 1 for r in roc.rows)
     out = [
-        f"Membership attack on {roc.members} members / {roc.nonmembers} non-members:",
+        f"Membership attack on {roc.members} members / {roc.nonmembers} non-members"
+        + (" (mean ± std [95% t-interval] over seeds)" if several else "")
+        + ":",
         "",
         _table(head, body),
         "",
@@ -378,7 +390,14 @@ def write_report(
             "Accuracies of the unlearned model U; drops relative to the teacher; UQI = forget_drop "
             "− ½(retain_drop + test_drop); KL/Agree against the retrain oracle; MIA_AUC of U "
             "(teacher / oracle on the same sets in brackets); time of the method and its speed-up "
-            "over retraining." + (f" Mean ± std over {n} seeds." if n > 1 else ""),
+            "over retraining."
+            + (
+                f" Mean ± std [95% confidence interval] over {n} seeds: the interval is the "
+                "two-sided Student-t interval of the mean (t(0.975, n−1)·s/√n), clipped to the "
+                "metric's range; per-seed values in `results_summary.csv`."
+                if n > 1
+                else ""
+            ),
             "",
         ]
     for (ds, model, backend, scenario), methods in groups.items():
@@ -495,14 +514,19 @@ def write_report(
             "- `results_summary.csv`: one row per (scenario, method, seed); HQML's columns first "
             "(scenario, method, acc_retain_unlearn, …, MIA_AUC), then ours."
         ),
-        "- `results_summary_mean_std.csv`: the same over seeds (mean, sample std)."
+        (
+            "- `results_summary_mean_std.csv`: the same over seeds: `<metric>_mean`, `_std` "
+            "(sample std), `_ci_low` / `_ci_high` (95% Student-t interval of the mean, clipped to "
+            "the metric's range; `ci_method` states it)."
+        )
         if len(seeds) > 1
         else "- one seed: no mean ± std table.",
         (
             "- `plots/`: forget vs retain accuracy per method (numbered markers, mean ± std over "
             "seeds); log-log MIA ROC curves (U, teacher, oracle; mean ± std over seeds; TPR at "
-            "1% / 0.1% FPR marked) from the saved per-sample outputs; per-epoch curves of the "
-            "teachers and the oracles."
+            "1% / 0.1% FPR marked) from the saved per-sample outputs; per-epoch curves: each "
+            "method's forget / retain accuracy and objective (teacher and oracle as reference "
+            "lines) and the teachers' and oracles' fits."
         ),
         (
             "- SalUn's names: UA = 1 − acc_forget, RA = acc_retain, TA = test accuracy (remaining "
@@ -609,9 +633,11 @@ def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path):
 
 
 def plot_curves(grid: Grid, rows: list[dict], title: str, path: Path) -> Path | None:
-    """Per-epoch curves of the teachers and the retrain oracles of these rows (the stored
-    ``history`` of each run), mean ± std over seeds."""
+    """Per-epoch curves of these rows (the stored ``history`` of each run), mean ± std over
+    seeds: every method's forget / retain accuracy and objective next to the teacher's and the
+    oracle's final accuracies, and the teachers' and retrain oracles' fits."""
     from ..io import read_json
+    from ..plots import curve_inputs
     from ..plots import plot_curves as draw
 
     histories: dict[str, list] = {"teacher": [], "retrain (oracle)": []}
@@ -626,7 +652,10 @@ def plot_curves(grid: Grid, rows: list[dict], title: str, path: Path) -> Path | 
             histories["retrain (oracle)"].append(
                 read_json(cell.path / "metrics.json").get("history") or []
             )
-    return draw(histories, path, title=title)
+    methods, references = curve_inputs(
+        [{**r, "path": str(grid.cell(r["cell"]).path), "teacher": None} for r in rows]
+    )
+    return draw(histories, path, title=title, methods=methods, references=references)
 
 
 # ------------------------------------------------------------------------------------ all

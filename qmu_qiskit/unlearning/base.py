@@ -10,6 +10,7 @@ Adding a method is one module, one :func:`register_method` call and a test.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -297,6 +298,10 @@ class UnlearnContext:
         selection: how :meth:`epochs` picks the returned epoch (:func:`method_selection`):
             ``test`` (HQML: best test accuracy, early stopping with the method's ``patience``),
             ``val`` (the fixed protocol: the same rule on the validation split) or ``last``.
+        record_history: after every epoch of :meth:`epochs`, evaluate the forget and retain
+            accuracy for :meth:`history` (inference only: it changes neither the returned weights
+            nor any number the method reports; ``False`` keeps only what the method logs and the
+            selection score).
     """
 
     teacher: HybridModel
@@ -316,6 +321,10 @@ class UnlearnContext:
     executor: Any = None
     fingerprint: str = ""
     selection: str = "last"
+    record_history: bool = True
+
+    #: Forget / retain samples the per-epoch history evaluates at most (a seeded subsample above).
+    HISTORY_SAMPLES = 512
 
     def copy_teacher(self) -> HybridModel:
         """A new model holding the teacher's weights (the QNN inside is not deep-copyable: it
@@ -385,6 +394,11 @@ class UnlearnContext:
 
         The global torch RNG (dropout) is forked and seeded from :attr:`seed` for the loop, so the
         numbers depend on the seed alone and the caller's random state is left untouched.
+
+        Every finished epoch adds a row to :meth:`history` (kept in the checkpoint, so a resumed
+        run has the rows of the epochs before the interruption): what the body passed to
+        :meth:`log`, the forget and retain accuracy (:attr:`record_history`) and the selection
+        score. Its evaluations are inference only and draw no random number training uses.
         """
         from ..training import load_state
 
@@ -404,6 +418,8 @@ class UnlearnContext:
         }
         start = 0
         gen_states = {}
+        history: list[dict] = []
+        self._history = history
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed) * 7919 + 17)
             ck = self._own_checkpoint()
@@ -416,6 +432,7 @@ class UnlearnContext:
                 start = int(ck["epoch"])
                 gen_states = ck.get("generators", {})
                 sel.update(ck.get("selection") or {})
+                history.extend(ck.get("history") or [])
             self._generators: dict = {}
             self._gen_states = gen_states
             bar = None
@@ -433,9 +450,14 @@ class UnlearnContext:
             epoch = start
             while epoch < num_epochs and not sel["stopped"]:
                 epoch += 1
+                self._epoch_log: dict[str, list[float]] | None = {}
                 yield epoch
+                row: dict[str, Any] = {"epoch": epoch, **self._logged()}
+                if self.record_history:
+                    row.update(self._history_accuracies(model))
                 if rule != "last":
                     score = self._selection_score(model, rule)
+                    row[f"{rule}_acc"] = score
                     sel["scores"].append(score)
                     if sel["best_score"] is None or score > sel["best_score"]:
                         sel.update(
@@ -449,6 +471,7 @@ class UnlearnContext:
                     else:
                         sel["stale"] += 1
                     sel["stopped"] = bool(patience) and sel["stale"] >= patience
+                history.append(row)
                 atomic_torch_save(
                     self.checkpoint,
                     {
@@ -460,6 +483,7 @@ class UnlearnContext:
                         "state": state,
                         "generators": {k: g.get_state() for k, g in self._generators.items()},
                         "selection": sel,
+                        "history": history,
                     },
                 )
                 logger.info("%s epoch %d/%d done", desc or "unlearn", epoch, num_epochs)
@@ -467,6 +491,7 @@ class UnlearnContext:
                     bar.update(1)
             if bar is not None:
                 bar.close()
+            self._epoch_log = None
             if rule != "last" and sel["best_state"] is not None:
                 load_state(model, sel["best_state"], source="selected epoch")
             self._selection = {
@@ -496,6 +521,93 @@ class UnlearnContext:
         """How the returned epoch was chosen by the last :meth:`epochs` loop (empty if the method
         ran none): rule, patience, selected epoch, epochs run and the per-epoch scores."""
         return dict(getattr(self, "_selection", {}) or {})
+
+    def log(self, n: int = 1, **values: float | torch.Tensor) -> None:
+        """Record numbers of the current epoch's body, e.g. ``ctx.log(loss=loss, n=len(xb))``
+        once per mini-batch: the epoch's :meth:`history` row gets their ``n``-weighted mean
+        (``loss`` as ``train_loss``, the method's training objective; other names as given).
+        Tensors are detached; logging changes nothing the method computes."""
+        log = getattr(self, "_epoch_log", None)
+        if log is None:  # outside an epochs() loop: nothing to attach the numbers to
+            return
+        for name, value in values.items():
+            v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+            acc = log.setdefault(name, [0.0, 0.0])
+            acc[0] += v * n
+            acc[1] += n
+
+    def _logged(self) -> dict[str, float]:
+        out = {}
+        for name, (total, count) in (getattr(self, "_epoch_log", None) or {}).items():
+            if count:
+                out["train_loss" if name == "loss" else name] = total / count
+        return out
+
+    def history(self) -> list[dict]:
+        """One row per epoch of the last :meth:`epochs` loop (epochs before a resume included):
+        ``epoch``, ``train_loss`` (where the method logs one), ``forget_acc`` and ``retain_acc``
+        (see :meth:`history_info`) and ``val_acc`` / ``test_acc`` where selection scored the
+        epoch. Empty when the method runs no epochs loop."""
+        return [dict(r) for r in getattr(self, "_history", [])]
+
+    def history_info(self) -> dict:
+        """What the history's accuracies were measured on: the forget and retain sets in full
+        up to :attr:`HISTORY_SAMPLES` samples, else a fixed subsample of that many drawn with a
+        generator seeded from :attr:`seed` (no random state training uses)."""
+        info: dict[str, Any] = {"recorded": bool(self.record_history)}
+        if self.record_history:
+            for which, idx in self._history_indices().items():
+                total = len(getattr(self, which)[1])
+                info[which] = {
+                    "size": total,
+                    "evaluated": total if idx is None else len(idx),
+                    "subsample": None if idx is None else f"seeded (seed {int(self.seed)})",
+                }
+        return info
+
+    def _history_indices(self) -> dict[str, np.ndarray | None]:
+        cached = getattr(self, "_hist_idx", None)
+        if cached is None:
+            # an own numpy generator: neither torch's nor numpy's global state is touched
+            rng = np.random.default_rng([int(self.seed), 0x51A7])
+            cached = {}
+            for which in ("forget", "retain"):
+                n = len(getattr(self, which)[1])
+                cap = self.HISTORY_SAMPLES
+                cached[which] = None if n <= cap else np.sort(rng.choice(n, cap, replace=False))
+            self._hist_idx = cached
+        return cached
+
+    def _history_accuracies(self, model) -> dict[str, float]:
+        """Forget and retain accuracy of ``model`` (eval mode, no gradients). The jobs are left
+        out of the job ledger (nothing later may be answered from them, so the method's and the
+        evaluation's job counts stay as without the history) and their cost is kept apart
+        (:attr:`history_cost`)."""
+        from ..training import accuracy, predict_logits
+
+        executor = self.executor
+        cost = getattr(executor, "cost", None)
+        ledger = getattr(executor, "ledger", None)
+        out = {}
+        measure = cost.measure() if cost is not None else contextlib.nullcontext(None)
+        try:
+            if ledger is not None:
+                executor.ledger = None
+            with measure as phase:
+                for which, idx in self._history_indices().items():
+                    X, y = getattr(self, which)
+                    if len(y) == 0:
+                        continue
+                    if idx is not None:
+                        X, y = np.asarray(X)[idx], np.asarray(y)[idx]
+                    out[f"{which}_acc"] = accuracy(predict_logits(model, X), y)
+        finally:
+            if ledger is not None:
+                executor.ledger = ledger
+        if phase is not None:
+            self.history_cost = getattr(self, "history_cost", None) or type(phase.record)()
+            self.history_cost = self.history_cost + phase.record
+        return out
 
     def loop_generator(self, name: str) -> torch.Generator:
         """A named generator for batch order inside :meth:`epochs`, restored on resume."""

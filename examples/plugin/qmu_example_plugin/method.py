@@ -57,4 +57,5 @@ def uniform_kl(ctx: UnlearnContext) -> MethodResult:
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
+            ctx.log(loss=loss, n=len(xr))  # the epoch's row of the run's per-epoch history
     return MethodResult(model=model, info={"final_loss": losses[-1] if losses else None})

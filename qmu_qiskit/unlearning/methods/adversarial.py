@@ -98,6 +98,8 @@ def adv_uniform(ctx: UnlearnContext) -> MethodResult:
                 model, xf, opts["eps"], low, high, mode=opts["fgsm_mode"]
             )
             opt.zero_grad()
-            (loss_fn(model(xr), yr) + opts["lam"] * kl_to_uniform(model(x_adv))).backward()
+            loss = loss_fn(model(xr), yr) + opts["lam"] * kl_to_uniform(model(x_adv))
+            loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xr))
     return MethodResult(model, {"input_range": [low, high]})

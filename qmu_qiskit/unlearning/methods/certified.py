@@ -308,7 +308,9 @@ def certified_hqml(ctx: UnlearnContext) -> MethodResult:
         noise = ctx.loop_generator("noise")
         for xb, yb in batches(*retain, opts["batch_size"], ctx.loop_generator("retain")):
             opt.zero_grad()
-            loss_fn(model(xb), yb).backward()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            ctx.log(loss=loss, n=len(xb))
             nn.utils.clip_grad_norm_(params, max_norm=opts["clip"])
             for p in params:
                 if p.grad is not None:

@@ -72,8 +72,10 @@ def _scrub(ctx: UnlearnContext, desc: str, after_epoch=None) -> tuple[nn.Module,
         if epoch <= opts["msteps"]:
             for xb, idx in batches(*with_index(Xf), bs, ctx.loop_generator("forget")):
                 opt.zero_grad()
-                (-distill_kl(model(xb), t_f[idx], T)).backward()
+                max_loss = -distill_kl(model(xb), t_f[idx], T)
+                max_loss.backward()
                 opt.step()
+                ctx.log(max_step_loss=max_loss, n=len(xb))
         for xb, idx in batches(*with_index(Xr), bs, ctx.loop_generator("retain")):
             opt.zero_grad()
             out = model(xb)
@@ -82,6 +84,7 @@ def _scrub(ctx: UnlearnContext, desc: str, after_epoch=None) -> tuple[nn.Module,
             )
             loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xb))
         if after_epoch is not None:
             after_epoch(epoch, model, state)
     return model, state
@@ -203,6 +206,8 @@ def scrub_hqml(ctx: UnlearnContext) -> MethodResult:
             opt.zero_grad()
             obey = clamped_kl(p_r[ir], model(xr).softmax(1))
             disobey = clamped_kl(p_f[jf], model(xf).softmax(1))
-            (opts["lam_r"] * obey - opts["lam_f"] * disobey).backward()
+            loss = opts["lam_r"] * obey - opts["lam_f"] * disobey
+            loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xr))
     return MethodResult(model)

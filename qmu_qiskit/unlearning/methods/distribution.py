@@ -130,6 +130,7 @@ def distribution_guided(ctx: UnlearnContext) -> MethodResult:
                 loss = loss + opts["mu"] * F.relu(anchor_kl - opts["delta"])
             loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xb))
     with torch.no_grad():
         forget_kl = float(
             kl_rows(q.expand(len(Xf), -1), logits_of(model, Xf).log_softmax(1)).mean()

@@ -40,8 +40,10 @@ def finetune(ctx: UnlearnContext) -> MethodResult:
         model.train()
         for xb, yb in batches(*retain, opts["batch_size"], ctx.loop_generator("retain")):
             opt.zero_grad()
-            loss_fn(model(xb), yb).backward()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xb))
     return MethodResult(model)
 
 
@@ -64,8 +66,10 @@ def gradient_ascent(ctx: UnlearnContext) -> MethodResult:
         model.train()
         for xb, yb in batches(*forget, opts["batch_size"], ctx.loop_generator("forget")):
             opt.zero_grad()
-            (-loss_fn(model(xb), yb)).backward()
+            loss = -loss_fn(model(xb), yb)
+            loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xb))
     return MethodResult(model)
 
 
@@ -108,6 +112,7 @@ def neggrad_plus(ctx: UnlearnContext) -> MethodResult:
             loss = beta * loss_fn(model(xr), yr) - (1 - beta) * loss_fn(model(xf), yf)
             loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xr))
     return MethodResult(model)
 
 
@@ -153,6 +158,7 @@ def fisher(ctx: UnlearnContext) -> MethodResult:
             loss = -loss_fn(model(xb), yb) + (lam / 2) * penalty
             loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xb))
     return MethodResult(
         model, {"fisher_mean": float(torch.cat([f.flatten() for f in fisher_diag]).mean())}
     )
@@ -203,10 +209,17 @@ def relative_gradient_ascent(ctx: UnlearnContext) -> MethodResult:
             ctx.loop_generator("retain"),
             ctx.loop_generator("forget"),
         ):
-            g_r = grads(loss_fn(model(xr), yr), params)
-            g_f = grads(loss_fn(model(xf), yf), params)
+            loss_r = loss_fn(model(xr), yr)
+            g_r = grads(loss_r, params)
+            loss_f = loss_fn(model(xf), yf)
+            g_f = grads(loss_f, params)
             scale = float(norm(g_r) / norm(g_f).clamp_min(1e-12))
             set_grads(params, [a - opts["alpha"] * scale * b for a, b in zip(g_r, g_f)])
             opt.step()
             state["last_scale"] = scale
+            # the objective whose gradient the step follows (the scale held constant)
+            ctx.log(
+                loss=float(loss_r.detach()) - opts["alpha"] * scale * float(loss_f.detach()),
+                n=len(xr),
+            )
     return MethodResult(model, {"last_scale": state["last_scale"]})

@@ -74,8 +74,10 @@ def _fit_retain(ctx: UnlearnContext, model, frozen: list[nn.Module], desc: str) 
         assert opt is not None  # epochs() runs no epoch when nothing is trainable
         for xb, yb in batches(*retain, opts["batch_size"], ctx.loop_generator("retain")):
             opt.zero_grad()
-            loss_fn(model(xb), yb).backward()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xb))
 
 
 def _unfreeze(model) -> None:
@@ -138,8 +140,10 @@ def cf_k_hqml(ctx: UnlearnContext) -> MethodResult:
         assert opt is not None  # epochs() runs no epoch when nothing is trainable
         for xb, yb in batches(*forget, opts["batch_size"], ctx.loop_generator("forget")):
             opt.zero_grad()
-            (-loss_fn(model(xb), yb)).backward()
+            loss = -loss_fn(model(xb), yb)
+            loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xb))
     _unfreeze(model)
     return MethodResult(model, {"frozen_groups": [n for n, _ in layers[:k]]})
 

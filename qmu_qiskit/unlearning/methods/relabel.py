@@ -82,13 +82,16 @@ def _qmul(ctx: UnlearnContext, sign: float, desc: str, *, hqml: bool) -> MethodR
             ctx.loop_generator("retain"),
             ctx.loop_generator("forget"),
         ):
-            g_r = grads(F.cross_entropy(model(xr), yr[ir]), params)
-            g_f = grads(F.cross_entropy(model(xf), similar[yf[jf]]), params)
+            loss_r = F.cross_entropy(model(xr), yr[ir])
+            g_r = grads(loss_r, params)
+            loss_f = F.cross_entropy(model(xf), similar[yf[jf]])
+            g_f = grads(loss_f, params)
             # w is a constant of the step (HQML: a float from the two gradient norms)
             w = opts["alpha"] * float(norm(g_r) / (norm(g_f) + 1e-12))
             set_grads(params, [a + sign * w * b for a, b in zip(g_r, g_f)])
             opt.step()
             state["last_weight"] = w
+            ctx.log(loss=float(loss_r.detach()) + sign * w * float(loss_f.detach()), n=len(xr))
     return MethodResult(
         model,
         {
@@ -174,6 +177,8 @@ def label_complement(ctx: UnlearnContext) -> MethodResult:
             ctx.loop_generator("complement"),
         ):
             opt.zero_grad()
-            (loss_fn(model(xr), yr) + opts["beta"] * loss_fn(model(xc), yc)).backward()
+            loss = loss_fn(model(xr), yr) + opts["beta"] * loss_fn(model(xc), yc)
+            loss.backward()
             opt.step()
+            ctx.log(loss=loss, n=len(xr))
     return MethodResult(model, {"complement_size": len(comp[1])})
