@@ -659,6 +659,14 @@ def unlearn(
     return summaries
 
 
+def _on_runtime(executor) -> bool:
+    """Whether ``executor`` runs on the IBM Runtime path (a device, fake_* local testing or a
+    dry run), where every job is submitted, ledgered and estimated."""
+    from .execution.runtime_runner import RuntimeRunner
+
+    return isinstance(getattr(executor, "runner", None), RuntimeRunner)
+
+
 def oracle_folder(cfg: RunConfig, backend: BackendConfig, seed: int) -> str:
     """The oracle's folder name: ``retrain`` on the teacher's backend and seed, else named by
     what differs (``retrain-aer_noisy-ibm_fez-s3``; a hash when only backend settings differ)."""
@@ -799,8 +807,10 @@ def _unlearn_one(
                     executor=executor,
                     fingerprint=fingerprint,
                     selection=method_selection(teacher.cfg.protocol, teacher.cfg.training.select),
-                    # per-epoch forget / retain accuracy, except where every job is paid for
-                    record_history=not getattr(executor.runner, "remote", False),
+                    # per-epoch forget / retain accuracy on local simulators only: on the IBM
+                    # Runtime path (devices, fake_* local testing, dry runs) every job is
+                    # submitted, recorded in the job ledger and counted by `estimate`
+                    record_history=not _on_runtime(executor),
                 )
                 with executor.cost.measure() as phase:
                     result = info.fn(ctx)
