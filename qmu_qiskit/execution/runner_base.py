@@ -201,6 +201,14 @@ class Runner(ABC):
         """Exact distributions (N, K) and Jacobian (N, K, C) (``exact_gradients``)."""
         raise BackendError("exact gradients need the noiseless 'aer' backend with engine 'exact'")
 
+    def value_and_pullback(self, prepared: Prepared, observables, values):
+        """Exact values (N, O) and a vector–Jacobian pullback (``exact_gradients``)."""
+        raise BackendError("exact gradients need the noiseless 'aer' backend with engine 'exact'")
+
+    def probs_and_pullback(self, prepared: Prepared, values):
+        """Exact distributions (N, K) and a vector–Jacobian pullback (``exact_gradients``)."""
+        raise BackendError("exact gradients need the noiseless 'aer' backend with engine 'exact'")
+
     def retrieve(self, job_id: str) -> Handle:  # pragma: no cover - remote runners only
         raise BackendError(f"the {self.name} runner has no jobs to retrieve by id")
 
