@@ -326,3 +326,31 @@ def test_one_sweep_vjp_of_probabilities_and_amplitude_encoding():
         np.testing.assert_allclose(pullback(g), np.einsum("bo,bop->bp", g, jac), atol=1e-10)
     with pytest.raises(BadInputError, match="cotangent of shape"):
         pullback(np.zeros((5, 1)))
+
+
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_weight_layers_shared_by_the_batch_are_exact(n):
+    """Rows that share a layer's angles (QNN weights) take the shared-unitary path: values,
+    Jacobians and one-sweep VJPs still equal Qiskit and autodiff."""
+    from qmu_qiskit.execution.statevector import _Segment
+
+    qc, x, w = hqml_circuit(n, 2)
+    cc = CompiledCircuit(qc)
+    rng = np.random.default_rng(n)
+    index = {p: i for i, p in enumerate(qc.parameters)}
+    vals = np.empty((5, qc.num_parameters))
+    vals[:, [index[p] for p in x]] = rng.uniform(0, np.pi, (5, n))
+    vals[:, [index[p] for p in w]] = rng.uniform(0, 2 * np.pi, len(w))  # same in every row
+    seg = next(s for s in cc._program if isinstance(s, _Segment) and s is not cc._program[0])
+    _, _, prod = cc._segment_matrices(seg, torch.tensor(vals), torch.complex128)
+    assert prod.stride(0) == 0  # the weight layer is built once for the batch
+    sv = cc.statevector(torch.tensor(vals)).numpy()
+    for b in range(len(vals)):
+        np.testing.assert_allclose(sv[b], Statevector(qc.assign_parameters(vals[b])).data, atol=1e-12)
+    for obs in (_obs(n) if n > 2 else [SparsePauliOp("XY"), SparsePauliOp("ZI")],):
+        ev_ad, jac_ad = jacobian_autograd(cc, vals, obs)
+        ev, jac = cc.value_and_jacobian(vals, obs)
+        np.testing.assert_allclose(jac, jac_ad, atol=1e-12)
+        _, pullback = cc.forward_for_vjp(vals, obs)
+        g = rng.normal(size=ev.shape)
+        np.testing.assert_allclose(pullback(g), np.einsum("bo,bop->bp", g, jac), atol=1e-10)

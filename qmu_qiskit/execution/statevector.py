@@ -124,6 +124,13 @@ class _Segment:
             gather[qi, si] = flat
         self.gather = gather
         self._tensors: dict = {}
+        # the value columns the segment's angles read: when they are equal in every row (a
+        # weight layer), the batch shares one set of matrices
+        used = set()
+        for _, coeffs, _ in self.kinds:
+            for c in coeffs:
+                used.update(np.flatnonzero(np.any(c != 0, axis=1)).tolist())
+        self.used_columns = torch.as_tensor(sorted(used), dtype=torch.int64)
 
     def deriv_coeffs(self, coeff_cols, rdtype) -> torch.Tensor:
         """The (P, D) chain-rule matrix from angle derivatives to parameter derivatives."""
@@ -454,8 +461,24 @@ class CompiledCircuit:
 
     def _segment_matrices(self, seg: _Segment, values, cdtype):
         """The gates' matrices in slot layout (B, Q, S, 2, 2), their prefix products
-        (B, Q, S+1, 2, 2) with prefix[:, :, 0] = I, and the per-qubit products (B, Q, 2, 2)."""
+        (B, Q, S+1, 2, 2) with prefix[:, :, 0] = I, and the per-qubit products (B, Q, 2, 2).
+
+        When every row gives the segment the same angles (the weight layers of a QML batch), the
+        matrices are built once and expanded over the batch (stride 0), which
+        :meth:`_apply_segment` applies as shared unitaries (one matmul for the whole batch).
+        Not under autograd, which must see every row's angles."""
         batch = values.shape[0]
+        # (never under autograd: building from row 0 would drop the other rows' gradients)
+        if batch > 1 and not (values.requires_grad and torch.is_grad_enabled()):
+            cols = seg.used_columns
+            sub = values.index_select(1, cols) if len(cols) else None
+            if sub is None or bool((sub == sub[:1]).all()):
+                slots, prefix, prod = self._segment_matrices(seg, values[:1], cdtype)
+
+                def expand(t):
+                    return None if t is None else t.expand(batch, *t.shape[1:])
+
+                return expand(slots), [expand(p) for p in prefix], expand(prod)
         kinds, fixed, gather = seg.tensors(values.dtype, cdtype)
         mats = []
         for name, coeffs, offs in kinds:
@@ -476,8 +499,15 @@ class CompiledCircuit:
         """Apply the segment's per-qubit unitaries (or their adjoints) to a state of shape
         (B, 2**n) or (B, O, 2**n)."""
         n = self.num_qubits
+        shared = batch > 1 and prod.stride(0) == 0  # one set of matrices for every row
+        if shared:
+            prod = prod[0]
         if adjoint:
             prod = prod.conj().transpose(-1, -2)
+        if shared and state is not None:
+            return _apply_shared_segment(state, prod, seg.qubits, n)
+        if shared:
+            prod = prod.expand(batch, *prod.shape)
         if not _uses_kron(n, seg):
             for qi, q in enumerate(seg.qubits):
                 state = _apply_1q(state, prod[:, qi], q, n)
@@ -972,6 +1002,29 @@ def _observable_key(obs):
 def _uses_kron(n: int, seg: _Segment) -> bool:
     """Whether a segment is applied as two Kronecker factors rather than qubit by qubit."""
     return n >= 3 and len(seg.qubits) >= 3
+
+
+def _apply_shared_segment(state, prod, qubits, n) -> torch.Tensor:
+    """Apply per-qubit 2×2 unitaries ``prod`` (Q, 2, 2), the same for every row, to a state of
+    shape (..., 2**n): qubit by qubit for few qubits, else as U_high @ S @ U_lowᵀ on the state
+    viewed as (..., 2**h, 2**l) matrices, each product one matmul over all rows."""
+    if not (n >= 3 and len(qubits) >= 3):
+        for qi, q in enumerate(qubits):
+            state = _apply_1q(state, prod[qi], q, n)
+        return state
+    low = n // 2
+    factors = [None] * n
+    for qi, q in enumerate(qubits):
+        factors[q] = prod[qi][None]
+    u_low = _kron_matrices(factors[:low])
+    u_high = _kron_matrices(factors[low:])
+    lead = state.shape[:-1]
+    mat = state.reshape(*lead, 2 ** (n - low), 2**low)
+    if u_low is not None:
+        mat = mat @ u_low[0].transpose(0, 1)
+    if u_high is not None:
+        mat = (mat.transpose(-1, -2) @ u_high[0].transpose(0, 1)).transpose(-1, -2)
+    return mat.reshape(*lead, 2**n)
 
 
 def _kron_matrices(factors) -> torch.Tensor | None:
