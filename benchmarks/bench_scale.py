@@ -262,7 +262,9 @@ def worker(args) -> None:
             fresh, fresh_q = build(args.worker, args.n, args.seed)
             loss = torch.nn.functional.cross_entropy(fresh(x), y)
             loss.backward()
-            head = [p.grad.double().reshape(-1) for n_, p in fresh.named_parameters() if "head" in n_]
+            head = [
+                p.grad.double().reshape(-1) for n_, p in fresh.named_parameters() if "head" in n_
+            ]
             msg = {
                 "loss": float(loss),
                 "qgrad": fresh_q.grad.double().reshape(-1).tolist(),
@@ -332,7 +334,9 @@ def _predicted(path: str, n: int, results: dict, limit: float) -> str | None:
     skipped_below = [
         int(k) for k, v in results.items() if path in v and "skipped" in v[path] and int(k) < n
     ]
-    if skipped_below and any("s per step" in results[str(k)][path]["skipped"] for k in skipped_below):
+    if skipped_below and any(
+        "s per step" in results[str(k)][path]["skipped"] for k in skipped_below
+    ):
         return f"skipped at n={max(skipped_below)} already (cost grows with n)"
     if not done:
         return None
@@ -374,7 +378,8 @@ def gradient_check(args, n: int) -> dict:
         )
     out["max_abs_qgrad"] = max(abs(v) for v in ref["qgrad"])
     out["lazy_vs_jacobian_max_abs_qgrad"] = max(
-        abs(a - b) for a, b in zip(grads["ours-exact"]["qgrad"], grads["ours-exact-jacobian"]["qgrad"])
+        abs(a - b)
+        for a, b in zip(grads["ours-exact"]["qgrad"], grads["ours-exact-jacobian"]["qgrad"])
     )
     return out
 
@@ -449,7 +454,9 @@ def table(results: dict, paths: list[str]) -> str:
                 cells.append(f"{r['step_s']:11.4f}s {r.get('peak_mb') or 0:9.0f}MB")
         lines.append(f"{int(n):3d} " + " ".join(cells))
     for n, row in sorted(results.items(), key=lambda kv: int(kv[0])):
-        ex, jac, tb = (row.get(k, {}).get("step_s") for k in ("ours-exact", "ours-exact-jacobian", "torch"))
+        ex, jac, tb = (
+            row.get(k, {}).get("step_s") for k in ("ours-exact", "ours-exact-jacobian", "torch")
+        )
         parts = []
         if ex and tb:
             parts.append(f"ours-exact/torch {ex / tb:.2f}x")
@@ -494,7 +501,7 @@ def versions() -> dict:
     for mod in ("torch", "qiskit", "qiskit_aer", "qiskit_machine_learning", "numpy"):
         try:
             out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - report what is there
+        except Exception:  # report what is there
             out[mod] = None
     return out
 
@@ -524,7 +531,9 @@ def main(argv=None):
     try:
         sizes = [int(s) for s in args.qubits.split(",") if s.strip()]
     except ValueError:
-        raise SystemExit(f"--qubits must be comma-separated integers, got {args.qubits!r}") from None
+        raise SystemExit(
+            f"--qubits must be comma-separated integers, got {args.qubits!r}"
+        ) from None
     paths = [s.strip() for s in args.paths.split(",") if s.strip()]
     bad = [s for s in paths if s not in PATHS]
     if bad or not sizes or min(sizes) < 2 or args.batch < 1 or args.reps < 1:

@@ -383,13 +383,13 @@ def test_torch_connector_gradients_and_a_training_step(ex):
 def _lazy_vjp_qnns(ex):
     fm = zz_feature_map(3, reps=1)
     ansatz = real_amplitudes(3, reps=1)
-    est = dict(
-        circuit=fm.compose(ansatz),
-        observables=[SparsePauliOp("ZIZ"), SparsePauliOp(["XYI", "IIZ"], [0.5, -1.5])],
-        input_params=list(fm.parameters),
-        weight_params=list(ansatz.parameters),
-        input_gradients=True,
-    )
+    est = {
+        "circuit": fm.compose(ansatz),
+        "observables": [SparsePauliOp("ZIZ"), SparsePauliOp(["XYI", "IIZ"], [0.5, -1.5])],
+        "input_params": list(fm.parameters),
+        "weight_params": list(ansatz.parameters),
+        "input_gradients": True,
+    }
     # a sampler reading two of three qubits, in swapped clbit order, through ``interpret`` (a
     # multi-dimensional output_shape would break the stock TorchConnector's input gradients)
     qc, x, w = _qnn_circuit(2, 3)
@@ -398,14 +398,14 @@ def _lazy_vjp_qnns(ex):
     wide.ry(w[0] * 0.5, 1)
     wide.cx(1, 0)
     wide.measure([2, 0], [0, 1])
-    samp = dict(
-        circuit=wide,
-        input_params=x,
-        weight_params=w,
-        interpret=lambda k: k % 3,  # outcomes 0 and 3 share an output
-        output_shape=3,
-        input_gradients=True,
-    )
+    samp = {
+        "circuit": wide,
+        "input_params": x,
+        "weight_params": w,
+        "interpret": lambda k: k % 3,  # outcomes 0 and 3 share an output
+        "output_shape": 3,
+        "input_gradients": True,
+    }
     return {
         "estimator": lambda: FusedEstimatorQNN(executor=ex, **est),
         "sampler": lambda: FusedSamplerQNN(executor=ex, **samp),

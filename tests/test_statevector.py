@@ -346,7 +346,9 @@ def test_weight_layers_shared_by_the_batch_are_exact(n):
     assert prod.stride(0) == 0  # the weight layer is built once for the batch
     sv = cc.statevector(torch.tensor(vals)).numpy()
     for b in range(len(vals)):
-        np.testing.assert_allclose(sv[b], Statevector(qc.assign_parameters(vals[b])).data, atol=1e-12)
+        np.testing.assert_allclose(
+            sv[b], Statevector(qc.assign_parameters(vals[b])).data, atol=1e-12
+        )
     for obs in (_obs(n) if n > 2 else [SparsePauliOp("XY"), SparsePauliOp("ZI")],):
         ev_ad, jac_ad = jacobian_autograd(cc, vals, obs)
         ev, jac = cc.value_and_jacobian(vals, obs)

@@ -630,9 +630,7 @@ class CompiledCircuit:
         def pullback(cotangent, columns: Sequence[int] | None = None) -> np.ndarray:
             g = torch.as_tensor(np.asarray(cotangent, dtype=np.float64), dtype=vals.dtype)
             if tuple(g.shape) != shape:
-                raise BadInputError(
-                    f"expected a cotangent of shape {shape}, got {tuple(g.shape)}"
-                )
+                raise BadInputError(f"expected a cotangent of shape {shape}, got {tuple(g.shape)}")
             with torch.no_grad():
                 grad = self._adjoint(ext, tape, state, obs, None, weights=g)  # (B, 1, P + K)
                 grad = self._expressions.chain(vals, grad)[:, 0]  # (B, P)
@@ -647,10 +645,9 @@ class CompiledCircuit:
         terms = self._observable_terms(observables, state.dtype)
         w = weights.to(state.real.dtype)
         lam = None
-        diag_rows = [o for o, (d, _) in enumerate(terms) if d is not None]
+        diag_rows, diags = self._diagonal_stack(observables, terms, state.dtype)
         if diag_rows:
-            diags = torch.stack([terms[o][0] for o in diag_rows])  # (K, 2**n) real
-            lam = state * (w[:, diag_rows] @ diags)
+            lam = state * (w[:, diag_rows] @ diags.T)  # Σ_o w_o diag_o, (B, 2**n) real
         for o, (_, offdiag) in enumerate(terms):
             for perm, coeff in offdiag:
                 term = (w[:, o : o + 1] * coeff) * state[:, perm]
@@ -690,9 +687,7 @@ class CompiledCircuit:
             out.append(found if found is not None else (-1, 0.0))
         return out
 
-    def _adjoint(
-        self, values, tape, final_state, observables, local, weights=None
-    ) -> torch.Tensor:
+    def _adjoint(self, values, tape, final_state, observables, local, weights=None) -> torch.Tensor:
         """Backward sweep: d<O>/dθ = 2 Re <λ| dU ψ>, with λ = U_after^† O ψ_final.
 
         With ``weights`` (B, O) — (B, 2**n) for probabilities — one cotangent state per row is
@@ -928,18 +923,28 @@ class CompiledCircuit:
 
     def expectation_from_state(self, state: torch.Tensor, observables: Sequence) -> torch.Tensor:
         terms = self._observable_terms(observables, state.dtype)
-        probs = None
+        rows, diags = self._diagonal_stack(observables, terms, state.dtype)
+        # every diagonal part in one matmul with the probabilities
+        diag_vals = (state.real**2 + state.imag**2) @ diags if rows else None
         out = []
-        for diag_vec, offdiag in terms:
+        for o, (diag_vec, offdiag) in enumerate(terms):
             val = 0
             if diag_vec is not None:
-                if probs is None:
-                    probs = state.real**2 + state.imag**2
-                val = probs @ diag_vec
+                val = diag_vals[:, rows.index(o)]
             for perm, coeff in offdiag:
                 val = val + (state.conj() * coeff * state[:, perm]).sum(1).real
             out.append(val if torch.is_tensor(val) else state.real.new_zeros(state.shape[0]))
         return torch.stack(out, 1)
+
+    def _diagonal_stack(self, observables, terms, cdtype) -> tuple[list[int], torch.Tensor]:
+        """The observables with a diagonal part and those parts as one (2**n, K) matrix."""
+        key = ("diagonal-stack", tuple(_observable_key(o) for o in observables), cdtype)
+        cached = self._observable_cache.get(key)
+        if cached is None:
+            rows = [o for o, (d, _) in enumerate(terms) if d is not None]
+            diags = torch.stack([terms[o][0] for o in rows], 1) if rows else None
+            cached = self._observable_cache[key] = (rows, diags)
+        return cached
 
     def probabilities(self, values: torch.Tensor) -> torch.Tensor:
         """Computational-basis probabilities, (B, 2**num_qubits), Qiskit's bit order."""
