@@ -260,6 +260,8 @@ def _random_parameterised(n: int, depth: int, seed: int) -> QuantumCircuit:
 def _vjp_cases():
     hq, _, _ = hqml_circuit(4, 2)
     local = [SparsePauliOp.from_sparse_list([("Z", [q], 1.0 + q)], 4) for q in range(4)]
+    # a second output on qubit 0, with a constant: still the single-qubit-Z shortcut
+    local.append(SparsePauliOp.from_sparse_list([("Z", [0], -2.0), ("", [], 0.3)], 4))
     cases = {
         "zoo4": (_zoo(4), _obs(4)),
         "zoo5": (_zoo(5), _obs(5)),
@@ -349,7 +351,8 @@ def test_weight_layers_shared_by_the_batch_are_exact(n):
         np.testing.assert_allclose(
             sv[b], Statevector(qc.assign_parameters(vals[b])).data, atol=1e-12
         )
-    for obs in (_obs(n) if n > 2 else [SparsePauliOp("XY"), SparsePauliOp("ZI")],):
+    local = [SparsePauliOp.from_sparse_list([("Z", [q], 0.5 + q)], n) for q in range(n)]
+    for obs in (_obs(n) if n > 2 else [SparsePauliOp("XY"), SparsePauliOp("ZI")], local):
         ev_ad, jac_ad = jacobian_autograd(cc, vals, obs)
         ev, jac = cc.value_and_jacobian(vals, obs)
         np.testing.assert_allclose(jac, jac_ad, atol=1e-12)
