@@ -359,3 +359,15 @@ def test_weight_layers_shared_by_the_batch_are_exact(n):
         _, pullback = cc.forward_for_vjp(vals, obs)
         g = rng.normal(size=ev.shape)
         np.testing.assert_allclose(pullback(g), np.einsum("bo,bop->bp", g, jac), atol=1e-10)
+
+
+def test_an_observable_edited_in_place_is_not_read_from_the_cache():
+    qc, _, _ = hqml_circuit(3, 1)
+    cc = CompiledCircuit(qc)
+    vals = torch.tensor(np.random.default_rng(0).uniform(0, 3, (2, qc.num_parameters)))
+    obs = [SparsePauliOp("ZII"), SparsePauliOp("IZI")]
+    first = cc.expectation(vals, obs)
+    obs[1].coeffs[0] = 2.0  # SparsePauliOp allows this
+    second = cc.expectation(vals, obs)
+    np.testing.assert_allclose(second[:, 1], 2 * first[:, 1], atol=1e-12)
+    np.testing.assert_allclose(second[:, 0], first[:, 0], atol=1e-12)

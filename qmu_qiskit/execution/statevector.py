@@ -670,6 +670,13 @@ class CompiledCircuit:
     def _local_z(self, observables) -> list[tuple[int, float]] | None:
         """``[(qubit, coeff)]`` when every observable is ``coeff * Z_qubit`` (plus a constant),
         else ``None``. Such observables allow the cheap trailing-segment rule of :meth:`_adjoint`."""
+        key = ("local-z", self._observable_keys(observables))
+        if key in self._observable_cache:
+            return self._observable_cache[key]
+        out = self._observable_cache[key] = self._local_z_uncached(observables)
+        return out
+
+    def _local_z_uncached(self, observables):
         from qiskit.quantum_info import SparsePauliOp
 
         out = []
@@ -987,7 +994,7 @@ class CompiledCircuit:
 
     def _diagonal_stack(self, observables, terms, cdtype) -> tuple[list[int], torch.Tensor]:
         """The observables with a diagonal part and those parts as one (2**n, K) matrix."""
-        key = ("diagonal-stack", tuple(_observable_key(o) for o in observables), cdtype)
+        key = ("diagonal-stack", self._observable_keys(observables), cdtype)
         cached = self._observable_cache.get(key)
         if cached is None:
             rows = [o for o, (d, _) in enumerate(terms) if d is not None]
@@ -1000,8 +1007,18 @@ class CompiledCircuit:
         state = self.statevector(values)
         return state.real**2 + state.imag**2
 
+    def _observable_keys(self, observables) -> tuple:
+        """Content keys of the observables; the same objects as last time are not relabelled."""
+        observables = list(observables)
+        hit = self._observable_cache.get("last-keys")  # one slot: the same list every call
+        if hit is not None and _same_observables(hit[0], observables):
+            return hit[1]
+        keys = tuple(_observable_key(o) for o in observables)
+        self._observable_cache["last-keys"] = (_observable_snapshot(observables), keys)
+        return keys
+
     def _observable_terms(self, observables, cdtype):
-        key = (tuple(_observable_key(o) for o in observables), cdtype)
+        key = (self._observable_keys(observables), cdtype)
         cached = self._observable_cache.get(key)
         if cached is not None:
             return cached
@@ -1044,6 +1061,37 @@ def _as_spo(obs):
     from qiskit.quantum_info import SparsePauliOp
 
     return obs if isinstance(obs, SparsePauliOp) else SparsePauliOp(obs)
+
+
+def _observable_snapshot(observables) -> tuple:
+    """The objects and copies of their content, to recognise them again cheaply."""
+    from qiskit.quantum_info import SparsePauliOp
+
+    out = []
+    for o in observables:
+        if not isinstance(o, SparsePauliOp):
+            return ()
+        p = o.paulis
+        out.append((o, p.z.copy(), p.x.copy(), p.phase.copy(), o.coeffs.copy()))
+    return tuple(out)
+
+
+def _same_observables(snapshot: tuple, observables) -> bool:
+    """Whether ``observables`` are the snapshot's objects with unchanged content (a
+    ``SparsePauliOp`` can be edited in place)."""
+    if not snapshot or len(snapshot) != len(observables):
+        return False
+    for (o, z, x, phase, coeffs), new in zip(snapshot, observables):
+        p = new.paulis if new is o else None
+        if (
+            p is None
+            or not np.array_equal(p.z, z)
+            or not np.array_equal(p.x, x)
+            or not np.array_equal(p.phase, phase)
+            or not np.array_equal(new.coeffs, coeffs)
+        ):
+            return False
+    return True
 
 
 def _observable_key(obs):
