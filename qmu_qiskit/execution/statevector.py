@@ -524,6 +524,8 @@ class CompiledCircuit:
             vec_low = _kron_vectors(col[:low], batch, prod.dtype)
             vec_high = _kron_vectors(col[low:], batch, prod.dtype)
             return (vec_high[:, :, None] * vec_low[:, None, :]).reshape(batch, 2**n)
+        if n >= _CHUNK_FROM:
+            return _apply_chunked(state, factors, n, shared=False)
         u_low = _kron_matrices(factors[:low])
         u_high = _kron_matrices(factors[low:])
         dim_h, dim_l = 2 ** (n - low), 2**low
@@ -1059,6 +1061,76 @@ def _uses_kron(n: int, seg: _Segment) -> bool:
     return n >= 3 and len(seg.qubits) >= 3
 
 
+# From this size on, a layer is applied as k small unitaries on contiguous chunks of at most
+# _CHUNK qubits rather than two half-register unitaries: per amplitude Σ 2^k_c multiply-adds
+# instead of 2^(n/2) + 2^(n/2) (n = 20: 4 × 32 against 2 × 1024).
+_CHUNK_FROM = 14
+_CHUNK = 5
+
+
+def _chunk_bounds(n: int) -> list[tuple[int, int]]:
+    """Contiguous qubit ranges [lo, hi) of near-equal size ≤ _CHUNK covering the register."""
+    k = -(-n // _CHUNK)
+    base, extra = divmod(n, k)
+    out, lo = [], 0
+    for c in range(k):
+        hi = lo + base + (1 if c < extra else 0)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def _apply_chunk(state, u, lo: int, hi: int, n: int) -> torch.Tensor:
+    """Apply a (m, m) unitary — or (B, m, m), one per row — to qubits [lo, hi) of a state of
+    shape (B, 2**n) or (B, O, 2**n)."""
+    lead = state.shape[:-1]
+    m = 2 ** (hi - lo)
+    if u.dim() == 3:  # per row: broadcast over the cotangents and the higher qubits
+        u = u.reshape(u.shape[0], *([1] * (len(lead) - 1)), m, m)
+    if lo == 0:  # the chunk is the fastest axis: rows of the state times Uᵀ
+        view = state.reshape(*lead, 2 ** (n - hi), m)
+        return (view @ u.transpose(-1, -2)).reshape(*lead, 2**n)
+    view = state.reshape(*lead, 2 ** (n - hi), m, 2**lo)
+    if u.dim() > 2:
+        u = u.unsqueeze(-3)  # over the higher qubits' axis
+    return (u @ view).reshape(*lead, 2**n)
+
+
+def _apply_chunked(state, factors, n: int, shared: bool) -> torch.Tensor:
+    """Apply per-qubit 2×2 factors (``None`` = identity; (2, 2) if ``shared`` else (B, 2, 2))
+    chunk by chunk."""
+    for lo, hi in _chunk_bounds(n):
+        chunk = factors[lo:hi]
+        if all(f is None for f in chunk):
+            continue
+        batched = [None if f is None else (f[None] if shared else f) for f in chunk]
+        u = _kron_matrices(batched)
+        state = _apply_chunk(state, u[0] if shared else u, lo, hi, n)
+    return state
+
+
+def _reduced_transitions_chunked(mu, psi, qubits, n) -> torch.Tensor:
+    """:func:`_reduced_transitions_kron` with the register split into chunks of ≤ _CHUNK
+    qubits: per chunk M[o, k', k] = Σ_rest conj(μ[o, k', rest]) ψ[k, rest], then each qubit's
+    2×2 block is a partial trace of its chunk's matrix."""
+    batch, num_out = mu.shape[0], mu.shape[1]
+    found: dict[int, torch.Tensor] = {}
+    mu_c = mu.conj()
+    for lo, hi in _chunk_bounds(n):
+        inside = [q for q in qubits if lo <= q < hi]
+        if not inside:
+            continue
+        m, nq = 2 ** (hi - lo), hi - lo
+        mv = mu_c.reshape(batch, num_out, 2 ** (n - hi), m, 2**lo)
+        pv = psi.reshape(batch, 2 ** (n - hi), m, 2**lo)
+        mat = torch.einsum("boakc,bajc->bokj", mv, pv)  # (B, O, m, m)
+        for q in inside:
+            k = q - lo
+            t = mat.reshape(batch, num_out, 2 ** (nq - k - 1), 2, 2**k, 2 ** (nq - k - 1), 2, 2**k)
+            found[q] = torch.einsum("bxajcaic->bxji", t)
+    return torch.stack([found[q] for q in qubits], 2)
+
+
 def _apply_shared_segment(state, prod, qubits, n) -> torch.Tensor:
     """Apply per-qubit 2×2 unitaries ``prod`` (Q, 2, 2), the same for every row, to a state of
     shape (..., 2**n): qubit by qubit for few qubits, else as U_high @ S @ U_lowᵀ on the state
@@ -1067,6 +1139,11 @@ def _apply_shared_segment(state, prod, qubits, n) -> torch.Tensor:
         for qi, q in enumerate(qubits):
             state = _apply_1q(state, prod[qi], q, n)
         return state
+    if n >= _CHUNK_FROM:
+        factors = [None] * n
+        for qi, q in enumerate(qubits):
+            factors[q] = prod[qi]
+        return _apply_chunked(state, factors, n, shared=True)
     low = n // 2
     factors = [None] * n
     for qi, q in enumerate(qubits):
@@ -1142,11 +1219,15 @@ def _reduced_transition(mu, psi, q, n) -> torch.Tensor:
 def _reduced_transitions_kron(mu, psi, qubits, n) -> torch.Tensor:
     """All single-qubit reduced transition matrices at once, (B, O, Q, 2, 2) indexed [j, i].
 
+    From _CHUNK_FROM qubits on, :func:`_reduced_transitions_chunked` (cheaper per amplitude).
+
     With the register split into high and low halves, one batched matmul per half gives the
     half's transition matrix (e.g. M_low[l', l] = Σ_h conj(mu[h, l']) psi[h, l]); each qubit's
     2×2 matrix is then a partial trace of a 2**(n/2)-sized matrix instead of a contraction over
     the whole state.
     """
+    if n >= _CHUNK_FROM:
+        return _reduced_transitions_chunked(mu, psi, qubits, n)
     low = n // 2
     high = n - low
     batch, num_out = mu.shape[0], mu.shape[1]
