@@ -522,6 +522,11 @@ def main(argv=None):
     p.add_argument("--sequential-from", type=int, default=18, help="one worker at a time")
     p.add_argument("--check-n", type=int, default=4, help="gradient check size (0: none)")
     p.add_argument("--pl-path", default=None, help="directory holding PennyLane (optional)")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add these sizes to the results already in --json (earlier sizes also predict skips)",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -556,6 +561,13 @@ def main(argv=None):
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     out = {"config": config, "results": {}}
+    if args.append and args.json and os.path.exists(args.json):
+        with open(args.json) as fh:
+            old = json.load(fh)
+        out["results"] = old.get("results", {})
+        out["earlier_runs"] = old.get("earlier_runs", []) + [old.get("config")]
+        if "gradient_check" in old:
+            out["gradient_check"] = old["gradient_check"]
     if args.check_n:
         out["gradient_check"] = check = gradient_check(args, args.check_n)
         print("gradient check:", json.dumps(check), flush=True)
@@ -573,9 +585,10 @@ def main(argv=None):
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(out, fh, indent=1)
-    print("\n" + table(out["results"], paths))
+    every = [p for p in PATHS if any(p in row for row in out["results"].values())]
+    print("\n" + table(out["results"], every))
     if args.plot:
-        plot(out["results"], paths, args.plot, config)
+        plot(out["results"], every, args.plot, config)
 
 
 if __name__ == "__main__":
