@@ -579,9 +579,10 @@ def main(argv=None):
             raise SystemExit(f"gradient check failed: {check}")
     for n in sizes:
         t0 = time.perf_counter()
-        out["results"][str(n)] = measure_size(args, n, paths, out["results"])
+        row = measure_size(args, n, paths, out["results"])
+        out["results"].setdefault(str(n), {}).update(row)  # --append keeps other paths
         print(f"n={n} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        print(table({str(n): out["results"][str(n)]}, paths), flush=True)
+        print(table({str(n): row}, paths), flush=True)
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(out, fh, indent=1)
