@@ -160,7 +160,7 @@ def reference_model(n, classes, noisy: bool):
     return Wrapped(TorchConnector(qnn, initial_weights=initial_weights(len(w))), head(n, classes))
 
 
-def ours_model(n, classes, backend: str, **executor_kw):
+def ours_model(n, classes, backend: str, lazy_vjp: bool = True, **executor_kw):
     from qmu_qiskit.execution.executor import Executor
     from qmu_qiskit.models.qnn import FusedEstimatorQNN, QuantumLayer
 
@@ -169,6 +169,7 @@ def ours_model(n, classes, backend: str, **executor_kw):
     qnn = FusedEstimatorQNN(
         executor=ex, circuit=qc, observables=obs, input_params=x, weight_params=w
     )
+    qnn.lazy_vjp = lazy_vjp  # False: the eager full Jacobian contracted by TorchConnector
     return Wrapped(QuantumLayer(qnn, initial_weights=initial_weights(len(w))), head(n, classes))
 
 
@@ -330,6 +331,15 @@ def run(args) -> dict:
             )
         )
         rows.append(
+            measure(
+                "ours-exact, full Jacobian (before the lazy VJP)",
+                partial(ours_model, n, C, "aer", lazy_vjp=False),
+                X,
+                y,
+                repeats=reps,
+            )
+        )
+        rows.append(
             measure("torch statevector baseline", partial(torch_model, n, C), X, y, repeats=reps)
         )
         results[f"{label} | noiseless"] = rows
@@ -389,6 +399,13 @@ def report(results: dict) -> str:
             base = next(r for r in rows if r["path"].startswith("torch"))
             lines.append(
                 f"ours-exact / torch baseline per epoch: {exact['epoch_s'] / base['epoch_s']:.2f}x"
+            )
+        jac = [r for r in rows if "full Jacobian" in r["path"]]
+        if jac:
+            exact = next(r for r in rows if r["path"].startswith("ours-exact ("))
+            lines.append(
+                f"ours-exact full Jacobian / lazy VJP per epoch: "
+                f"{jac[0]['epoch_s'] / exact['epoch_s']:.2f}x"
             )
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ from qiskit_machine_learning.gradients import (
 from qiskit_machine_learning.neural_networks import EstimatorQNN, SamplerQNN
 
 from qmu_qiskit.execution.executor import Executor
-from qmu_qiskit.models.qnn import FusedSamplerQNN
+from qmu_qiskit.models.qnn import FusedEstimatorQNN, FusedSamplerQNN, QuantumLayer
 
 ENGINES = ("exact", "aer")
 
@@ -377,6 +377,75 @@ def test_torch_connector_gradients_and_a_training_step(ex):
     opt.step()
     with torch.no_grad():
         assert ((model(X) - y) ** 2).mean() < loss
+
+
+# ----------------------------------------------------------------------------- lazy VJP
+def _lazy_vjp_qnns(ex):
+    fm = zz_feature_map(3, reps=1)
+    ansatz = real_amplitudes(3, reps=1)
+    est = {
+        "circuit": fm.compose(ansatz),
+        "observables": [SparsePauliOp("ZIZ"), SparsePauliOp(["XYI", "IIZ"], [0.5, -1.5])],
+        "input_params": list(fm.parameters),
+        "weight_params": list(ansatz.parameters),
+        "input_gradients": True,
+    }
+    # a sampler reading two of three qubits, in swapped clbit order, through ``interpret`` (a
+    # multi-dimensional output_shape would break the stock TorchConnector's input gradients)
+    qc, x, w = _qnn_circuit(2, 3)
+    wide = QuantumCircuit(3, 2)
+    wide.compose(qc, [0, 2], inplace=True)
+    wide.ry(w[0] * 0.5, 1)
+    wide.cx(1, 0)
+    wide.measure([2, 0], [0, 1])
+    samp = {
+        "circuit": wide,
+        "input_params": x,
+        "weight_params": w,
+        "interpret": lambda k: k % 3,  # outcomes 0 and 3 share an output
+        "output_shape": 3,
+        "input_gradients": True,
+    }
+    return {
+        "estimator": lambda: FusedEstimatorQNN(executor=ex, **est),
+        "sampler": lambda: FusedSamplerQNN(executor=ex, **samp),
+    }
+
+
+@pytest.mark.parametrize("kind", ["estimator", "sampler"])
+def test_lazy_vjp_equals_the_full_jacobian_path(ex, kind):
+    """In training, QuantumLayer gets its gradients from one adjoint sweep after grad_output is
+    known (exact engine) — the same input and weight gradients, to 1e-10 in float64, as the full
+    Jacobian TorchConnector contracts; and the layer's autograd equals a stock TorchConnector's
+    (float32)."""
+    make = _lazy_vjp_qnns(ex)[kind]
+    qnn = make()
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0, 2, (5, qnn.num_inputs))
+    W = rng.uniform(-2, 2, qnn.num_weights)
+    assert qnn.supports_vjp() == ex.runner.exact_gradients
+    if qnn.supports_vjp():
+        out, vjp = qnn.forward_with_vjp(X, W)
+        np.testing.assert_allclose(out, qnn.forward(X, W), atol=1e-13)
+        gi, gw = qnn.backward(X, W)
+        g = rng.normal(size=out.shape)
+        vi, vw = vjp(g)
+        axes = "".join("abc"[: out.ndim - 1])
+        np.testing.assert_allclose(vi, np.einsum(f"n{axes},n{axes}p->np", g, gi), atol=1e-10)
+        np.testing.assert_allclose(vw, np.einsum(f"n{axes},n{axes}p->p", g, gw), atol=1e-10)
+        assert np.abs(vw).max() > 1e-3
+    layer = QuantumLayer(qnn, initial_weights=W)
+    stock = TorchConnector(make(), initial_weights=W)
+    grads = []
+    for model in (layer, stock):
+        xt = torch.tensor(X, dtype=torch.float32, requires_grad=True)
+        out = model(xt)
+        weights = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+        (out * weights).sum().backward()
+        grads.append((out.detach(), xt.grad, model.weight.grad))
+    for mine, theirs in zip(*grads):
+        assert mine.dtype == theirs.dtype and mine.shape == theirs.shape
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=2e-6)
 
 
 # ----------------------------------------------------------------------------- runtime path

@@ -78,6 +78,29 @@ class ExactRunner(Runner):
     def value_and_jacobian(self, prepared, observables, values, columns):
         return self.compiled(prepared).value_and_jacobian(values, observables, columns=columns)
 
+    def value_and_pullback(self, prepared, observables, values):
+        """Values (N, O) and ``pullback(cotangent (N, O), columns)`` → (N, C): one adjoint sweep
+        for the vector–Jacobian product (:meth:`CompiledCircuit.forward_for_vjp`)."""
+        return self.compiled(prepared).forward_for_vjp(values, observables)
+
+    def probs_and_pullback(self, prepared, values):
+        """Distributions of the measured qubits (N, 2**k, clbit order) and their pullback."""
+        cc = self.compiled(prepared)
+        measured = _measured_qubits(prepared.circuit)
+        probs, pullback = cc.forward_for_vjp(values, probabilities=True)
+        if measured == list(range(cc.num_qubits)):
+            return probs, pullback
+        # the marginal sums basis states: its transpose reads each state's outcome cotangent
+        idx = np.arange(2**cc.num_qubits)
+        out_index = np.zeros(2**cc.num_qubits, dtype=np.int64)
+        for c, q in enumerate(measured):
+            out_index |= ((idx >> q) & 1) << c
+
+        def marginal_pullback(cotangent, columns=None):
+            return pullback(np.asarray(cotangent)[:, out_index], columns)
+
+        return _marginal(probs, measured, cc.num_qubits), marginal_pullback
+
     def probs_and_jacobian(self, prepared, values, columns):
         cc = self.compiled(prepared)
         measured = _measured_qubits(prepared.circuit)

@@ -553,6 +553,32 @@ class Executor:
             prepared, prepared.observables(observables), values, columns
         )
 
+    def values_and_pullback(self, circuit, observables, values):
+        """Exact values (N, O) now and ``pullback(cotangent, columns)`` → (N, C) later: the
+        vector–Jacobian product in one adjoint sweep (exact engine only; one job, as
+        :meth:`value_and_jacobian`)."""
+        runner = self.runner
+        if not runner.exact_gradients:
+            raise BackendError(
+                "exact gradients need the noiseless 'aer' backend with engine 'exact'"
+            )
+        values = _as_values(values, circuit)
+        prepared = self.prepare(circuit)
+        self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values) * len(observables))
+        return runner.value_and_pullback(prepared, prepared.observables(observables), values)
+
+    def probs_and_pullback(self, circuit, values):
+        """Exact distributions (N, K) and their vector–Jacobian pullback (exact engine only)."""
+        runner = self.runner
+        if not runner.exact_gradients:
+            raise BackendError(
+                "exact gradients need the noiseless 'aer' backend with engine 'exact'"
+            )
+        values = _as_values(values, circuit)
+        prepared = self.prepare(circuit)
+        self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values))
+        return runner.probs_and_pullback(prepared, values)
+
     def probs_and_jacobian(self, circuit, values, columns):
         runner = self.runner
         if not runner.exact_gradients:

@@ -127,6 +127,12 @@ class ExactEstimatorGradient(_EstimatorGradientMixin, BaseEstimatorGradient):
         self._executor.cost.add(gradient_calls=1)
         return self._executor.value_and_jacobian(circuit, observables, values, columns)
 
+    def values_and_pullback(self, circuit, observables, values):
+        """Forward values (N, O) and ``pullback(cotangent (N, O), columns)`` → (N, C): the
+        vector–Jacobian product by one adjoint sweep, once the cotangent is known."""
+        self._executor.cost.add(gradient_calls=1)
+        return self._executor.values_and_pullback(circuit, observables, values)
+
 
 def _without_parametric_phase(circuit):
     """``circuit`` without parameterised global phases (the circuit's, and ``global_phase``
@@ -402,6 +408,20 @@ class ExactSamplerGradient(_SamplerGradientMixin, BaseSamplerGradient):
         readout = self._sampler_ro.readout(circuit)
         probs, jac = self._executor.probs_and_jacobian(readout.circuit, values, columns)
         return readout.scatter(probs), readout.scatter(jac)
+
+    def probs_and_pullback(self, circuit, values):
+        """Outcome distributions (N, 2**bits) and ``pullback(cotangent (N, 2**bits), columns)``
+        → (N, C), one adjoint sweep."""
+        self._executor.cost.add(gradient_calls=1)
+        readout = self._sampler_ro.readout(circuit)
+        probs, pullback = self._executor.probs_and_pullback(readout.circuit, values)
+        index = readout.clbit_index
+
+        def scattered_pullback(cotangent, columns=None):
+            # scatter writes outcome k to clbit outcome index[k]: its transpose gathers
+            return pullback(np.asarray(cotangent)[:, index], columns)
+
+        return readout.scatter(probs), scattered_pullback
 
 
 class BatchedParamShiftSamplerGradient(_SamplerGradientMixin, BaseSamplerGradient):

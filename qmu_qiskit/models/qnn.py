@@ -2,16 +2,26 @@
 
 The QNNs here are thin subclasses that keep every contract of their parents (``forward`` and
 ``backward`` shapes, input gradients, the gradient object being a qiskit-machine-learning gradient
-class). What they add is *fusion*: during training, the forward pass of a mini-batch asks the
-executor's gradient for the values **and** the Jacobian in one job, and the following ``backward``
-on the same inputs is answered from that job (methods: "one broadcast job per mini-batch"). In
-inference (``torch.no_grad``) only the values are computed.
+class), so a stock ``TorchConnector`` drives them as it drives ``EstimatorQNN``. What they add:
+
+* *lazy vector–Jacobian products* (exact engine): in training, :class:`QuantumLayer` runs the
+  forward pass through :class:`_LazyVJP`, which keeps the recorded forward sweep and, once autograd
+  knows ``grad_output``, gets the input and weight gradients from **one** adjoint sweep with the
+  cotangent-weighted observable — instead of the full Jacobian (one sweep per output) that
+  ``TorchConnector``'s backward contracts with ``grad_output``. Same gradients, exactly;
+* *fusion* (parameter-shift gradients, which need every shifted row anyway): the forward pass of a
+  mini-batch asks the executor's gradient for the values **and** the Jacobian in one job, and the
+  following ``backward`` on the same inputs is answered from that job ("one broadcast job per
+  mini-batch").
+
+In inference (``torch.no_grad``) only the values are computed.
 """
 
 from __future__ import annotations
 
 import hashlib
 from numbers import Integral
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,12 +37,42 @@ def _key(parameter_values: np.ndarray) -> bytes:
 
 
 class _FusedMixin:
-    """Shared fusion state: a flag set by :class:`QuantumLayer`, and one cached Jacobian."""
+    """Shared fusion state: a flag set by :class:`QuantumLayer`, and one cached Jacobian; and the
+    lazy vector–Jacobian product of :meth:`forward_with_vjp`."""
 
     fuse_next: bool = False
     # set by the qiskit-machine-learning parent class's __init__
     _input_gradients: bool
     _num_inputs: int
+    gradient: Any
+    #: let :class:`QuantumLayer` use :meth:`forward_with_vjp` when the gradient supports it
+    #: (set to ``False`` to get the eager full-Jacobian path, e.g. to compare the two)
+    lazy_vjp: bool = True
+    _PULLBACK = ""
+
+    def supports_vjp(self) -> bool:
+        """Whether :meth:`forward_with_vjp` is available (exact engine gradients)."""
+        return bool(self.lazy_vjp) and hasattr(self.gradient, self._PULLBACK)
+
+    def forward_with_vjp(self, input_data, weights):
+        """``forward`` (validated as ``NeuralNetwork.forward``) and its pullback.
+
+        Returns:
+            ``(output, vjp)``: output as ``forward`` returns it, and ``vjp(grad_output)`` with
+            ``grad_output`` of the output's shape → ``(input_grad (N, num_inputs) or None,
+            weight_grad (num_weights,))``, i.e. Σ grad_output · ∂output/∂(inputs, weights) —
+            what ``TorchConnector``'s backward computes from the full Jacobian.
+        """
+        input_, shape = self._validate_input(input_data)
+        weights_ = self._validate_weights(weights)
+        output, vjp = self._forward_vjp(input_, weights_)
+        return self._validate_forward_output(output, shape), vjp
+
+    def _split_vjp(self, grad: np.ndarray):
+        """(N, C) per-row products → (input_grad or None, weight_grad summed over rows)."""
+        if self._input_gradients:
+            return grad[:, : self._num_inputs], grad[:, self._num_inputs :].sum(0)
+        return None, grad.sum(0)
 
     def _init_fusion(self) -> None:
         self.fuse_next = False
@@ -61,6 +101,8 @@ class FusedEstimatorQNN(_FusedMixin, EstimatorQNN):
             ``weight_params``, ``input_gradients``).
     """
 
+    _PULLBACK = "values_and_pullback"
+
     def __init__(self, *, executor, **kwargs):
         kwargs.setdefault("default_precision", 0.0)
         super().__init__(
@@ -72,6 +114,19 @@ class FusedEstimatorQNN(_FusedMixin, EstimatorQNN):
     def _columns(self, num_params: int) -> list[int]:
         start = 0 if self._input_gradients else self._num_inputs
         return list(range(start, num_params))
+
+    def _forward_vjp(self, input_data, weights):
+        parameter_values, _ = self._preprocess_forward(input_data, weights)
+        cols = self._columns(parameter_values.shape[1])
+        values, pullback = self.gradient.values_and_pullback(
+            self._circuit, list(self._observables), parameter_values
+        )
+
+        def vjp(grad_output):
+            g = np.asarray(grad_output, dtype=np.float64).reshape(values.shape)
+            return self._split_vjp(pullback(g, cols))
+
+        return values, vjp
 
     def _forward(self, input_data, weights):
         if not self.fuse_next:
@@ -113,6 +168,8 @@ class FusedSamplerQNN(_FusedMixin, SamplerQNN):
             ``interpret``, ``output_shape``, ``input_gradients``).
     """
 
+    _PULLBACK = "probs_and_pullback"
+
     def __init__(self, *, executor, **kwargs):
         super().__init__(sampler=executor.sampler(), gradient=executor.sampler_gradient(), **kwargs)
         self.executor = executor
@@ -142,6 +199,20 @@ class FusedSamplerQNN(_FusedMixin, SamplerQNN):
         start = 0 if self._input_gradients else self._num_inputs
         return list(range(start, num_params))
 
+    def _forward_vjp(self, input_data, weights):
+        parameter_values, num_samples = self._preprocess_forward(input_data, weights)
+        cols = self._columns(parameter_values.shape[1])
+        probs, pullback = self.gradient.probs_and_pullback(self._circuit, parameter_values)
+
+        def vjp(grad_output):
+            g = np.asarray(grad_output, dtype=np.float64).reshape(num_samples, self._out)
+            # _to_outputs adds outcome k into output index[k]: its transpose gathers
+            outcomes = np.zeros((num_samples, len(self._valid)))
+            outcomes[:, self._valid] = g[:, self._index]
+            return self._split_vjp(pullback(outcomes, cols))
+
+        return self._to_outputs(probs), vjp
+
     def _forward(self, input_data, weights):
         parameter_values, num_samples = self._preprocess_forward(input_data, weights)
         if self.fuse_next:
@@ -164,8 +235,53 @@ class FusedSamplerQNN(_FusedMixin, SamplerQNN):
         return self._split(self._to_outputs(jac), num_samples)
 
 
+class _LazyVJP(torch.autograd.Function):
+    """``TorchConnector``'s autograd function with a lazy backward: the forward keeps the QNN's
+    pullback, the backward hands it ``grad_output`` (one adjoint sweep). Inputs, outputs and
+    gradients have the types and shapes ``TorchConnector`` gives them (float32 output, gradients
+    in the dtype and on the device of the input and the weights)."""
+
+    @staticmethod
+    def forward(ctx, input_data, weights, qnn):
+        from qiskit_machine_learning import QiskitMachineLearningError
+
+        if input_data.shape[-1] != qnn.num_inputs:
+            raise QiskitMachineLearningError(
+                f"Invalid input dimension! Received {input_data.shape} and "
+                f"expected input compatible to {qnn.num_inputs}"
+            )
+        output, vjp = qnn.forward_with_vjp(
+            input_data.detach().cpu().numpy(), weights.detach().cpu().numpy()
+        )
+        ctx.vjp = vjp
+        ctx.input_meta = (input_data.shape, input_data.dtype, input_data.device)
+        ctx.weight_meta = (weights.shape, weights.dtype, weights.device)
+        result = torch.as_tensor(output, dtype=torch.float)
+        if input_data.dim() == 1:
+            result = result[0]
+        return result.to(input_data.device)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        vjp = ctx.vjp
+        ctx.vjp = None  # release the recorded states
+        input_grad, weight_grad = vjp(grad_output.detach().cpu().to(torch.float64).numpy())
+        in_grad = w_grad = None
+        if input_grad is not None and ctx.needs_input_grad[0]:
+            shape, dtype, device = ctx.input_meta
+            in_grad = torch.as_tensor(input_grad, dtype=dtype).reshape(shape).to(device)
+        if ctx.needs_input_grad[1]:
+            shape, dtype, device = ctx.weight_meta
+            w_grad = torch.as_tensor(weight_grad, dtype=dtype).reshape(shape).to(device)
+        return in_grad, w_grad, None
+
+
 class QuantumLayer(nn.Module):
-    """A QNN in a ``TorchConnector``, fusing forward and gradient when autograd will need it.
+    """A QNN in a ``TorchConnector``; in training, a lazy vector–Jacobian product (exact engine)
+    or forward and Jacobian fused into one job (other engines).
+
+    The ``TorchConnector`` holds the weights (``connector.weight``, as in checkpoints) and runs
+    inference and, where the QNN's gradient has no pullback, training.
 
     Args:
         qnn: a :class:`FusedEstimatorQNN` or :class:`FusedSamplerQNN`.
@@ -185,6 +301,8 @@ class QuantumLayer(nn.Module):
         needs_grad = torch.is_grad_enabled() and (
             self.connector.weight.requires_grad or x.requires_grad
         )
+        if needs_grad and self.qnn.supports_vjp():
+            return _LazyVJP.apply(x, self.connector.weight, self.qnn)
         self.qnn.fuse_next = bool(needs_grad)
         try:
             # The QNN computes in float64; TorchConnector returns float32, like the heads.
