@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .io import atomic_savefig
+from .runs import METRICS_FILE, OUTPUTS_FILE
 
 #: False-positive rates at which ROC plots mark (and reports give) the true-positive rate.
 LOW_FPRS = (0.01, 0.001)
@@ -623,9 +624,9 @@ def curve_inputs(rows: list[dict]) -> tuple[dict[str, list[list[dict]]], dict[st
             ref("retrain (oracle)", r.get("acc_forget_unlearn"), r.get("acc_retain_unlearn"))
             continue
         path = r.get("path")
-        if not path or not (Path(path) / "metrics.json").is_file():
+        if not path or not (Path(path) / METRICS_FILE).is_file():
             continue
-        history = read_json(Path(path) / "metrics.json").get("history") or []
+        history = read_json(Path(path) / METRICS_FILE).get("history") or []
         methods.setdefault(str(r["method"]), []).append(history)
     return methods, references
 
@@ -680,8 +681,8 @@ def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
     series, teacher = [], None
     for r in rows:
         path = Path(r["path"])
-        U = Outputs.load(path / "outputs.npz")
-        ev = read_json(path / "metrics.json").get("evaluation") or {}
+        U = Outputs.load(path / OUTPUTS_FILE)
+        ev = read_json(path / METRICS_FILE).get("evaluation") or {}
         ctx = MetricContext(
             seed=int(r.get("seed") or 0), mia_nonmembers=ev.get("mia_nonmembers", "heldout")
         )
@@ -702,8 +703,8 @@ def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
                 {"color": "black", "linestyle": ":"} if oracle else {},
             )
         )
-        if teacher is None and (teacher_dir / "outputs.npz").is_file():
-            T = Outputs.load(teacher_dir / "outputs.npz").with_forget(U.ids[U.forget])
+        if teacher is None and (teacher_dir / OUTPUTS_FILE).is_file():
+            T = Outputs.load(teacher_dir / OUTPUTS_FILE).with_forget(U.ids[U.forget])
             teacher = RocSeries("teacher", [(y, scores(T))], {"color": "black", "linestyle": "--"})
     if teacher is not None:
         series.append(teacher)
@@ -711,11 +712,11 @@ def forget_folder_plots(folder: str | Path, *, title: str = "") -> list[Path]:
     if roc is not None:
         written.append(roc.path)
     histories = {}
-    if (teacher_dir / "metrics.json").is_file():
-        histories["teacher"] = [read_json(teacher_dir / "metrics.json").get("history") or []]
+    if (teacher_dir / METRICS_FILE).is_file():
+        histories["teacher"] = [read_json(teacher_dir / METRICS_FILE).get("history") or []]
     oracle_dir = folder / "retrain"
-    if (oracle_dir / "metrics.json").is_file():
-        oracle_history = read_json(oracle_dir / "metrics.json").get("history") or []
+    if (oracle_dir / METRICS_FILE).is_file():
+        oracle_history = read_json(oracle_dir / METRICS_FILE).get("history") or []
         histories["retrain (oracle)"] = [oracle_history]
     methods, references = curve_inputs(rows)
     curves = plot_curves(

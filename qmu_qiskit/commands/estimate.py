@@ -22,6 +22,7 @@ import click
 
 from ..cli import CONTEXT, print_table
 from ..exceptions import BadInputError, QmuError
+from ..runs import LEDGER_DIR
 
 #: Commands an estimate can run.
 COMMANDS = ("train", "unlearn", "study")
@@ -249,7 +250,7 @@ def _ledger_rows(scratch: Path) -> dict[str, tuple[str, tuple]]:
     every job ledger the dry run wrote."""
     out = {}
     for path in sorted(scratch.rglob("jobs.sqlite")):
-        if path.parent.name != "ledger":
+        if path.parent.name != LEDGER_DIR:
             continue
         run = path.parent.parent.relative_to(scratch).as_posix()
         con = sqlite3.connect(path)

@@ -14,7 +14,15 @@ from pathlib import Path
 import click
 
 from ..exceptions import BadInputError
-from ..runs import CONFIG_FILE, COST_FILE, METRICS_FILE, STATUS_FILE
+from ..runs import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    COST_FILE,
+    EVALUATIONS_DIR,
+    LEDGER_DIR,
+    METRICS_FILE,
+    STATUS_FILE,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: How many folders below a PATH runs and grids are searched for.
@@ -195,7 +203,8 @@ def collect(paths: list[str | os.PathLike]) -> list[dict]:
                             for e in it
                             if e.is_dir(follow_symlinks=False)
                             and not e.name.startswith(".")
-                            and e.name not in ("checkpoints", "ledger", "evaluations", "plots")
+                            and e.name
+                            not in (CHECKPOINTS_DIR, LEDGER_DIR, EVALUATIONS_DIR, "plots")
                         ),
                         key=lambda p: (p.name != "retrain", p.name),
                     )  # the oracle first

@@ -20,6 +20,7 @@ from ..evaluation.tables import csv_text
 from ..grids.grid import Grid
 from ..grids.handle import GridHandle
 from ..io import atomic_write_text
+from ..runs import METRICS_FILE, OUTPUTS_FILE
 from .protocols import Protocol, get_protocol
 from .spec import filled_in
 
@@ -140,7 +141,7 @@ def add_extra_metrics(grid: Grid, rows: list[dict]) -> tuple[list[str], list[str
 
     def load(path: Path) -> Outputs:
         if path not in cache:
-            cache[path] = Outputs.load(path / "outputs.npz")
+            cache[path] = Outputs.load(path / OUTPUTS_FILE)
         return cache[path]
 
     added: dict[str, None] = {}
@@ -607,7 +608,7 @@ def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path):
     for r in rows:
         cell = grid.cell(r["cell"])
         ctx = MetricContext(**cell.payload["metric_ctx"])
-        U = Outputs.load(cell.path / "outputs.npz")
+        U = Outputs.load(cell.path / OUTPUTS_FILE)
         members, nonmembers = mia_sets(U, ctx)
         if len(members) == 0 or len(nonmembers) == 0:
             continue
@@ -620,7 +621,7 @@ def plot_mia_roc(grid: Grid, rows: list[dict], title: str, path: Path):
             {"color": "black", "linestyle": ":"} if oracle else None,
         )
         if r["seed"] not in teacher_seeds:
-            T = Outputs.load(Path(cell.payload["teacher"]) / "outputs.npz").with_forget(
+            T = Outputs.load(Path(cell.payload["teacher"]) / OUTPUTS_FILE).with_forget(
                 U.ids[U.forget]
             )
             add("teacher", T, members, nonmembers, {"color": "black", "linestyle": "--"})
@@ -645,12 +646,12 @@ def plot_curves(grid: Grid, rows: list[dict], title: str, path: Path) -> Path | 
     for r in rows:
         cell = grid.cell(r["cell"])
         teacher = Path(cell.payload["teacher"])
-        if teacher not in seen and (teacher / "metrics.json").is_file():
+        if teacher not in seen and (teacher / METRICS_FILE).is_file():
             seen.add(teacher)
-            histories["teacher"].append(read_json(teacher / "metrics.json").get("history") or [])
+            histories["teacher"].append(read_json(teacher / METRICS_FILE).get("history") or [])
         if r["method"] == "retrain":
             histories["retrain (oracle)"].append(
-                read_json(cell.path / "metrics.json").get("history") or []
+                read_json(cell.path / METRICS_FILE).get("history") or []
             )
     methods, references = curve_inputs(
         [{**r, "path": str(grid.cell(r["cell"]).path), "teacher": None} for r in rows]

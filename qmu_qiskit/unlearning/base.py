@@ -26,6 +26,7 @@ import torch
 from ..exceptions import BadInputError
 from ..io import atomic_torch_save
 from ..registry import ENTRY_POINT_GROUPS, Registry
+from ..runs import CHECKPOINTS_DIR
 
 if TYPE_CHECKING:
     from ..models.hybrid import HybridModel
@@ -345,7 +346,7 @@ class UnlearnContext:
 
     @property
     def checkpoint(self) -> Path:
-        return self.workdir / "checkpoints" / "method.pt"
+        return self.workdir / CHECKPOINTS_DIR / "method.pt"
 
     def _own_checkpoint(self) -> dict | None:
         """This method run's checkpoint, or ``None`` (absent, or written by another config)."""
