@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/qmu-qiskit unlearn --run $(DEMO) --forget class:0 --method finetune --method ga --method neggrad_plus
 
 # Style, lint, types ([tool.ruff], [tool.mypy]) and the layering contract ([tool.importlinter]: no
-# import from a lower layer to a higher one; the job layer imports no study or pipeline code).
+# import from a lower layer to a higher one; the grid layer imports no study or pipeline code).
 lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .

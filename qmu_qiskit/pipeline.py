@@ -661,10 +661,8 @@ def unlearn(
 
 def _on_runtime(executor) -> bool:
     """Whether ``executor`` runs on the IBM Runtime path (a device, fake_* local testing or a
-    dry run), where every job is submitted, ledgered and estimated."""
-    from .execution.runtime_runner import RuntimeRunner
-
-    return isinstance(getattr(executor, "runner", None), RuntimeRunner)
+    dry run), where every job is submitted, ledgered and estimated (the runner's ``kind``)."""
+    return getattr(getattr(executor, "runner", None), "kind", None) == "runtime"
 
 
 def oracle_folder(cfg: RunConfig, backend: BackendConfig, seed: int) -> str:
