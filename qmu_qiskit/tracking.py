@@ -1,8 +1,8 @@
 """Optional experiment tracking: a finished run's curves and final metrics to TensorBoard or MLflow.
 
 ``--track tensorboard|mlflow`` (``pip install 'qmu-qiskit[tracking]'``) sends, after a run is
-complete, what its directory holds: the per-epoch ``history`` (training; the retrain oracle's
-fit) as step-indexed scalars, the final numeric metrics, the resolved config as parameters (MLflow)
+complete, what its directory holds: the per-epoch ``history`` (a teacher's or the retrain
+oracle's fit; an unlearning method's loss, forget and retain accuracy) as step-indexed scalars, the final numeric metrics, the resolved config as parameters (MLflow)
 or text (TensorBoard), and ``metrics.json`` as an artifact (MLflow). Tracking reads the run
 directory, so it never changes a run's numbers, and works offline: TensorBoard event files, and an
 MLflow file store (``file:<dir>``) unless ``MLFLOW_TRACKING_URI`` says otherwise.
