@@ -169,7 +169,7 @@ def _shadow_forgets(fset, bundle, shadows: int, seed: int, folder: Path) -> list
     return out
 
 
-def _teacher_seed(base: int, seed: int, s: int) -> int:
+def _pair_seed(base: int, seed: int, s: int) -> int:
     """Pair s's seed (its oracle's and method's; its shadow teacher's when independent)."""
     return base + 1 + s + 100_000 * seed
 
@@ -252,7 +252,7 @@ def build_cells(teacher, fset, cfg: AuditConfig, grid_dir: Path):
         return cid
 
     target = f"run-{run_cfg.fingerprint()}"  # the run itself: trained already, not a cell
-    pair_seeds = [_teacher_seed(run_cfg.seed, cfg.seed, s) for s in range(cfg.shadows)]
+    pair_seeds = [_pair_seed(run_cfg.seed, cfg.seed, s) for s in range(cfg.shadows)]
     if cfg.teachers == "shared":
         # every pair starts from the run's teacher; the oracle and the method take the pair's seed
         teacher_ids = [(target, ps) for ps in pair_seeds]
@@ -471,9 +471,7 @@ def audit(
                 "teachers": teachers,
                 # shared: the seed of each pair's oracle and method; independent: also of its
                 # shadow teacher
-                "pair_seeds": [
-                    _teacher_seed(teacher.cfg.seed, cfg.seed, s) for s in range(shadows)
-                ],
+                "pair_seeds": [_pair_seed(teacher.cfg.seed, cfg.seed, s) for s in range(shadows)],
                 "shadow_forgets": [cells[u_].payload["forget"] for _, u_ in pairs],
                 "eps_delta": EPS_DELTA,
                 "eps_bins": {"width": EPS_BIN_WIDTH, "count": EPS_BINS},
