@@ -170,7 +170,7 @@ def _pl_layer(n: int, weights, device: str, diff: str):
     return layer
 
 
-def build(path: str, n: int, seed: int):
+def build(path: str, n: int, seed: int, device: str = "cpu"):
     """(model, quantum weight parameter) for one path; head and weights drawn from ``seed``."""
     import numpy as np
     import torch
@@ -190,12 +190,14 @@ def build(path: str, n: int, seed: int):
 
         qc, x, w, obs = bt.hqml_parts(n)
         kw = {"engine": "aer"} if path == "ours-aer" else {}
-        ex = Executor("aer", cache_dir=tempfile.mkdtemp(prefix="qmu-scale-"), **kw)
+        ex = Executor("aer", cache_dir=tempfile.mkdtemp(prefix="qmu-scale-"), device=device, **kw)
         qnn = FusedEstimatorQNN(
             executor=ex, circuit=qc, observables=obs, input_params=x, weight_params=w
         )
         qnn.lazy_vjp = path != "ours-exact-jacobian"
         quantum = QuantumLayer(qnn, initial_weights=weights)
+    elif device != "cpu":
+        raise SystemExit(f"--device {device} is built for the ours-* paths only, not {path}")
     elif path == "torch":
         quantum = _torch_baseline(n, weights)
     elif path == "pl-lightning-adjoint":
@@ -233,7 +235,7 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     out = sys.stdout
     try:
-        model, qweight = build(args.worker, args.n, args.seed)
+        model, qweight = build(args.worker, args.n, args.seed, args.device)
     except ImportError as exc:
         print(json.dumps({"skipped": f"not importable: {exc}"}), file=out, flush=True)
         return
@@ -298,6 +300,8 @@ class Worker:
         ]
         if args.pl_path:
             cmd += ["--pl-path", args.pl_path]
+        if args.device != "cpu":
+            cmd += ["--device", args.device]
         self.path = path
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE
@@ -516,6 +520,11 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=5, help="interleaved rounds (median)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cuda: the quantum engine of the ours-* paths on a CUDA device (heads stay on cpu)",
+    )
     p.add_argument("--max-step-s", type=float, default=60.0, help="skip slower steps")
     p.add_argument("--slow-s", type=float, default=5.0, help="steps slower than this ...")
     p.add_argument("--slow-reps", type=int, default=2, help="... get this many rounds")
@@ -553,6 +562,7 @@ def main(argv=None):
         "classes": CLASSES,
         "reps": args.reps,
         "threads": args.threads,
+        "device": args.device,
         "max_step_s": args.max_step_s,
         "qubits": sizes,
         "paths": paths,

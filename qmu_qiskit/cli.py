@@ -129,7 +129,13 @@ def backend_options(f):
         "--engine",
         type=click.Choice(["exact", "aer"]),
         default=None,
-        help="Noiseless engine: exact (vectorised statevector, adjoint gradients) or aer (Aer + batched parameter shift).",
+        help="Simulator engine for aer and aer_noisy without --shots: exact (torch statevector / noisy density matrices, exact reverse-mode gradients) or aer (Aer + batched parameter shift).",
+    )(f)
+    f = click.option(
+        "--device",
+        type=click.Choice(["cpu", "cuda"]),
+        default=None,
+        help="Where simulators compute: cpu (default) or cuda (the torch engines on a CUDA device; Aer with device=GPU, which needs qiskit-aer-gpu).",
     )(f)
     f = click.option(
         "--optimization-level",
@@ -166,10 +172,17 @@ def backend_options(f):
 
 
 def runtime_items(
-    resilience_level=None, dynamical_decoupling=False, twirling=False, zne=False, max_time=None
+    resilience_level=None,
+    dynamical_decoupling=False,
+    twirling=False,
+    zne=False,
+    max_time=None,
+    device=None,
 ) -> dict:
-    """The runtime options given on the command line (flags that are off are left out)."""
+    """The runtime options given on the command line (flags that are off are left out), and the
+    execution setting ``device``."""
     out = {
+        "device": device,
         "resilience_level": resilience_level,
         "max_time": max_time,
         "dynamical_decoupling": dynamical_decoupling or None,
@@ -190,12 +203,12 @@ def _applicable_flags(backend: str | None, *, engine, noise_scale, shots):
 
     name = backend or "aer"
     kind = backend_kind(name)
-    if engine is not None and kind not in (None, "aer"):
+    if engine is not None and kind not in (None, "aer", "aer_noisy"):
         raise BadInputError(
-            f"--engine {engine} does not apply to backend {name}: the engine chooses how the "
-            "noiseless aer backend runs; drop --engine"
+            f"--engine {engine} does not apply to backend {name}: the engine chooses how aer "
+            "and aer_noisy run; drop --engine"
         )
-    if engine == "exact" and shots is not None and kind == "aer":
+    if engine == "exact" and shots is not None and kind in ("aer", "aer_noisy"):
         raise BadInputError(
             "--engine exact computes exact values and takes no --shots (with --shots, circuits are "
             "sampled on Aer); drop one of them"
@@ -379,6 +392,7 @@ def train(
     shots,
     noise_scale,
     engine,
+    device,
     optimization_level,
     resilience_level,
     dynamical_decoupling,
@@ -450,7 +464,7 @@ def train(
             noise_scale,
             engine,
             optimization_level,
-            runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time),
+            runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time, device),
         ),
     )
     n = cfg.data.n_features
@@ -586,6 +600,7 @@ def unlearn(
     shots,
     noise_scale,
     engine,
+    device,
     optimization_level,
     resilience_level,
     dynamical_decoupling,
@@ -620,7 +635,7 @@ def unlearn(
         noise_scale,
         engine,
         optimization_level,
-        runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time),
+        runtime_items(resilience_level, dynamical_decoupling, twirling, zne, max_time, device),
     )
     backend_cfg, oracle_cfg = pipeline.unlearn_backends(teacher_backend, over, oracle_backend)
     summaries = pipeline.unlearn(

@@ -212,7 +212,7 @@ class TrainingConfig(_Strict):
 
 
 #: ``backend.runtime`` keys the executor itself takes (layout confinement, amplitude loading).
-EXECUTOR_OPTIONS = ("layout", "amplitude_loading")
+EXECUTOR_OPTIONS = ("layout", "amplitude_loading", "device")
 
 
 class BackendConfig(_Strict):
@@ -222,7 +222,8 @@ class BackendConfig(_Strict):
         name: ``aer``, ``aer_noisy[:PROFILE]``, ``fake_<device>`` or ``ibm_<device>``.
         shots: shots per circuit evaluation (``None``: exact values where possible).
         noise_scale: multiplies the device noise of ``aer_noisy``.
-        engine: noiseless engine, ``exact`` or ``aer``.
+        engine: ``exact`` (our torch engines: statevector on ``aer``, Pauli-basis density
+            matrices on ``aer_noisy``) or ``aer`` (qiskit-aer); without shots.
         optimization_level: transpiler optimisation level.
         seed_transpiler: transpiler seed.
         runtime: IBM Runtime primitive options (resilience_level, dynamical decoupling, twirling,
@@ -284,10 +285,10 @@ class BackendConfig(_Strict):
                 "aer_noisy[:PROFILE] scales a device snapshot's noise; drop --noise-scale or use "
                 "--backend aer_noisy"
             )
-        if self.engine != "exact" and kind != "aer":
+        if self.engine != "exact" and kind not in ("aer", "aer_noisy"):
             raise BadInputError(
                 f"engine {self.engine!r} does not apply to backend {self.name}: the engine "
-                "chooses how the noiseless aer backend runs; drop --engine"
+                "chooses how aer and aer_noisy run; drop --engine"
             )
         given = sorted(k for k in RUNTIME_OPTIONS if self.runtime.get(k) not in (None, False))
         if given and kind in ("aer", "aer_noisy"):

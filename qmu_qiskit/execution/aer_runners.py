@@ -91,6 +91,8 @@ class _AerBase(Runner):
                 opts["max_parallel_threads"] = int(threads)
             if prepared.noise_model is not None:
                 opts["noise_model"] = prepared.noise_model
+            if self.compute_device != "cpu":
+                opts["device"] = "GPU"
             sim = AerSimulator(**opts)
             prepared.extra[("sim", method)] = sim
         return sim
@@ -261,6 +263,8 @@ class _AerBase(Runner):
                 opts["max_parallel_threads"] = int(threads)
             if noise is not None:
                 opts["noise_model"] = noise
+            if self.compute_device != "cpu":
+                opts["device"] = "GPU"
             entry = (noise, AerSimulator(**opts))
             sims[(id(noise), method)] = entry
         return entry[1]

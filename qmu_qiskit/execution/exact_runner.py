@@ -12,7 +12,15 @@ import uuid
 
 import numpy as np
 
-from .runner_base import Handle, Prepared, Runner, _marginal, _measured_qubits, _strip_measurements
+from .runner_base import (
+    Handle,
+    Prepared,
+    Runner,
+    _marginal,
+    _measured_qubits,
+    _strip_measurements,
+    on_device,
+)
 
 
 class ExactRunner(Runner):
@@ -39,7 +47,8 @@ class ExactRunner(Runner):
             with self._lock:
                 cc = self._compiled.get(prepared.key)
                 if cc is None:
-                    cc = CompiledCircuit(_strip_measurements(prepared.circuit))
+                    with on_device(self):
+                        cc = CompiledCircuit(_strip_measurements(prepared.circuit))
                     self._compiled[prepared.key] = cc
             prepared.extra["compiled"] = cc
         return cc
@@ -52,9 +61,9 @@ class ExactRunner(Runner):
         cc = self.compiled(prepared)
 
         def run():
-            with torch.no_grad():
+            with torch.no_grad(), on_device(self):
                 evs = cc.expectation(torch.as_tensor(values, dtype=torch.float64), observables)
-            evs = evs.numpy().T.copy()  # (O, N)
+            evs = evs.cpu().numpy().T.copy()  # (O, N)
             if precision:  # as StatevectorEstimator: Gaussian noise of the requested precision
                 evs = np.random.default_rng(int(seed)).normal(evs, precision)
                 return {"evs": evs, "stds": np.full_like(evs, float(precision))}
@@ -69,25 +78,30 @@ class ExactRunner(Runner):
         measured = _measured_qubits(prepared.circuit)
 
         def run():
-            with torch.no_grad():
-                probs = cc.probabilities(torch.as_tensor(values, dtype=torch.float64)).numpy()
+            with torch.no_grad(), on_device(self):
+                probs = cc.probabilities(torch.as_tensor(values, dtype=torch.float64)).cpu().numpy()
             return {"probs": _marginal(probs, measured, cc.num_qubits)}
 
         return Handle(f"exact-{uuid.uuid4().hex[:12]}", run)
 
     def value_and_jacobian(self, prepared, observables, values, columns):
-        return self.compiled(prepared).value_and_jacobian(values, observables, columns=columns)
+        with on_device(self):
+            return self.compiled(prepared).value_and_jacobian(values, observables, columns=columns)
 
     def value_and_pullback(self, prepared, observables, values):
         """Values (N, O) and ``pullback(cotangent (N, O), columns)`` → (N, C): one adjoint sweep
         for the vector–Jacobian product (:meth:`CompiledCircuit.forward_for_vjp`)."""
-        return self.compiled(prepared).forward_for_vjp(values, observables)
+        with on_device(self):
+            out, pullback = self.compiled(prepared).forward_for_vjp(values, observables)
+        return out, _on_device_pullback(self, pullback)
 
     def probs_and_pullback(self, prepared, values):
         """Distributions of the measured qubits (N, 2**k, clbit order) and their pullback."""
         cc = self.compiled(prepared)
         measured = _measured_qubits(prepared.circuit)
-        probs, pullback = cc.forward_for_vjp(values, probabilities=True)
+        with on_device(self):
+            probs, pullback = cc.forward_for_vjp(values, probabilities=True)
+        pullback = _on_device_pullback(self, pullback)
         if measured == list(range(cc.num_qubits)):
             return probs, pullback
         # the marginal sums basis states: its transpose reads each state's outcome cotangent
@@ -96,7 +110,7 @@ class ExactRunner(Runner):
         for c, q in enumerate(measured):
             out_index |= ((idx >> q) & 1) << c
 
-        def marginal_pullback(cotangent, columns=None):
+        def marginal_pullback(cotangent, columns=None, sum_rows=()):
             return pullback(np.asarray(cotangent)[:, out_index], columns)
 
         return _marginal(probs, measured, cc.num_qubits), marginal_pullback
@@ -104,7 +118,8 @@ class ExactRunner(Runner):
     def probs_and_jacobian(self, prepared, values, columns):
         cc = self.compiled(prepared)
         measured = _measured_qubits(prepared.circuit)
-        probs, jac = cc.value_and_jacobian(values, probabilities=True, columns=columns)
+        with on_device(self):
+            probs, jac = cc.value_and_jacobian(values, probabilities=True, columns=columns)
         if measured == list(range(cc.num_qubits)):
             return probs, jac
         # marginal distribution of the measured qubits (and its Jacobian), in clbit order
@@ -115,3 +130,15 @@ class ExactRunner(Runner):
 
 
 #
+
+
+def _on_device_pullback(runner: Runner, pullback):
+    """``pullback`` run in ``runner``'s device context (the backward runs later)."""
+    if runner.compute_device == "cpu":
+        return pullback
+
+    def on(cotangent, columns=None, sum_rows=()):
+        with on_device(runner):
+            return pullback(cotangent, columns, sum_rows=sum_rows)
+
+    return on

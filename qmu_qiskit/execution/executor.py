@@ -87,6 +87,9 @@ class Executor:
         max_prepared: prepared circuits kept in memory (least recently used dropped first; a
             dropped one is rebuilt from the transpile cache).
         max_circuits: circuits (samples) per job for data-dependent circuits.
+        device: where the simulators compute: ``cpu`` (default) or ``cuda`` (the torch engines
+            on a CUDA device; Aer with ``device="GPU"``, which needs ``qiskit-aer-gpu``). Also
+            accepted in ``runtime_options`` (a run's ``BackendConfig.runtime``).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class Executor:
         amplitude_loading: str | None = None,
         max_prepared: int = 256,
         max_circuits: int | None = None,
+        device: str | None = None,
     ):
         from ..backends import BackendSpec, parse_backend
 
@@ -137,6 +141,7 @@ class Executor:
         self.retries = retries
         runtime_options = dict(runtime_options or {})
         layout = runtime_options.pop("layout", layout)
+        device = runtime_options.pop("device", device)
         amplitude_loading = runtime_options.pop("amplitude_loading", amplitude_loading)
         self.runtime_options = runtime_options
         self.layout = _check_layout(layout)
@@ -160,6 +165,7 @@ class Executor:
             runtime_options=self.runtime_options,
             run_id=self.run_id,
         )
+        self.runner.compute_device = check_device(device, self.runner)
         kind = self.runner.kind
         self.max_parameter_sets = max_parameter_sets or DEFAULT_MAX_PARAMETER_SETS[kind]
         self.max_circuits = (
@@ -252,7 +258,7 @@ class Executor:
     def sampler_gradient(self):
         from .gradients import BatchedParamShiftSamplerGradient, ExactSamplerGradient
 
-        if self.supports_exact_gradients:
+        if self.supports_exact_gradients and self.runner.exact_sampler_gradients:
             return ExactSamplerGradient(self)
         return BatchedParamShiftSamplerGradient(self)
 
@@ -546,6 +552,7 @@ class Executor:
             raise BackendError(
                 "exact gradients need the noiseless 'aer' backend with engine 'exact'"
             )
+        self._natively_evaluated(circuit)
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
         self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values) * len(observables))
@@ -562,6 +569,7 @@ class Executor:
             raise BackendError(
                 "exact gradients need the noiseless 'aer' backend with engine 'exact'"
             )
+        self._natively_evaluated(circuit)
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
         self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values) * len(observables))
@@ -589,6 +597,14 @@ class Executor:
         prepared = self.prepare(circuit)
         self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values))
         return runner.probs_and_jacobian(prepared, values, columns)
+
+    def _natively_evaluated(self, circuit) -> None:
+        """Raise :class:`~.density_runner.Unsupported` for a circuit the runner's exact gradient
+        cannot take whole (a leading amplitude encoding the executor splits by sample)."""
+        if self._amplitude_plan(circuit) is not None:
+            from .density_runner import Unsupported
+
+            raise Unsupported("amplitude encoding is evaluated one circuit per sample")
 
     def _chunks(self, values: np.ndarray, num_observables: int):
         size = max(1, self.max_parameter_sets)
@@ -843,6 +859,38 @@ def _pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def check_device(device: str | None, runner: Runner) -> str:
+    """The compute device of ``runner``: ``cpu`` or ``cuda[:N]``; a one-line error where it is
+    not available."""
+    if device in (None, "cpu"):
+        return "cpu"
+    if not isinstance(device, str) or not (device == "cuda" or device.startswith("cuda:")):
+        raise BadInputError(f"unknown device {device!r}; use cpu or cuda")
+    if runner.kind == "runtime":
+        raise BadInputError(
+            f"--device {device} does not apply to {runner.spec.name}: IBM Runtime backends run on "
+            "IBM's machines; drop --device"
+        )
+    if runner.kind == "exact" or getattr(runner, "torch_engine", False):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BadInputError(
+                f"--device {device}: torch sees no CUDA device (this torch is a CPU build or the "
+                "machine has no GPU); run on a GPU machine with a CUDA build of torch, or drop "
+                "--device"
+            )
+        return device
+    from qiskit_aer import AerSimulator
+
+    if "GPU" not in AerSimulator().available_devices():
+        raise BadInputError(
+            f"--device {device}: this qiskit-aer has no GPU support; install qiskit-aer-gpu "
+            "(pip install qiskit-aer-gpu) on a machine with an NVIDIA GPU, or drop --device"
+        )
+    return device
 
 
 def _as_values(values, circuit) -> np.ndarray:

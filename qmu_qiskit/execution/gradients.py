@@ -124,14 +124,42 @@ class ExactEstimatorGradient(_EstimatorGradientMixin, BaseEstimatorGradient):
 
     def values_and_jacobian(self, circuit, observables, values, columns):
         """Forward values (N, O) and Jacobian (N, O, len(columns)) from one evaluation."""
+        from .density_runner import Unsupported
+
+        try:
+            out = self._executor.value_and_jacobian(circuit, observables, values, columns)
+        except Unsupported:  # a circuit the noisy exact engine does not take: parameter shift
+            return self._shift().values_and_jacobian(circuit, observables, values, columns)
         self._executor.cost.add(gradient_calls=1)
-        return self._executor.value_and_jacobian(circuit, observables, values, columns)
+        return out
 
     def values_and_pullback(self, circuit, observables, values):
-        """Forward values (N, O) and ``pullback(cotangent (N, O), columns)`` → (N, C): the
-        vector–Jacobian product by one adjoint sweep, once the cotangent is known."""
+        """Forward values (N, O) and ``pullback(cotangent (N, O), columns, sum_rows=())`` →
+        (N, C): the vector–Jacobian product by one adjoint sweep, once the cotangent is known.
+        ``sum_rows``: positions in ``columns`` the caller only sums over the rows (a runner may
+        return their sum in row 0)."""
+        from .density_runner import Unsupported
+
+        try:
+            out = self._executor.values_and_pullback(circuit, observables, values)
+        except Unsupported:  # parameter shift's full Jacobian, contracted on demand
+            vals = np.asarray(values, dtype=np.float64)
+            cols = list(range(vals.shape[-1]))
+            forward, jac = self._shift().values_and_jacobian(circuit, observables, vals, cols)
+
+            def pullback(cotangent, columns=None, sum_rows=()):
+                chosen = cols if columns is None else list(columns)
+                return np.einsum("no,noc->nc", np.asarray(cotangent), jac[:, :, chosen])
+
+            return forward, pullback
         self._executor.cost.add(gradient_calls=1)
-        return self._executor.values_and_pullback(circuit, observables, values)
+        return out
+
+    def _shift(self):
+        shift = getattr(self, "_shift_gradient", None)
+        if shift is None:
+            shift = self._shift_gradient = BatchedParamShiftEstimatorGradient(self._executor)
+        return shift
 
 
 def _without_parametric_phase(circuit):
@@ -417,9 +445,9 @@ class ExactSamplerGradient(_SamplerGradientMixin, BaseSamplerGradient):
         probs, pullback = self._executor.probs_and_pullback(readout.circuit, values)
         index = readout.clbit_index
 
-        def scattered_pullback(cotangent, columns=None):
+        def scattered_pullback(cotangent, columns=None, sum_rows=()):
             # scatter writes outcome k to clbit outcome index[k]: its transpose gathers
-            return pullback(np.asarray(cotangent)[:, index], columns)
+            return pullback(np.asarray(cotangent)[:, index], columns, sum_rows=sum_rows)
 
         return readout.scatter(probs), scattered_pullback
 

@@ -158,9 +158,13 @@ class Runner(ABC):
     exact = False
     exact_probabilities = False
     exact_gradients = False
+    #: the sampler's gradient is exact too (``False``: parameter shift on the sampler's counts)
+    exact_sampler_gradients = True
     native_amplitude_encoding = False
     records_jobs = True
     needs_transpile = False
+    #: ``cpu`` or ``cuda[:N]``, set by the executor (:func:`~.executor.check_device`)
+    compute_device = "cpu"
 
     def __init__(self, *, spec, device=None, shots: int | None = None, noise_scale: float = 1.0):
         self.spec = spec
@@ -221,10 +225,24 @@ class Runner(ABC):
         raise BackendError(f"the {self.name} runner has no jobs to retrieve by id")
 
     def describe(self) -> dict:
-        return {"runner": self.name, "shots": self.shots, "noise_scale": self.noise_scale}
+        out = {"runner": self.name, "shots": self.shots, "noise_scale": self.noise_scale}
+        if self.compute_device != "cpu":
+            out["device"] = self.compute_device
+        return out
 
     def close(self) -> None:  # noqa: B027 - optional hook; runners holding nothing keep the no-op
         pass
+
+
+def on_device(runner: Runner):
+    """The torch default-device context of a torch engine's computations (``cpu``: none)."""
+    import contextlib
+
+    if runner.compute_device == "cpu":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.device(runner.compute_device)
 
 
 def _strip_measurements(circuit):

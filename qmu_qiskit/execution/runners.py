@@ -83,7 +83,8 @@ def make_runner(
 
     Args:
         spec: the :class:`~qmu_qiskit.backends.BackendSpec`.
-        engine: ``exact`` or ``aer`` (noiseless ``aer`` backend only).
+        engine: ``exact`` or ``aer`` (``aer``, and ``aer_noisy`` without shots: the noisy
+            exact engine of :mod:`.density` or Aer's density-matrix estimator).
         shots: shots per evaluation (``None``: exact values where the backend allows).
         noise_scale: multiplies the device noise of ``aer_noisy``.
         runtime_options: IBM Runtime options (``fake_*``/``ibm_*``).
@@ -99,6 +100,10 @@ def make_runner(
         device = spec.device_backend()
         if shots is not None:
             return AerShotsRunner(spec=spec, device=device, shots=shots, noise_scale=noise_scale)
+        if engine == "exact":
+            from .density_runner import NoisyExactRunner
+
+            return NoisyExactRunner(spec=spec, device=device, noise_scale=noise_scale)
         return AerEstimatorRunner(
             spec=spec, device=device, method="density_matrix", noise_scale=noise_scale
         )

@@ -594,7 +594,7 @@ class CompiledCircuit:
             grad = self._expressions.chain(vals, grad)  # (B, O, P)
         if columns is not None:
             grad = grad[:, :, list(columns)]
-        return out.numpy(), grad.numpy()
+        return out.cpu().numpy(), grad.cpu().numpy()
 
     def forward_for_vjp(
         self,
@@ -635,7 +635,11 @@ class CompiledCircuit:
         obs = None if probabilities or observables is None else list(observables)
         shape = tuple(out.shape)
 
-        def pullback(cotangent, columns: Sequence[int] | None = None) -> np.ndarray:
+        def pullback(
+            cotangent, columns: Sequence[int] | None = None, sum_rows: Sequence[int] = ()
+        ) -> np.ndarray:
+            # exact per row for every column (``sum_rows``, the columns the caller only sums
+            # over the rows, needs no special treatment here)
             g = torch.as_tensor(np.asarray(cotangent, dtype=np.float64), dtype=vals.dtype)
             if tuple(g.shape) != shape:
                 raise BadInputError(f"expected a cotangent of shape {shape}, got {tuple(g.shape)}")
@@ -644,9 +648,9 @@ class CompiledCircuit:
                 grad = self._expressions.chain(vals, grad)[:, 0]  # (B, P)
             if columns is not None:
                 grad = grad[:, list(columns)]
-            return grad.numpy()
+            return grad.cpu().numpy()
 
-        return out.numpy(), pullback
+        return out.cpu().numpy(), pullback
 
     def _apply_weighted_observables(self, state, observables, weights) -> torch.Tensor:
         """λ = (Σ_o w[b, o] O_o) ψ[b] as (B, 1, 2**n): one cotangent state per row."""
@@ -1366,4 +1370,4 @@ def jacobian_autograd(
             continue
         (g,) = torch.autograd.grad(evs[:, o].sum(), x, retain_graph=True, allow_unused=True)
         rows.append(torch.zeros_like(x) if g is None else g)
-    return evs.detach().numpy(), torch.stack(rows, 1).numpy()
+    return evs.detach().cpu().numpy(), torch.stack(rows, 1).cpu().numpy()

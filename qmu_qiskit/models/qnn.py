@@ -68,6 +68,10 @@ class _FusedMixin:
         output, vjp = self._forward_vjp(input_, weights_)
         return self._validate_forward_output(output, shape), vjp
 
+    def _summed(self, cols: list[int]) -> list[int]:
+        """Positions in ``cols`` of the weights: :meth:`_split_vjp` only sums them over rows."""
+        return [j for j, c in enumerate(cols) if c >= self._num_inputs]
+
     def _split_vjp(self, grad: np.ndarray):
         """(N, C) per-row products → (input_grad or None, weight_grad summed over rows)."""
         if self._input_gradients:
@@ -124,7 +128,7 @@ class FusedEstimatorQNN(_FusedMixin, EstimatorQNN):
 
         def vjp(grad_output):
             g = np.asarray(grad_output, dtype=np.float64).reshape(values.shape)
-            return self._split_vjp(pullback(g, cols))
+            return self._split_vjp(pullback(g, cols, sum_rows=self._summed(cols)))
 
         return values, vjp
 
