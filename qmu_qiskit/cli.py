@@ -804,7 +804,8 @@ def backends():
 
     click.echo("aer                    noiseless, exact expectation values (engine exact or aer)")
     click.echo(
-        "aer_noisy[:PROFILE]    Aer with a device snapshot's target and noise model (default ibm_brisbane)"
+        "aer_noisy[:PROFILE]    a device snapshot's target and noise model (default ibm_brisbane): exact "
+        "density matrices (engine exact or aer) or --shots"
     )
     for p in list_profiles():
         click.echo(f"    profile {p}")

@@ -233,4 +233,4 @@ def test_noisy_training_records_the_emulated_device(tmp_path):
     metrics = json.loads((tmp_path / "noisy" / "metrics.json").read_text())
     profile = metrics["execution"]["backend"]["profile"]
     assert profile["device"] == "ibm_brisbane" and profile["snapshot_date"].startswith("2025-")
-    assert metrics["execution"]["runner"]["runner"] == "aer_estimator:density_matrix"
+    assert metrics["execution"]["runner"]["runner"] == "noisy_exact"  # the default engine

@@ -31,6 +31,8 @@ class CostRecord:
         transpile_seconds: time spent in the pass manager.
         transpile_hits: ISA circuits served from the in-memory or on-disk cache.
         transpile_misses: ISA circuits that had to be transpiled.
+        engine_seconds: time spent evaluating circuits and their gradients (in this process, or
+            waiting for a job's result): what the phase's wall time owes to the quantum layer.
     """
 
     wall_seconds: float = 0.0
@@ -46,6 +48,7 @@ class CostRecord:
     transpile_seconds: float = 0.0
     transpile_hits: int = 0
     transpile_misses: int = 0
+    engine_seconds: float = 0.0
 
     def __add__(self, other: CostRecord) -> CostRecord:
         return CostRecord(
@@ -61,6 +64,7 @@ class CostRecord:
         out = asdict(self)
         out["wall_seconds"] = round(out["wall_seconds"], 4)
         out["transpile_seconds"] = round(out["transpile_seconds"], 4)
+        out["engine_seconds"] = round(out["engine_seconds"], 4)
         return out
 
     @classmethod

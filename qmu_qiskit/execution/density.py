@@ -170,9 +170,46 @@ class _Plan:
                 in_prefix[i] = True
             else:
                 started.update(op.qubits)
-        self.prefix = [op for i, op in enumerate(ops) if in_prefix[i]]
+        self.prefix = _merge_fixed([op for i, op in enumerate(ops) if in_prefix[i]])
         suffix = [op for i, op in enumerate(ops) if not in_prefix[i]]
-        self.blocks = _fuse(suffix)
+        # per block: its qubits and its factors, runs of fixed operations multiplied out once
+        self.blocks: list[tuple[list[int], list]] = []
+        for qubits, body in _fuse(suffix):
+            items: list = []
+            for op in body:
+                if op.ptm is None:
+                    items.append(op)
+                    continue
+                mat = _embed(torch.as_tensor(op.ptm), op.qubits, qubits)
+                if items and torch.is_tensor(items[-1]):
+                    items[-1] = mat @ items[-1]
+                else:
+                    items.append(mat)
+            self.blocks.append((qubits, items))
+
+
+def _merge_fixed(ops: list[_Op]) -> list[_Op]:
+    """Multiply out consecutive fixed single-qubit operations on the same qubit."""
+    out: list[_Op] = []
+    last: dict[int, int] = {}  # qubit → index in ``out`` of the last operation on it
+    for op in ops:
+        if op.ptm is not None and len(op.qubits) == 1:
+            i = last.get(op.qubits[0])
+            if i is not None and out[i].ptm is not None and len(out[i].qubits) == 1:
+                out[i] = _Op(op.qubits, ptm=op.ptm @ out[i].ptm)
+                continue
+        out.append(op)
+        for q in op.qubits:
+            last[q] = len(out) - 1
+    return out
+
+
+def _embed(r: torch.Tensor, op_qubits: list[int], qubits: list[int]) -> torch.Tensor:
+    """A PTM on ``op_qubits`` as a PTM on ``qubits`` (a superset), identity elsewhere."""
+    if list(op_qubits) == list(qubits):
+        return r
+    dim = 4 ** len(qubits)
+    return _apply(torch.eye(dim, dtype=r.dtype), r, list(qubits), list(op_qubits)).T
 
 
 def _fuse(ops: list[_Op]) -> list[tuple[list[int], list[_Op]]]:
@@ -347,22 +384,17 @@ class NoisyCircuit:
             return torch.stack(rows, -2)
         return ptm_from_unitary(op.build(angles).to(torch.complex128))
 
-    def _block_matrix(self, qubits: list[int], body: list[_Op], ext: torch.Tensor) -> torch.Tensor:
+    def _block_matrix(self, qubits: list[int], items: list, ext: torch.Tensor) -> torch.Tensor:
         """The fused Schrödinger PTM of a block (shared: from the first row)."""
-        m = len(qubits)
-        mat = torch.eye(4**m, dtype=_DT)
-        for op in body:
-            r = self._ptm(op, ext)
-            if r.dim() == 3:
-                r = r[0]
-            if len(op.qubits) == m and op.qubits == qubits:
-                emb = r
-            elif len(op.qubits) == m:  # same pair, other order: swap the Pauli indices
-                emb = r.reshape(4, 4, 4, 4).permute(1, 0, 3, 2).reshape(16, 16)
-            else:  # single-qubit op inside a two-qubit block
-                eye = torch.eye(4, dtype=_DT)
-                emb = torch.kron(r, eye) if op.qubits[0] == qubits[1] else torch.kron(eye, r)
-            mat = emb @ mat
+        mat = None
+        for item in items:
+            if torch.is_tensor(item):
+                emb = item
+            else:
+                r = self._ptm(item, ext)
+                emb = _embed(r[0] if r.dim() == 3 else r, item.qubits, qubits)
+            mat = emb if mat is None else emb @ mat
+        assert mat is not None
         return mat
 
     def _prefix_clusters(self, plan: _Plan, ext: torch.Tensor, rows: int):

@@ -32,6 +32,7 @@ class NoisyExactRunner(AerEstimatorRunner):
     exact_gradients = True
     exact_sampler_gradients = False  # sampling gives counts: parameter shift, as on Aer
     torch_engine = True  # --device cuda runs it on a CUDA device
+    records_jobs = False  # in-process and deterministic, as the exact engine: nothing to keep
 
     def __init__(self, **kw):
         super().__init__(method="density_matrix", **kw)

@@ -30,6 +30,7 @@ two-qubit gates.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -556,9 +557,10 @@ class Executor:
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
         self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values) * len(observables))
-        return runner.value_and_jacobian(
-            prepared, prepared.observables(observables), values, columns
-        )
+        with self._engine_time():
+            return runner.value_and_jacobian(
+                prepared, prepared.observables(observables), values, columns
+            )
 
     def values_and_pullback(self, circuit, observables, values):
         """Exact values (N, O) now and ``pullback(cotangent, columns)`` → (N, C) later: the
@@ -573,7 +575,11 @@ class Executor:
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
         self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values) * len(observables))
-        return runner.value_and_pullback(prepared, prepared.observables(observables), values)
+        with self._engine_time():
+            out, pullback = runner.value_and_pullback(
+                prepared, prepared.observables(observables), values
+            )
+        return out, self._timed(pullback)
 
     def probs_and_pullback(self, circuit, values):
         """Exact distributions (N, K) and their vector–Jacobian pullback (exact engine only)."""
@@ -585,7 +591,9 @@ class Executor:
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
         self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values))
-        return runner.probs_and_pullback(prepared, values)
+        with self._engine_time():
+            out, pullback = runner.probs_and_pullback(prepared, values)
+        return out, self._timed(pullback)
 
     def probs_and_jacobian(self, circuit, values, columns):
         runner = self.runner
@@ -596,7 +604,25 @@ class Executor:
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
         self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values))
-        return runner.probs_and_jacobian(prepared, values, columns)
+        with self._engine_time():
+            return runner.probs_and_jacobian(prepared, values, columns)
+
+    @contextlib.contextmanager
+    def _engine_time(self):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.cost.add(engine_seconds=time.perf_counter() - started)
+
+    def _timed(self, pullback):
+        """``pullback`` with its time added to ``engine_seconds``."""
+
+        def timed(cotangent, columns=None, sum_rows=()):
+            with self._engine_time():
+                return pullback(cotangent, columns, sum_rows=sum_rows)
+
+        return timed
 
     def _natively_evaluated(self, circuit) -> None:
         """Raise :class:`~.density_runner.Unsupported` for a circuit the runner's exact gradient
@@ -654,6 +680,7 @@ class Executor:
                 self.cost.add(jobs_reused=1)
                 return reused
         seed = (self.seed * 1_000_003 + int(fp[:12], 16)) % (2**31)
+        started = time.perf_counter()
         handle = self._submit(kind, pubs, precision, shots, seed)
         if record:
             self.ledger.record_submitted(
@@ -681,9 +708,11 @@ class Executor:
                 f"{str(exc).splitlines()[0] if str(exc) else ''}; check the backend status and "
                 "run the command again (finished jobs are not re-run)"
             ) from exc
+        engine = time.perf_counter() - started
         if record:
             self.ledger.record_done(handle.job_id, arrays.arrays())
         self.cost.add(
+            engine_seconds=engine,
             jobs=1,
             pubs=len(pubs),
             circuit_evaluations=evals,

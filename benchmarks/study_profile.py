@@ -1,0 +1,93 @@
+"""Where a finished study's time went: per cell kind, the quantum engine, the rest of the
+training / unlearning loops (front-end, head, optimiser, batching), evaluation, and each cell's
+own overhead (process start-up, imports, data loading, model building, checkpoints and outputs).
+
+Reads what every study writes — ``cells.sqlite`` (each cell's wall time and start/end events)
+and each cell's ``cost.json`` (per phase: ``wall_seconds`` and ``engine_seconds``, the time
+spent evaluating circuits and their gradients) — so it profiles a study after the fact, at no
+cost to the run.
+
+Usage::
+
+    python benchmarks/study_profile.py runs/hqml_mnist [runs/hqml_fashion ...] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from collections import defaultdict
+from pathlib import Path
+
+PHASES = {"train": "loop", "method": "loop", "evaluation": "evaluation", "history": "history"}
+
+
+def profile(grid: Path) -> dict:
+    db = sqlite3.connect(f"file:{grid / 'cells.sqlite'}?mode=ro", uri=True)
+    cells = db.execute("select cell_id, kind, path, status, seconds from cells").fetchall()
+    events = db.execute("select event, at from events").fetchall()
+    db.close()
+    starts = [at for ev, at in events if ev in ("submitted", "start", "started", "claimed")]
+    ends = [at for ev, at in events if ev in ("done", "finished", "failed")]
+    wall = (max(ends) - min(starts)) if starts and ends else None
+    out: dict = {"grid": str(grid), "wall_seconds": wall, "kinds": {}}
+    kinds: dict = defaultdict(lambda: defaultdict(float))
+    for _, kind, path, status, seconds in cells:
+        k = kinds[kind]
+        k["cells"] += 1
+        k["cell_seconds"] += seconds or 0.0
+        cost_file = Path(path) / "cost.json"
+        if not cost_file.is_file():
+            continue
+        phases = json.loads(cost_file.read_text())
+        inside = 0.0
+        for name, rec in phases.items():
+            if not isinstance(rec, dict) or name not in PHASES:
+                continue
+            what = PHASES[name]
+            engine = float(rec.get("engine_seconds", 0.0))
+            phase_wall = float(rec.get("wall_seconds", 0.0))
+            inside += phase_wall
+            k["engine_seconds"] += engine
+            k[f"{what}_other_seconds"] += max(phase_wall - engine, 0.0)
+        k["overhead_seconds"] += max((seconds or 0.0) - inside, 0.0)
+    out["kinds"] = {kind: dict(v) for kind, v in kinds.items()}
+    total = defaultdict(float)
+    for v in kinds.values():
+        for key, val in v.items():
+            total[key] += val
+    out["total"] = dict(total)
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:7.1f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("grids", nargs="+", help="study grid directories (holding cells.sqlite)")
+    p.add_argument("--json", default=None, help="write the profiles here")
+    args = p.parse_args()
+    results = []
+    cols = ["cells", "cell_seconds", "engine_seconds", "loop_other_seconds"]
+    cols += ["evaluation_other_seconds", "history_other_seconds", "overhead_seconds"]
+    head = ["kind", "cells", "cell s", "engine s", "loop rest s", "eval rest s", "history rest s"]
+    head += ["overhead s"]
+    for g in args.grids:
+        prof = profile(Path(g))
+        results.append(prof)
+        wall = prof["wall_seconds"]
+        print(f"\n{g}: wall {wall:.1f} s" if wall else f"\n{g}")
+        print(" | ".join(head))
+        for kind, v in sorted(prof["kinds"].items()) + [("total", prof["total"])]:
+            vals = [f"{int(v.get('cells', 0)):5d}"] + [_fmt(v.get(c, 0.0)) for c in cols[1:]]
+            print(" | ".join([f"{kind:8s}"] + vals))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
