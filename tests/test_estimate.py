@@ -46,14 +46,9 @@ TINY = [
 UNLEARN = ["--forget", "class:0", "--method", "ga", "--option", "ga.epochs=1"]
 UNLEARN += ["--method", "certified", "--no-progress", "--no-plots"]
 
-#: The tiniest mia-compare: the HQNN (L=1) on a synthetic MNIST of 3 samples per class (10 test
-#: samples), GA for one epoch; evaluated noiseless, on aer_noisy and on fake_guadalupe, with a
-#: 32-shot sweep on fake_guadalupe.
+#: The tiniest mia-compare: the HQNN (L=1) on 3 samples per class of a synthetic MNIST (10 test
+#: samples), GA for one epoch, a 32-shot sweep (see :func:`_mia`).
 MIA = [
-    "--backends",
-    "aer,aer_noisy:ibm_brisbane,fake_guadalupe",
-    "--sweep-backend",
-    "fake_guadalupe",
     "--shots",
     "32",
     "--models",
@@ -76,6 +71,13 @@ MIA = [
 ]
 
 COUNTS = ("jobs", "pubs", "circuit_evaluations", "shots")
+
+
+def _mia(data: Path, device: str, *, noisy: bool = True) -> list[str]:
+    """:data:`MIA` evaluated noiseless, on ``device`` (also the sweep's) and, with ``noisy``,
+    on aer_noisy:ibm_brisbane."""
+    backends = ",".join(["aer", *(["aer_noisy:ibm_brisbane"] if noisy else []), device])
+    return ["--backends", backends, "--sweep-backend", device, *MIA, "--data-dir", str(data)]
 
 
 def _run(argv) -> str:
@@ -215,8 +217,7 @@ def test_mia_compare_estimate_counts_the_device_jobs_of_the_real_run(tmp_path):
     """Trained and unlearned on aer, evaluated on aer_noisy and fake_guadalupe: the estimate
     counts exactly the fake_guadalupe jobs the real run ledgers (exact and the 32-shot sweep),
     skips the aer_noisy evaluations and says which backends it did not count."""
-    data = _synthetic_mnist(tmp_path / "data")
-    args = [*MIA, "--data-dir", str(data)]
+    args = _mia(_synthetic_mnist(tmp_path / "data"), "fake_guadalupe")
     real = tmp_path / "real"
     _run(["mia-compare", *args, "--out", str(real)])
     ledgers = _ledgers(real)
@@ -234,13 +235,39 @@ def test_mia_compare_estimate_counts_the_device_jobs_of_the_real_run(tmp_path):
     assert set(est["not_counted"]) == {"aer", "aer_noisy:ibm_brisbane"}
     assert "skipped" in est["not_counted"]["aer_noisy:ibm_brisbane"]
     _check_totals(est)
-    # --dry-run on the command prints the same estimate
-    printed = _run(["mia-compare", *args, "--out", str(never), "--dry-run"])
+    assert active() is None
+
+
+@pytest.mark.slow
+def test_mia_compare_dry_run_on_ibm_brisbane_equals_a_fake_brisbane_run(tmp_path, monkeypatch):
+    """``mia-compare --backends aer,ibm_brisbane --dry-run`` (the hardware profile, no account)
+    prints the totals a ``fake_brisbane`` run ledgers; the estimate's rows equal them per run
+    id. Without --out, nothing is written to the default runs/mia-compare-s0."""
+    data = _synthetic_mnist(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    _run(["mia-compare", *_mia(data, "fake_brisbane", noisy=False), "--out", "real"])
+    ledgers = {
+        k.replace("fake_brisbane", "ibm_brisbane"): v
+        for k, v in _ledgers(tmp_path / "real").items()
+    }
+    assert set(ledgers) == {
+        "eval (mia-compare:ibm_brisbane:exact)",
+        "eval (mia-compare:ibm_brisbane:32)",
+    }
+    args = _mia(data, "ibm_brisbane", noisy=False)
+    est = _estimate(tmp_path, "mia-compare", *args)
+    assert _estimated(est, strip=1) == ledgers
+    assert est["backends"]["ibm_brisbane"]["source"].startswith("hardware profile")
+    assert est["not_counted"] == {"aer": "the models are trained and unlearned here"}
+    _check_totals(est)
+    printed = _run(["mia-compare", *args, "--dry-run"])
     (line,) = [ln for ln in printed.splitlines() if ln.startswith("total ")]
     jobs, pubs, evals, _, shots = (int(v) for v in line.split()[1:6])
-    assert (jobs, pubs, evals, shots) == tuple(est["total"][k] for k in COUNTS)
-    assert "not counted (nothing goes to IBM Quantum): aer: " in printed
-    assert not never.exists() and active() is None
+    assert (jobs, pubs, evals, shots) == tuple(
+        sum(v[i] for v in ledgers.values()) for i in range(4)
+    )
+    assert "not counted (nothing goes to IBM Quantum): aer (the models are trained" in printed
+    assert not (tmp_path / "runs").exists() and active() is None
 
 
 @pytest.mark.slow

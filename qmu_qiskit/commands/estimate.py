@@ -266,7 +266,7 @@ def _scratch_params(
             n: (
                 "the models are trained and unlearned here"
                 if backend_kind(n) == "aer"
-                else "local emulation: its evaluations are skipped in the estimate"
+                else "a local emulation; its evaluations are skipped in the estimate"
             )
             for n in listed
             if not _runtime(n)
@@ -424,7 +424,7 @@ def print_estimate(result: dict) -> None:
         click.echo(
             f"counted: the jobs to {', '.join(result['backends']) or '-'}; not counted (nothing "
             "goes to IBM Quantum): "
-            + "; ".join(f"{name}: {what}" for name, what in result["not_counted"].items())
+            + ", ".join(f"{name} ({what})" for name, what in result["not_counted"].items())
         )
     print_table(
         [*result["runs"], result["total"]],
