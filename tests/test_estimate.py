@@ -1,7 +1,8 @@
 """``qmu-qiskit estimate`` / ``--dry-run``: the counts of a dry run equal the job ledger of the
 same command run for real in local testing mode (``fake_<device>``), and the QPU-time model has
 the properties its documentation states. The default tests use fake_manila (5 qubits, ~0.7 s per
-local job); the fake_brisbane comparisons of issue 16 (~7 s per local job) are marked slow."""
+local job) and, for mia-compare's 8-qubit models, fake_guadalupe (16 qubits); the fake_brisbane
+comparisons of issue 16 (~7 s per local job) are marked slow."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from qiskit.quantum_info import SparsePauliOp
+from test_mia_compare import _synthetic_mnist
 
 from qmu_qiskit.backends.dryrun import activate, active
 from qmu_qiskit.circuits import hqml_circuit, qmu_circuit
@@ -44,7 +46,38 @@ TINY = [
 UNLEARN = ["--forget", "class:0", "--method", "ga", "--option", "ga.epochs=1"]
 UNLEARN += ["--method", "certified", "--no-progress", "--no-plots"]
 
+#: The tiniest mia-compare: the HQNN (L=1) on 3 samples per class of a synthetic MNIST (10 test
+#: samples), GA for one epoch, a 32-shot sweep (see :func:`_mia`).
+MIA = [
+    "--shots",
+    "32",
+    "--models",
+    "qmu-hybrid",
+    "--hybrid-layers",
+    "1",
+    "--methods",
+    "ga",
+    "--option",
+    "ga.epochs=1",
+    "--samples-per-class",
+    "3",
+    "--epochs",
+    "1",
+    "--attack-members",
+    "2",
+    "--attack-epochs",
+    "5",
+    "--no-progress",
+]
+
 COUNTS = ("jobs", "pubs", "circuit_evaluations", "shots")
+
+
+def _mia(data: Path, device: str, *, noisy: bool = True) -> list[str]:
+    """:data:`MIA` evaluated noiseless, on ``device`` (also the sweep's) and, with ``noisy``,
+    on aer_noisy:ibm_brisbane."""
+    backends = ",".join(["aer", *(["aer_noisy:ibm_brisbane"] if noisy else []), device])
+    return ["--backends", backends, "--sweep-backend", device, *MIA, "--data-dir", str(data)]
 
 
 def _run(argv) -> str:
@@ -56,20 +89,24 @@ def _run(argv) -> str:
 
 def _ledgers(root: Path, *, strip: int = 0) -> dict[str, tuple]:
     """Run directory (relative to ``root``, minus ``strip`` leading parts) → (jobs, PUBs,
-    evaluations, shots) of its IBM Runtime jobs, from every job ledger under ``root``."""
+    evaluations, shots) of its IBM Runtime jobs, from every job ledger under ``root``; a ledger
+    shared by several run ids (mia-compare's evaluations) → one entry per ``"<dir> (<run id>)"``."""
     out = {}
     for path in sorted(root.rglob("ledger/jobs.sqlite")):
         con = sqlite3.connect(path)
         try:
             rows = con.execute(
-                "SELECT num_pubs, circuit_evaluations, shots FROM jobs "
+                "SELECT run_id, num_pubs, circuit_evaluations, shots FROM jobs "
                 "WHERE backend LIKE 'fake_%' OR backend LIKE 'ibm_%'"
             ).fetchall()
         finally:
             con.close()
-        if rows:
-            run = "/".join(path.parent.parent.relative_to(root).parts[strip:])
-            out[run] = (len(rows), *(int(sum(r[i] for r in rows)) for i in range(3)))
+        run = "/".join(path.parent.parent.relative_to(root).parts[strip:])
+        run_ids = sorted({r[0] for r in rows})
+        for run_id in run_ids:
+            mine = [r[1:] for r in rows if r[0] == run_id]
+            key = run if len(run_ids) == 1 else f"{run} ({run_id})"
+            out[key] = (len(mine), *(int(sum(r[i] for r in mine)) for i in range(3)))
     return out
 
 
@@ -174,6 +211,63 @@ def test_study_estimate_equals_the_ledgers_of_the_fake_study(tmp_path):
     assert len(ledgers) == 3  # teacher, retrain oracle, ga: all on the device
     assert _estimated(est) == ledgers
     _check_totals(est)
+
+
+def test_mia_compare_estimate_counts_the_device_jobs_of_the_real_run(tmp_path):
+    """Trained and unlearned on aer, evaluated on aer_noisy and fake_guadalupe: the estimate
+    counts exactly the fake_guadalupe jobs the real run ledgers (exact and the 32-shot sweep),
+    skips the aer_noisy evaluations and says which backends it did not count."""
+    args = _mia(_synthetic_mnist(tmp_path / "data"), "fake_guadalupe")
+    real = tmp_path / "real"
+    _run(["mia-compare", *args, "--out", str(real)])
+    ledgers = _ledgers(real)
+    assert ledgers == {
+        # the teacher's attack data (2 members + 2 forget-set members + 10 test samples) and
+        # GA's forget set, one data-dependent circuit (PUB) per sample, 8 observables each
+        "eval (mia-compare:fake_guadalupe:exact)": (2, 16, 128, 16 * 1024),
+        "eval (mia-compare:fake_guadalupe:32)": (2, 16, 128, 16 * 32),
+    }
+    never = tmp_path / "never"
+    est = _estimate(tmp_path, "mia-compare", *args, "--out", str(never))
+    assert not never.exists()
+    assert _estimated(est, strip=1) == ledgers
+    assert list(est["backends"]) == ["fake_guadalupe"]
+    assert set(est["not_counted"]) == {"aer", "aer_noisy:ibm_brisbane"}
+    assert "skipped" in est["not_counted"]["aer_noisy:ibm_brisbane"]
+    _check_totals(est)
+    assert active() is None
+
+
+@pytest.mark.slow
+def test_mia_compare_dry_run_on_ibm_brisbane_equals_a_fake_brisbane_run(tmp_path, monkeypatch):
+    """``mia-compare --backends aer,ibm_brisbane --dry-run`` (the hardware profile, no account)
+    prints the totals a ``fake_brisbane`` run ledgers; the estimate's rows equal them per run
+    id. Without --out, nothing is written to the default runs/mia-compare-s0."""
+    data = _synthetic_mnist(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    _run(["mia-compare", *_mia(data, "fake_brisbane", noisy=False), "--out", "real"])
+    ledgers = {
+        k.replace("fake_brisbane", "ibm_brisbane"): v
+        for k, v in _ledgers(tmp_path / "real").items()
+    }
+    assert set(ledgers) == {
+        "eval (mia-compare:ibm_brisbane:exact)",
+        "eval (mia-compare:ibm_brisbane:32)",
+    }
+    args = _mia(data, "ibm_brisbane", noisy=False)
+    est = _estimate(tmp_path, "mia-compare", *args)
+    assert _estimated(est, strip=1) == ledgers
+    assert est["backends"]["ibm_brisbane"]["source"].startswith("hardware profile")
+    assert est["not_counted"] == {"aer": "the models are trained and unlearned here"}
+    _check_totals(est)
+    printed = _run(["mia-compare", *args, "--dry-run"])
+    (line,) = [ln for ln in printed.splitlines() if ln.startswith("total ")]
+    jobs, pubs, evals, _, shots = (int(v) for v in line.split()[1:6])
+    assert (jobs, pubs, evals, shots) == tuple(
+        sum(v[i] for v in ledgers.values()) for i in range(4)
+    )
+    assert "not counted (nothing goes to IBM Quantum): aer (the models are trained" in printed
+    assert not (tmp_path / "runs").exists() and active() is None
 
 
 @pytest.mark.slow
@@ -300,7 +394,12 @@ def test_data_dependent_circuits_in_a_dry_run(tmp_path):
         (["estimate", "study", "studies/hqml_iris.yaml", "--report-only"], "nothing to estimate"),
         (["estimate", "study", "studies/hqml_iris.yaml"], "submits nothing to IBM Quantum"),
         (["estimate", "study", "studies/hqml_iris.yaml", "--backend"], "--backend needs a value"),
-        (["estimate", "evaluate"], "'evaluate' is not one of 'train', 'unlearn', 'study'"),
+        (["estimate", "mia-compare", "--backends", "aer,aer_noisy"], "submits nothing to IBM"),
+        (["mia-compare", "--backends", "aer", "--dry-run"], "add ibm_<device> (or fake_<device>)"),
+        (
+            ["estimate", "evaluate"],
+            "'evaluate' is not one of 'train', 'unlearn', 'study', 'mia-compare'",
+        ),
     ],
 )
 def test_bad_input_is_one_line(argv, said, tmp_path, capsys, monkeypatch):

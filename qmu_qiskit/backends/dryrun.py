@@ -3,7 +3,8 @@
 During a dry run a command runs its real code path, but nothing reaches IBM Quantum: ``ibm_*``
 devices resolve to their hardware profile (:func:`qmu_qiskit.backends.runtime.ibm_backend`), the
 runtime runner is replaced by a counting runner (:func:`qmu_qiskit.execution.runners.make_runner`)
-and early stopping is off (:func:`full_budget`), so that the counts are the full epoch budget.
+and early stopping is off (:func:`full_budget`), so that the counts are the full epoch budget;
+``mia-compare`` skips its evaluations on local backends, which submit nothing.
 The session object itself lives in :mod:`qmu_qiskit.execution.dry_run`; this module only holds it,
 low enough in the package for every layer to ask.
 """

@@ -1,4 +1,4 @@
-"""``--dry-run`` on the commands that submit circuits (train, unlearn, study).
+"""``--dry-run`` on the commands that submit circuits (train, unlearn, study, mia-compare).
 
 Kept apart from :mod:`.estimate` so that ``cli.py`` can decorate its commands without importing
 the estimate machinery (``qmu-qiskit --help`` stays fast).

@@ -25,7 +25,7 @@ from ..exceptions import BadInputError, QmuError
 from ..runs import LEDGER_DIR
 
 #: Commands an estimate can run.
-COMMANDS = ("train", "unlearn", "study")
+COMMANDS = ("train", "unlearn", "study", "mia-compare")
 
 _MODEL_HELP = """\b
 QPU seconds, per job:
@@ -68,10 +68,13 @@ def estimate(json_out, command, args):
       qmu-qiskit estimate train --dataset iris --epochs 2 --shots 256 --backend ibm_brisbane
       qmu-qiskit estimate unlearn --run runs/iris --forget class:0 --method ga --backend ibm_fez
       qmu-qiskit estimate study studies/hqml_iris.yaml --backend ibm_torino --shots 512
+      qmu-qiskit estimate mia-compare --backends aer,ibm_brisbane --shots 1024 --data-dir $DATA
 
     ARGS are COMMAND's own arguments (a study takes --backend and --shots here, replacing the
     spec's backends). ibm_<device> takes the device's target and durations from its hardware
-    profile (`qmu-qiskit profiles list`); no account is needed. fake_<device> works too.
+    profile (`qmu-qiskit profiles list`); no account is needed. fake_<device> works too. Only
+    jobs to fake_<device>/ibm_<device> backends are counted: the estimate lists the command's
+    local backends apart (mia-compare trains on aer as usual and skips its aer_noisy evaluations).
 
     Counts (jobs, PUBs, circuits × parameter sets, shots) equal those a fake_<device> run records
     in its job ledger whenever the command's control flow does not depend on measured values;
@@ -145,12 +148,12 @@ def run_dry(
     params = {k: v for k, v in params.items() if k != "dry_run"}
     scratch = Path(tempfile.mkdtemp(prefix="qmu-estimate-"))
     try:
-        params = _scratch_params(command, params, scratch, backend=backend, shots=shots)
+        params, local = _scratch_params(command, params, scratch, backend=backend, shots=shots)
         session = DryRun()
         captured = io.StringIO()  # the command's own report: numbers of a noiseless stand-in
         with activate(session), contextlib.redirect_stdout(captured):
             callback(**params)
-        return summarize(session, scratch, command=command)
+        return summarize(session, scratch, command=command, not_counted=local)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -161,15 +164,24 @@ def _runtime(name: str | None) -> bool:
     return backend_kind(name or "aer") in ("fake", "ibm")
 
 
-def _no_jobs(what: str) -> BadInputError:
+def _no_jobs(
+    what: str, fix: str = "give --backend ibm_<device> (or fake_<device>)"
+) -> BadInputError:
     return BadInputError(
         f"{what} submits nothing to IBM Quantum (it runs on this machine), so there is nothing to "
-        "estimate; give --backend ibm_<device> (or fake_<device>)"
+        f"estimate; {fix}"
     )
 
 
-def _scratch_params(command: str, params: dict, scratch: Path, *, backend, shots) -> dict:
-    """The command's parameters with every output inside ``scratch`` and nothing interactive."""
+def _copy_into(src: Path, target: Path) -> None:
+    shutil.copytree(src, target, ignore=shutil.ignore_patterns(".lock", "*.lock"))
+
+
+def _scratch_params(
+    command: str, params: dict, scratch: Path, *, backend, shots
+) -> tuple[dict, dict[str, str]]:
+    """The command's parameters with every output inside ``scratch`` and nothing interactive,
+    and the command's backends that submit nothing (name → what runs there), not counted."""
     params = dict(params)
     for key in ("no_progress", "no_plots", "quiet"):
         if key in params:
@@ -181,7 +193,7 @@ def _scratch_params(command: str, params: dict, scratch: Path, *, backend, shots
             raise _no_jobs(f"backend {params.get('backend') or 'aer'}")
         params["out"] = str(scratch / "run")
         params["overwrite"] = False
-        return params
+        return params, {}
     if command == "unlearn":
         from ..runs import RunDir
 
@@ -192,15 +204,20 @@ def _scratch_params(command: str, params: dict, scratch: Path, *, backend, shots
         if not any(_runtime(n) for n in names):
             raise _no_jobs(f"backend {names[0] or 'aer'} (and the oracle's, {names[1] or 'aer'})")
         copy = scratch / "teacher"
-        shutil.copytree(teacher.path, copy, ignore=shutil.ignore_patterns(".lock", "*.lock"))
+        _copy_into(teacher.path, copy)
         params["run_path"] = str(copy)
         if params.get("out"):
             out = Path(params["out"])
             target = scratch / "out"
             if out.is_dir():
-                shutil.copytree(out, target, ignore=shutil.ignore_patterns(".lock", "*.lock"))
+                _copy_into(out, target)
             params["out"] = str(target)
-        return params
+        local: dict[str, str] = {}
+        for name, what in zip(names, ("the methods run here", "the retrain oracle runs here")):
+            name = name or "aer"
+            if not _runtime(name):
+                local[name] = f"{local[name]}; {what}" if name in local else what
+        return params, local
     if command == "study":
         from ..studies import load_spec
 
@@ -226,7 +243,34 @@ def _scratch_params(command: str, params: dict, scratch: Path, *, backend, shots
         params["spec"] = spec
         params["out_dir"] = str(scratch)
         params["workers"] = None
-        return params
+        return params, {
+            b.name: "the study's cells run here" for b in spec.backends if not _runtime(b.name)
+        }
+    if command == "mia-compare":
+        from ..backends import backend_kind
+        from .mia import csv_items, default_out
+
+        listed = csv_items(params.get("backends") or ())
+        if not any(_runtime(n) for n in listed):
+            raise _no_jobs(
+                f"--backends {','.join(listed) or '(none)'}",
+                fix="add ibm_<device> (or fake_<device>) to --backends",
+            )
+        # a rerun resumes the output folder: the estimate counts what that rerun would submit
+        out = Path(params["out"] or default_out(params["seed"], params.get("num_seeds") or 1))
+        target = scratch / "out"
+        if out.is_dir():
+            _copy_into(out, target)
+        params["out"] = str(target)
+        return params, {
+            n: (
+                "the models are trained and unlearned here"
+                if backend_kind(n) == "aer"
+                else "a local emulation; its evaluations are skipped in the estimate"
+            )
+            for n in listed
+            if not _runtime(n)
+        }
     raise BadInputError(f"cannot estimate {command!r}; use one of {', '.join(COMMANDS)}")
 
 
@@ -245,10 +289,11 @@ _COUNTS = (
 )
 
 
-def _ledger_rows(scratch: Path) -> dict[str, tuple[str, tuple]]:
+def _ledger_rows(scratch: Path) -> tuple[dict[str, tuple[str, tuple]], dict[str, set]]:
     """job id → (run directory relative to the scratch folder, (pubs, evaluations, shots)) of
-    every job ledger the dry run wrote."""
+    every job ledger in the scratch folder, and run directory → the run ids its ledger holds."""
     out = {}
+    run_ids: dict[str, set] = {}
     for path in sorted(scratch.rglob("jobs.sqlite")):
         if path.parent.name != LEDGER_DIR:
             continue
@@ -256,17 +301,25 @@ def _ledger_rows(scratch: Path) -> dict[str, tuple[str, tuple]]:
         con = sqlite3.connect(path)
         try:
             rows = con.execute(
-                "SELECT job_id, num_pubs, circuit_evaluations, shots FROM jobs"
+                "SELECT job_id, run_id, num_pubs, circuit_evaluations, shots FROM jobs"
             ).fetchall()
         finally:
             con.close()
-        for job_id, pubs, evals, shots in rows:
+        for job_id, run_id, pubs, evals, shots in rows:
             out[job_id] = (run, (pubs, evals, shots))
-    return out
+            run_ids.setdefault(run, set()).add(run_id)
+    return out, run_ids
 
 
-def summarize(session, scratch: Path, *, command: str) -> dict:
+def summarize(
+    session, scratch: Path, *, command: str, not_counted: dict[str, str] | None = None
+) -> dict:
     """The estimate of a finished dry run, checked against the job ledgers it wrote.
+
+    One row per run directory (relative to ``scratch``); a job ledger shared by several run ids
+    (``mia-compare``'s evaluations: one per backend and shot count) has a row per run id,
+    ``"<folder> (<run id>)"``. ``not_counted``: the command's backends that submit nothing
+    (name → what runs there), reported as such.
 
     Raises:
         EstimateError: a job the ledger recorded differs from what the runner counted.
@@ -278,7 +331,7 @@ def summarize(session, scratch: Path, *, command: str) -> dict:
     )
     from ..execution.executor import DEFAULT_MAX_CIRCUITS, DEFAULT_MAX_PARAMETER_SETS
 
-    ledger = _ledger_rows(scratch)
+    ledger, run_ids = _ledger_rows(scratch)
     runs: dict[str, dict] = {}
     for rec in session.records:
         run, counts = ledger.get(rec.job_id, ("(not in a job ledger)", None))
@@ -288,6 +341,8 @@ def summarize(session, scratch: Path, *, command: str) -> dict:
                 f"{rec.circuit_evaluations} evaluations, {rec.shots} shots but its ledger row says "
                 f"{counts}; please report this"
             )
+        if len(run_ids.get(run, ())) > 1:
+            run = f"{run} ({rec.run_id})"
         row = runs.setdefault(run, {"run": run, **dict.fromkeys(_COUNTS, 0)})
         row["jobs"] += 1
         for key in _COUNTS[1:]:
@@ -315,6 +370,7 @@ def summarize(session, scratch: Path, *, command: str) -> dict:
     return {
         "command": command,
         "backends": devices,
+        "not_counted": dict(not_counted or {}),
         "runs": rows,
         "total": total,
         "shot_seconds": round(sum(r.shot_seconds for r in recs), 3),
@@ -364,6 +420,12 @@ def print_estimate(result: dict) -> None:
         f"estimate of `{result['command']}` on {backends or '-'}: nothing was submitted "
         "(the command ran against a counting runner in a scratch folder, now deleted)"
     )
+    if result.get("not_counted"):
+        click.echo(
+            f"counted: the jobs to {', '.join(result['backends']) or '-'}; not counted (nothing "
+            "goes to IBM Quantum): "
+            + ", ".join(f"{name} ({what})" for name, what in result["not_counted"].items())
+        )
     print_table(
         [*result["runs"], result["total"]],
         [

@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 
 from ..exceptions import BadInputError
+from .dry_run import dry_run_option
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _csv(values: tuple[str, ...]) -> list[str]:
+def csv_items(values: tuple[str, ...]) -> list[str]:
     """``--x a,b --x c`` → ``[a, b, c]``."""
     out: list[str] = []
     for v in values:
@@ -20,8 +21,15 @@ def _csv(values: tuple[str, ...]) -> list[str]:
     return out
 
 
+def default_out(seed: int, num_seeds: int = 1) -> Path:
+    """The output folder of ``mia-compare`` without ``--out``."""
+    if num_seeds > 1:
+        return Path("runs") / f"mia-compare-s{seed}-n{num_seeds}"
+    return Path("runs") / f"mia-compare-s{seed}"
+
+
 def _shots(values: tuple[str, ...]) -> tuple[int, ...]:
-    items = _csv(values)
+    items = csv_items(values)
     if items in (["none"], ["0"]):
         return ()
     try:
@@ -51,6 +59,7 @@ def _check_applicable(backends: list[str], runtime: dict, noise_scale: float) ->
 
 
 @click.command("mia-compare", context_settings=CONTEXT)
+@dry_run_option("mia-compare")
 @click.option(
     "--backends",
     "backends",
@@ -245,11 +254,11 @@ def mia_compare(
     from ..studies.mia_compare import CompareConfig, run_compare, wide_rows
 
     runtime = runtime_items(resilience_level, dynamical_decoupling, twirling, zne)
-    _check_applicable(_csv(backends), runtime, noise_scale)
+    _check_applicable(csv_items(backends), runtime, noise_scale)
     cc = CompareConfig(
-        backends=tuple(_csv(backends)),
-        models=tuple(_csv(models)),
-        methods=tuple(_csv(methods)),
+        backends=tuple(csv_items(backends)),
+        models=tuple(csv_items(models)),
+        methods=tuple(csv_items(methods)),
         forget=forget,
         seed=seed,
         data_dir=data_dir,
@@ -267,17 +276,12 @@ def mia_compare(
         attack_epochs=attack_epochs,
         attack_on=attack_on,
         runtime=runtime,
-        method_options=parse_options(option_items, _csv(methods)),
+        method_options=parse_options(option_items, csv_items(methods)),
     )
+    out = Path(out) if out else default_out(seed, num_seeds)
     if num_seeds > 1:
-        _multi_seed(
-            cc,
-            Path(out) if out else Path("runs") / f"mia-compare-s{seed}-n{num_seeds}",
-            num_seeds,
-            not no_progress,
-        )
+        _multi_seed(cc, out, num_seeds, not no_progress)
         return
-    out = Path(out) if out else Path("runs") / f"mia-compare-s{seed}"
     result = run_compare(cc, out, progress=not no_progress, echo=lambda m: click.echo(m, err=True))
     cols = [
         ("model", "model"),

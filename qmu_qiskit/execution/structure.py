@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -80,7 +81,9 @@ def _param_json(p):
     return [type(p).__name__, repr(p)[:200]]
 
 
+@functools.lru_cache(maxsize=1)
 def _standard_names() -> frozenset:
+    """Names of qiskit's standard gates (built once: the mapping constructs every gate)."""
     from qiskit.circuit.library import get_standard_gate_name_mapping
 
     return frozenset(get_standard_gate_name_mapping())

@@ -23,6 +23,11 @@ complete), every evaluation is saved as per-sample outputs under ``eval/`` with 
 what produced it, and jobs on remote backends are in a ledger (retrieved by id after a crash).
 The attack is recomputed from the saved outputs each time (seconds).
 
+In a dry run (``qmu-qiskit estimate mia-compare``, ``mia-compare --dry-run``) the models are still
+trained and unlearned on the noiseless backend, and the evaluations on ``fake_*``/``ibm_*``
+backends go to the counting runner; evaluations on local backends (``aer_noisy``, a shot sweep on
+``aer``) submit nothing to IBM Quantum and are skipped.
+
 Emulation choices are recorded with every row: on Aer the default ``amplitude_loading`` is
 ``ideal`` (each sample's state written exactly, device noise on the ansatz only — QMU's own noisy
 simulation), ``device`` transpiles the state preparation per sample (~600 two-qubit gates for 256
@@ -451,6 +456,7 @@ def run_compare(
             data, missing IBM credentials, or a failed job.
     """
     from .. import pipeline
+    from ..backends.dryrun import active as dry_run
     from ..data import load_data, resolve_forget
     from ..evaluation.mia import grey_box_attack, grey_box_features
     from ..evaluation.outputs import Outputs
@@ -458,6 +464,9 @@ def run_compare(
 
     specs, sweep = _validate(cc)
     ref = next(s for s in specs if s.kind == "aer")
+    # a dry run (`qmu-qiskit estimate mia-compare`, --dry-run) counts what goes to IBM Quantum:
+    # evaluations on local backends (aer_noisy, aer with shots) submit nothing and are skipped
+    local_skipped = dry_run() is not None
     models = []
     for name in cc.models:
         layers = (cc.basic_layers if name == "qmu-basic" else cc.hybrid_layers) or _default_layers(
@@ -551,6 +560,12 @@ def run_compare(
                 evals.sort(key=lambda e: not (e[0].name == m.trained_on and e[1] is None))
                 for kind, shots in evals:
                     backend = kind.name
+                    if (
+                        local_skipped
+                        and not kind.is_runtime
+                        and (kind.name, shots) != (ref.name, None)
+                    ):
+                        continue  # the noiseless reference stays: the reference attack learns there
                     t0 = time.perf_counter()
                     where = (
                         out
