@@ -33,7 +33,7 @@ def profile(grid: Path) -> dict:
     wall = (max(ends) - min(starts)) if starts and ends else None
     out: dict = {"grid": str(grid), "wall_seconds": wall, "kinds": {}}
     kinds: dict = defaultdict(lambda: defaultdict(float))
-    for _, kind, path, status, seconds in cells:
+    for _, kind, path, _status, seconds in cells:
         k = kinds[kind]
         k["cells"] += 1
         k["cell_seconds"] += seconds or 0.0

@@ -161,3 +161,15 @@ def test_runner_refuses_noisy_parameterised_gates(tmp_path):
     with pytest.raises(BadInputError, match="use --engine aer"):
         NoisyCircuit(qc, lambda op, q: None, frozenset({"rz"}))
     assert np.allclose(Operator(qc.assign_parameters([0.0])).data, np.eye(2))
+
+
+def test_rows_are_contracted_in_passes_with_the_same_values(tmp_path):
+    """Large evaluations go through the contraction ``ROWS_PER_PASS`` rows at a time."""
+    qc, _, _ = hqml_circuit(3, 1)
+    whole = Executor("aer_noisy:ibm_torino", cache_dir=tmp_path)
+    passes = Executor("aer_noisy:ibm_torino", cache_dir=tmp_path)
+    passes.runner.ROWS_PER_PASS = 4
+    vals = _values(qc, 11, seed=8)
+    a, _ = whole.expectation_values(qc, _z(3), vals)
+    b, _ = passes.expectation_values(qc, _z(3), vals)
+    assert a.shape == (3, 11) and np.abs(a - b).max() < 1e-13

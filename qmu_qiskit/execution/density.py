@@ -442,6 +442,8 @@ class NoisyCircuit:
                 f"expected values of shape (N, {len(self.parameters)}), got {tuple(values.shape)}"
             )
         rows = values.shape[0]
+        if rows == 0:
+            return values.new_zeros((0, len(observables)))
         with torch.no_grad():
             varying = frozenset(
                 np.flatnonzero(

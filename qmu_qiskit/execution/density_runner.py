@@ -33,6 +33,8 @@ class NoisyExactRunner(AerEstimatorRunner):
     exact_sampler_gradients = False  # sampling gives counts: parameter shift, as on Aer
     torch_engine = True  # --device cuda runs it on a CUDA device
     records_jobs = False  # in-process and deterministic, as the exact engine: nothing to keep
+    #: rows contracted at once (memory: observables × 4**(k/2) × rows doubles)
+    ROWS_PER_PASS = 2048
 
     def __init__(self, **kw):
         super().__init__(method="density_matrix", **kw)
@@ -114,8 +116,13 @@ class NoisyExactRunner(AerEstimatorRunner):
             )
 
         def run():
+            vals = np.asarray(values, dtype=np.float64)
+            parts = []
             with torch.no_grad(), on_device(self):
-                evs = cc.expectation(values, observables).cpu().numpy().T.copy()
+                for start in range(0, max(len(vals), 1), self.ROWS_PER_PASS):
+                    chunk = vals[start : start + self.ROWS_PER_PASS]
+                    parts.append(cc.expectation(chunk, observables).cpu().numpy())
+            evs = np.concatenate(parts, 0).T.copy()
             if precision:
                 evs = np.random.default_rng(int(seed)).normal(evs, precision)
             return {"evs": evs, "stds": np.full_like(evs, float(precision or 0.0))}
