@@ -547,65 +547,50 @@ class Executor:
         return np.concatenate(out, 0)
 
     def value_and_jacobian(self, circuit, observables, values, columns):
-        """Exact values (N, O) and Jacobian (N, O, C) in one evaluation (exact engine only)."""
-        runner = self.runner
-        if not runner.exact_gradients:
-            raise BackendError(
-                "exact gradients need the noiseless 'aer' backend with engine 'exact'"
-            )
-        self._natively_evaluated(circuit)
-        values = _as_values(values, circuit)
-        prepared = self.prepare(circuit)
-        self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values) * len(observables))
+        """Exact values (N, O) and Jacobian (N, O, C) in one evaluation (exact engines only)."""
+        prepared, values = self._exact_job(circuit, values, len(observables))
         with self._engine_time():
-            return runner.value_and_jacobian(
+            return self.runner.value_and_jacobian(
                 prepared, prepared.observables(observables), values, columns
             )
 
     def values_and_pullback(self, circuit, observables, values):
         """Exact values (N, O) now and ``pullback(cotangent, columns)`` → (N, C) later: the
-        vector–Jacobian product in one adjoint sweep (exact engine only; one job, as
+        vector–Jacobian product in one adjoint sweep (exact engines only; one job, as
         :meth:`value_and_jacobian`)."""
-        runner = self.runner
-        if not runner.exact_gradients:
-            raise BackendError(
-                "exact gradients need the noiseless 'aer' backend with engine 'exact'"
-            )
-        self._natively_evaluated(circuit)
-        values = _as_values(values, circuit)
-        prepared = self.prepare(circuit)
-        self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values) * len(observables))
+        prepared, values = self._exact_job(circuit, values, len(observables))
         with self._engine_time():
-            out, pullback = runner.value_and_pullback(
+            out, pullback = self.runner.value_and_pullback(
                 prepared, prepared.observables(observables), values
             )
         return out, self._timed(pullback)
 
     def probs_and_pullback(self, circuit, values):
         """Exact distributions (N, K) and their vector–Jacobian pullback (exact engine only)."""
-        runner = self.runner
-        if not runner.exact_gradients:
-            raise BackendError(
-                "exact gradients need the noiseless 'aer' backend with engine 'exact'"
-            )
-        values = _as_values(values, circuit)
-        prepared = self.prepare(circuit)
-        self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values))
+        prepared, values = self._exact_job(circuit, values, 1, sampler=True)
         with self._engine_time():
-            out, pullback = runner.probs_and_pullback(prepared, values)
+            out, pullback = self.runner.probs_and_pullback(prepared, values)
         return out, self._timed(pullback)
 
     def probs_and_jacobian(self, circuit, values, columns):
+        prepared, values = self._exact_job(circuit, values, 1, sampler=True)
+        with self._engine_time():
+            return self.runner.probs_and_jacobian(prepared, values, columns)
+
+    def _exact_job(self, circuit, values, per_row: int, *, sampler: bool = False):
+        """What every exact-gradient call does first: check the runner, prepare, count one job."""
         runner = self.runner
-        if not runner.exact_gradients:
+        if not runner.exact_gradients or (sampler and not runner.exact_sampler_gradients):
             raise BackendError(
-                "exact gradients need the noiseless 'aer' backend with engine 'exact'"
+                "exact gradients need engine 'exact' on aer (or on aer_noisy without shots, "
+                "for estimator QNNs)"
             )
+        if not sampler:
+            self._natively_evaluated(circuit)
         values = _as_values(values, circuit)
         prepared = self.prepare(circuit)
-        self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values))
-        with self._engine_time():
-            return runner.probs_and_jacobian(prepared, values, columns)
+        self.cost.add(jobs=1, pubs=1, circuit_evaluations=len(values) * per_row)
+        return prepared, values
 
     @contextlib.contextmanager
     def _engine_time(self):
