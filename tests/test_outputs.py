@@ -37,9 +37,9 @@ REFUSED = {
     "resilience_on_aer": (["--resilience-level", "1"], r"resilience_level .* would not apply"),
     "zne_on_aer": (["--zne"], r"zne \(--zne\) would not apply"),
     "max_time_on_aer": (["--max-time", "60"], r"max_time \(--max-time\) would not apply"),
-    "engine_exact_on_aer_noisy": (
-        ["--backend", "aer_noisy", "--engine", "exact"],
-        r"--engine exact does not apply to backend aer_noisy",
+    "engine_exact_on_aer_noisy_with_shots": (
+        ["--backend", "aer_noisy", "--engine", "exact", "--shots", "128"],
+        r"--engine exact computes exact values and takes no --shots",
     ),
     "engine_aer_on_fake": (
         ["--backend", "fake_brisbane", "--engine", "aer"],
