@@ -18,8 +18,7 @@ import numpy as np
 
 from ..exceptions import BadInputError
 from .aer_runners import AerEstimatorRunner
-from .exact_runner import _on_device_pullback
-from .runner_base import Handle, Prepared, _strip_measurements, on_device
+from .runner_base import Handle, Prepared, _strip_measurements, on_device, on_device_pullback
 
 
 class Unsupported(Exception):
@@ -133,7 +132,7 @@ class NoisyExactRunner(AerEstimatorRunner):
         cc = self.compiled(prepared)
         with on_device(self):
             out, pullback = cc.forward_for_vjp(values, observables)
-        return out, _on_device_pullback(self, pullback)
+        return out, on_device_pullback(self, pullback)
 
     def value_and_jacobian(self, prepared, observables, values, columns):
         cc = self.compiled(prepared)

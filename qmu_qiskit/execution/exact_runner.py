@@ -20,6 +20,7 @@ from .runner_base import (
     _measured_qubits,
     _strip_measurements,
     on_device,
+    on_device_pullback,
 )
 
 
@@ -93,7 +94,7 @@ class ExactRunner(Runner):
         for the vector–Jacobian product (:meth:`CompiledCircuit.forward_for_vjp`)."""
         with on_device(self):
             out, pullback = self.compiled(prepared).forward_for_vjp(values, observables)
-        return out, _on_device_pullback(self, pullback)
+        return out, on_device_pullback(self, pullback)
 
     def probs_and_pullback(self, prepared, values):
         """Distributions of the measured qubits (N, 2**k, clbit order) and their pullback."""
@@ -101,7 +102,7 @@ class ExactRunner(Runner):
         measured = _measured_qubits(prepared.circuit)
         with on_device(self):
             probs, pullback = cc.forward_for_vjp(values, probabilities=True)
-        pullback = _on_device_pullback(self, pullback)
+        pullback = on_device_pullback(self, pullback)
         if measured == list(range(cc.num_qubits)):
             return probs, pullback
         # the marginal sums basis states: its transpose reads each state's outcome cotangent
@@ -130,15 +131,3 @@ class ExactRunner(Runner):
 
 
 #
-
-
-def _on_device_pullback(runner: Runner, pullback):
-    """``pullback`` run in ``runner``'s device context (the backward runs later)."""
-    if runner.compute_device == "cpu":
-        return pullback
-
-    def on(cotangent, columns=None, sum_rows=()):
-        with on_device(runner):
-            return pullback(cotangent, columns, sum_rows=sum_rows)
-
-    return on

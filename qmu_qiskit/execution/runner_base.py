@@ -245,6 +245,18 @@ def on_device(runner: Runner):
     return torch.device(runner.compute_device)
 
 
+def on_device_pullback(runner: Runner, pullback):
+    """``pullback`` run in ``runner``'s device context (the backward runs later)."""
+    if runner.compute_device == "cpu":
+        return pullback
+
+    def on(cotangent, columns=None, sum_rows=()):
+        with on_device(runner):
+            return pullback(cotangent, columns, sum_rows=sum_rows)
+
+    return on
+
+
 def _strip_measurements(circuit):
     if circuit.num_clbits == 0:
         return circuit
