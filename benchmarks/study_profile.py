@@ -1,6 +1,8 @@
 """Where a finished study's time went: per cell kind, the quantum engine, the rest of the
 training / unlearning loops (front-end, head, optimiser, batching), evaluation, and each cell's
 own overhead (process start-up, imports, data loading, model building, checkpoints and outputs).
+An oracle whose fit ran ahead in a ``prefit`` cell is split the same way: the fit under
+``prefit``, the evaluation under ``oracle``.
 
 Reads what every study writes — ``cells.sqlite`` (each cell's wall time and start/end events)
 and each cell's ``cost.json`` (per phase: ``wall_seconds`` and ``engine_seconds``, the time
@@ -41,6 +43,9 @@ def profile(grid: Path) -> dict:
         if not cost_file.is_file():
             continue
         phases = json.loads(cost_file.read_text())
+        # an oracle's "method" phase includes its pre-fit, which ran (and is counted) in the
+        # prefit cell: only what ran in this cell counts here
+        ahead = phases.get("prefit") if kind == "oracle" else None
         inside = 0.0
         for name, rec in phases.items():
             if not isinstance(rec, dict) or name not in PHASES:
@@ -48,6 +53,9 @@ def profile(grid: Path) -> dict:
             what = PHASES[name]
             engine = float(rec.get("engine_seconds", 0.0))
             phase_wall = float(rec.get("wall_seconds", 0.0))
+            if name == "method" and isinstance(ahead, dict):
+                engine -= float(ahead.get("engine_seconds", 0.0))
+                phase_wall -= float(ahead.get("wall_seconds", 0.0))
             inside += phase_wall
             k["engine_seconds"] += engine
             k[f"{what}_other_seconds"] += max(phase_wall - engine, 0.0)

@@ -106,6 +106,10 @@ def _atomic_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
         raise
 
 
+def atomic_write_bytes(path, data: bytes, *, mode: int | None = None) -> None:
+    _atomic_bytes(Path(path), data, mode)
+
+
 def atomic_write_text(path, text: str, *, mode: int | None = None) -> None:
     _atomic_bytes(Path(path), text.encode("utf-8"), mode)
 

@@ -22,11 +22,12 @@ from .data import DataBundle, load_data, resolve_forget
 from .evaluation.metrics import MetricContext, compute_metrics
 from .evaluation.outputs import Outputs, collect_outputs
 from .evaluation.versions import settings_of, write_version
-from .exceptions import BackendError, BadInputError, DataError, RunError
+from .exceptions import BackendError, BadInputError, DataError, QmuError, RunError
 from .io import atomic_torch_save, atomic_write_json
 from .logs import run_log
 from .models.hybrid import HybridModel, ModelSpec, build_model, count_parameters
 from .runs import (
+    CHECKPOINTS_DIR,
     COST_FILE,
     METRICS_FILE,
     MODEL_FILE,
@@ -553,6 +554,7 @@ def unlearn(
     oracle: bool = True,
     oracle_seed: int | None = None,
     out: str | Path | None = None,
+    prefit: str | Path | None = None,
 ) -> list[UnlearnSummary]:
     """Unlearn ``forget`` from the teacher at ``run_path`` with each method, next to the oracle.
 
@@ -567,6 +569,8 @@ def unlearn(
     and seed lives in ``retrain/``; any other one in a folder named by what distinguishes it
     (``retrain-<backend>-s<seed>``), so several oracles of one forget request coexist. ``out``
     replaces ``<run>/unlearn/<forget-slug>`` as the folder of the oracle and the methods.
+    ``prefit``: the run directory of :func:`prefit_oracle` for this oracle; its finished fit is
+    used (checked by fingerprint) instead of fitting again.
     ``overwrite`` recomputes the methods and replaces whatever the command would write that holds
     another config (the oracle included); a complete oracle of the same config is reused, since
     the same seed gives the same numbers.
@@ -652,6 +656,7 @@ def unlearn(
             oracle_outputs=oracle_outputs,
             metric_ctx=metric_ctx or MetricContext(seed=seed),
             oracle_dir=oracle_dir,
+            prefit=Path(prefit) if prefit is not None and method == "retrain" else None,
         )
         if method == "retrain":
             oracle_outputs = Outputs.load(summary.path / OUTPUTS_FILE)
@@ -686,10 +691,16 @@ def oracle_folder(cfg: RunConfig, backend: BackendConfig, seed: int) -> str:
 def unlearn_config(
     teacher: TeacherRun, fset, method, options, backend: BackendConfig, seed: int
 ) -> dict:
+    return _unlearn_config(teacher.cfg, teacher.run.path, fset, method, options, backend, seed)
+
+
+def _unlearn_config(
+    cfg: RunConfig, teacher_path, fset, method, options, backend: BackendConfig, seed: int
+) -> dict:
     return {
         "kind": "unlearn",
-        "teacher": str(teacher.run.path),
-        "teacher_fingerprint": teacher.cfg.fingerprint(),
+        "teacher": str(teacher_path),
+        "teacher_fingerprint": cfg.fingerprint(),
         "method": method,
         "options": options,
         "forget": {
@@ -700,8 +711,179 @@ def unlearn_config(
         },
         "backend": backend.model_dump(mode="json"),
         "seed": seed,
-        "protocol": teacher.cfg.protocol,
+        "protocol": cfg.protocol,
     }
+
+
+@dataclass
+class MethodData:
+    """The splits a method (or the oracle) sees for one forget request: ``(X, y)`` pairs."""
+
+    retain: tuple
+    forget: tuple
+    val: tuple
+    test: tuple
+    forget_classes: list | None
+
+
+def method_data(bundle: DataBundle, fset) -> MethodData:
+    """Retain and forget rows of the training split, the validation split (without the forgotten
+    classes for a class request) and the test split."""
+    train_X, train_y = bundle.X["train"], bundle.y["train"]
+    val_X, val_y = bundle.X["val"], bundle.y["val"]
+    forget_classes = None
+    if fset.kind == "class":
+        forget_classes = sorted({int(v) for v in train_y[fset.train_idx]})
+        keep = ~np.isin(val_y, forget_classes)
+        val_X, val_y = val_X[keep], val_y[keep]
+    return MethodData(
+        retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
+        forget=(train_X[fset.train_idx], train_y[fset.train_idx]),
+        val=(val_X, val_y),
+        test=(bundle.X["test"], bundle.y["test"]),
+        forget_classes=forget_classes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the oracle's fit ahead of its teacher (grids)
+
+#: Largest pre-fit checkpoint an oracle copies (a model, its optimiser and the best weights).
+MAX_PREFIT_BYTES = 512 * 2**20
+
+
+def prefit_possible(cfg: RunConfig) -> bool:
+    """Whether the retrain oracle of a teacher with config ``cfg`` can be fitted before the
+    teacher exists, with the same numbers: a preset model on a local simulator without shots
+    (every value exact, nothing drawn from a job sequence or read from the teacher's run)."""
+    from .backends import backend_kind
+
+    return (
+        backend_kind(cfg.backend.name) in ("aer", "aer_noisy")
+        and cfg.backend.shots is None
+        and cfg.model.circuit is None
+    )
+
+
+def prefit_oracle(
+    cfg: RunConfig,
+    teacher_path: str | Path,
+    forget: str,
+    out: str | Path,
+    *,
+    options: dict[str, dict] | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Fit the retrain oracle of the teacher that ``cfg`` will train (at ``teacher_path``) into
+    the run directory ``out``, without waiting for that teacher: the oracle starts from scratch
+    and needs only the teacher's config and data. ``unlearn(..., prefit=out)`` then finds the
+    finished fit (checked by fingerprint) and only evaluates, so a grid runs oracles beside
+    their teachers. The numbers are the oracle's own: the same fit, arguments and checkpoint
+    (:func:`~qmu_qiskit.unlearning.methods.retrain.fit_retrain`), and the fit's cost is carried
+    into the oracle's ``cost.json``.
+
+    Raises:
+        BadInputError: a backend or model whose oracle cannot be fitted ahead
+            (:func:`prefit_possible`), or a bad forget request or option.
+    """
+    from .unlearning.base import METHOD_CHECKPOINT, RecipeInfo, resolve_options
+    from .unlearning.methods.retrain import fit_retrain
+
+    if not prefit_possible(cfg):
+        raise BadInputError(
+            f"the oracle of a {cfg.model.name} teacher on {cfg.backend.name} cannot be fitted "
+            "ahead of its teacher (it needs a preset model on a local simulator without shots)"
+        )
+    seed = cfg.seed if seed is None else int(seed)
+    resolved = resolve_options(
+        "retrain", (options or {}).get("retrain"), RecipeInfo.from_config(cfg)
+    )
+    spec = check_backend(cfg.backend, cfg.model.n_qubits)
+    bundle = load_data(cfg.data)
+    fset = resolve_forget(forget, bundle, seed=cfg.data.seed)
+    config = _unlearn_config(cfg, teacher_path, fset, "retrain", resolved, cfg.backend, seed)
+    fingerprint = _fingerprint(config)
+    run = RunDir(out)
+    with run.lock(), run_log(run.path):
+        status = run.status() if run.path.exists() else None
+        if (
+            status
+            and status.get("status") == "complete"
+            and status.get("fingerprint") == fingerprint
+        ):
+            return run.path
+        run.prepare(
+            config,
+            fingerprint=fingerprint,
+            overwrite=status is not None and status.get("fingerprint") != fingerprint,
+        )
+        run.start(config, fingerprint=fingerprint, extra={"kind": "prefit", "versions": versions()})
+        try:
+            executor = make_executor(cfg.backend, seed=seed, run=run, spec=spec)
+            data = method_data(bundle, fset)
+            mspec = model_spec(cfg, bundle)
+            with executor.cost.measure() as phase:
+                fit_retrain(
+                    lambda s: build_model(
+                        mspec, num_classes=bundle.num_classes, executor=executor, seed=s
+                    ),
+                    recipe=cfg.training,
+                    protocol=cfg.protocol,
+                    options=resolved,
+                    seed=seed,
+                    data=(data.retain, data.val, data.test),
+                    checkpoint=run.checkpoints / METHOD_CHECKPOINT,
+                    fingerprint=fingerprint,
+                )
+            atomic_write_json(run.path / COST_FILE, {"method": phase.record.to_dict()})
+        except BaseException as exc:
+            run.fail(failure_reason(exc))
+            raise
+        run.finish()
+    return run.path
+
+
+def _take_prefit(prefit: Path, fingerprint: str, checkpoint: Path):
+    """The finished pre-fit at ``prefit`` of the oracle run with ``fingerprint``: its checkpoint
+    copied to ``checkpoint`` (where the oracle's fit resumes from, finished) and its cost
+    returned; ``None`` (the oracle fits itself) when there is none, it is unfinished, or it was
+    made from another config. Nothing is followed through a link; sizes are bounded."""
+    import io
+
+    from .execution.cost import CostRecord
+    from .io import atomic_write_bytes, read_regular
+    from .runs import read_run_json
+    from .training import load_checkpoint
+    from .unlearning.base import METHOD_CHECKPOINT
+
+    run = RunDir(prefit)
+    try:
+        if run.path.is_symlink() or not run.path.is_dir():
+            return None
+        status = run.status() or {}
+        if status.get("status") != "complete" or status.get("fingerprint") != fingerprint:
+            return None
+        data = read_regular(
+            run.checkpoints / METHOD_CHECKPOINT,
+            max_bytes=MAX_PREFIT_BYTES,
+            what="pre-fit checkpoint",
+            follow=False,
+        )
+        ck = load_checkpoint(
+            io.BytesIO(data), source=str(prefit / CHECKPOINTS_DIR / METHOD_CHECKPOINT)
+        )
+        if ck.get("fingerprint") != fingerprint:
+            return None
+        cost = CostRecord.from_dict(read_run_json(run.path / COST_FILE).get("method") or {})
+    except QmuError as exc:
+        logger.warning(
+            "the oracle's pre-fit at %s is not used (%s); the oracle fits itself", prefit, exc
+        )
+        return None
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(checkpoint, data)
+    logger.info("the oracle's fit comes from its pre-fit at %s", prefit)
+    return cost
 
 
 def _fingerprint(config: dict) -> str:
@@ -728,6 +910,7 @@ def _unlearn_one(
     oracle_outputs: Outputs | None,
     metric_ctx: MetricContext,
     oracle_dir: str = "retrain",
+    prefit: Path | None = None,
 ) -> UnlearnSummary:
     from .runs import read_run_json
     from .unlearning.base import UnlearnContext, method_selection
@@ -775,13 +958,7 @@ def _unlearn_one(
             try:
                 model_teacher = teacher.model(executor)
                 model_teacher.eval()
-                train_X, train_y = bundle.X["train"], bundle.y["train"]
-                val_X, val_y = bundle.X["val"], bundle.y["val"]
-                forget_classes = None
-                if fset.kind == "class":
-                    forget_classes = sorted({int(v) for v in train_y[fset.train_idx]})
-                    keep = ~np.isin(val_y, forget_classes)
-                    val_X, val_y = val_X[keep], val_y[keep]
+                data = method_data(bundle, fset)
                 ctx = UnlearnContext(
                     teacher=model_teacher,
                     make_model=lambda s: build_model(
@@ -790,15 +967,15 @@ def _unlearn_one(
                         executor=executor,
                         seed=s,
                     ),
-                    retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
-                    forget=(train_X[fset.train_idx], train_y[fset.train_idx]),
-                    val=(val_X, val_y),
-                    test=(bundle.X["test"], bundle.y["test"]),
+                    retain=data.retain,
+                    forget=data.forget,
+                    val=data.val,
+                    test=data.test,
                     recipe=teacher.cfg.training,
                     options=options,
                     seed=seed,
                     num_classes=bundle.num_classes,
-                    forget_classes=forget_classes,
+                    forget_classes=data.forget_classes,
                     workdir=run.path,
                     progress=progress,
                     protocol=teacher.cfg.protocol,
@@ -810,6 +987,9 @@ def _unlearn_one(
                     # submitted, recorded in the job ledger and counted by `estimate`
                     record_history=not _on_runtime(executor),
                 )
+                prefit_cost = None
+                if prefit is not None and method == "retrain" and not ctx.checkpoint.exists():
+                    prefit_cost = _take_prefit(prefit, fingerprint, ctx.checkpoint)
                 with executor.cost.measure() as phase:
                     result = info.fn(ctx)
                 if ctx.selection_report():  # the epoch the protocol's wrapper returned
@@ -843,9 +1023,13 @@ def _unlearn_one(
                 history_cost = getattr(ctx, "history_cost", None)
                 if history_cost is not None:  # the history's evaluations are not the method's
                     method_cost = method_cost - history_cost
+                if prefit_cost is not None:  # the fit ran ahead in the pre-fit: its cost is ours
+                    method_cost = method_cost + prefit_cost
                 cost = {"method": method_cost.to_dict(), "evaluation": eval_phase.record.to_dict()}
                 if history_cost is not None:
                     cost["history"] = history_cost.to_dict()
+                if prefit_cost is not None:  # the part of "method" spent in the pre-fit's process
+                    cost["prefit"] = prefit_cost.to_dict()
                 metrics["execution"] = executor.describe()
                 atomic_write_json(run.path / METRICS_FILE, metrics)
                 atomic_write_json(run.path / COST_FILE, cost)

@@ -24,10 +24,44 @@ LOW_FPRS = (0.01, 0.001)
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
 
+#: Resolution of every PNG; the figures are made at it too, so text measured while laying a
+#: figure out is the text drawn (and matplotlib's text-layout cache is shared between the two).
+DPI = 120
+
+
 def _figure(width: float = 6.4, height: float = 4.8):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer for the layout, without a throw-away draw
+    return fig
+
+
+def _lay_out(fig) -> None:
+    """Run the figure's constrained layout once and keep the positions it found.
+
+    The layout engine is removed afterwards, so later draws (``savefig``, which otherwise lays
+    a constrained figure out in a draw of its own before the real one) draw exactly once. Does
+    nothing to a figure already laid out.
+    """
+    from matplotlib import rc_context
+
+    engine = fig.get_layout_engine()
+    if engine is None:
+        return
+    if fig.axes:  # as Figure.draw: no axes, nothing to lay out
+        engine.execute(fig)
+    with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)  # None (not "none", a placeholder savefig still lays out)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Lay ``fig`` out once (:func:`_lay_out`) and write it as a PNG at :data:`DPI`."""
+    _lay_out(fig)
+    path = Path(path)
+    atomic_savefig(fig, path, dpi=DPI)
+    return path
 
 
 def colors(n: int) -> list:
@@ -221,8 +255,7 @@ def plot_roc(
         )
     else:
         ax.legend(fontsize=7, loc="lower right")
-    path = Path(path)
-    atomic_savefig(fig, path, dpi=120)
+    path = _save(fig, path)
     return RocSummary(
         path=path, rows=rows, members=members, nonmembers=nonmembers, warnings=warnings
     )
@@ -262,11 +295,12 @@ def _clusters(points: list[Point], radius: float) -> list[list[int]]:
 
 def _declutter(fig, labels: list, step: float = 11.0, tries: int = 40) -> None:
     """Move annotation labels (in screen points, alternately down and up) until no two boxes
-    overlap; the figure is drawn once to know where they are."""
+    overlap. The figure is laid out first (:func:`_lay_out`, positions fixed from then on) to
+    know where they are; nothing is drawn."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
+    _lay_out(fig)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     renderer = canvas.get_renderer()
     placed: list = []
     for ann in labels:
@@ -295,7 +329,8 @@ def forget_vs_retain_figure(
     xlabel: str = "accuracy on D_r (retain)",
     ylabel: str = "accuracy on D_f (forget)",
 ):
-    """The figure of :func:`plot_forget_vs_retain` (and its label annotations)."""
+    """The figure of :func:`plot_forget_vs_retain` (and its label annotations), already laid
+    out: its axes positions are fixed (:func:`_lay_out`), so the labels stay apart."""
     methods = [p for p in points if p.kind == "method"]
     palette = colors(len(methods))
     fig = _figure(8.6, 5.2)
@@ -406,9 +441,7 @@ def plot_forget_vs_retain(points: list[Point], path: str | Path, *, title: str, 
     names.
     """
     fig, _ = forget_vs_retain_figure(points, title=title, **labels)
-    path = Path(path)
-    atomic_savefig(fig, path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------------------------ curves
@@ -480,9 +513,7 @@ def plot_curves(
     fig = curves_figure(histories, title=title, methods=methods, references=references)
     if fig is None:
         return None
-    path = Path(path)
-    atomic_savefig(fig, path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 def curves_figure(

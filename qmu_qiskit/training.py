@@ -9,6 +9,7 @@ one with the same seed.
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -90,22 +91,24 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     generator.set_state(state["generator"])
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only).
+def load_checkpoint(path: Path | io.BytesIO, *, source: str | None = None) -> dict:
+    """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only);
+    ``path`` may be the checkpoint's bytes in a buffer, ``source`` names it in errors.
 
     Raises:
         CheckpointError: the file is corrupt, truncated or not a qmu-qiskit checkpoint.
     """
+    path_shown = source or path
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a qmu-qiskit checkpoint ({type(exc).__name__}); "
+            f"checkpoint {path_shown} is corrupt or not a qmu-qiskit checkpoint ({type(exc).__name__}); "
             "delete it to start that run again from scratch"
         ) from exc
     if not isinstance(data, dict) or "model" not in data:
         raise CheckpointError(
-            f"{path} is not a qmu-qiskit checkpoint; delete it to start that run again from scratch"
+            f"{path_shown} is not a qmu-qiskit checkpoint; delete it to start that run again from scratch"
         )
     return data
 

@@ -234,3 +234,69 @@ def test_noisy_training_records_the_emulated_device(tmp_path):
     profile = metrics["execution"]["backend"]["profile"]
     assert profile["device"] == "ibm_brisbane" and profile["snapshot_date"].startswith("2025-")
     assert metrics["execution"]["runner"]["runner"] == "noisy_exact"  # the default engine
+
+
+# ------------------------------------------------------------------ the oracle's fit ahead of its teacher
+
+
+def _unlearn_numbers(path: Path) -> tuple[dict, Outputs, dict]:
+    metrics = json.loads((path / "metrics.json").read_text())
+    cost = json.loads((path / "cost.json").read_text())
+    return metrics, Outputs.load(path / "outputs.npz"), cost
+
+
+def test_prefit_oracle_runs_before_its_teacher_and_gives_the_oracles_own_numbers(tmp_path):
+    from qmu_qiskit.config import RunConfig
+
+    cfg = resolve_run_config(dataset="iris", seed=0, training={"epochs": 12})
+    teacher = tmp_path / "teacher"
+    prefit = pipeline.prefit_oracle(cfg, teacher, "class:0", tmp_path / "prefit")  # no teacher yet
+    assert not teacher.exists() and (prefit / "checkpoints" / "method.pt").is_file()
+    pipeline.train(RunConfig(**cfg.model_dump(mode="json")), teacher, progress=False)
+
+    warm = pipeline.unlearn(teacher, "class:0", [], progress=False, prefit=prefit)[0]
+    cold = pipeline.unlearn(teacher, "class:0", [], progress=False, out=tmp_path / "cold")[0]
+    m_warm, o_warm, c_warm = _unlearn_numbers(warm.path)
+    m_cold, o_cold, c_cold = _unlearn_numbers(cold.path)
+    assert np.array_equal(o_warm.logits, o_cold.logits)  # bit for bit
+    for key in ("acc_retain_unlearn", "acc_forget_unlearn", "acc_test_unlearn", "MIA_AUC"):
+        assert m_warm[key] == m_cold[key]
+
+    def epochs(m):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in m["history"]]
+
+    assert epochs(m_warm) == epochs(m_cold) and epochs(m_cold)
+    # the fit's cost is the oracle's, whichever process ran it
+    assert "prefit" in c_warm and "prefit" not in c_cold
+    for key in ("circuit_evaluations", "gradient_calls", "estimator_calls"):
+        assert c_warm["method"][key] == c_cold["method"][key] > 0
+    assert c_warm["method"]["wall_seconds"] >= c_warm["prefit"]["wall_seconds"] > 0
+    assert "comes from its pre-fit" in (warm.path / "log.txt").read_text()
+
+
+def test_prefit_of_another_config_or_behind_a_link_is_not_used(iris_teacher_copy, tmp_path):
+    from qmu_qiskit.config import RunConfig
+
+    cfg = RunConfig(**yaml.safe_load((iris_teacher_copy / "config.yaml").read_text()))
+    other = pipeline.prefit_oracle(cfg, iris_teacher_copy, "class:0", tmp_path / "p1", seed=1)
+    done = pipeline.unlearn(iris_teacher_copy, "class:0", [], progress=False, prefit=other)[0]
+    assert "prefit" not in json.loads((done.path / "cost.json").read_text())
+
+    good = pipeline.prefit_oracle(cfg, iris_teacher_copy, "subset:0.1", tmp_path / "p2")
+    ck = good / "checkpoints" / "method.pt"
+    ck.rename(good / "real.pt")
+    ck.symlink_to(good / "real.pt")
+    done = pipeline.unlearn(iris_teacher_copy, "subset:0.1", [], progress=False, prefit=good)[0]
+    assert "prefit" not in json.loads((done.path / "cost.json").read_text())
+    assert "is a symbolic link" in (done.path / "log.txt").read_text()
+
+
+def test_prefit_is_refused_where_it_would_change_the_numbers(tmp_path):
+    cfg = resolve_run_config(dataset="iris", seed=0, backend={"name": "aer", "shots": 256})
+    assert not pipeline.prefit_possible(cfg)
+    with pytest.raises(BadInputError, match="cannot be fitted ahead"):
+        pipeline.prefit_oracle(cfg, tmp_path / "t", "class:0", tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+    assert pipeline.prefit_possible(
+        resolve_run_config(dataset="iris", backend={"name": "aer_noisy"})
+    )

@@ -186,8 +186,16 @@ def test_faithful_quirks_applied_and_reported(faithful_study):
         c.payload["metric_ctx"]["kl_shuffled"]
         and c.payload["metric_ctx"]["mia_nonmembers"] == "retain"
         for c in grid.cells
-        if c.kind != "teacher"
+        if c.kind in ("oracle", "method")
     )
+    # each oracle's fit ran beside the teacher in its prefit cell, and the oracle used it
+    prefits = [c for c in grid.cells if c.kind == "prefit"]
+    oracles = [c for c in grid.cells if c.kind == "oracle"]
+    assert len(prefits) == len(oracles) == 2 and all(not p.deps for p in prefits)
+    assert {o.deps for o in oracles} == {(teacher.id, p.id) for p in prefits}
+    for o in oracles:
+        cost = json.loads((o.path / "cost.json").read_text())
+        assert cost["method"]["wall_seconds"] >= cost["prefit"]["wall_seconds"] > 0
     report = out.report.read_text(encoding="utf-8")
     for flag in ("test_selection", "iris_teacher_without_subset", "kl_retain_shuffled"):
         assert f"`{flag}` | **on**" in report

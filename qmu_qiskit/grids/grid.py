@@ -47,6 +47,11 @@ class CellWork(Protocol):
     * ``load_spec(raw: dict) -> Any`` — the caller's spec object from its ``grid.json`` form.
     * ``label(cell: Cell) -> str`` — a short human-readable name (progress, status).
     * ``priority(cell: Cell) -> int`` — among ready cells, lower starts first.
+    * ``cost_key(cell: Cell) -> str | None`` (optional) — cells with one key are expected to
+      take alike (studies: one method on several forget requests); among ready cells of equal
+      priority the scheduler starts those whose key's finished cells took longest first, and
+      those whose key has none finished yet before them (longest-first packing, so that no long
+      cell is left to run alone at the end).
     """
 
     def run(self, payload: dict) -> None: ...

@@ -1,8 +1,9 @@
 """The scheduler: runs a grid's DAG on a cell pool, recording every step in the cell ledger.
 
 A cell starts as soon as every cell it depends on is done; among ready cells the cell work's
-``priority`` decides (studies: oracles before methods, so the long ones begin early), then the
-grid's order. A cell is never
+``priority`` decides (studies: oracles before methods, so the long ones begin early), then what
+the grid has learnt of its cells' cost (the optional ``cost_key``: cells like one that took long
+start first, cells like none finished yet before them), then the grid's order. A cell is never
 handed out twice: the scheduler holds the grid lock (one scheduler per grid), keeps at most one
 open attempt per cell, and before starting a cell checks that no process holds the cell's run
 directory (an orphaned worker of a killed scheduler, say) — it waits for that process instead.
@@ -127,7 +128,18 @@ class Scheduler:
             )
         cells = {c.id: c for c in self.grid.cells}
         order = {c.id: i for i, c in enumerate(self.grid.cells)}
-        priority = {c.id: (self.work.priority(c), order[c.id]) for c in self.grid.cells}
+        static = {c.id: self.work.priority(c) for c in self.grid.cells}
+        cost_key = getattr(self.work, "cost_key", None)
+        keys: dict[str, str | None] = {
+            c.id: cost_key(c) if cost_key is not None else None for c in self.grid.cells
+        }
+        took: dict[str, float] = {}  # cost key -> the longest finished cell's seconds
+
+        def priority(cid: str) -> tuple:
+            key = keys[cid]
+            learnt = -took.get(key, float("inf")) if key is not None else 0.0
+            return (static[cid], learnt, order[cid])
+
         lost_here: dict[str, int] = {}
         running: dict = {}
         waiting: set[str] = set()
@@ -153,7 +165,7 @@ class Scheduler:
                             for c, s in state.items()
                             if s == "pending" and all(state[d] == "done" for d in cells[c].deps)
                         ),
-                        key=priority.__getitem__,
+                        key=priority,
                     )
                     if pool is None and ready:
                         pool = self.make_pool()
@@ -218,6 +230,9 @@ class Scheduler:
                             self.on_event("lost", cell, {})
                     elif result["status"] == "done":
                         ledger.record(cid, "done", session=session, seconds=result["seconds"])
+                        key = keys[cid]
+                        if key is not None:
+                            took[key] = max(took.get(key, 0.0), float(result["seconds"]))
                         state[cid] = "done"
                         self.on_event("done", cell, result)
                     elif cancelled and not self.work.finished(cell):

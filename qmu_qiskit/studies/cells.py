@@ -2,7 +2,9 @@
 (:class:`~qmu_qiskit.grids.grid.CellWork`, named ``"qmu_qiskit.studies.cells"`` in a grid).
 
 * a **teacher** cell trains (``pipeline.train``);
-* an **oracle** cell retrains without the forget set (``pipeline.unlearn(..., ["retrain"])``);
+* a **prefit** cell fits an oracle's retrain beside its teacher (``pipeline.prefit_oracle``);
+* an **oracle** cell retrains without the forget set (``pipeline.unlearn(..., ["retrain"])``),
+  or evaluates its finished pre-fit;
 * a **method** cell unlearns with one method next to its finished oracle
   (``pipeline.unlearn(..., [method])``).
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 WORK = __name__
 
 #: The cell kinds in dependency order.
-KIND_ORDER = {"teacher": 0, "oracle": 1, "method": 2}
+KIND_ORDER = {"teacher": 0, "prefit": 1, "oracle": 2, "method": 3}
 
 #: Top-level metric keys that are not per-row numbers.
 _SKIP_KEYS = {"execution", "history", "method_info", "sizes", "excluded"}
@@ -42,6 +44,16 @@ def run(payload: dict) -> None:
     if kind == "teacher":
         pipeline.train(RunConfig(**payload["config"]), payload["path"], progress=False)
         return
+    if kind == "prefit":
+        pipeline.prefit_oracle(
+            RunConfig(**payload["config"]),
+            payload["teacher"],
+            payload["forget"],
+            payload["path"],
+            options=payload["options"],
+            seed=payload["seed"],
+        )
+        return
     method = payload["method"]
     labels = (
         {method: payload["label"]} if method != "retrain" and payload["label"] != method else None
@@ -55,11 +67,20 @@ def run(payload: dict) -> None:
         progress=False,
         metric_ctx=MetricContext(**payload["metric_ctx"]),
         labels=labels,
+        prefit=payload.get("prefit"),
     )
 
 
 def finished(cell: Cell) -> bool:
     """Whether the cell's run directory holds a complete run of exactly this cell."""
+    if cell.kind == "prefit":  # its fit is done, or no longer needed: its oracle is finished
+        try:
+            status = RunDir(cell.path).status() or {}
+            return (
+                status.get("status") == "complete" or RunDir(cell.payload["oracle"]).is_complete()
+            )
+        except RunError:
+            return False
     run_dir = RunDir(cell.path)
     try:
         if not run_dir.is_complete():
@@ -97,6 +118,15 @@ def priority(cell: Cell) -> int:
     return int(cell.kind == "method")
 
 
+def cost_key(cell: Cell) -> str | None:
+    """Method cells of one method label (on one dataset and model) take alike on each forget
+    request: the scheduler starts the ones whose sibling took longest first."""
+    if cell.kind != "method":
+        return None
+    c = cell.coords
+    return f"{c['dataset']}/{c['model']}/{c['backend']}/{c['method']}"
+
+
 def rows(grid: Grid) -> list[dict]:
     """One dict per finished cell: grid coordinates, metrics and cost.
 
@@ -107,6 +137,8 @@ def rows(grid: Grid) -> list[dict]:
     out = []
     oracle_seconds = {}
     for c in grid.cells:
+        if c.kind == "prefit":  # part of its oracle's row (cost included)
+            continue
         row = _row(c)
         if row is None:
             continue

@@ -2,6 +2,9 @@
 
 * one **teacher** cell per dataset × model × backend × seed (``pipeline.train``);
 * one **oracle** cell per teacher × forget scenario (``pipeline.unlearn(..., ["retrain"])``);
+* where the oracle's fit does not need the finished teacher (a preset model on a local simulator
+  without shots, ``pipeline.prefit_possible``), one **prefit** cell per oracle that runs that
+  fit beside the teacher (``pipeline.prefit_oracle``); the oracle cell then only evaluates it;
 * one **method** cell per oracle × method (``pipeline.unlearn(..., [method])``, which reuses
   the finished oracle).
 
@@ -19,6 +22,7 @@ Layout of a study's grid directory (the spec's ``out``)::
     teachers/<dataset>-<model>-<backend>-s<seed>-<fingerprint>/      a teacher run
         unlearn/<forget-slug>/retrain/                               its oracle
         unlearn/<forget-slug>/<method label>/                        its method runs
+    prefit/<oracle key>/                                             an oracle's fit, run early
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ def _backend_slug(backend) -> str:
     return backend.name.replace(":", "-")
 
 
+#: The grid folder of the oracles' pre-fits (``prefit`` cells).
+PREFIT_DIR = "prefit"
+
 #: Most cells a grid may have unless ``max_cells`` (``--max-cells``) says otherwise: each cell
 #: is a run directory and a row in the ledger; the largest shipped study has a few hundred.
 MAX_CELLS = 5000
@@ -69,7 +76,7 @@ def count_cells(spec, proto, entries) -> int:
     """Cells the grid will have (an upper bound when cells are shared), before any is built."""
     models = sum(len(proto.models_for(spec, d)) for d in spec.datasets)
     teachers = models * len(spec.backends) * len(spec.seeds)
-    return teachers * (1 + len(spec.forget or []) * (1 + len(entries)))
+    return teachers * (1 + len(spec.forget or []) * (2 + len(entries)))
 
 
 def expand(
@@ -183,6 +190,12 @@ def expand(
     return make_grid(spec, source, grid_dir, ordered, overrides)
 
 
+def _prefit_possible(cfg) -> bool:
+    from ..pipeline import prefit_possible  # here: the grid's status side stays free of torch
+
+    return prefit_possible(cfg)
+
+
 def _add_teacher_subtree(
     cells,
     spec: StudySpec,
@@ -240,22 +253,49 @@ def _add_teacher_subtree(
             "metrics": metric_ctx,
         }
         unlearn_dir = tdir / UNLEARN_DIR / fset.slug
+        oracle_key = stable_hash({**base, "options": retrain_opts})
+        oracle_payload = {
+            "kind": "oracle",
+            "teacher": str(tdir),
+            "forget": fset.spec,
+            "method": "retrain",
+            "label": "retrain",
+            "options": {"retrain": retrain_given},
+            "seed": seed,
+            "metric_ctx": metric_ctx,
+        }
+        oracle_deps: tuple[str, ...] = (teacher.id,)
+        if _prefit_possible(cfg):
+            # the oracle's fit needs only the teacher's config and data: it runs beside the
+            # teacher, and the oracle cell then evaluates it (see pipeline.prefit_oracle)
+            prefit_dir = grid_dir / PREFIT_DIR / oracle_key
+            prefit = Cell(
+                id="p-" + oracle_key,
+                kind="prefit",
+                path=prefit_dir,
+                deps=(),
+                coords={**coords, "forget": fset.spec, "method": "retrain"},
+                payload={
+                    "kind": "prefit",
+                    "config": cfg.model_dump(mode="json"),
+                    "teacher": str(tdir),
+                    "forget": fset.spec,
+                    "options": {"retrain": retrain_given},
+                    "seed": seed,
+                    "path": str(prefit_dir),
+                    "oracle": str(unlearn_dir / "retrain"),
+                },
+            )
+            cells.setdefault(prefit.id, prefit)
+            oracle_deps = (teacher.id, prefit.id)
+            oracle_payload["prefit"] = str(prefit_dir)
         oracle = Cell(
-            id="o-" + stable_hash({**base, "options": retrain_opts}),
+            id="o-" + oracle_key,
             kind="oracle",
             path=unlearn_dir / "retrain",
-            deps=(teacher.id,),
+            deps=oracle_deps,
             coords={**coords, "forget": fset.spec, "method": "retrain"},
-            payload={
-                "kind": "oracle",
-                "teacher": str(tdir),
-                "forget": fset.spec,
-                "method": "retrain",
-                "label": "retrain",
-                "options": {"retrain": retrain_given},
-                "seed": seed,
-                "metric_ctx": metric_ctx,
-            },
+            payload=oracle_payload,
         )
         cells.setdefault(oracle.id, oracle)
         for i, m in enumerate(entries):

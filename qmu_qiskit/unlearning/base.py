@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: A method run's checkpoint, under its ``checkpoints/`` folder (:attr:`UnlearnContext.checkpoint`).
+METHOD_CHECKPOINT = "method.pt"
+
 
 @dataclass(frozen=True)
 class Option:
@@ -346,7 +349,7 @@ class UnlearnContext:
 
     @property
     def checkpoint(self) -> Path:
-        return self.workdir / CHECKPOINTS_DIR / "method.pt"
+        return self.workdir / CHECKPOINTS_DIR / METHOD_CHECKPOINT
 
     def _own_checkpoint(self) -> dict | None:
         """This method run's checkpoint, or ``None`` (absent, or written by another config)."""

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from ...training import Trainer
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ...training import FitResult, Trainer
 from ..base import MethodResult, Option, UnlearnContext, register_method
+
+if TYPE_CHECKING:
+    from ...config import TrainingConfig
+    from ...models.hybrid import HybridModel
 
 
 @register_method(
@@ -16,24 +24,53 @@ from ..base import MethodResult, Option, UnlearnContext, register_method
     family="oracle",
 )
 def retrain(ctx: UnlearnContext) -> MethodResult:
-    seed = ctx.seed if ctx.options["init_seed"] < 0 else ctx.options["init_seed"]
-    model = ctx.make_model(seed)
-    recipe = ctx.recipe
-    if ctx.protocol == "hqml":
+    model, fit = fit_retrain(
+        ctx.make_model,
+        recipe=ctx.recipe,
+        protocol=ctx.protocol,
+        options=ctx.options,
+        seed=ctx.seed,
+        data=(ctx.retain, ctx.val, ctx.test),
+        checkpoint=ctx.checkpoint,
+        fingerprint=ctx.fingerprint,
+        progress=ctx.progress,
+    )
+    return MethodResult(
+        model, {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "history": fit.history}
+    )
+
+
+def fit_retrain(
+    make_model: Callable[[int], HybridModel],
+    *,
+    recipe: TrainingConfig,
+    protocol: str,
+    options: dict,
+    seed: int,
+    data: tuple,
+    checkpoint: Path,
+    fingerprint: str,
+    progress: bool = False,
+) -> tuple[HybridModel, FitResult]:
+    """The oracle's fit: a fresh model (seed ``options["init_seed"]``, or ``seed``) trained with
+    the teacher's recipe on ``data = (retain, val, test)``, checkpointed after every epoch.
+    The grid's oracle pre-fit (:func:`qmu_qiskit.pipeline.prefit_oracle`) calls it with exactly
+    the arguments the oracle's own run would, so a finished checkpoint of one is the other's."""
+    seed = seed if options["init_seed"] < 0 else options["init_seed"]
+    model = make_model(seed)
+    if protocol == "hqml":
         recipe = recipe.model_copy(update={"select": "test"})
     trainer = Trainer(
         model,
         recipe,
         seed=seed,
-        checkpoint=ctx.checkpoint,
-        fingerprint=ctx.fingerprint,
-        progress=ctx.progress,
+        checkpoint=checkpoint,
+        fingerprint=fingerprint,
+        progress=progress,
         desc="retrain (oracle)",
     )
-    fit = trainer.fit(ctx.retain, ctx.val, ctx.test)
-    return MethodResult(
-        model, {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "history": fit.history}
-    )
+    retain, val, test = data
+    return model, trainer.fit(retain, val, test)
 
 
 @register_method(
