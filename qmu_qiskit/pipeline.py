@@ -29,9 +29,11 @@ from .models.hybrid import HybridModel, ModelSpec, build_model, count_parameters
 from .runs import (
     CHECKPOINTS_DIR,
     COST_FILE,
+    METHOD_CHECKPOINT,
     METRICS_FILE,
     MODEL_FILE,
     OUTPUTS_FILE,
+    PREFIT_DONE,
     STATUS_FILE,
     RunDir,
     failure_reason,
@@ -786,7 +788,7 @@ def prefit_oracle(
         BadInputError: a backend or model whose oracle cannot be fitted ahead
             (:func:`prefit_possible`), or a bad forget request or option.
     """
-    from .unlearning.base import METHOD_CHECKPOINT, RecipeInfo, resolve_options
+    from .unlearning.base import RecipeInfo, resolve_options
     from .unlearning.methods.retrain import fit_retrain
 
     if not prefit_possible(cfg):
@@ -808,7 +810,7 @@ def prefit_oracle(
         status = run.status() if run.path.exists() else None
         if (
             status
-            and status.get("status") == "complete"
+            and status.get("status") == PREFIT_DONE
             and status.get("fingerprint") == fingerprint
         ):
             return run.path
@@ -839,7 +841,8 @@ def prefit_oracle(
         except BaseException as exc:
             run.fail(failure_reason(exc))
             raise
-        run.finish()
+        # not "complete": a pre-fit holds a checkpoint, not a run's results
+        run.finish(extra={"status": PREFIT_DONE})
     return run.path
 
 
@@ -854,14 +857,13 @@ def _take_prefit(prefit: Path, fingerprint: str, checkpoint: Path):
     from .io import atomic_write_bytes, read_regular
     from .runs import read_run_json
     from .training import load_checkpoint
-    from .unlearning.base import METHOD_CHECKPOINT
 
     run = RunDir(prefit)
     try:
         if run.path.is_symlink() or not run.path.is_dir():
             return None
         status = run.status() or {}
-        if status.get("status") != "complete" or status.get("fingerprint") != fingerprint:
+        if status.get("status") != PREFIT_DONE or status.get("fingerprint") != fingerprint:
             return None
         data = read_regular(
             run.checkpoints / METHOD_CHECKPOINT,

@@ -51,6 +51,11 @@ from .io import (
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "run.json"
 CHECKPOINTS_DIR = "checkpoints"
+#: A method run's checkpoint, under its ``checkpoints/`` folder (``UnlearnContext.checkpoint``).
+METHOD_CHECKPOINT = "method.pt"
+#: The status of a finished oracle pre-fit (``pipeline.prefit_oracle``): its run directory holds
+#: a checkpoint, not a run's results, so it is never "complete".
+PREFIT_DONE = "fitted"
 MODEL_FILE = "model.pt"
 OUTPUTS_FILE = "outputs.npz"
 METRICS_FILE = "metrics.json"

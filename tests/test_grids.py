@@ -404,3 +404,16 @@ def test_the_grid_command_and_its_old_name(capsys):
         main([name, "--help"])
         out = capsys.readouterr().out
         assert "submit" in out and "status" in out and "Batch grids" in out
+
+
+def test_a_prefit_is_not_run_when_its_oracle_needs_it_no_more(tmp_path):
+    """A grid written before prefit cells existed, resubmitted: the prefit of an oracle that is
+    finished, or already fitting from its own checkpoint, counts as done."""
+    from qmu_qiskit.studies import cells
+
+    oracle = tmp_path / "teacher" / "unlearn" / "class-0" / "retrain"
+    cell = grids.Cell("p-x", "prefit", tmp_path / "prefit" / "x", (), {}, {"oracle": str(oracle)})
+    assert not cells.finished(cell)
+    (oracle / "checkpoints").mkdir(parents=True)
+    (oracle / "checkpoints" / "method.pt").write_bytes(b"")
+    assert cells.finished(cell)

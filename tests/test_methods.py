@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from qmu_qiskit.exceptions import BadInputError
+from qmu_qiskit.pipeline import method_data
 from qmu_qiskit.unlearning.base import (
     METHODS,
     RecipeInfo,
@@ -113,25 +114,19 @@ def make_ctx(
     else:
         model_teacher = make_model(123)
         model_teacher.eval()
-    train_X, train_y = bundle.X["train"], bundle.y["train"]
-    val_X, val_y = bundle.X["val"], bundle.y["val"]
-    forget_classes = None
-    if fset.kind == "class":
-        forget_classes = sorted({int(v) for v in train_y[fset.train_idx]})
-        keep = ~np.isin(val_y, forget_classes)
-        val_X, val_y = val_X[keep], val_y[keep]
+    data = method_data(bundle, fset)  # the splits pipeline.unlearn gives a method
     return UnlearnContext(
         teacher=model_teacher,
         make_model=make_model,
-        retain=(train_X[fset.retain_idx], train_y[fset.retain_idx]),
-        forget=(train_X[fset.train_idx], train_y[fset.train_idx]),
-        val=(val_X, val_y),
-        test=(bundle.X["test"], bundle.y["test"]),
+        retain=data.retain,
+        forget=data.forget,
+        val=data.val,
+        test=data.test,
         recipe=cfg.training,
         options=opts,
         seed=seed,
         num_classes=bundle.num_classes,
-        forget_classes=forget_classes,
+        forget_classes=data.forget_classes,
         workdir=workdir,
         progress=False,
         protocol=cfg.protocol,

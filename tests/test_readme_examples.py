@@ -38,7 +38,8 @@ def test_readme_python_block_runs_as_a_script(index, tmp_path):
     if "studies.submit" in BLOCKS[index]:
         # each worker would print the summary again if it re-ran the script
         summaries = [line for line in proc.stdout.splitlines() if line.startswith("iris_api:")]
-        assert summaries == ["iris_api: complete (4 done)"], proc.stdout
+        # teacher, the oracle's fit run beside it (prefit), oracle, two methods
+        assert summaries == ["iris_api: complete (5 done)"], proc.stdout
         assert (tmp_path / "runs" / "iris_api" / "grid.json").is_file()
     if "pipeline.train" in BLOCKS[index]:
         assert (tmp_path / "runs" / "iris-api" / "metrics.json").is_file()

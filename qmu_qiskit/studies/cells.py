@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 
 from ..evaluation.tables import with_salun_names
 from ..exceptions import RunError
-from ..runs import COST_FILE, METRICS_FILE, RunDir, read_run_json
+from ..runs import (
+    COST_FILE,
+    METHOD_CHECKPOINT,
+    METRICS_FILE,
+    PREFIT_DONE,
+    RunDir,
+    read_run_json,
+)
 from .spec import StudySpec
 
 if TYPE_CHECKING:
@@ -73,11 +80,16 @@ def run(payload: dict) -> None:
 
 def finished(cell: Cell) -> bool:
     """Whether the cell's run directory holds a complete run of exactly this cell."""
-    if cell.kind == "prefit":  # its fit is done, or no longer needed: its oracle is finished
+    if cell.kind == "prefit":
+        # its fit is done, or no longer needed: its oracle is finished, or has a checkpoint of
+        # its own (a grid of an older version, interrupted in the oracle's fit, resumes that)
+        oracle = RunDir(cell.payload["oracle"])
         try:
             status = RunDir(cell.path).status() or {}
             return (
-                status.get("status") == "complete" or RunDir(cell.payload["oracle"]).is_complete()
+                status.get("status") == PREFIT_DONE
+                or oracle.is_complete()
+                or (oracle.checkpoints / METHOD_CHECKPOINT).is_file()
             )
         except RunError:
             return False

@@ -26,15 +26,12 @@ import torch
 from ..exceptions import BadInputError
 from ..io import atomic_torch_save
 from ..registry import ENTRY_POINT_GROUPS, Registry
-from ..runs import CHECKPOINTS_DIR
+from ..runs import CHECKPOINTS_DIR, METHOD_CHECKPOINT
 
 if TYPE_CHECKING:
     from ..models.hybrid import HybridModel
 
 logger = logging.getLogger(__name__)
-
-#: A method run's checkpoint, under its ``checkpoints/`` folder (:attr:`UnlearnContext.checkpoint`).
-METHOD_CHECKPOINT = "method.pt"
 
 
 @dataclass(frozen=True)
