@@ -862,21 +862,28 @@ def _take_prefit(prefit: Path, fingerprint: str, checkpoint: Path):
     try:
         if run.path.is_symlink() or not run.path.is_dir():
             return None
-        status = run.status() or {}
-        if status.get("status") != PREFIT_DONE or status.get("fingerprint") != fingerprint:
-            return None
-        data = read_regular(
-            run.checkpoints / METHOD_CHECKPOINT,
-            max_bytes=MAX_PREFIT_BYTES,
-            what="pre-fit checkpoint",
-            follow=False,
-        )
-        ck = load_checkpoint(
-            io.BytesIO(data), source=str(prefit / CHECKPOINTS_DIR / METHOD_CHECKPOINT)
-        )
-        if ck.get("fingerprint") != fingerprint:
-            return None
-        cost = CostRecord.from_dict(read_run_json(run.path / COST_FILE).get("method") or {})
+        with run.lock(shared=True):  # refuses a tree holding a link; no writer meanwhile
+            status = run.status() or {}
+            if status.get("status") != PREFIT_DONE or status.get("fingerprint") != fingerprint:
+                return None
+            data = read_regular(
+                run.checkpoints / METHOD_CHECKPOINT,
+                max_bytes=MAX_PREFIT_BYTES,
+                what="pre-fit checkpoint",
+                follow=False,
+            )
+            ck = load_checkpoint(
+                io.BytesIO(data), source=str(prefit / CHECKPOINTS_DIR / METHOD_CHECKPOINT)
+            )
+            if ck.get("fingerprint") != fingerprint:
+                return None
+            counts = read_run_json(run.path / COST_FILE).get("method")
+        if not isinstance(counts, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for v in counts.values()
+        ):
+            raise RunError(f"{prefit / COST_FILE} holds no cost record")
+        cost = CostRecord.from_dict(counts)
     except QmuError as exc:
         logger.warning(
             "the oracle's pre-fit at %s is not used (%s); the oracle fits itself", prefit, exc

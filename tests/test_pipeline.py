@@ -288,7 +288,13 @@ def test_prefit_of_another_config_or_behind_a_link_is_not_used(iris_teacher_copy
     ck.symlink_to(good / "real.pt")
     done = pipeline.unlearn(iris_teacher_copy, "subset:0.1", [], progress=False, prefit=good)[0]
     assert "prefit" not in json.loads((done.path / "cost.json").read_text())
-    assert "is a symbolic link" in (done.path / "log.txt").read_text()
+    assert "symbolic link" in (done.path / "log.txt").read_text()
+
+    forged = pipeline.prefit_oracle(cfg, iris_teacher_copy, "class:1", tmp_path / "p3")
+    (forged / "cost.json").write_text('{"method": {"wall_seconds": "1e9"}}')
+    done = pipeline.unlearn(iris_teacher_copy, "class:1", [], progress=False, prefit=forged)[0]
+    assert "prefit" not in json.loads((done.path / "cost.json").read_text())
+    assert "holds no cost record" in (done.path / "log.txt").read_text()
 
 
 def test_prefit_is_refused_where_it_would_change_the_numbers(tmp_path):
