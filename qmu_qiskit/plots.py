@@ -53,7 +53,7 @@ def _lay_out(fig) -> None:
     if fig.axes:  # as Figure.draw: no axes, nothing to lay out
         engine.execute(fig)
     with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
-        fig.set_layout_engine(None)  # None (not "none", a placeholder savefig still lays out)
+        fig.set_layout_engine(None)  # None, not "none": savefig would still lay that out
 
 
 def _save(fig, path: str | Path) -> Path:
