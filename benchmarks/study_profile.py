@@ -28,12 +28,17 @@ PHASES = {"train": "loop", "method": "loop", "evaluation": "evaluation", "histor
 def profile(grid: Path) -> dict:
     db = sqlite3.connect(f"file:{grid / 'cells.sqlite'}?mode=ro", uri=True)
     cells = db.execute("select cell_id, kind, path, status, seconds from cells").fetchall()
-    events = db.execute("select event, at from events").fetchall()
+    events = db.execute("select cell_id, event, at from events order by id").fetchall()
     db.close()
-    starts = [at for ev, at in events if ev in ("submitted", "start", "started", "claimed")]
-    ends = [at for ev, at in events if ev in ("done", "finished", "failed")]
+    starts = [at for _, ev, at in events if ev in ("submitted", "start", "started", "claimed")]
+    ends = [at for _, ev, at in events if ev in ("done", "finished", "failed")]
     wall = (max(ends) - min(starts)) if starts and ends else None
-    out: dict = {"grid": str(grid), "wall_seconds": wall, "kinds": {}}
+    out: dict = {
+        "grid": str(grid),
+        "wall_seconds": wall,
+        "at_most_one_running_seconds": _at_most_one_running(events),
+        "kinds": {},
+    }
     kinds: dict = defaultdict(lambda: defaultdict(float))
     for _, kind, path, _status, seconds in cells:
         k = kinds[kind]
@@ -69,6 +74,27 @@ def profile(grid: Path) -> dict:
     return out
 
 
+def _at_most_one_running(events) -> float | None:
+    """Seconds of the grid's wall time during which at most one cell was running (a core idle
+    on a two-worker pool): each cell's attempts from submission to its end event, swept."""
+    opened: dict = {}
+    marks = []
+    for cid, ev, at in events:
+        if ev == "submitted":
+            opened[cid] = at
+        elif cid in opened and ev in ("done", "failed", "lost", "cancelled"):
+            marks += [(opened.pop(cid), 1), (at, -1)]
+    if not marks:
+        return None
+    marks.sort()
+    idle, running, last = 0.0, 0, marks[0][0]
+    for at, step in marks:
+        if running <= 1:
+            idle += at - last
+        running, last = running + step, at
+    return idle
+
+
 def _fmt(x: float) -> str:
     return f"{x:7.1f}"
 
@@ -87,7 +113,9 @@ def main() -> None:
         prof = profile(Path(g))
         results.append(prof)
         wall = prof["wall_seconds"]
-        print(f"\n{g}: wall {wall:.1f} s" if wall else f"\n{g}")
+        one = prof["at_most_one_running_seconds"]
+        idle = f", at most one cell running {one:.1f} s" if one is not None else ""
+        print(f"\n{g}: wall {wall:.1f} s{idle}" if wall else f"\n{g}")
         print(" | ".join(head))
         for kind, v in sorted(prof["kinds"].items()) + [("total", prof["total"])]:
             vals = [f"{int(v.get('cells', 0)):5d}"] + [_fmt(v.get(c, 0.0)) for c in cols[1:]]

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from .backends import RUNTIME_OPTIONS
+from .backends import RUNTIME_OPTIONS, backend_kind
 from .data import DataConfig
 from .data.files import is_data_file as _is_data_file
 from .exceptions import BadInputError, QmuError, echo
@@ -557,4 +557,15 @@ def resolve_run_config(
         training=TrainingConfig(**train_cfg),
         backend=BackendConfig(**backend_over),
         exclude_forget=exclude_forget,
+    )
+
+
+def prefit_possible(cfg: RunConfig) -> bool:
+    """Whether the retrain oracle of a teacher with config ``cfg`` can be fitted before the
+    teacher exists, with the same numbers: a preset model on a local simulator without shots
+    (every value exact, nothing drawn from a job sequence or read from the teacher's run)."""
+    return (
+        backend_kind(cfg.backend.name) in ("aer", "aer_noisy")
+        and cfg.backend.shots is None
+        and cfg.model.circuit is None
     )

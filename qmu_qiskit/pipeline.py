@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import BackendConfig, RunConfig
+from .config import BackendConfig, RunConfig, prefit_possible
 from .data import DataBundle, load_data, resolve_forget
 from .evaluation.metrics import MetricContext, compute_metrics
 from .evaluation.outputs import Outputs, collect_outputs
@@ -752,19 +752,6 @@ def method_data(bundle: DataBundle, fset) -> MethodData:
 
 #: Largest pre-fit checkpoint an oracle copies (a model, its optimiser and the best weights).
 MAX_PREFIT_BYTES = 512 * 2**20
-
-
-def prefit_possible(cfg: RunConfig) -> bool:
-    """Whether the retrain oracle of a teacher with config ``cfg`` can be fitted before the
-    teacher exists, with the same numbers: a preset model on a local simulator without shots
-    (every value exact, nothing drawn from a job sequence or read from the teacher's run)."""
-    from .backends import backend_kind
-
-    return (
-        backend_kind(cfg.backend.name) in ("aer", "aer_noisy")
-        and cfg.backend.shots is None
-        and cfg.model.circuit is None
-    )
 
 
 def prefit_oracle(

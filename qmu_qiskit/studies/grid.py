@@ -3,7 +3,7 @@
 * one **teacher** cell per dataset × model × backend × seed (``pipeline.train``);
 * one **oracle** cell per teacher × forget scenario (``pipeline.unlearn(..., ["retrain"])``);
 * where the oracle's fit does not need the finished teacher (a preset model on a local simulator
-  without shots, ``pipeline.prefit_possible``), one **prefit** cell per oracle that runs that
+  without shots, ``config.prefit_possible``), one **prefit** cell per oracle that runs that
   fit beside the teacher (``pipeline.prefit_oracle``); the oracle cell then only evaluates it;
 * one **method** cell per oracle × method (``pipeline.unlearn(..., [method])``, which reuses
   the finished oracle).
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import prefit_possible
 from ..exceptions import BadInputError, RunError
 from ..grids.grid import GRID_FILE, Cell, Grid, stable_hash
 from ..grids.handle import GridHandle, start
@@ -190,12 +191,6 @@ def expand(
     return make_grid(spec, source, grid_dir, ordered, overrides)
 
 
-def _prefit_possible(cfg) -> bool:
-    from ..pipeline import prefit_possible  # here: the grid's status side stays free of torch
-
-    return prefit_possible(cfg)
-
-
 def _add_teacher_subtree(
     cells,
     spec: StudySpec,
@@ -265,7 +260,7 @@ def _add_teacher_subtree(
             "metric_ctx": metric_ctx,
         }
         oracle_deps: tuple[str, ...] = (teacher.id,)
-        if _prefit_possible(cfg):
+        if prefit_possible(cfg):
             # the oracle's fit needs only the teacher's config and data: it runs beside the
             # teacher, and the oracle cell then evaluates it (see pipeline.prefit_oracle)
             prefit_dir = grid_dir / PREFIT_DIR / oracle_key
